@@ -1,0 +1,51 @@
+#!/usr/bin/env python
+"""peanut_jax inference entry point.
+
+    python infer.py flow --demo --output flow_demo.mp4
+    python infer.py flow --input VIDEO --checkpoint spynet.pth --output flow.mp4
+
+Every stage module in ``peanut_jax.pipeline`` that exposes ``register_cli`` becomes a sub-command.
+Errors are reported as one line on stderr with a non-zero exit; outputs are written atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+STAGES = ("flow", "erase", "upscale", "interpolate", "run")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="infer.py", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for stage in STAGES:
+        try:
+            mod = importlib.import_module(f"peanut_jax.pipeline.{stage}")
+        except ModuleNotFoundError as err:
+            if err.name == f"peanut_jax.pipeline.{stage}":
+                continue  # stage not available in this build
+            raise
+        if hasattr(mod, "register_cli"):
+            mod.register_cli(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("error: interrupted; no partial output was kept", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError, PermissionError, OSError) as err:
+        msg = str(err).strip().splitlines()
+        print(f"error: {msg[0] if msg else type(err).__name__}", file=sys.stderr)
+        for extra in msg[1:]:
+            print(f"  {extra}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

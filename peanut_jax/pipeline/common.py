@@ -1,0 +1,104 @@
+"""Helpers shared by the stage runners: loading weights, exporting trained weights, CLI errors.
+
+Weights can come from
+  * an official checkpoint file (``.pth``/``.pt``/``.pkl``/``.safetensors``) -> ``from_official``;
+  * an exported directory written by :func:`export_weights` (``model.json`` + ``params.safetensors``),
+    which is what ``train.py`` produces at the end of a run and what the bundled demo weights are;
+  * an orbax checkpoint directory of ``train.py`` (a step folder or the ``checkpoints`` folder; the
+    latest step is used), restored without a target (the ``params`` item is taken).
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import sys
+from typing import Any
+
+import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
+
+EXPORT_CONFIG = "model.json"
+EXPORT_PARAMS = "params.safetensors"
+OFFICIAL_SUFFIXES = (".pth", ".pt", ".pkl", ".ckpt", ".bin", ".safetensors")
+
+
+def export_weights(directory, name: str, module_kwargs: dict, params, metadata: dict | None = None,
+                   dtype=np.float32) -> pathlib.Path:
+    """Write ``params`` of model ``name`` as ``model.json`` + ``params.safetensors`` (atomic)."""
+    from peanut_jax.convert.reader import save_safetensors
+    d = pathlib.Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    flat = {"/".join(k): np.asarray(v).astype(dtype) for k, v in flatten_dict(_to_plain(params)).items()}
+    save_safetensors(d / EXPORT_PARAMS, flat)
+    cfg = {"model": name, "kwargs": module_kwargs, "metadata": metadata or {}}
+    tmp = d / (EXPORT_CONFIG + ".tmp")
+    tmp.write_text(json.dumps(cfg, indent=2, sort_keys=True))
+    os.replace(tmp, d / EXPORT_CONFIG)
+    return d
+
+
+def _to_plain(tree):
+    if hasattr(tree, "items"):
+        return {k: _to_plain(v) for k, v in tree.items()}
+    return tree
+
+
+def load_exported(directory):
+    """(name, module, variables, metadata) from an :func:`export_weights` directory."""
+    from peanut_jax.convert.reader import load_checkpoint
+    from peanut_jax.models import build
+    d = pathlib.Path(directory)
+    cfg = json.loads((d / EXPORT_CONFIG).read_text())
+    flat = load_checkpoint(d / EXPORT_PARAMS)
+    params = unflatten_dict({tuple(k.split("/")): np.asarray(v, np.float32) for k, v in flat.items()})
+    module = build(cfg["model"], **cfg.get("kwargs", {}))
+    return cfg["model"], module, {"params": params}, cfg.get("metadata", {})
+
+
+def _restore_orbax(path: pathlib.Path):
+    import orbax.checkpoint as ocp
+    p = path.resolve()
+    steps = sorted((int(c.name) for c in p.iterdir() if c.is_dir() and c.name.isdigit()), reverse=True)
+    if steps:
+        p = p / str(steps[0])
+    item = p / "state" if (p / "state").is_dir() else p
+    tree = ocp.StandardCheckpointer().restore(item)
+    params = tree.get("params") if isinstance(tree, dict) else getattr(tree, "params", None)
+    if params is None:
+        raise ValueError(f"{path}: orbax checkpoint has no 'params' item")
+    return jax_tree_to_numpy(params)
+
+
+def jax_tree_to_numpy(tree):
+    import jax
+    return jax.tree.map(np.asarray, tree)
+
+
+def load_model(name: str, checkpoint, **overrides) -> tuple[Any, dict]:
+    """(module, variables) of model ``name`` from an official file, an exported dir or an orbax dir."""
+    from peanut_jax.models import build
+    path = pathlib.Path(checkpoint)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        if (path / EXPORT_CONFIG).exists():
+            got, module, variables, _ = load_exported(path)
+            if got.split("_")[0] != name.split("_")[0]:
+                raise ValueError(f"{path}: holds weights of model {got!r}, not {name!r}")
+            return (module.clone(**overrides) if overrides else module), variables
+        params = _restore_orbax(path)
+        return build(name, **overrides), {"params": params}
+    from peanut_jax.convert import from_official
+    return from_official(name, path, **overrides)
+
+
+def fail(message: str, code: int = 2):
+    """Print one clear line to stderr and exit non-zero (CLI error path)."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def bundled_asset(*parts) -> pathlib.Path:
+    """Path of a file shipped inside the package (demo weights)."""
+    return pathlib.Path(__file__).resolve().parents[1].joinpath("assets", *parts)

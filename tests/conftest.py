@@ -1,0 +1,44 @@
+"""Test configuration: 8 fake CPU devices, float32 parity defaults, shared-data helpers.
+
+The device count must be set before JAX initialises its backend, so this runs first.
+"""
+import os
+import pathlib
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_default_matmul_precision", "highest")
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED = pathlib.Path(os.environ.get("PEANUT_SHARED", REPO.parent / "shared"))
+# Dumps of the official PyTorch models (development aid, never in CI): $PEANUT_REFS/dumps
+REFS = pathlib.Path(os.environ["PEANUT_REFS"]) if os.environ.get("PEANUT_REFS") else None
+
+
+def shared_path(*parts) -> pathlib.Path:
+    """Path under ../shared, or skip the test when the folder is absent."""
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"shared data not available: {p}")
+    return p
+
+
+def ref_dump(name: str):
+    """(npz, checkpoint path) of an official-code dump, or skip when $PEANUT_REFS is unset."""
+    if REFS is None:
+        pytest.skip("PEANUT_REFS not set: official-code dumps are a local development aid")
+    npz = REFS / "dumps" / f"{name}_io.npz"
+    pth = REFS / "dumps" / f"{name}.pth"
+    if not npz.exists():
+        pytest.skip(f"no dump {npz}")
+    import numpy as np
+    return np.load(npz), pth
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: official sizes; run with -m slow")
+    config.addinivalue_line("markers", "torch: needs PyTorch installed (parity with torch ops)")
