@@ -10,12 +10,11 @@ from peanut_jax.losses.flow import (e2fgvi_flow_targets, epe, flow_completion_lo
 from peanut_jax.losses.perceptual import PERCEPTUAL_LAYERS, PERCEPTUAL_WEIGHTS, perceptual_loss
 from peanut_jax.losses.reconstruction import (charbonnier_loss, hole_loss, l1_loss, laplacian_loss,
                                               laplacian_pyramid, valid_loss)
-from peanut_jax.losses.temporal import fb_occlusion, stc_loss, warping_l1_map
+from peanut_jax.losses.temporal import stc_loss
 
 __all__ = [
     "PERCEPTUAL_LAYERS", "PERCEPTUAL_WEIGHTS", "census_transform", "charbonnier_loss", "e2fgvi_flow_targets", "epe",
-    "fb_occlusion", "flow_completion_loss", "flow_distillation_loss", "flow_distillation_term", "flow_l1",
+    "flow_completion_loss", "flow_distillation_loss", "flow_distillation_term", "flow_l1",
     "hinge_discriminator_loss", "hinge_generator_loss", "hole_loss", "l1_loss", "laplacian_loss",
     "laplacian_pyramid", "perceptual_loss", "rgb_to_grey", "sobel", "stc_loss", "ternary_loss", "valid_loss",
-    "warping_l1_map",
 ]

@@ -57,6 +57,11 @@ def sobel(pred: jax.Array, gt: jax.Array | float) -> jax.Array:
     if pred.ndim != 4:
         raise ValueError(f"sobel: pred must be (N, H, W, C), got shape {tuple(pred.shape)}")
     gt = jnp.broadcast_to(jnp.asarray(gt, pred.dtype), pred.shape)
+    return _sobel(pred, gt)
+
+
+@jax.jit
+def _sobel(pred, gt):
     n = pred.shape[0]
     sx, sy = _sobel_xy(jnp.concatenate([pred, gt], axis=0))
     return jnp.abs(sx[:n] - sx[n:]) + jnp.abs(sy[:n] - sy[n:])

@@ -10,6 +10,7 @@ Parameters come from ``peanut_jax.convert.from_official('vgg19', 'vgg19-dcbb9e9d
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import jax
@@ -40,6 +41,12 @@ def perceptual_loss(vgg_params, pred: jax.Array, target: jax.Array, *,
     if len(layers) != len(weights):
         raise ValueError(f"perceptual_loss: {len(layers)} layers but {len(weights)} weights")
     params = vgg_params["params"] if "params" in vgg_params else vgg_params
+    return _perceptual(params, pred, target, tuple(int(i) for i in layers), tuple(float(w) for w in weights),
+                       float(scale), dtype, precision)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7))
+def _perceptual(params, pred, target, layers, weights, scale, dtype, precision):
     params = lax.stop_gradient(params)
     n = pred.shape[0]
     x = imagenet_normalize(jnp.concatenate([pred, lax.stop_gradient(target)], axis=0))

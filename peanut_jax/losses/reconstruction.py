@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -125,6 +127,11 @@ def laplacian_pyramid(img: jax.Array, max_levels: int = 5) -> list[jax.Array]:
     ``img`` (N, H, W, C) with H, W divisible by ``2**max_levels`` and at least ``2**(max_levels+1)``.
     """
     _check_pyramid("laplacian_pyramid", img.shape, max_levels)
+    return _pyramid(img, max_levels)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _pyramid(img, max_levels):
     cur = img
     pyr = []
     for _ in range(max_levels):
@@ -141,7 +148,12 @@ def laplacian_loss(pred: jax.Array, target: jax.Array, max_levels: int = 5) -> j
     """
     _check_same_shape("laplacian_loss", pred, target)
     _check_pyramid("laplacian_loss", pred.shape, max_levels)
+    return _laplacian_loss(pred, target, int(max_levels))
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _laplacian_loss(pred, target, max_levels):
     # one pyramid over the concatenated batch: the same arithmetic as two separate pyramids
     n = pred.shape[0]
-    pyr = laplacian_pyramid(jnp.concatenate([pred, target], axis=0), max_levels)
+    pyr = _pyramid(jnp.concatenate([pred, target], axis=0), max_levels)
     return sum(jnp.mean(jnp.abs(p[:n] - p[n:])) for p in pyr)
