@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from peanut_jax.ops.warp import sample_bilinear
+from peanut_jax.ops.warp import coord_dtype, sample_bilinear
 
 DEFAULT_MAX_COLUMNS = 1 << 27  # elements of the (rows, Wo, K, Cin) column buffer per chunk
 
@@ -59,16 +59,17 @@ def modulated_deform_conv2d(x, offset, mask, weight, bias=None, stride=1, paddin
 
     # Input as G separate images (N*G, H, W, Cg), so one sampler call serves all groups.
     xg = x.reshape(n, h, w, g, cg).transpose(0, 3, 1, 2, 4).reshape(n * g, h, w, cg)
-    taps_i = jnp.repeat(jnp.arange(kh), kw).astype(jnp.float32)  # (K,)
-    taps_j = jnp.tile(jnp.arange(kw), kh).astype(jnp.float32)
-    w_mat = weight.reshape(k, groups, cin_g, cout // groups)  # contract (k, c) per conv group
+    cdt = coord_dtype(offset)
+    taps_i = jnp.repeat(jnp.arange(kh), kw).astype(cdt)  # (K,)
+    taps_j = jnp.tile(jnp.arange(kw), kh).astype(cdt)
+    w_mat = weight.reshape(k, cin_g, groups, cout // groups)  # output channels grouped contiguously
 
     def rows(off, msk, row0):
         # off (N, R, Wo, 2GK), msk (N, R, Wo, GK) for output rows row0 .. row0+R-1
         r = off.shape[1]
-        off = off.astype(jnp.float32).reshape(n, r, wo, g, k, 2)
-        base_y = (row0 + jnp.arange(r, dtype=jnp.float32)) * sh - ph
-        base_x = jnp.arange(wo, dtype=jnp.float32) * sw - pw
+        off = off.astype(cdt).reshape(n, r, wo, g, k, 2)
+        base_y = (row0 + jnp.arange(r, dtype=cdt)) * sh - ph
+        base_x = jnp.arange(wo, dtype=cdt) * sw - pw
         py = base_y[:, None, None, None] + (taps_i * dh)[None, None, None, :] + off[..., 0]
         px = base_x[None, :, None, None] + (taps_j * dw)[None, None, None, :] + off[..., 1]
         # (N, R, Wo, G, K) -> (N*G, R, Wo, K)
@@ -78,7 +79,7 @@ def modulated_deform_conv2d(x, offset, mask, weight, bias=None, stride=1, paddin
         m = msk.reshape(n, r, wo, g, k).transpose(0, 3, 1, 2, 4).reshape(n * g, r, wo, k)
         cols = cols * m[..., None].astype(cols.dtype)
         cols = cols.reshape(n, g, r, wo, k, cg).transpose(0, 2, 3, 4, 1, 5).reshape(n, r, wo, k, groups, cin_g)
-        out = jnp.einsum("nrwkgc,kgco->nrwgo", cols, w_mat.astype(cols.dtype), precision=precision)
+        out = jnp.einsum("nrwkgc,kcgo->nrwgo", cols, w_mat.astype(cols.dtype), precision=precision)
         return out.reshape(n, r, wo, cout)
 
     per_row = n * wo * k * cin
@@ -92,7 +93,7 @@ def modulated_deform_conv2d(x, offset, mask, weight, bias=None, stride=1, paddin
         msk_p = jnp.pad(mask, ((0, 0), (0, pad), (0, 0), (0, 0)))
         off_c = off_p.reshape(n, chunks, rows_per_chunk, wo, -1).transpose(1, 0, 2, 3, 4)
         msk_c = msk_p.reshape(n, chunks, rows_per_chunk, wo, -1).transpose(1, 0, 2, 3, 4)
-        starts = jnp.arange(chunks, dtype=jnp.float32) * rows_per_chunk
+        starts = jnp.arange(chunks, dtype=cdt) * rows_per_chunk
         out = lax.map(lambda a: rows(a[0], a[1], a[2]), (off_c, msk_c, starts))
         out = out.transpose(1, 0, 2, 3, 4).reshape(n, chunks * rows_per_chunk, wo, cout)[:, :ho]
     if bias is not None:

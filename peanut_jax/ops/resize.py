@@ -90,7 +90,7 @@ def _apply_taps(x, axis, idx, wts):
     for i, wgt in zip(idx, wts):
         shape = [1] * x.ndim
         shape[axis] = -1
-        term = jnp.take(x, jnp.asarray(i, jnp.int32), axis=axis) * jnp.asarray(wgt, jnp.float32).reshape(shape)
+        term = jnp.take(x, jnp.asarray(i, jnp.int32), axis=axis) * jnp.asarray(wgt, x.dtype).reshape(shape)
         out = term if out is None else out + term
     return out
 
@@ -143,7 +143,7 @@ def interpolate(x, size=None, scale_factor=None, mode: str = "bilinear", align_c
         out_hw = tuple(int(math.floor(float(i) * float(s))) for i, s in zip(in_hw, sf))
         factors = (None, None) if recompute_scale_factor else tuple(float(s) for s in sf)
     dtype = x.dtype
-    y = x.astype(jnp.float32)
+    y = x.astype(jnp.promote_types(dtype, jnp.float32))  # taps are computed in float32 like torch
     # torch's kernels interpolate both axes at once; separable application differs only by
     # float rounding order (~1e-7)
     if out_hw[1] != in_hw[1] or mode == "area" or factors[1] is not None:

@@ -28,6 +28,11 @@ METHODS = ("gather", "map_coordinates")
 DEFAULT_METHOD = "gather"
 
 
+def coord_dtype(*arrays):
+    """At least float32 for sampling coordinates (float64 stays float64 for gradient checks)."""
+    return jnp.promote_types(jnp.result_type(*arrays), jnp.float32)
+
+
 def _check_padding(padding: str) -> None:
     if padding not in PADDINGS:
         raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
@@ -46,8 +51,9 @@ def sample_bilinear(img: jax.Array, y: jax.Array, x: jax.Array, padding: str = "
         raise ValueError(f"sample_bilinear: y {y.shape} and x {x.shape} must match and start with N={img.shape[0]}")
     n, h, w, c = img.shape
     sample_shape = y.shape[1:]
-    y = y.astype(jnp.float32).reshape(n, -1)
-    x = x.astype(jnp.float32).reshape(n, -1)
+    cdt = coord_dtype(y, x)
+    y = y.astype(cdt).reshape(n, -1)
+    x = x.astype(cdt).reshape(n, -1)
     if padding == "border":
         y = jnp.clip(y, 0.0, h - 1.0)
         x = jnp.clip(x, 0.0, w - 1.0)
@@ -72,7 +78,7 @@ def sample_bilinear(img: jax.Array, y: jax.Array, x: jax.Array, padding: str = "
                 valid = (yi >= 0) & (yi < h) & (xi >= 0) & (xi < w)
                 wgt = jnp.where(valid, wgt, 0.0)
             idx = jnp.clip(yi, 0, h - 1) * w + jnp.clip(xi, 0, w - 1)
-            term = take(flat, idx).astype(jnp.float32) * wgt[..., None]
+            term = take(flat, idx).astype(cdt) * wgt[..., None]
             out = term if out is None else out + term
     return out.reshape((n,) + sample_shape + (c,)).astype(img.dtype)
 
@@ -84,13 +90,14 @@ def _sample_map_coordinates(img, y, x, padding):
         return jax.scipy.ndimage.map_coordinates(im_hw, [yy, xx], order=1, mode=mode, cval=0.0)
 
     per_channel = jax.vmap(one, in_axes=(2, None, None), out_axes=-1)
-    out = jax.vmap(per_channel)(img.astype(jnp.float32), y.astype(jnp.float32), x.astype(jnp.float32))
+    cdt = coord_dtype(img, y, x)
+    out = jax.vmap(per_channel)(img.astype(cdt), y.astype(cdt), x.astype(cdt))
     return out.astype(img.dtype)
 
 
-def base_grid(h: int, w: int) -> tuple[jax.Array, jax.Array]:
-    """Pixel-centre coordinate grids (gy, gx), each (H, W) float32."""
-    gy, gx = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij")
+def base_grid(h: int, w: int, dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:
+    """Pixel-centre coordinate grids (gy, gx), each (H, W)."""
+    gy, gx = jnp.meshgrid(jnp.arange(h, dtype=dtype), jnp.arange(w, dtype=dtype), indexing="ij")
     return gy, gx
 
 
@@ -111,8 +118,9 @@ def warp(img: jax.Array, flow: jax.Array, padding: str = "zeros", method: str | 
             f"warp: flow must have shape (N, H, W, 2) matching img (N, H, W, C) = {tuple(img.shape)}; "
             f"got flow {tuple(flow.shape)}")
     _, h, w, _ = img.shape
-    gy, gx = base_grid(h, w)
-    flow = flow.astype(jnp.float32)
+    cdt = coord_dtype(flow)
+    gy, gx = base_grid(h, w, cdt)
+    flow = flow.astype(cdt)
     y = gy[None] + flow[..., 1]
     x = gx[None] + flow[..., 0]
     if method == "gather":
