@@ -1,0 +1,347 @@
+"""The generic training loop: ``train_and_evaluate(config, workdir)``.
+
+One loop for every stage; a stage plugs in as a task (``peanut_jax/train/tasks/<name>.py``, the
+protocol is documented in ``peanut_jax.train.tasks``).  What the loop does:
+
+1. builds a ``('data',)`` mesh over all devices of all processes and the step wrapper chosen by
+   ``config.parallel`` (``'mesh'``: ``jit`` + ``NamedSharding``; ``'pmap'``: ``jax.pmap`` +
+   ``lax.pmean``; both give the single-device numbers);
+2. resumes from the latest Orbax checkpoint in ``<workdir>/checkpoints`` (restored straight into
+   replicated shardings), or initialises with ``jit(task.init_state, out_shardings=P())``;
+3. runs steps ``start+1 .. train.num_steps``: host batches from ``task.train_batches`` (this
+   process's rows, a pure function of the step; prefetched on a background thread) are stitched
+   into global arrays, the step is ``jit(..., donate_argnums=0)``;
+4. checks every step's metrics for NaN/inf (one step behind, so the host never stalls the
+   device; synchronously before any checkpoint) and raises :class:`NonFiniteLossError` naming
+   the step and the offending metrics; nothing after the bad step is saved;
+5. logs the mean training metrics every ``train.log_every`` steps with steps/s (process 0:
+   ``metrics.jsonl`` + TensorBoard if ``tensorboardX`` is importable, a tqdm bar with ETA);
+6. evaluates ``task.eval_step`` on ``task.eval_batches`` every ``train.eval_every`` steps (and at
+   step 0 of a fresh run, and at the end);
+7. saves every ``train.checkpoint_every`` steps and at the end (async, keep
+   ``train.keep_checkpoints``), and waits for the writes before returning.
+
+Generic config keys: ``task``, ``seed``, ``parallel``, ``data.batch_size``, ``train.{num_steps,
+log_every, eval_every, checkpoint_every, keep_checkpoints, async_checkpoint, prefetch, progress,
+tensorboard, eval_at_start, debug_nan_at_step}``.  ``debug_nan_at_step = k > 0`` replaces the
+floating inputs of step ``k`` by NaN (to exercise the guard).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import pathlib
+import queue
+import threading
+import time
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from peanut_jax.train import checkpoint as ckpt_lib
+from peanut_jax.train import logging as log_lib
+from peanut_jax.train import parallel
+from peanut_jax.train import tasks as tasks_lib
+
+
+class NonFiniteLossError(RuntimeError):
+    """A training metric became NaN or infinite; the message names the step and the metrics."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    state: Any                 # canonical TrainState (global arrays replicated over the mesh)
+    step: int                  # last completed step
+    train_metrics: dict        # last logged training metrics (interval means)
+    eval_metrics: dict         # last evaluation (empty when none ran)
+    steps_per_sec: float | None  # mean over the run, excluding the first (compiling) step and eval
+    trace_count: int           # times the train step was traced (1 = no retracing)
+
+
+def _cfg(block, key, default):
+    try:
+        return block.get(key, default)
+    except AttributeError:
+        return default
+
+
+def _write_config(config, workdir: pathlib.Path) -> None:
+    tmp = workdir / "config.json.tmp"
+    to_json = getattr(config, "to_json_best_effort", None) or config.to_json
+    tmp.write_text(to_json(indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, workdir / "config.json")
+
+
+def _prefetch(it: Iterator, size: int) -> Iterator:
+    """Run ``it`` on a daemon thread, ``size`` items ahead (order and values are unchanged)."""
+    if size <= 0:
+        yield from it
+        return
+    q: queue.Queue = queue.Queue(maxsize=size)
+    stop = threading.Event()
+    done = object()
+
+    def worker():
+        try:
+            for item in it:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as e:  # surfaced in the consumer
+            q.put(e)
+
+    t = threading.Thread(target=worker, name="train-batches", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def _nonfinite(metrics: dict) -> dict:
+    bad = {}
+    for k, v in metrics.items():
+        try:
+            if not math.isfinite(float(v)):
+                bad[k] = float(v)
+        except (TypeError, ValueError):
+            continue
+    return bad
+
+
+def _first_batch(task, config, process_index, process_count):
+    fn = getattr(task, "sample_batch", None)
+    if callable(fn):
+        batch = fn(config)
+    else:
+        batch = next(iter(task.train_batches(config, 0, process_index, process_count)))
+    return jax.tree.map(lambda x: np.asarray(x)[:1], batch)
+
+
+def make_train_fn(task, config):
+    """The step the strategies wrap: task step + NaN injection (debug) + step increment."""
+    nan_step = int(_cfg(config.train, "debug_nan_at_step", -1))
+
+    def train_fn(state, batch, grad_reduce):
+        if nan_step > 0:
+            poison = state.step == nan_step - 1
+
+            def inject(x):
+                if jnp.issubdtype(x.dtype, jnp.floating):
+                    return jnp.where(poison, jnp.asarray(jnp.nan, x.dtype), x)
+                return x
+            batch = jax.tree.map(inject, batch)
+        new_state, metrics = task.train_step(state, batch, config, grad_reduce)
+        if "loss" not in metrics:
+            raise KeyError("train_step metrics must contain 'loss'")
+        new_state = new_state.replace(step=state.step + 1)
+        metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+        return new_state, metrics
+
+    return train_fn
+
+
+def make_eval_fn(task, config):
+    def eval_fn(state, batch):
+        return {k: jnp.asarray(v, jnp.float32) for k, v in task.eval_step(state, batch, config).items()}
+    return eval_fn
+
+
+def evaluate(strategy, task, dev_state, config, process_index: int | None = None,
+             process_count: int | None = None) -> dict:
+    """Mean of ``task.eval_step`` over ``task.eval_batches`` (batches weighted by their rows)."""
+    pi = jax.process_index() if process_index is None else process_index
+    pc = jax.process_count() if process_count is None else process_count
+    sums: dict[str, float] = {}
+    total = 0
+    for host_batch in task.eval_batches(config, pi, pc):
+        rows = int(jax.tree.leaves(host_batch)[0].shape[0]) * pc
+        m = parallel.to_host(strategy.eval_step(dev_state, strategy.put_batch(host_batch)))
+        for k, v in m.items():
+            sums[k] = sums.get(k, 0.0) + float(v) * rows
+        total += rows
+    if total == 0:
+        return {}
+    return {k: v / total for k, v in sums.items()}
+
+
+def train_and_evaluate(config, workdir: str | os.PathLike, *, task=None, devices=None,
+                       stop_at: int | None = None) -> TrainResult:
+    """Train ``config.task`` in ``workdir`` (resuming from its latest checkpoint).
+
+    ``task``: a task object/module overriding ``config.task``; ``devices``: the devices to use
+    (default all; tests pass ``jax.devices()[:1]`` for a one-device reference); ``stop_at``:
+    stop after this step as if killed (no final checkpoint; the in-flight ones complete).
+    """
+    task = tasks_lib.get(config.task) if task is None else task
+    tasks_lib.check(task, getattr(task, "__name__", "task"))
+    workdir = pathlib.Path(workdir).absolute()
+    pi, pc = jax.process_index(), jax.process_count()
+    is_main = pi == 0
+    tcfg = config.train
+    num_steps = int(tcfg.num_steps)
+    log_every = max(int(_cfg(tcfg, "log_every", 50)), 1)
+    eval_every = int(_cfg(tcfg, "eval_every", 0))
+    if num_steps < 0:
+        raise ValueError(f"config.train.num_steps must be >= 0, got {num_steps}")
+
+    mesh = parallel.make_mesh(devices)
+    parallel.local_batch_size(int(config.data.batch_size), mesh, "config.data.batch_size")
+    if int(config.data.batch_size) % pc:
+        raise ValueError(f"config.data.batch_size={config.data.batch_size} must be a multiple of "
+                         f"the process count ({pc})")
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    if is_main:
+        _write_config(config, workdir)
+
+    ckpt = ckpt_lib.Checkpointer(
+        ckpt_lib.checkpoint_dir(workdir), max_to_keep=int(_cfg(tcfg, "keep_checkpoints", 3)),
+        save_interval_steps=int(_cfg(tcfg, "checkpoint_every", 1000)),
+        async_save=bool(_cfg(tcfg, "async_checkpoint", True)))
+    writer = progress = batches = None
+    try:
+        rng = jax.random.PRNGKey(int(config.seed))
+        sample = _first_batch(task, config, pi, pc)
+
+        def init_fn():
+            return task.init_state(rng, config, sample)
+
+        abstract = jax.eval_shape(init_fn)
+        repl = parallel.replicated(mesh)
+        latest = ckpt.latest_step()
+        if latest is not None:
+            state = ckpt.restore(latest, ckpt_lib.abstract_like(abstract, repl))
+            start = int(parallel.to_host(state.step))
+            if start != latest:
+                raise ValueError(f"checkpoint {latest} in {ckpt.directory} holds step {start}")
+        else:
+            state = jax.jit(init_fn, out_shardings=repl)()
+            start = 0
+        n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params))
+        if is_main:
+            logging.info("task %s, %d params, %d devices on %d processes, strategy %s, %s",
+                         getattr(task, "__name__", task), n_params, mesh.devices.size, pc,
+                         config.parallel, f"resuming at step {start}" if start else "fresh start")
+
+        strategy = parallel.make_strategy(config.parallel, mesh, make_train_fn(task, config),
+                                          make_eval_fn(task, config))
+        writer = log_lib.MetricWriter(workdir, enabled=is_main, resume_step=start,
+                                      tensorboard=bool(_cfg(tcfg, "tensorboard", True)))
+        last_eval: dict = {}
+        last_train: dict = {}
+        end = num_steps if stop_at is None else min(num_steps, int(stop_at))
+
+        with strategy.context():
+            dev_state = strategy.put_state(state)
+            del state
+            if start == 0 and eval_every > 0 and bool(_cfg(tcfg, "eval_at_start", True)):
+                last_eval = evaluate(strategy, task, dev_state, config, pi, pc)
+                writer.write(0, last_eval, "eval")
+                if is_main:
+                    logging.info("eval @0: %s", _fmt(last_eval))
+            progress = log_lib.Progress(num_steps, start,
+                                        enabled=is_main and bool(_cfg(tcfg, "progress", True)))
+            batches = _prefetch(iter(task.train_batches(config, start, pi, pc)),
+                                int(_cfg(tcfg, "prefetch", 2)))
+            acc: dict[str, float] = {}
+            acc_n = 0
+            pending = None               # (step, device metrics) not yet checked
+            t_first = None               # wall time when the first step of this run finished
+            t_excl = 0.0                 # eval time to exclude from steps/s
+            t_log, steps_log, excl_log = None, 0, 0.0
+
+            def consume(step, dev_metrics):
+                nonlocal acc_n
+                m = parallel.to_host(dev_metrics)
+                bad = _nonfinite(m)
+                if bad:
+                    latest_ok = ckpt.latest_step()
+                    raise NonFiniteLossError(
+                        f"non-finite training metrics at step {step}: "
+                        + ", ".join(f"{k}={v}" for k, v in bad.items())
+                        + f" (loss={m.get('loss')}); stopping. Last checkpoint: "
+                        + (f"step {latest_ok}" if latest_ok is not None else "none"))
+                for k, v in m.items():
+                    acc[k] = acc.get(k, 0.0) + float(v)
+                acc_n += 1
+
+            step = start
+            for step in range(start + 1, end + 1):
+                host_batch = next(batches)
+                with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                    dev_state, dev_metrics = strategy.train_step(dev_state,
+                                                                 strategy.put_batch(host_batch))
+                if pending is not None:
+                    consume(*pending)
+                pending = (step, dev_metrics)
+                is_log = step % log_every == 0 or step == end
+                is_eval = eval_every > 0 and (step % eval_every == 0 or step == num_steps)
+                is_save = ckpt.should_save(step) or step == num_steps
+                if t_first is None or is_log or is_eval or is_save:
+                    consume(*pending)
+                    pending = None
+                if t_first is None:
+                    t_first = t_log = time.perf_counter()
+                    steps_log, excl_log = 0, 0.0
+                else:
+                    steps_log += 1
+                if is_log:
+                    now = time.perf_counter()
+                    last_train = {k: v / max(acc_n, 1) for k, v in acc.items()}
+                    if steps_log > 0 and now - t_log - excl_log > 0:
+                        last_train["steps_per_sec"] = steps_log / (now - t_log - excl_log)
+                    writer.write(step, last_train, "train")
+                    acc.clear()
+                    acc_n = 0
+                    t_log, steps_log, excl_log = now, 0, 0.0
+                if is_save:
+                    ckpt.save(step, strategy.get_state(dev_state), force=step == num_steps)
+                if is_eval:
+                    t0 = time.perf_counter()
+                    last_eval = evaluate(strategy, task, dev_state, config, pi, pc)
+                    writer.write(step, last_eval, "eval")
+                    if is_main:
+                        progress.write(f"eval @{step}: {_fmt(last_eval)}")
+                    dt = time.perf_counter() - t0
+                    t_excl += dt
+                    excl_log += dt
+                progress.update(1, **({"loss": last_train.get("loss")} if "loss" in last_train else {}))
+            if pending is not None:
+                consume(*pending)
+            sps = None
+            if t_first is not None and step > start + 1:
+                sps = (step - start - 1) / max(time.perf_counter() - t_first - t_excl, 1e-9)
+            final_state = strategy.get_state(dev_state)
+            ckpt.wait_until_finished()
+        return TrainResult(state=final_state, step=step, train_metrics=last_train,
+                           eval_metrics=last_eval, steps_per_sec=sps,
+                           trace_count=strategy.trace_count)
+    finally:
+        if batches is not None:
+            batches.close()
+        if progress is not None:
+            progress.close()
+        if writer is not None:
+            writer.close()
+        ckpt.close()
+
+
+def _fmt(m: dict) -> str:
+    return ", ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items())

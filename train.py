@@ -1,0 +1,96 @@
+"""Train a stage: ``python train.py --config configs/spynet.py:tiny --workdir runs/spynet``.
+
+Overrides: ``--config.optim.lr=3e-4 --config.parallel=pmap --config.model.dtype=bfloat16``.
+Re-running with the same ``--workdir`` resumes from its latest checkpoint.
+
+Multi-host (TPU pod slices, GPU clusters, several CPU processes): every process runs the same
+command.  ``jax.distributed.initialize`` is called first when ``--coordinator_address`` /
+``--num_processes`` / ``--process_id`` are given, or the environment variables
+``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID`` are set, or (with
+``--distributed=auto``, the default) a multi-process cluster is detected (Cloud TPU pod slice,
+SLURM with several tasks, Open MPI), in which case JAX fills in the parameters itself;
+``--distributed=on`` always initialises, ``off`` never.  Each process then reads its own share
+of every batch, and only process 0 logs and writes metrics.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/spynet.py:tiny.",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl and config.json.")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process runs).")
+flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process runs).")
+flags.DEFINE_integer("process_id", None, "Index of this process (multi-process runs).")
+flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
+                  "Call jax.distributed.initialize: auto = when flags/env/cluster say so.")
+flags.mark_flags_as_required(["config", "workdir"])
+FLAGS = flags.FLAGS
+
+
+def _env_int(name):
+    v = os.environ.get(name)
+    if v is None or v == "":
+        return None
+    try:
+        return int(v)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={v!r} is not an integer") from None
+
+
+def _cluster_detected() -> bool:
+    """A multi-process launcher JAX can read its parameters from."""
+    env = os.environ
+    hosts = env.get("TPU_WORKER_HOSTNAMES", "")
+    if "," in hosts or env.get("MEGASCALE_COORDINATOR_ADDRESS"):
+        return True
+    if "SLURM_JOB_ID" in env and int(env.get("SLURM_NTASKS", env.get("SLURM_NPROCS", "1")) or 1) > 1:
+        return True
+    return int(env.get("OMPI_COMM_WORLD_SIZE", "1") or 1) > 1
+
+
+def maybe_initialize_distributed(mode: str, coordinator_address=None, num_processes=None,
+                                 process_id=None) -> bool:
+    """Call ``jax.distributed.initialize`` when asked to (see the module docstring)."""
+    import jax
+    addr = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS") or None
+    nproc = num_processes if num_processes is not None else _env_int("JAX_NUM_PROCESSES")
+    pid = process_id if process_id is not None else _env_int("JAX_PROCESS_ID")
+    explicit = any(v is not None for v in (addr, nproc, pid))
+    if mode == "off":
+        return False
+    if mode == "on" or explicit or (mode == "auto" and _cluster_detected()):
+        jax.distributed.initialize(coordinator_address=addr, num_processes=nproc,
+                                   process_id=pid)
+        return True
+    return False
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    import jax
+
+    from peanut_jax.train.loop import NonFiniteLossError, train_and_evaluate
+    try:
+        maybe_initialize_distributed(FLAGS.distributed, FLAGS.coordinator_address,
+                                     FLAGS.num_processes, FLAGS.process_id)
+        if jax.process_index() != 0:
+            logging.set_verbosity(logging.WARNING)
+        result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    except (ValueError, FileNotFoundError, NonFiniteLossError) as e:
+        print(f"train.py: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    if jax.process_index() == 0:
+        summary = {**{f"train/{k}": v for k, v in result.train_metrics.items()},
+                   **{f"eval/{k}": v for k, v in result.eval_metrics.items()}}
+        print(f"done at step {result.step}: " + ", ".join(
+            f"{k}={v:.5g}" for k, v in summary.items()), flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
