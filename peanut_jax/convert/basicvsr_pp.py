@@ -30,26 +30,26 @@ IGNORED_TOP_LEVEL = ("step_counter",)  # restorer buffer (mmedit/mmagic BasicVSR
 _MARKERS = ("deform_align.backward_1.conv_offset.0.weight", "backbone.backward_1.main.0.weight")
 
 
-def _to_numpy_dict(obj: Mapping) -> dict[str, np.ndarray]:
-    out = {}
-    for k, v in obj.items():
-        if hasattr(v, "detach"):  # a torch tensor, when the caller used torch.load
-            v = v.detach().cpu().numpy()
-        out[str(k)] = v
-    return out
+def _torch_to_numpy(obj):
+    """Tensors of a ``torch.load`` result -> numpy (the safe reader already returns numpy)."""
+    if hasattr(obj, "detach") and hasattr(obj, "numpy"):
+        return obj.detach().cpu().numpy()
+    if isinstance(obj, Mapping):
+        return {k: _torch_to_numpy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_torch_to_numpy(v) for v in obj]
+    return obj
 
 
 def unwrap(obj, source: str = "checkpoint") -> dict[str, np.ndarray]:
     """The generator's flat state dict (no ``generator.``/``module.`` prefix, no ``step_counter``)."""
+    from peanut_jax.convert.reader import CheckpointError, unwrap_state_dict
     if not isinstance(obj, Mapping):
         raise CheckpointMismatchError(f"{source}: expected a state dict (mapping), got {type(obj).__name__}")
-    sd = obj
-    for wrapper in ("state_dict", "params", "model", "generator"):
-        inner = sd.get(wrapper) if isinstance(sd, Mapping) else None
-        if isinstance(inner, Mapping) and not any(hasattr(v, "shape") for v in sd.values() if v is not inner):
-            sd = inner
-            break
-    sd = _to_numpy_dict({k: v for k, v in sd.items() if hasattr(v, "shape")})
+    try:
+        sd = unwrap_state_dict(_torch_to_numpy(obj))
+    except CheckpointError as e:
+        raise CheckpointMismatchError(f"{source}: {e}") from None
     if sd and all(k.startswith("module.") for k in sd):
         sd = {k[len("module."):]: v for k, v in sd.items()}
     if any(k.startswith("generator.") for k in sd):
@@ -107,7 +107,7 @@ def keymap(module: BasicVSRPlusPlus, torch_prefix: str = "") -> KeyMap:
         _res_stack(km, f"{p}feat_extract.4", ("feat_extract", "blocks"), 5)
     for br in BRANCHES:
         for j in range(4):
-            km.conv(f"{p}deform_align.{br}.conv_offset.{2 * j}", (br, "deform_align", f"conv_offset_{j}"))
+            km.conv(f"{p}deform_align.{br}.conv_offset.{2 * j}", (br, "deform_align", f"conv_offset_{2 * j}"))
         km.conv(f"{p}deform_align.{br}", (br, "deform_align"))
         _res_stack(km, f"{p}backbone.{br}", (br, "backbone"), module.num_blocks)
     _res_stack(km, f"{p}reconstruction", ("recon", "reconstruction"), 5)

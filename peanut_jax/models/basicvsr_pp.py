@@ -38,8 +38,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from peanut_jax.layers import Conv2d, leaky_relu
+from peanut_jax.layers.deform_align import SecondOrderDeformableAlignment
 from peanut_jax.models.spynet import SPyNet
-from peanut_jax.ops import interpolate, modulated_deform_conv2d, pixel_shuffle, warp
+from peanut_jax.ops import interpolate, pixel_shuffle, warp
 
 Dtype = Any
 BRANCHES = ("backward_1", "forward_1", "backward_2", "forward_2")
@@ -97,57 +98,6 @@ class PixelShufflePack(nn.Module):
         return pixel_shuffle(x, self.factor)
 
 
-def _dcn_uniform(fan_in: int):
-    bound = 1.0 / float(np.sqrt(fan_in))
-
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
-
-
-class SecondOrderDeformableAlignment(nn.Module):
-    """Flow-guided second-order deformable alignment (BasicVSR++ / E2FGVI), NHWC.
-
-    ``(x, extra_feat, flow_1, flow_2) -> (N, H, W, features)`` with ``x`` = cat[feat_prop, feat_n2]
-    (2C), ``extra_feat`` = cat[cond_n1, feat_current, cond_n2] (3C), flows (N, H, W, 2) x-first.
-    Deform groups 0..G/2-1 read ``feat_prop`` with offsets around ``flow_1``, the others read
-    ``feat_n2`` around ``flow_2``; offsets are ``max_residue_magnitude * tanh(.)`` residues.
-    Parameters: ``conv_offset_{0..3}`` and the DCN ``kernel`` (3, 3, 2C, C) / ``bias``.
-    """
-    features: int = 64
-    deform_groups: int = 16
-    max_residue_magnitude: float = 10.0
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x, extra_feat, flow_1, flow_2):
-        g, c = self.deform_groups, self.features
-        kw = dict(kernel_size=3, padding=1, dtype=self.dtype, param_dtype=self.param_dtype)
-        h = jnp.concatenate([extra_feat.astype(self.dtype), flow_1.astype(self.dtype), flow_2.astype(self.dtype)],
-                            axis=-1)
-        for i in range(3):
-            h = leaky_relu(Conv2d(c, name=f"conv_offset_{i}", **kw)(h), 0.1)
-        out = Conv2d(27 * g, name="conv_offset_3", kernel_init=nn.initializers.zeros,
-                     bias_init=nn.initializers.zeros, **kw)(h).astype(jnp.float32)
-        o1, o2, mask = jnp.split(out, 3, axis=-1)
-        offset = self.max_residue_magnitude * jnp.tanh(jnp.concatenate([o1, o2], axis=-1))
-        off_1, off_2 = jnp.split(offset, 2, axis=-1)
-        reps = off_1.shape[-1] // 2
-        off_1 = off_1 + jnp.tile(flow_1.astype(jnp.float32)[..., ::-1], (1, 1, 1, reps))
-        off_2 = off_2 + jnp.tile(flow_2.astype(jnp.float32)[..., ::-1], (1, 1, 1, reps))
-        offset = jnp.concatenate([off_1, off_2], axis=-1)
-        mask = jax.nn.sigmoid(mask)
-        cin = x.shape[-1]
-        kernel = self.param("kernel", _dcn_uniform(cin * 9), (3, 3, cin, c), self.param_dtype)
-        bias = self.param("bias", nn.initializers.zeros, (c,), self.param_dtype)
-        y = modulated_deform_conv2d(x.astype(self.dtype), offset, mask.astype(self.dtype), kernel.astype(self.dtype),
-                                    bias.astype(self.dtype), stride=1, padding=1, dilation=1, groups=1,
-                                    deform_groups=g)
-        return y.astype(self.dtype)
-
-
 class _PropagationCell(nn.Module):
     """One step of a propagation branch.
 
@@ -165,8 +115,8 @@ class _PropagationCell(nn.Module):
     def __call__(self, carry, x):
         prev, prev2, flow_prev, i = carry
         feat_current, other, flow_n1 = x
-        align = SecondOrderDeformableAlignment(self.features, 16, self.max_residue_magnitude, self.dtype,
-                                               self.param_dtype, name="deform_align")
+        align = SecondOrderDeformableAlignment(self.features, 16, self.max_residue_magnitude, dtype=self.dtype,
+                                               param_dtype=self.param_dtype, name="deform_align")
         static_i = isinstance(i, int)
         if static_i and i == 0:
             feat_prop = prev  # zeros
@@ -287,6 +237,7 @@ class BasicVSRPlusPlus(nn.Module):
             feats = _StridedFeatExtract(c, name="feat_extract", **kw)(frames)
         hf, wf = feats.shape[1:3]
         spatial = feats.reshape(b, t, hf, wf, c)
+        self.sow("intermediates", "spatial_features", spatial)
 
         # optical flow on the low-resolution frames
         spynet = SPyNet(variant=self.spynet_variant, **kw, name="spynet")
@@ -306,6 +257,8 @@ class BasicVSRPlusPlus(nn.Module):
             if self.is_initializing():  # create the SPyNet parameters even for 1-frame init calls
                 spynet(lqs_ds[:, 0], lqs_ds[:, 0])
             flows_backward = flows_forward = jnp.zeros((b, 0, hf, wf, 2), jnp.float32)
+        self.sow("intermediates", "flows_backward", flows_backward)
+        self.sow("intermediates", "flows_forward", flows_forward)
 
         zero_flow = jnp.zeros((b, 1, hf, wf, 2), jnp.float32)
         branch_feats: dict[str, jax.Array] = {}
@@ -319,6 +272,7 @@ class BasicVSRPlusPlus(nn.Module):
             other = (jnp.concatenate([branch_feats[k] for k in branch_feats], axis=-1)
                      if branch_feats else None)
             branch_feats[name] = self._propagate(name, spatial, other, flow_in, reverse=backward)
+            self.sow("intermediates", f"propagate_{name}", branch_feats[name])
 
         hr_in = jnp.concatenate([spatial] + [branch_feats[k] for k in BRANCHES], axis=-1)
         recon_kw = dict(features=c, scale=self.scale, is_low_res_input=self.is_low_res_input, name="recon", **kw)
