@@ -124,12 +124,12 @@ def _generator_rules(hq: bool):
             conv(f"{fp}.backbone.{br}_.{j}", (fp, f"backbone_{br}_{j}"))
     conv(f"{fp}.fusion", (fp, "fusion"))
     linear("ss.embedding", ("ss", "embedding"))
+    if not hq:  # a parameter of SoftComp itself: listed before its children
+        param(lambda km: km.add("sc.bias", ("sc", "bias"), lambda a: np.ascontiguousarray(np.asarray(a).transpose(1, 2, 0)),
+                                lambda a: np.ascontiguousarray(np.asarray(a).transpose(2, 0, 1))), "sc.bias")
     linear("sc.embedding", ("sc", "embedding"))
     if hq:
         conv("sc.bias_conv", ("sc", "bias_conv"))
-    else:
-        param(lambda km: km.add("sc.bias", ("sc", "bias"), lambda a: np.ascontiguousarray(np.asarray(a).transpose(1, 2, 0)),
-                                lambda a: np.ascontiguousarray(np.asarray(a).transpose(2, 0, 1))), "sc.bias")
     for n in range(NUM_BLOCKS):
         p, t = f"transformer.{n}", f"transformer_{n}"
         linear(f"{p}.pool_layers.0", (t, "pool_layers_0"))
