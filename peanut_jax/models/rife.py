@@ -369,6 +369,10 @@ class IFNet(nn.Module):
         c0 = contextnet(img0, flow[..., :2])
         c1 = contextnet(img1, flow[..., 2:4])
         tmp = unet(img0, img1, warped0, warped1, mask, flow, c0, c1)
+        # debugging aid (apply(..., mutable=['intermediates'])): names of the official dumps
+        for k, f in enumerate(c0):
+            self.sow("intermediates", f"contextnet_img0_f{k + 1}", f)
+        self.sow("intermediates", "unet_out", tmp)
         res = tmp[..., :3] * 2 - 1
         merged[2] = jnp.clip(merged[2] + res, 0, 1)
         return RIFEOutput(tuple(flows), masks[2], tuple(merged), flow_teacher, merged_teacher, loss_distill)
@@ -437,6 +441,8 @@ class IFNetHDv3(nn.Module):
                                  jnp.concatenate([warped1, warped0, -mask], -1)], 0)
             f = jnp.concatenate([flow, swap(flow)], 0)
             fd, md = blocks[i](x, f, scale_list[i])
+            if i == 0:
+                self.sow("intermediates", "block0_call0_flow", fd[:n])
             f0, f1 = fd[:n], fd[n:]
             m0, m1 = md[:n], md[n:]
             flow = flow + (f0 + swap(f1)) / 2
