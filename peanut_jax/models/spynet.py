@@ -115,6 +115,10 @@ class SPyNet(nn.Module):
             if refs[0].shape[1] > 32 or refs[0].shape[2] > 32:
                 refs.insert(0, avg_pool2d(refs[0], 2, 2, count_include_pad=False))
                 supps.insert(0, avg_pool2d(supps[0], 2, 2, count_include_pad=False))
+        if self.is_initializing():
+            # small inputs use fewer levels; create every level's parameters all the same
+            for m in modules[len(refs):]:
+                m(jnp.zeros((1, 8, 8, 8), jnp.float32))
         n, h0, w0, _ = refs[0].shape
         flow = jnp.zeros((n, h0 // 2, w0 // 2, 2), jnp.float32)
         for level in range(len(refs)):
