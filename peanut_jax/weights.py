@@ -805,17 +805,17 @@ def resolve_checkpoint(spec, model_name: str | None = None, *, fetch_missing: bo
     ``spec`` is a registry name (the converted directory is returned, fetched and converted first
     if needed and ``fetch_missing``; ``PEANUT_OFFLINE`` forbids the network), an official
     checkpoint file, or a converted (``model.json``) / orbax directory (returned as they are).
-    Something that looks like a path (has a separator, starts with ``.``/``~`` or has a
-    checkpoint suffix) is always a path; a bare registry name wins over a same-named folder.
+    A ``PathLike`` or a string that looks like a path (has a separator, starts with ``.``/``~``
+    or has a checkpoint suffix) is always a path; a bare registry name string wins over a
+    same-named folder.
     ``model_name`` is checked against the registry entry's model family.
     """
     if spec is None or str(spec).strip() == "":
         raise ValueError("no checkpoint given: pass a registry name, an official file or a converted directory")
-    if isinstance(spec, os.PathLike):
-        spec = os.fspath(spec)
-    spec = str(spec)
+    is_path = isinstance(spec, os.PathLike)
+    spec = os.fspath(spec) if is_path else str(spec)
     key = _ALIASES.get(spec, spec)
-    if not _looks_like_path(spec) and key in _REGISTRY:
+    if not is_path and not _looks_like_path(spec) and key in _REGISTRY:
         e = _REGISTRY[key]
         if model_name is not None and e.model.split("_")[0] != model_name.split("_")[0]:
             raise ValueError(f"weights '{e.name}' are for model {e.model!r}, not {model_name!r}")
@@ -829,7 +829,7 @@ def resolve_checkpoint(spec, model_name: str | None = None, *, fetch_missing: bo
     path = pathlib.Path(spec).expanduser()
     if path.exists():
         return path
-    if _looks_like_path(spec):
+    if is_path or _looks_like_path(spec):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     raise ValueError(f"checkpoint {spec!r} is neither a file/directory nor a registry name; known names: "
                      f"{', '.join(names())}")
