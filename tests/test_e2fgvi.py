@@ -255,6 +255,29 @@ def test_propagation_flow_index_flag():
     np.testing.assert_array_equal(np.asarray(a2), np.asarray(b2))
 
 
+def test_deform_align_official_init():
+    """mmcv DCN init U(+-1/sqrt(2C*9)), zero bias, zero last offset conv: offsets = flows, mask = 0.5."""
+    from peanut_jax.layers.deform_align import SecondOrderDeformableAlignment
+    c = 16
+    m = SecondOrderDeformableAlignment(c, kernel_init=jax.nn.initializers.normal(0.02))
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((1, 6, 8, 2 * c)), jnp.float32)
+    cond = jnp.asarray(rng.standard_normal((1, 6, 8, 3 * c)), jnp.float32)
+    f1 = jnp.zeros((1, 6, 8, 2))
+    p = m.init(jax.random.key(0), x, cond, f1, f1)["params"]
+    bound = 1 / math.sqrt(2 * c * 9)
+    k = np.asarray(p["kernel"])
+    assert k.shape == (3, 3, 2 * c, c) and np.abs(k).max() <= bound and np.abs(k).max() > 0.8 * bound
+    assert not np.asarray(p["bias"]).any() and not np.asarray(p["conv_offset_6"]["kernel"]).any()
+    assert 0.015 < np.asarray(p["conv_offset_0"]["kernel"]).std() < 0.025
+    assert not np.asarray(p["conv_offset_0"]["bias"]).any()
+    # zero offsets, mask 0.5: half of a plain 3x3 convolution
+    y = m.apply({"params": p}, x, cond, f1, f1)
+    ref = jax.lax.conv_general_dilated(x, p["kernel"], (1, 1), ((1, 1), (1, 1)),
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC")) * 0.5
+    np.testing.assert_allclose(np.asarray(y), np.asarray(ref), atol=1e-5)
+
+
 # ------------------------------------------------------------------------------ generator & convert
 
 @pytest.mark.parametrize("name", ["e2fgvi", "e2fgvi_hq"])

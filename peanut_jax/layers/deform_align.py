@@ -19,11 +19,12 @@ order), ``extra_feat`` is the conditioning features (the official ``cond``: 3C c
 convolution (torch ``weight``/``bias`` of the module) and ``conv_offset_{0,2,4,6}`` (torch
 ``conv_offset.{0,2,4,6}``).  The initialisation follows the official one: mmcv's
 U(+-1/sqrt(2C*9)) for the deformable kernel, zero bias, and a zero last offset convolution, so that
-at initialisation the offsets equal the flows and the mask is 0.5.
+at initialisation the offsets equal the flows and the mask is 0.5.  ``kernel_init`` (optional)
+initialises ``conv_offset_{0,2,4}`` (with zero biases); E2FGVI's generator uses normal(0, 0.02).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -45,6 +46,7 @@ class SecondOrderDeformableAlignment(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     precision: Any = None
+    kernel_init: Callable | None = None  # conv_offset_{0,2,4} (None: torch default; E2FGVI: normal 0.02)
 
     @nn.compact
     def __call__(self, x, extra_feat, flow_1, flow_2):
@@ -59,16 +61,16 @@ class SecondOrderDeformableAlignment(nn.Module):
                              f"got {flow_1.shape} and {flow_2.shape}")
         if g % 2:
             raise ValueError(f"{self.name}: deform_groups must be even, got {g}")
-        conv = lambda feats, name, init=None: Conv2d(  # noqa: E731
-            feats, 3, padding=1, dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision,
-            kernel_init=init, bias_init=init, name=name)
         zeros = nn.initializers.zeros
+        conv = lambda feats, name, init=self.kernel_init, b_init=None: Conv2d(  # noqa: E731
+            feats, 3, padding=1, dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision,
+            kernel_init=init, bias_init=b_init or (zeros if init is not None else None), name=name)
         h = jnp.concatenate([extra_feat.astype(self.dtype), flow_1.astype(self.dtype), flow_2.astype(self.dtype)],
                             axis=-1)
         h = leaky_relu(conv(c, "conv_offset_0")(h), 0.1)
         h = leaky_relu(conv(c, "conv_offset_2")(h), 0.1)
         h = leaky_relu(conv(c, "conv_offset_4")(h), 0.1)
-        out = conv(3 * g * kk, "conv_offset_6", zeros)(h).astype(jnp.float32)
+        out = conv(3 * g * kk, "conv_offset_6", zeros, zeros)(h).astype(jnp.float32)
         n_off = g * kk  # channels of o1 (= of o2, = of the mask)
         o12, m = out[..., :2 * n_off], out[..., 2 * n_off:]
         offset = self.max_residue_magnitude * jnp.tanh(o12)

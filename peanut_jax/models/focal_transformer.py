@@ -43,7 +43,7 @@ from peanut_jax.layers.conv import Conv2d
 from peanut_jax.ops import fold, unfold
 
 Dtype = Any
-DENSE_INIT = nn.initializers.normal(0.02)
+DENSE_INIT = nn.initializers.normal(0.02)  # the official init_weights('normal', 0.02) of Conv/Linear
 T2T = dict(kernel_size=(7, 7), stride=(3, 3), padding=(3, 3))
 
 
@@ -165,7 +165,8 @@ class SoftComp(nn.Module):
                      self.padding)
         if self.hq:
             return Conv2d(self.channel, 3, padding=1, dtype=self.dtype, param_dtype=self.param_dtype,
-                          precision=self.precision, name="bias_conv")(feat)
+                          precision=self.precision, kernel_init=DENSE_INIT, bias_init=nn.initializers.zeros,
+                          name="bias_conv")(feat)
         bias = self.param("bias", nn.initializers.zeros, (*output_size, self.channel), self.param_dtype)
         return feat + bias.astype(self.dtype)
 

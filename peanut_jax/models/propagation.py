@@ -67,7 +67,7 @@ class BidirectionalPropagation(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     precision: Any = None
-    kernel_init: Callable | None = None  # for the plain convolutions (None: torch default)
+    kernel_init: Callable | None = None  # all plain convolutions incl. the DCN offset convs (None: torch default)
 
     def _conv(self, feats, k, name):
         init = self.kernel_init
@@ -90,7 +90,8 @@ class BidirectionalPropagation(nn.Module):
             flows = flows_backward if branch == "backward" else flows_forward
             align = SecondOrderDeformableAlignment(
                 self.channels, self.deform_groups, self.max_residue_magnitude, dtype=self.dtype,
-                param_dtype=self.param_dtype, precision=self.precision, name=f"deform_align_{branch}")
+                param_dtype=self.param_dtype, precision=self.precision, kernel_init=self.kernel_init,
+                name=f"deform_align_{branch}")
             conv0 = self._conv(self.channels, 3, f"backbone_{branch}_0")
             conv2 = self._conv(self.channels, 3, f"backbone_{branch}_2")
             outs = []
