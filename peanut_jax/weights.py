@@ -124,8 +124,9 @@ class WeightEntry:
     notes: str = ""
 
     def __post_init__(self):
-        if not _NAME_RE.match(self.name):
-            raise ValueError(f"weight entry name {self.name!r}: use lower-case letters, digits, '_', '.', '-'")
+        if not _NAME_RE.match(self.name) or self.name == "downloads":
+            raise ValueError(f"weight entry name {self.name!r}: use lower-case letters, digits, '_', '.', '-' "
+                             "(and not 'downloads')")
         for f in ("urls", "pages"):
             v = getattr(self, f)
             if isinstance(v, str):
