@@ -3,6 +3,7 @@
 
     python infer.py flow --demo --output flow_demo.mp4
     python infer.py flow --input VIDEO --checkpoint spynet.pth --output flow.mp4
+    python infer.py --input VIDEO --masks MASK_DIR --output OUT.mp4   (the end-to-end chain, = ``run``)
 
 Every stage module in ``peanut_jax.pipeline`` that exposes ``register_cli`` becomes a sub-command.
 Errors are reported as one line on stderr with a non-zero exit; outputs are written atomically.
@@ -33,7 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help") and "run" in parser._subparsers._group_actions[0].choices:
+        argv = ["run"] + argv  # no sub-command: the end-to-end chain
+    args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
