@@ -1,0 +1,386 @@
+"""Video super-resolution / restoration with BasicVSR++: whole-clip and streaming (``infer.py upscale``).
+
+:func:`upscale_video` takes an iterable of frames (or a (T, H, W, 3) array) and yields the output
+frames in order, float32 RGB (H*s, W*s, 3), clamped to [0, 1] by default (as the official
+``tensor2img``).
+
+Modes
+  ``chunk=None``  whole clip in one call: the official ``restoration_video_inference`` behaviour
+                  (device memory grows with the clip length).
+  ``chunk=N``     streaming: the clip is cut into *cores* of N frames; each core is run inside a
+                  window of ``L = N + 2*overlap`` frames (``overlap`` frames of context on each
+                  side, shifted inward at the clip ends), so every window has the same shape and one
+                  jitted function serves the whole clip -- the last window is moved back to end at
+                  the last frame instead of being padded or recompiled.  Context outputs are
+                  discarded, or cross-faded over ``blend`` frames around each core border.  Device
+                  memory depends on L and the frame size only; the host holds at most L input and
+                  L output frames.  Clips shorter than L run as one window of their own length.
+  ``tile=(th, tw)`` spatial tiling for frames too large for memory: each window is cut into tiles
+                  of ``th x tw`` LR pixels plus ``tile_overlap`` pixels of context per side (shifted
+                  inward at the borders, same shape for every tile), outputs stitched with the
+                  context discarded or feathered over ``tile_blend`` pixels.
+
+Frames smaller than the model minimum (64 px per side for SPyNet, 256 and a multiple of 4 for the
+same-size restoration models) are padded bottom/right by reflection and the output is cropped
+(``pad_small=False`` refuses them instead).  Inputs are validated lazily but before anything is
+yielded for the frames concerned: wrong rank/channels, non-finite or out-of-range floats, and
+mixed frame sizes raise ``ValueError`` naming the frame.
+"""
+from __future__ import annotations
+
+import collections
+import pathlib
+import time
+from typing import Iterable, Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+DEFAULT_CHUNK = 16
+DEFAULT_OVERLAP = 8
+
+
+# ----------------------------------------------------------------------------------- planning
+def plan_segments(n: int, core: int, context: int) -> list[tuple[int, int, int, int]]:
+    """Cut ``range(n)`` into cores of ``core`` items, each inside a window of ``core + 2*context``.
+
+    Returns ``[(core_start, core_end, window_start, window_len)]``.  Windows all have the length
+    ``min(n, core + 2*context)``; at the ends they are shifted inward rather than padded.
+    """
+    if n < 1 or core < 1 or context < 0:
+        raise ValueError(f"plan_segments: need n >= 1, core >= 1, context >= 0; got {n}, {core}, {context}")
+    length = min(n, core + 2 * context)
+    out = []
+    for s in range(0, n, core):
+        e = min(s + core, n)
+        a = min(max(s - context, 0), n - length)
+        out.append((s, e, a, length))
+    return out
+
+
+def segment_weights(positions: np.ndarray, start: int, end: int, n: int, blend: int) -> np.ndarray:
+    """Weight of the segment with core ``[start, end)`` at integer ``positions`` (of ``range(n)``).
+
+    ``blend == 0``: 1 inside the core, 0 outside (context discarded).  ``blend = b > 0`` (even): at
+    every *interior* border c the weight ramps linearly over ``[c - b/2, c + b/2)`` so that the two
+    neighbouring segments' weights sum to 1; borders at 0 and n stay hard.
+    """
+    p = np.asarray(positions, np.float64)
+
+    def up(c):  # 0 before c, 1 after (ramped when b > 0 and c is interior)
+        if blend == 0 or c <= 0 or c >= n:
+            return (p >= c).astype(np.float64)
+        return np.clip((p - (c - blend / 2) + 0.5) / blend, 0.0, 1.0)
+
+    return up(start) * (1.0 - up(end))
+
+
+# ----------------------------------------------------------------------------------- input checks
+def as_float_frame(frame, index: int, what: str = "frame") -> np.ndarray:
+    """uint8 (0..255) or float [0, 1] (H, W, 3) -> float32 [0, 1]; clear errors otherwise."""
+    a = np.asarray(frame)
+    if a.ndim != 3 or a.shape[-1] != 3:
+        raise ValueError(f"{what} {index}: expected an (H, W, 3) RGB array, got shape {a.shape}")
+    if a.dtype == np.uint8:
+        return a.astype(np.float32) / 255.0
+    if np.issubdtype(a.dtype, np.floating):
+        a = a.astype(np.float32)
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"{what} {index}: contains NaN or inf")
+        lo, hi = float(a.min()), float(a.max())
+        if lo < -1e-3 or hi > 1 + 1e-3:
+            raise ValueError(f"{what} {index}: float frames must be in [0, 1], got values in [{lo:.3g}, {hi:.3g}]")
+        return np.clip(a, 0.0, 1.0)
+    raise ValueError(f"{what} {index}: frames must be uint8 or float in [0, 1], got dtype {a.dtype}")
+
+
+def model_requirements(module) -> tuple[int, int]:
+    """(minimum side, required multiple) of the input frames of a BasicVSR++ module."""
+    from peanut_jax.models.basicvsr_pp import MIN_FLOW_SIZE
+    if getattr(module, "is_low_res_input", True):
+        return MIN_FLOW_SIZE, 1
+    return 4 * MIN_FLOW_SIZE, 4
+
+
+def _pad_to(x: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Reflect-pad (T, H, W, C) bottom/right to (T, h, w, C)."""
+    ph, pw = h - x.shape[1], w - x.shape[2]
+    if ph == 0 and pw == 0:
+        return x
+    mode = "reflect" if min(x.shape[1:3]) > 1 else "edge"
+    return np.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode=mode)
+
+
+# ----------------------------------------------------------------------------------- runner
+class Upscaler:
+    """A BasicVSR++ module + variables with one jitted forward per input shape.
+
+    ``__call__(clip)`` runs a (T, H, W, 3) float32 clip (any H, W: padded to the model minimum and
+    cropped back; optional spatial tiling) and returns (T, H*s, W*s, 3) float32 (not clamped).
+    """
+
+    def __init__(self, module, variables, tile: int | Sequence[int] | None = None, tile_overlap: int = 16,
+                 tile_blend: int = 0, pad_small: bool = True):
+        self.module = module
+        self.variables = variables
+        self.scale = int(module.output_scale) if hasattr(module, "output_scale") else int(module.scale)
+        self.min_side, self.multiple = model_requirements(module)
+        if tile is not None and not isinstance(tile, (int, np.integer)):
+            tile = tuple(int(t) for t in tile)
+        elif tile is not None:
+            tile = (int(tile), int(tile))
+        if tile is not None:
+            if len(tile) != 2 or min(tile) < 1:
+                raise ValueError(f"tile must be a positive size (th, tw), got {tile}")
+        if tile_overlap < 0 or tile_blend < 0 or tile_blend % 2 or tile_blend > 2 * tile_overlap:
+            raise ValueError(f"tile_blend must be even and <= 2 * tile_overlap ({2 * tile_overlap}), got {tile_blend}")
+        if tile is not None and tile_blend > min(tile):
+            raise ValueError(f"tile_blend ({tile_blend}) must not exceed the tile size {tile}")
+        self.tile = tile
+        self.tile_overlap = int(tile_overlap)
+        self.tile_blend = int(tile_blend)
+        self.pad_small = pad_small
+        self._fwd = jax.jit(lambda v, x: module.apply(v, x, is_mirror_extended=False))
+        self.calls = 0
+
+    def _padded_size(self, h: int, w: int) -> tuple[int, int]:
+        def one(v):
+            v = max(v, self.min_side)
+            return -(-v // self.multiple) * self.multiple
+        return one(h), one(w)
+
+    def _run_block(self, clip: np.ndarray) -> np.ndarray:
+        """(T, h, w, 3) -> (T, h*s, w*s, 3), padding to the model's constraints."""
+        t, h, w, _ = clip.shape
+        hp, wp = self._padded_size(h, w)
+        if (hp, wp) != (h, w):
+            if not self.pad_small:
+                raise ValueError(f"frames of {h}x{w} are below the model minimum {self.min_side} px per side"
+                                 + (f" (or not multiples of {self.multiple})" if self.multiple > 1 else "")
+                                 + "; pass pad_small=True to pad them")
+            clip = _pad_to(clip, hp, wp)
+        out = np.asarray(self._fwd(self.variables, jnp.asarray(clip[None])))[0]
+        self.calls += 1
+        s = self.scale
+        return out[:, : h * s, : w * s]
+
+    def __call__(self, clip: np.ndarray) -> np.ndarray:
+        clip = np.asarray(clip, np.float32)
+        t, h, w, _ = clip.shape
+        if self.tile is None or (self.tile[0] >= h and self.tile[1] >= w):
+            return self._run_block(clip)
+        s, o = self.scale, self.tile_overlap
+        th, tw = min(self.tile[0], h), min(self.tile[1], w)
+        rows = plan_segments(h, th, o)
+        cols = plan_segments(w, tw, o)
+        out = np.zeros((t, h * s, w * s, 3), np.float32)
+        wsum = np.zeros((h * s, w * s, 1), np.float32)
+        for (ys, ye, ya, yl) in rows:
+            wy = segment_weights(np.arange(ya * s, (ya + yl) * s) / s, ys, ye, h, self.tile_blend)
+            for (xs, xe, xa, xl) in cols:
+                wx = segment_weights(np.arange(xa * s, (xa + xl) * s) / s, xs, xe, w, self.tile_blend)
+                tile_out = self._run_block(clip[:, ya:ya + yl, xa:xa + xl])
+                wgt = (wy[:, None] * wx[None, :]).astype(np.float32)[..., None]
+                out[:, ya * s:(ya + yl) * s, xa * s:(xa + xl) * s] += tile_out * wgt
+                wsum[ya * s:(ya + yl) * s, xa * s:(xa + xl) * s] += wgt
+        return out / np.maximum(wsum, 1e-12)
+
+
+def _validated(frames: Iterable, first_shape: list) -> Iterator[np.ndarray]:
+    for i, f in enumerate(frames):
+        a = as_float_frame(f, i)
+        if not first_shape:
+            first_shape.append(a.shape)
+        elif a.shape != first_shape[0]:
+            raise ValueError(f"frame {i}: size {a.shape[0]}x{a.shape[1]} differs from frame 0 "
+                             f"({first_shape[0][0]}x{first_shape[0][1]}); all frames of a clip must have one size")
+        yield a
+
+
+def upscale_video(frames, module, variables, *, chunk: int | None = DEFAULT_CHUNK,
+                  overlap: int = DEFAULT_OVERLAP, blend: int = 0, tile: int | Sequence[int] | None = None,
+                  tile_overlap: int = 16, tile_blend: int = 0, scale: int | None = None, clip: bool = True,
+                  pad_small: bool = True, upscaler: Upscaler | None = None) -> Iterator[np.ndarray]:
+    """Yield the BasicVSR++ output frames of ``frames`` (see the module docstring).
+
+    ``scale``: the expected output/input size ratio; a checkpoint that does not produce it is
+    refused.  ``chunk=None`` runs the whole clip at once; otherwise ``overlap`` context frames per
+    side and an optional ``blend`` (even, <= 2*overlap and <= chunk) cross-fade.
+    """
+    runner = upscaler or Upscaler(module, variables, tile, tile_overlap, tile_blend, pad_small)
+    if scale is not None and int(scale) != runner.scale:
+        raise ValueError(f"the model produces x{runner.scale} output, but scale={scale} was requested "
+                         f"(checkpoint/config mismatch)")
+    if chunk is not None:
+        if int(chunk) < 1:
+            raise ValueError(f"chunk must be >= 1 (or None for the whole clip), got {chunk}")
+        if overlap < 0:
+            raise ValueError(f"overlap must be >= 0, got {overlap}")
+        if blend < 0 or blend % 2 or blend > 2 * overlap or blend > chunk:
+            raise ValueError(f"blend must be even, <= 2 * overlap ({2 * overlap}) and <= chunk ({chunk}); got {blend}")
+    post = (lambda a: np.clip(a, 0.0, 1.0)) if clip else (lambda a: a)
+    if isinstance(frames, np.ndarray) and frames.ndim != 4:
+        raise ValueError(f"frames: expected a (T, H, W, 3) array or an iterable of (H, W, 3) frames, "
+                         f"got shape {frames.shape}")
+    return _generate(iter(frames), runner, chunk, overlap, blend, post)
+
+
+def _generate(it, runner: Upscaler, chunk, overlap, blend, post) -> Iterator[np.ndarray]:
+    shape: list = []
+    src = _validated(it, shape)
+    if chunk is None:
+        clip = list(src)
+        if not clip:
+            raise ValueError("the clip has no frames")
+        out = runner(np.stack(clip))
+        for f in out:
+            yield post(f)
+        return
+    length = chunk + 2 * overlap
+    buf: collections.deque = collections.deque(maxlen=length)  # (index, frame) of the latest frames
+    n_read = 0
+    ended = False
+    pending: dict[int, list] = {}  # frame index -> [weighted output sum, weight sum]
+    s = 0
+    while True:
+        # read until the window of the core [s, s+chunk) is available, or the stream ends
+        while not ended and n_read < max(s - overlap, 0) + length:
+            try:
+                buf.append((n_read, next(src)))
+                n_read += 1
+            except StopIteration:
+                ended = True
+        if n_read == 0:
+            raise ValueError("the clip has no frames")
+        if s >= n_read:
+            break
+        e = min(s + chunk, n_read)
+        if ended:  # clip length known: shift the window inward at the end, or shrink it for short clips
+            n = n_read
+            win_len = min(n, length)
+            a = min(max(s - overlap, 0), n - win_len)
+        else:
+            n = None
+            win_len = length
+            a = n_read - length
+        by_idx = dict(buf)
+        window = np.stack([by_idx[i] for i in range(a, a + win_len)])
+        out = runner(window)
+        # borders at the (still unknown) clip end are interior until the stream has ended
+        wts = segment_weights(np.arange(a, a + win_len), s, e, n if n is not None else np.iinfo(np.int64).max, blend)
+        for k, wgt in enumerate(wts):
+            if wgt > 0:
+                acc = pending.setdefault(a + k, [0.0, 0.0])
+                acc[0] = acc[0] + wgt * out[k]
+                acc[1] += wgt
+        # frames before the next core's blend zone are final
+        final_before = e if (n is not None and e >= n) else e - blend // 2
+        for idx in sorted(i for i in pending if i < final_before):
+            acc = pending.pop(idx)
+            yield post((acc[0] / acc[1]).astype(np.float32))
+        s = e
+    if pending:  # cannot happen: every frame lies in some core
+        raise RuntimeError(f"upscale: frames {sorted(pending)} were never finalised")
+
+
+def upscale_clip(frames, module, variables, **kwargs) -> np.ndarray:
+    """:func:`upscale_video` collected into one (T, H*s, W*s, 3) float32 array."""
+    return np.stack(list(upscale_video(frames, module, variables, **kwargs)))
+
+
+def to_uint8(frame: np.ndarray) -> np.ndarray:
+    """float [0, 1] -> uint8 with rounding (mmagic ``tensor2img``)."""
+    return np.clip(np.round(np.asarray(frame) * 255.0), 0, 255).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------------- CLI
+def _list_jobs(input_path: pathlib.Path, output: pathlib.Path) -> list[tuple[pathlib.Path, pathlib.Path]]:
+    """One (source, target) pair, or one per clip when ``input_path`` is a folder of clips."""
+    from peanut_jax.data.video_io import FRAME_EXTENSIONS, VIDEO_EXTENSIONS
+    if not input_path.exists():
+        raise FileNotFoundError(f"input not found: {input_path}")
+    if input_path.is_file():
+        return [(input_path, output)]
+    has_frames = any(p.suffix.lower() in FRAME_EXTENSIONS for p in input_path.iterdir() if p.is_file())
+    if has_frames:
+        return [(input_path, output)]
+    clips = sorted(p for p in input_path.iterdir()
+                   if (p.is_dir() and any(q.suffix.lower() in FRAME_EXTENSIONS for q in p.iterdir()))
+                   or (p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS))
+    if not clips:
+        raise ValueError(f"{input_path}: no frames, videos or frame folders to upscale")
+    if output.suffix:
+        raise ValueError(f"--output must be a folder when --input holds several clips ({input_path}), got {output}")
+    return [(c, output / c.name) for c in clips]
+
+
+def run_upscale(input_path, output, checkpoint, scale: int | None = None, chunk: int | None = DEFAULT_CHUNK,
+                overlap: int = DEFAULT_OVERLAP, blend: int = 0, tile=None, tile_overlap: int = 16,
+                tile_blend: int = 0, overwrite: bool = False, progress: bool = True, fps: float | None = None) -> dict:
+    """The ``infer.py upscale`` job (one clip, or every clip of a folder).  Returns a summary."""
+    from tqdm import tqdm
+
+    from peanut_jax.data.video_io import VideoWriter, open_video
+    from peanut_jax.pipeline.common import load_model
+
+    jobs = _list_jobs(pathlib.Path(input_path), pathlib.Path(output))
+    for _, dst in jobs:
+        if dst.exists() and not overwrite:
+            raise FileExistsError(f"{dst} exists (use --overwrite)")
+    module, variables = load_model("basicvsr_pp", checkpoint)
+    runner = Upscaler(module, variables, tile, tile_overlap, tile_blend)
+    if scale is not None and int(scale) != runner.scale:
+        raise ValueError(f"{checkpoint}: the checkpoint produces x{runner.scale} output, not x{scale}")
+    t0 = time.perf_counter()
+    done = []
+    for src, dst in jobs:
+        video = open_video(src, fps=fps)
+        total = len(video)
+        bar = tqdm(total=total, unit="frame", desc=f"upscale {src.name}", disable=not progress)
+        with VideoWriter(dst, fps=video.fps or fps or 25.0, overwrite=overwrite) as writer:
+            for frame in upscale_video(iter(video), module, variables, chunk=chunk, overlap=overlap, blend=blend,
+                                       upscaler=runner):
+                writer.write(to_uint8(frame))
+                bar.update(1)
+        bar.close()
+        done.append({"input": str(src), "output": str(dst), "frames": total})
+    return {"clips": done, "seconds": time.perf_counter() - t0, "scale": runner.scale,
+            "jitted_calls": runner.calls}
+
+
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser("upscale", help="video super-resolution / restoration with BasicVSR++")
+    p.add_argument("--input", required=True,
+                   help="video file, frame folder, or a folder of clips (videos or frame folders) for batch mode")
+    p.add_argument("--output", required=True,
+                   help="output .mp4 or frame folder (batch mode: a folder that receives one output per clip)")
+    p.add_argument("--checkpoint", required=True,
+                   help="official BasicVSR++ .pth (mmagic/mmedit), or an exported / orbax directory")
+    p.add_argument("--scale", type=int, default=None, help="expected scale (refused if the checkpoint differs)")
+    p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK,
+                   help="frames per streaming chunk (0 = whole clip in one call, the official behaviour)")
+    p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help="context frames on each side of a chunk")
+    p.add_argument("--blend", type=int, default=0, help="cross-fade width at chunk borders (even, <= 2*overlap)")
+    p.add_argument("--tile", type=int, nargs="+", default=None, metavar="PX",
+                   help="spatial tile size in input pixels (one value or H W) for large frames")
+    p.add_argument("--tile-overlap", type=int, default=16, help="context pixels on each side of a tile")
+    p.add_argument("--tile-blend", type=int, default=0, help="feathering width at tile borders (even)")
+    p.add_argument("--fps", type=float, default=None, help="frame rate for frame-folder inputs (default 25)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(func=_main)
+
+
+def _main(args) -> int:
+    tile = None
+    if args.tile:
+        if len(args.tile) > 2:
+            raise ValueError(f"--tile takes one or two sizes, got {args.tile}")
+        tile = tuple(args.tile) if len(args.tile) == 2 else args.tile[0]
+    chunk = None if args.chunk == 0 else args.chunk
+    s = run_upscale(args.input, args.output, args.checkpoint, args.scale, chunk, args.overlap, args.blend, tile,
+                    args.tile_overlap, args.tile_blend, args.overwrite, fps=args.fps)
+    for c in s["clips"]:
+        print(f"wrote {c['output']}: {c['frames']} frames x{s['scale']}")
+    print(f"{len(s['clips'])} clip(s) in {s['seconds']:.1f} s")
+    return 0
