@@ -28,6 +28,7 @@ floating inputs of step ``k`` by NaN (to exercise the guard).
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import os
@@ -59,7 +60,7 @@ class TrainResult:
     train_metrics: dict        # last logged training metrics (interval means)
     eval_metrics: dict         # last evaluation (empty when none ran)
     steps_per_sec: float | None  # mean over the run, excluding the first (compiling) step and eval
-    trace_count: int           # times the train step was traced (1 = no retracing)
+    trace_count: int           # times the (cached) train step was traced: 1 = never retraced
 
 
 def _cfg(block, key, default):
@@ -134,6 +135,69 @@ def _first_batch(task, config, process_index, process_count):
     return jax.tree.map(lambda x: np.asarray(x)[:1], batch)
 
 
+# In-process cache of compiled programs, keyed by (task, full config, devices): calling
+# train_and_evaluate again with an identical config (a resume in the same process, notebooks,
+# tests) reuses the compiled init and step instead of compiling them again.
+_COMPILED: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
+_COMPILED_MAX = 8
+# Init runs once, so on CPU it is compiled without the expensive LLVM passes (about half the
+# compile time; the values are integer threefry + a few float ops, identical in every process).
+_FAST_COMPILE_CPU = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def _run_key(task, config, mesh) -> tuple:
+    to_json = getattr(config, "to_json_best_effort", None) or config.to_json
+    return (id(task), to_json(sort_keys=True), tuple(d.id for d in mesh.devices.flat),
+            jax.process_index(), jax.process_count())
+
+
+def _memo(key: tuple, task, build):
+    hit = _COMPILED.get(key)
+    if hit is not None and hit[0] is task:
+        _COMPILED.move_to_end(key)
+        return hit[1]
+    value = build()
+    _COMPILED[key] = (task, value)
+    while len(_COMPILED) > _COMPILED_MAX:
+        _COMPILED.popitem(last=False)
+    return value
+
+
+def _compile_init(init_fn, mesh):
+    jitted = jax.jit(init_fn, out_shardings=parallel.replicated(mesh))
+    if all(d.platform == "cpu" for d in mesh.devices.flat):
+        return jitted.lower().compile(compiler_options=_FAST_COMPILE_CPU)
+    return jitted
+
+
+def _init_fn(task, config):
+    rng = jax.random.PRNGKey(int(config.seed))
+    sample = _first_batch(task, config, jax.process_index(), jax.process_count())
+    return lambda: task.init_state(rng, config, sample)
+
+
+def abstract_train_state(task, config, mesh):
+    """``jax.eval_shape`` of the task's initial state (shapes/dtypes, no compilation)."""
+    return _memo(("abstract",) + _run_key(task, config, mesh), task,
+                 lambda: jax.eval_shape(_init_fn(task, config)))
+
+
+def init_train_state(task, config, mesh):
+    """The task's initial state as global arrays replicated over ``mesh`` (compiled once per
+    (task, config, devices) in this process)."""
+    init = _memo(("init",) + _run_key(task, config, mesh), task,
+                 lambda: _compile_init(_init_fn(task, config), mesh))
+    return init()
+
+
+def build_strategy(task, config, mesh):
+    """The step wrapper ``config.parallel`` selects, around the task's train/eval steps
+    (cached: an identical (task, config, devices) reuses the compiled step)."""
+    return _memo(("strategy",) + _run_key(task, config, mesh), task,
+                 lambda: parallel.make_strategy(config.parallel, mesh, make_train_fn(task, config),
+                                                make_eval_fn(task, config)))
+
+
 def make_train_fn(task, config):
     """The step the strategies wrap: task step + NaN injection (debug) + step increment."""
     nan_step = int(_cfg(config.train, "debug_nan_at_step", -1))
@@ -200,6 +264,9 @@ def train_and_evaluate(config, workdir: str | os.PathLike, *, task=None, devices
     eval_every = int(_cfg(tcfg, "eval_every", 0))
     if num_steps < 0:
         raise ValueError(f"config.train.num_steps must be >= 0, got {num_steps}")
+    if config.parallel not in parallel.STRATEGIES:
+        raise ValueError(f"config.parallel must be one of {parallel.STRATEGIES}, "
+                         f"got {config.parallel!r}")
 
     mesh = parallel.make_mesh(devices)
     parallel.local_batch_size(int(config.data.batch_size), mesh, "config.data.batch_size")
@@ -217,22 +284,15 @@ def train_and_evaluate(config, workdir: str | os.PathLike, *, task=None, devices
         async_save=bool(_cfg(tcfg, "async_checkpoint", True)))
     writer = progress = batches = None
     try:
-        rng = jax.random.PRNGKey(int(config.seed))
-        sample = _first_batch(task, config, pi, pc)
-
-        def init_fn():
-            return task.init_state(rng, config, sample)
-
-        abstract = jax.eval_shape(init_fn)
-        repl = parallel.replicated(mesh)
+        abstract = abstract_train_state(task, config, mesh)
         latest = ckpt.latest_step()
         if latest is not None:
-            state = ckpt.restore(latest, ckpt_lib.abstract_like(abstract, repl))
+            state = ckpt.restore(latest, ckpt_lib.abstract_like(abstract, parallel.replicated(mesh)))
             start = int(parallel.to_host(state.step))
             if start != latest:
                 raise ValueError(f"checkpoint {latest} in {ckpt.directory} holds step {start}")
         else:
-            state = jax.jit(init_fn, out_shardings=repl)()
+            state = init_train_state(task, config, mesh)
             start = 0
         n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params))
         if is_main:
@@ -240,8 +300,7 @@ def train_and_evaluate(config, workdir: str | os.PathLike, *, task=None, devices
                          getattr(task, "__name__", task), n_params, mesh.devices.size, pc,
                          config.parallel, f"resuming at step {start}" if start else "fresh start")
 
-        strategy = parallel.make_strategy(config.parallel, mesh, make_train_fn(task, config),
-                                          make_eval_fn(task, config))
+        strategy = build_strategy(task, config, mesh)
         writer = log_lib.MetricWriter(workdir, enabled=is_main, resume_step=start,
                                       tensorboard=bool(_cfg(tcfg, "tensorboard", True)))
         last_eval: dict = {}
@@ -272,12 +331,14 @@ def train_and_evaluate(config, workdir: str | os.PathLike, *, task=None, devices
                 m = parallel.to_host(dev_metrics)
                 bad = _nonfinite(m)
                 if bad:
+                    ckpt.wait_until_finished()
                     latest_ok = ckpt.latest_step()
+                    shown = {"loss": m.get("loss"), **bad}
                     raise NonFiniteLossError(
                         f"non-finite training metrics at step {step}: "
-                        + ", ".join(f"{k}={v}" for k, v in bad.items())
-                        + f" (loss={m.get('loss')}); stopping. Last checkpoint: "
-                        + (f"step {latest_ok}" if latest_ok is not None else "none"))
+                        + ", ".join(f"{k}={v}" for k, v in shown.items())
+                        + "; stopping (last checkpoint: "
+                        + (f"step {latest_ok})" if latest_ok is not None else "none)"))
                 for k, v in m.items():
                     acc[k] = acc.get(k, 0.0) + float(v)
                 acc_n += 1

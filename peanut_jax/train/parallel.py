@@ -26,7 +26,6 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -161,6 +160,8 @@ class PmapStrategy:
             return state, _pmean(metrics)
 
         self._train = jax.pmap(step, axis_name=DATA_AXIS, donate_argnums=0, devices=devices)
+        # places host values exactly as the step returns them (same sharding: no retrace)
+        self._put = jax.pmap(lambda x: x, axis_name=DATA_AXIS, devices=devices)
         self._eval = None
         if eval_fn is not None:
             self._eval = jax.pmap(lambda s, b: _pmean(eval_fn(s, b)), axis_name=DATA_AXIS,
@@ -169,7 +170,7 @@ class PmapStrategy:
     def put_state(self, state):
         n = self.n_local
         local = to_host_local(state)
-        return jax.tree.map(lambda x: np.broadcast_to(x, (n,) + x.shape), local)
+        return self._put(jax.tree.map(lambda x: np.broadcast_to(x, (n,) + x.shape), local))
 
     def get_state(self, dev_state):
         # every device holds the same values after pmean'd updates; take the first local copy
