@@ -70,6 +70,25 @@ def maybe_initialize_distributed(mode: str, coordinator_address=None, num_proces
     return False
 
 
+def _fail(msg, code: int = 1):
+    lines = [ln for ln in str(msg).splitlines() if ln.strip()]
+    if any(ln.lstrip().startswith("Traceback") for ln in lines):  # keep the head and the cause
+        lines = [lines[0].split("Traceback")[0], lines[-1]]
+    print("train.py: error: " + " ".join(" ".join(lines).split()), file=sys.stderr)
+    sys.exit(code)
+
+
+def parse_flags(argv):
+    """absl flag parsing, with config-file and ``--config.*`` override errors as one line."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        _fail(f"{str(e).strip()} (see --helpshort)", 2)
+    except (AttributeError, KeyError, TypeError, ValueError, OSError) as e:
+        overrides = [a for a in argv[1:] if a.startswith("--config.")]
+        _fail(f"bad --config or override ({' '.join(overrides) or 'none'}): {e}", 2)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -77,14 +96,18 @@ def main(argv):
 
     from peanut_jax.train.loop import NonFiniteLossError, train_and_evaluate
     try:
+        config = FLAGS.config
+        config.get("task")  # a config file that failed to load raises here
+    except (OSError, AttributeError, KeyError, ValueError) as e:
+        _fail(f"cannot load --config: {e}", 2)
+    try:
         maybe_initialize_distributed(FLAGS.distributed, FLAGS.coordinator_address,
                                      FLAGS.num_processes, FLAGS.process_id)
         if jax.process_index() != 0:
             logging.set_verbosity(logging.WARNING)
-        result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        result = train_and_evaluate(config, FLAGS.workdir)
     except (ValueError, FileNotFoundError, NonFiniteLossError) as e:
-        print(f"train.py: error: {e}", file=sys.stderr)
-        sys.exit(1)
+        _fail(e)
     if jax.process_index() == 0:
         summary = {**{f"train/{k}": v for k, v in result.train_metrics.items()},
                    **{f"eval/{k}": v for k, v in result.eval_metrics.items()}}
@@ -93,4 +116,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -216,14 +216,21 @@ def test_task_registry():
         spynet_config.get_config("nope")
 
 
-def test_train_py_bad_config_is_one_line_error(tmp_path):
+@pytest.mark.parametrize("args, words", [
+    (["spynet.py:test", "--config.parallel=bogus"], ["config.parallel", "bogus"]),
+    (["spynet.py:test", "--config.optim.nosuchkey=1"], ["--config.optim.nosuchkey=1"]),
+    (["spynet.py:huge"], ["unknown variant 'huge'"]),
+    (["nosuchfile.py:test"], ["nosuchfile.py"]),
+])
+def test_train_py_bad_input_is_one_line_error(tmp_path, args, words):
     r = subprocess.run([sys.executable, str(REPO / "train.py"), "--config",
-                        str(REPO / "configs" / "spynet.py:test"), "--workdir", str(tmp_path / "w"),
-                        "--config.parallel=bogus"],
+                        str(REPO / "configs" / args[0]), "--workdir", str(tmp_path / "w"), *args[1:]],
                        cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("train.py: error:")]
-    assert lines and "config.parallel" in lines[0] and "bogus" in lines[0], r.stderr[-2000:]
+    assert len(lines) == 1 and all(w in lines[0] for w in words), r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "w" / "checkpoints").exists()
 
 
 # --------------------------------------------------------------------------------- schedules
