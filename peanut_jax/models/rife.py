@@ -7,6 +7,8 @@ Conventions (the official models' own): inputs ``img0``, ``img1`` are (N, H, W, 
 RGB; feed whatever the weights were trained with).  Flows are (N, H, W, 4) in pixels at full
 resolution: channels 0:2 = flow from the intermediate frame to ``img0`` (x, y), 2:4 = to ``img1``.
 Masks are carried between blocks as logits; ``sigmoid`` is applied only for blending.
+With ``dtype=bfloat16`` the convolutions run in bf16 while flows, masks, warps and blending stay
+float32 (bf16 cannot hold pixel coordinates, the cause of half-precision RIFE's HD artefacts).
 
 H and W must be such that every block's resolution is whole; :func:`required_multiple` gives the
 padding multiple the official inference scripts use (32 for ``scale_list=(4, 2, 1)``), and
@@ -162,7 +164,7 @@ class IFBlock(nn.Module):
         for i in range(8):
             y = ConvPReLU(self.c, name=f"convblock_{i}", **kw)(y)
         x = y + x
-        tmp = ConvTranspose2d(5, 4, 2, 1, name="lastconv", **kw)(x)
+        tmp = ConvTranspose2d(5, 4, 2, 1, name="lastconv", **kw)(x).astype(jnp.float32)
         tmp = _resize(tmp, scale * 2.0)
         return tmp[..., :4] * (scale * 2.0), tmp[..., 4:5]
 
@@ -189,7 +191,7 @@ class IFBlockHDv3(nn.Module):
         def head(prefix, out):
             h = ConvTranspose2d(self.c // 2, 4, 2, 1, name=f"{prefix}_0", **kw)(feat)
             h = PReLU(self.c // 2, param_dtype=self.param_dtype, name=f"{prefix}_1")(h)
-            return ConvTranspose2d(out, 4, 2, 1, name=f"{prefix}_2", **kw)(h)
+            return ConvTranspose2d(out, 4, 2, 1, name=f"{prefix}_2", **kw)(h).astype(jnp.float32)
 
         flow = _resize(head("conv1", 4), scale) * scale
         mask = _resize(head("conv2", 1), scale)
@@ -233,7 +235,7 @@ class Unet(nn.Module):
         x = DeconvPReLU(2 * c, name="up2", **kw)(cat(x, s1))
         x = DeconvPReLU(c, name="up3", **kw)(cat(x, s0))
         x = Conv2d(3, 3, 1, 1, name="conv", **kw)(x)
-        return jax.nn.sigmoid(x)
+        return jax.nn.sigmoid(x.astype(jnp.float32))
 
 
 # --------------------------------------------------------------------------------------------
@@ -314,8 +316,9 @@ class IFNet(nn.Module):
         else:
             a, b, t2, g = img0, img1, timestep, gt
 
-        out = self._forward(blocks, block_tea, contextnet, unet, a.astype(self.dtype), b.astype(self.dtype),
-                            None if g is None else g.astype(self.dtype), t2, tuple(float(s) for s in scale_list))
+        f32 = lambda x: None if x is None else jnp.asarray(x, jnp.float32)  # noqa: E731
+        out = self._forward(blocks, block_tea, contextnet, unet, f32(a), f32(b), f32(g), t2,
+                            tuple(float(s) for s in scale_list))
         if tta:
             final = (out.merged[2][:n] + rotate180(out.merged[2][n:])) / 2
             out = jax.tree_util.tree_map(lambda v: v[:n] if getattr(v, "ndim", 0) == 4 else v, out)
@@ -413,14 +416,14 @@ class IFNetHDv3(nn.Module):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         blocks = [IFBlockHDv3(self.c, name=f"block{i}", **kw) for i in range(3)]
         n = img0.shape[0]
-        a, b = img0.astype(self.dtype), img1.astype(self.dtype)
+        a, b = jnp.asarray(img0, jnp.float32), jnp.asarray(img1, jnp.float32)
         if tta:
             a = jnp.concatenate([a, rotate180(a)], 0)
             b = jnp.concatenate([b, rotate180(b)], 0)
         scale_list = tuple(float(s) for s in scale_list)
         if self.is_initializing():
-            z = jnp.zeros(a.shape[:3] + (10,), self.dtype)
-            IFBlockHDv3(self.c, name="block_tea", **kw)(z, jnp.zeros(a.shape[:3] + (4,), self.dtype), 1.0)
+            z = jnp.zeros(a.shape[:3] + (10,), jnp.float32)
+            IFBlockHDv3(self.c, name="block_tea", **kw)(z, jnp.zeros(a.shape[:3] + (4,), jnp.float32), 1.0)
         out = self._forward(blocks, a, b, scale_list)
         if tta:
             final = (out.merged[2][:n] + rotate180(out.merged[2][n:])) / 2
