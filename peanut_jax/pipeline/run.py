@@ -1,0 +1,1082 @@
+"""The end-to-end chain: ``infer.py [run] --input VIDEO --masks MASKS --output OUT.mp4``.
+
+Any sub-chain of erase (E2FGVI) -> upscale (BasicVSR++) -> interpolate (RIFE) runs in one process,
+streaming:
+
+* frames are decoded lazily by a **reader thread** into a bounded queue (with their masks, from a
+  :class:`MaskSource`), so decoding overlaps device compute;
+* every stage is a generator that consumes and emits frames (E2FGVI and BasicVSR++ internally in
+  bounded windows, RIFE in fixed-size batches of pairs); a frame leaves a stage as soon as it is
+  final, so the host holds a bounded number of frames and device memory depends on the window,
+  not on the clip length;
+* finished frames go through a bounded queue to a **writer thread** (encoding, side-by-side and
+  overlay composition); every output is written atomically (a temporary name renamed onto the final
+  one only when complete; an error, a full disk or Ctrl-C leaves no partial file under the final
+  name);
+* between stages frames are rounded to uint8, exactly what a user of the separate official
+  projects passes from one tool to the next through image files (so the chain's output equals
+  the file-by-file pipeline's, see ``benchmarks/pipeline.py``);
+* the output frame rate is the source's times the interpolation factor; an audio track of the
+  source container is copied through (remuxed into the temporary file before the final rename).
+
+The mask source is pluggable (:class:`MaskSource`): a folder of PNG masks (:class:`FolderMasks`)
+or in-memory arrays (:class:`ArrayMasks`) today; a text-prompt segmenter implements the same
+``attach(frames)`` later.
+
+Batch mode: ``--manifest FILE`` (CSV with a header, or JSON list) of ``video, masks, output`` rows
+(optional ``side_by_side``, ``overlay``, ``frames_out``); relative paths are relative to the
+manifest; the models are loaded and compiled once for all rows.
+
+Python API::
+
+    chain = build_chain(stages=("erase", "upscale"), checkpoints={...})
+    summary = chain.run(open_video("in.mp4"), "out.mp4", masks=FolderMasks("masks/"))
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import queue
+import resource
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+STAGE_ORDER = ("erase", "upscale", "interpolate")
+DEFAULT_CHECKPOINTS = {"erase": "e2fgvi_hq", "upscale": "basicvsr_pp", "interpolate": "rife_hdv3"}
+MODEL_FAMILY = {"erase": "e2fgvi", "upscale": "basicvsr_pp", "interpolate": "rife"}
+DEFAULT_QUEUE = 8
+
+
+# ==================================================================================== sources
+@dataclasses.dataclass(frozen=True)
+class StreamInfo:
+    """What a stream of frames looks like: count, (H, W) and frame rate."""
+    num_frames: int
+    height: int
+    width: int
+    fps: float
+
+
+class ArraySource:
+    """In-memory frames (T, H, W, 3) uint8 (or float [0, 1]) as a lazily iterated video source."""
+
+    def __init__(self, frames, fps: float = 25.0, name: str = "<array>"):
+        a = np.asarray(frames)
+        if a.ndim != 4 or a.shape[-1] != 3 or a.shape[0] < 1:
+            raise ValueError(f"{name}: frames must be a non-empty (T, H, W, 3) array, got shape {a.shape}")
+        if a.dtype != np.uint8:
+            if not np.issubdtype(a.dtype, np.floating):
+                raise ValueError(f"{name}: frames must be uint8 or float in [0, 1], got {a.dtype}")
+            a = np.clip(np.round(a * 255.0), 0, 255).astype(np.uint8)
+        self.frames, self.fps, self.path = a, float(fps), name
+        self.height, self.width = a.shape[1:3]
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __iter__(self):
+        return iter(self.frames)
+
+
+@runtime_checkable
+class MaskSource(Protocol):
+    """Where the erase stage's masks come from.
+
+    ``prepare(info)`` validates against the video before any compute (count, size) and raises
+    ValueError/FileNotFoundError with a one-line message; ``attach(frames)`` takes the lazily
+    decoded uint8 frames and yields ``(frame, mask)`` pairs in order, ``mask`` a (H, W) bool array
+    (True = remove).  A folder source ignores the pixels; a text-prompt source (a segmenter run on
+    the frames) implements the same two methods.  ``describe()`` names the source for the summary.
+    """
+
+    def prepare(self, info: StreamInfo) -> None: ...
+
+    def attach(self, frames: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
+
+    def describe(self) -> str: ...
+
+
+class FolderMasks:
+    """Masks from a folder of images (sorted by name; binary {0, 255} or DAVIS palette PNGs, any
+    non-zero pixel is the object, E2FGVI's rule) or one image repeated over all frames.  Files are
+    read lazily, one per frame.  ``resize=True`` resizes masks of another size (nearest)."""
+
+    def __init__(self, path, resize: bool = False, object_ids: Sequence[int] | None = None):
+        from peanut_jax.data.masks import _mask_files
+        self.path = pathlib.Path(path)
+        self.files = _mask_files(self.path)
+        self.resize = resize
+        self.object_ids = None if object_ids is None else list(object_ids)
+        self.size: tuple[int, int] | None = None
+
+    def describe(self) -> str:
+        return f"{self.path} ({len(self.files)} mask file{'s' * (len(self.files) != 1)})"
+
+    def _read(self, i: int) -> np.ndarray:
+        from peanut_jax.data.masks import read_masks
+        f = self.files[i if len(self.files) > 1 else 0]
+        return read_masks(f, size=self.size, object_ids=self.object_ids, resize=self.resize)[0]
+
+    def prepare(self, info: StreamInfo) -> None:
+        n = len(self.files)
+        if n not in (1, info.num_frames):
+            missing = "missing for some frames" if n < info.num_frames else "more masks than frames"
+            raise ValueError(f"{self.path}: {n} mask files for {info.num_frames} video frames ({missing}); "
+                             f"give one mask per frame (sorted by name) or a single mask for all frames")
+        self.size = (info.height, info.width)
+        self._read(0)   # size / readability of the first mask now, the others as they are reached
+
+    def attach(self, frames):
+        for i, frame in enumerate(frames):
+            if i >= len(self.files) and len(self.files) > 1:
+                raise ValueError(f"{self.path}: no mask for frame {i} (only {len(self.files)} mask files)")
+            yield frame, self._read(i)
+
+
+class ArrayMasks:
+    """In-memory masks (T, H, W) (or (H, W) for all frames), bool or {0, 1}/{0, 255}."""
+
+    def __init__(self, masks, name: str = "<masks>"):
+        m = np.asarray(masks)
+        if m.ndim == 2:
+            m = m[None]
+        if m.ndim != 3:
+            raise ValueError(f"{name}: masks must be (T, H, W) or (H, W), got shape {m.shape}")
+        self.masks, self.name = m > 0, name
+
+    def describe(self) -> str:
+        return f"{self.name} ({len(self.masks)} masks)"
+
+    def prepare(self, info: StreamInfo) -> None:
+        n = len(self.masks)
+        if n not in (1, info.num_frames):
+            raise ValueError(f"{self.name}: {n} masks for {info.num_frames} video frames")
+        if self.masks.shape[1:] != (info.height, info.width):
+            raise ValueError(f"{self.name}: mask size {self.masks.shape[1]}x{self.masks.shape[2]} differs from the "
+                             f"frame size {info.height}x{info.width}")
+
+    def attach(self, frames):
+        for i, frame in enumerate(frames):
+            yield frame, self.masks[i if len(self.masks) > 1 else 0]
+
+
+def open_source(path, fps: float | None = None):
+    """A :class:`~peanut_jax.data.video_io.VideoSource` with a clear error for empty/unreadable input."""
+    from peanut_jax.data.video_io import open_video
+    src = open_video(path, fps=fps)
+    n = len(src)
+    if n < 1:
+        raise ValueError(f"{path}: the video has no frames")
+    return src
+
+
+# ==================================================================================== stages
+def _u8(frame) -> np.ndarray:
+    a = np.asarray(frame)
+    if a.dtype == np.uint8:
+        return a
+    return np.clip(np.round(a.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+class Stage:
+    """One link of the chain: ``output_info(info)`` and ``__call__(iterator) -> iterator`` of uint8 frames."""
+    name = "stage"
+    needs_masks = False
+    weights = ""
+
+    def output_info(self, info: StreamInfo) -> StreamInfo:
+        return info
+
+    def check(self, info: StreamInfo) -> None:
+        """Raise ValueError for inputs this stage cannot take (called before any compute)."""
+
+    def __call__(self, items: Iterator) -> Iterator[np.ndarray]:
+        raise NotImplementedError
+
+
+class EraseStage(Stage):
+    """E2FGVI / E2FGVI-HQ object removal on (frame, mask) pairs (``peanut_jax.pipeline.erase``)."""
+    name = "erase"
+    needs_masks = True
+
+    def __init__(self, module, variables, weights: str = "", **options):
+        from peanut_jax.pipeline import erase as _erase
+        self._erase = _erase
+        self.module, self.variables, self.weights = module, variables, weights
+        self.options = options
+        self.eraser = _erase.make_eraser(module, variables, **options)
+
+    def check(self, info: StreamInfo) -> None:
+        self._erase.check_frame_size(self.module, info.height, info.width, **self._size_options())
+
+    def _size_options(self):
+        return {}
+
+    def __call__(self, items):
+        for out in self._erase.erase_stream(items, eraser=self.eraser):
+            yield _u8(out)
+
+
+class UpscaleStage(Stage):
+    """BasicVSR++ in overlapping chunks (``peanut_jax.pipeline.upscale``)."""
+    name = "upscale"
+
+    def __init__(self, module, variables, weights: str = "", scale: int | None = None, chunk: int | None = 16,
+                 overlap: int = 8, blend: int = 0, tile=None):
+        from peanut_jax.pipeline.upscale import Upscaler
+        self.runner = Upscaler(module, variables, tile=tile)
+        if scale is not None and int(scale) != self.runner.scale:
+            raise ValueError(f"{weights or 'upscale checkpoint'}: the model produces x{self.runner.scale} output, "
+                             f"but --upscale {scale} was requested")
+        self.module, self.variables, self.weights = module, variables, weights
+        self.chunk, self.overlap, self.blend = chunk, overlap, blend
+        self.scale = self.runner.scale
+
+    def output_info(self, info):
+        return dataclasses.replace(info, height=info.height * self.scale, width=info.width * self.scale)
+
+    def __call__(self, items):
+        from peanut_jax.pipeline.upscale import to_uint8, upscale_video
+        for f in upscale_video(items, self.module, self.variables, chunk=self.chunk, overlap=self.overlap,
+                               blend=self.blend, upscaler=self.runner):
+            yield to_uint8(f)
+
+
+class InterpolateStage(Stage):
+    """RIFE frame interpolation x ``multi`` (``peanut_jax.pipeline.interpolate``)."""
+    name = "interpolate"
+
+    def __init__(self, module, variables, weights: str = "", multi: int = 2, batch_size: int = 4,
+                 scale: float = 1.0, scene_detect: bool = True):
+        from peanut_jax.pipeline.interpolate import _schedule, has_timestep_input
+        _schedule(int(multi), None, None, has_timestep_input(module), type(module).__name__)   # validates multi
+        self.module, self.variables, self.weights = module, variables, weights
+        self.multi, self.batch_size, self.scale, self.scene_detect = int(multi), int(batch_size), scale, scene_detect
+
+    def output_info(self, info):
+        return dataclasses.replace(info, num_frames=(info.num_frames - 1) * self.multi + 1, fps=info.fps * self.multi)
+
+    def check(self, info):
+        if info.num_frames < 2 and self.multi > 1:
+            raise ValueError(f"interpolation needs at least 2 frames, the clip has {info.num_frames}")
+
+    def __call__(self, items):
+        from peanut_jax.pipeline.interpolate import interpolate_video
+        if self.multi == 1:
+            yield from items
+            return
+        yield from interpolate_video(items, self.module, self.variables, self.multi, scale=self.scale,
+                                     batch_size=self.batch_size, scene_detect=self.scene_detect)
+
+
+def load_stage_model(stage: str, spec, progress: bool = True):
+    """(module, variables, label) for a ``--checkpoint-<stage>`` value (registry name, file or folder)."""
+    from peanut_jax import weights as registry
+    from peanut_jax.pipeline.common import EXPORT_CONFIG, load_model
+    path = registry.resolve_checkpoint(spec, MODEL_FAMILY[stage], progress=progress)
+    path = pathlib.Path(path)
+    name = MODEL_FAMILY[stage]
+    if path.is_dir() and (path / EXPORT_CONFIG).exists():
+        name = json.loads((path / EXPORT_CONFIG).read_text()).get("model", name)
+    elif path.is_file():
+        name = _detect_official(stage, path)
+    module, variables = load_model(name, path)
+    return module, variables, f"{spec}" if str(spec) == str(path) else f"{spec} ({path})"
+
+
+def _detect_official(stage: str, path: pathlib.Path) -> str:
+    """Model name of an official checkpoint file (E2FGVI vs -HQ, ECCV IFNet vs HDv3)."""
+    import importlib
+
+    from peanut_jax.convert.reader import load_checkpoint
+    conv = {"erase": "peanut_jax.convert.e2fgvi", "upscale": "peanut_jax.convert.basicvsr_pp",
+            "interpolate": "peanut_jax.convert.rife"}[stage]
+    mod = importlib.import_module(conv)
+    if hasattr(mod, "detect"):
+        got = mod.detect(load_checkpoint(path))
+        if got:
+            if got.split("_")[0] != MODEL_FAMILY[stage].split("_")[0]:
+                raise ValueError(f"{path}: holds a {got} checkpoint, not weights for the {stage} stage")
+            return got
+    return MODEL_FAMILY[stage]
+
+
+# ==================================================================================== threads
+_END = object()
+
+
+class _Failure:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+class Prefetcher:
+    """Iterate ``iterable`` in a background thread through a bounded queue (decode overlapped)."""
+
+    def __init__(self, iterable: Iterable, maxsize: int = DEFAULT_QUEUE, name: str = "reader"):
+        self._q: queue.Queue = queue.Queue(maxsize=max(1, maxsize))
+        self._stop = threading.Event()
+        self._it = iterable
+        self.wait_seconds = 0.0
+        self._thread = threading.Thread(target=self._work, name=f"peanut-{name}", daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work(self):
+        it = iter(self._it)
+        try:
+            for item in it:
+                if not self._put(item):
+                    break
+            else:
+                self._put(_END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            self._put(_Failure(exc))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    close()
+
+    def __iter__(self):
+        while True:
+            t0 = time.perf_counter()
+            item = self._q.get()
+            self.wait_seconds += time.perf_counter() - t0
+            if item is _END:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item
+
+    def close(self):
+        self._stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._q.get_nowait()
+        self._thread.join(timeout=10)
+
+
+class WriterThread:
+    """Run write jobs (callables) in order in a background thread, through a bounded queue."""
+
+    def __init__(self, maxsize: int = DEFAULT_QUEUE):
+        self._q: queue.Queue = queue.Queue(maxsize=max(1, maxsize))
+        self._stop = threading.Event()
+        self.error: BaseException | None = None
+        self.busy_seconds = 0.0
+        self.wait_seconds = 0.0   # time the producer was blocked (back-pressure)
+        self._thread = threading.Thread(target=self._work, name="peanut-writer", daemon=True)
+        self._thread.start()
+
+    def _work(self):
+        while True:
+            job = self._q.get()
+            if job is _END:
+                return
+            if self.error is not None or self._stop.is_set():
+                continue   # drain
+            t0 = time.perf_counter()
+            try:
+                job()
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the producer
+                self.error = exc
+            self.busy_seconds += time.perf_counter() - t0
+
+    def submit(self, job: Callable[[], None]) -> None:
+        t0 = time.perf_counter()
+        while True:
+            if self.error is not None:
+                raise self.error
+            try:
+                self._q.put(job, timeout=0.05)
+                break
+            except queue.Full:
+                continue
+        self.wait_seconds += time.perf_counter() - t0
+
+    def finish(self) -> None:
+        """Wait for every job; re-raise the first write error."""
+        t0 = time.perf_counter()
+        self._q.put(_END)
+        self._thread.join()
+        self.wait_seconds += time.perf_counter() - t0
+        if self.error is not None:
+            raise self.error
+
+    def abort(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._q.get_nowait()
+        self._q.put(_END)
+        self._thread.join(timeout=30)
+
+
+class MemoryMonitor:
+    """Peak resident memory of this process during a block (sampled every ``interval`` s), and
+    the device's peak bytes in use when the backend reports it (GPU/TPU)."""
+
+    def __init__(self, interval: float = 0.02):
+        self.interval = interval
+        self.peak_rss = 0
+        self._stop = threading.Event()
+        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        self._thread = None
+
+    def _rss(self) -> int:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * self._page
+        except OSError:
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def _work(self):
+        while not self._stop.wait(self.interval):
+            self.peak_rss = max(self.peak_rss, self._rss())
+
+    def __enter__(self):
+        self.peak_rss = self._rss()
+        self._thread = threading.Thread(target=self._work, name="peanut-memory", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak_rss = max(self.peak_rss, self._rss())
+
+    @staticmethod
+    def device_peak() -> int | None:
+        try:
+            import jax
+            stats = jax.devices()[0].memory_stats()
+        except Exception:  # noqa: BLE001 - backends without statistics
+            return None
+        if not stats:
+            return None
+        return int(stats.get("peak_bytes_in_use", stats.get("bytes_in_use", 0))) or None
+
+
+# ==================================================================================== metering
+class _Meter:
+    def __init__(self, name: str, total: int | None, progress: bool, position: int):
+        self.name, self.frames, self.inclusive = name, 0, 0.0
+        self.upstream: _Meter | None = None
+        self.bar = None
+        if progress:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, desc=f"{name:>11}", unit="frame", position=position, leave=True,
+                            dynamic_ncols=True)
+
+    @property
+    def seconds(self) -> float:
+        """Time spent in this stage itself (its upstream's time subtracted)."""
+        return max(0.0, self.inclusive - (self.upstream.inclusive if self.upstream else 0.0))
+
+    def wrap(self, it: Iterator) -> Iterator:
+        it = iter(it)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                item = next(it)
+            except StopIteration:
+                self.inclusive += time.perf_counter() - t0
+                return
+            self.inclusive += time.perf_counter() - t0
+            self.frames += 1
+            if self.bar is not None:
+                self.bar.update(1)
+            yield item
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ==================================================================================== outputs
+def check_output(path, overwrite: bool, what: str = "--output", video_only: bool = False) -> pathlib.Path:
+    """Refuse bad output paths before any compute: wrong extension, missing or read-only folder,
+    an existing target without ``overwrite``."""
+    from peanut_jax.data.video_io import VIDEO_EXTENSIONS
+    p = pathlib.Path(path)
+    suffix = p.suffix.lower()
+    if suffix and suffix not in VIDEO_EXTENSIONS:
+        raise ValueError(f"{what} {p}: unsupported extension {suffix!r}; use one of {', '.join(VIDEO_EXTENSIONS)}"
+                         + ("" if video_only else " or a folder name without extension for PNG frames"))
+    if video_only and not suffix:
+        raise ValueError(f"{what} {p}: give a video file name ({', '.join(VIDEO_EXTENSIONS)})")
+    parent = p.parent if str(p.parent) else pathlib.Path(".")
+    if not parent.is_dir():
+        raise FileNotFoundError(f"{what} {p}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"{what} {p}: folder {parent} is not writable")
+    if p.exists() and not overwrite:
+        raise FileExistsError(f"{what} {p} already exists (use --overwrite to replace it)")
+    return p
+
+
+def has_audio(path) -> bool:
+    """True when the container at ``path`` has an audio stream (ffmpeg probe)."""
+    from peanut_jax.data.video_io import _ffmpeg_exe
+    p = pathlib.Path(path)
+    if not p.is_file():
+        return False
+    r = subprocess.run([_ffmpeg_exe(), "-hide_banner", "-i", str(p)], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, text=True, errors="replace")
+    return any("Stream #" in line and "Audio:" in line for line in r.stderr.splitlines())
+
+
+def mux_audio(video_path: pathlib.Path, audio_source: pathlib.Path, target: pathlib.Path) -> None:
+    """Write ``target``: the video stream of ``video_path`` + the audio of ``audio_source`` (copied;
+    re-encoded to AAC when the container cannot hold the original codec)."""
+    from peanut_jax.data.video_io import _ffmpeg_exe
+    base = [_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(video_path), "-i", str(audio_source),
+            "-map", "0:v:0", "-map", "1:a", "-c:v", "copy"]
+    tail = ["-movflags", "+faststart"] if target.suffix.lower() in (".mp4", ".mov", ".m4v") else []
+    err = ""
+    for audio in (["-c:a", "copy"], ["-c:a", "aac", "-b:a", "192k"]):
+        r = subprocess.run(base + audio + tail + [str(target)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           text=True, errors="replace")
+        if r.returncode == 0:
+            return
+        err = (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1]
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()
+    raise ValueError(f"{target}: could not copy the audio of {audio_source}: {err}")
+
+
+class _Outputs:
+    """The writers of one run (main video, frames, side-by-side, overlay), committed together.
+
+    Videos are encoded under hidden temporary names next to their targets; at :meth:`commit` every
+    encoder is finished first (and the audio remuxed), then the frame folder is committed and the
+    videos are renamed onto their targets, so a failure while encoding leaves none of the outputs.
+    """
+
+    def __init__(self, fps: float, in_fps: float, output, frames_out, side_by_side, overlay, overwrite: bool,
+                 audio_from: pathlib.Path | None):
+        from peanut_jax.data.video_io import VideoWriter
+        self.writers: dict[str, Any] = {}
+        self.audio_from = audio_from
+        self.overwrite = overwrite
+        self._moves: list[tuple[str, pathlib.Path, pathlib.Path]] = []   # (key, temporary, target)
+        token = uuid.uuid4().hex[:8]
+        try:
+            for key, target, rate in (("output", output, fps), ("frames", frames_out, fps),
+                                      ("side_by_side", side_by_side, fps), ("overlay", overlay, in_fps)):
+                if target is None:
+                    continue
+                t = pathlib.Path(target)
+                if t.suffix:   # a video: encoded under a temporary name
+                    tmp = t.with_name(f".{t.stem}.{token}.encoding{t.suffix}")
+                    self.writers[key] = VideoWriter(tmp, fps=rate, overwrite=False)
+                    self._moves.append((key, tmp, t))
+                else:          # a frame folder: VideoWriter's own atomic folder commit
+                    self.writers[key] = VideoWriter(t, fps=rate, overwrite=overwrite)
+        except BaseException:
+            self.abort()
+            raise
+
+    def commit(self) -> None:
+        try:
+            for key, _, _ in self._moves:
+                self.writers[key].close()
+            for key, tmp, target in self._moves:
+                if key == "output" and self.audio_from is not None:
+                    muxed = tmp.with_name(tmp.name.replace(".encoding", ".mux"))
+                    try:
+                        mux_audio(tmp, self.audio_from, muxed)
+                        os.replace(muxed, tmp)
+                    finally:
+                        with contextlib.suppress(FileNotFoundError):
+                            muxed.unlink()
+            for _, _, target in self._moves:
+                if target.exists() and not self.overwrite:
+                    raise FileExistsError(f"{target} already exists (use --overwrite to replace it)")
+            for key, w in self.writers.items():
+                if key not in {k for k, _, _ in self._moves}:
+                    w.close()
+        except BaseException:
+            self.abort()
+            raise
+        for _, tmp, target in self._moves:
+            os.replace(tmp, target)
+
+    def abort(self) -> None:
+        for w in self.writers.values():
+            with contextlib.suppress(Exception):
+                w.abort()
+        for _, tmp, _ in self._moves:
+            for p in (tmp, tmp.with_name(tmp.name.replace(".encoding", ".mux"))):
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+
+
+def side_by_side_frame(before: np.ndarray, after: np.ndarray, gap: int = 0) -> np.ndarray:
+    """[before resized to ``after``'s size | after] (uint8)."""
+    from PIL import Image
+    h, w = after.shape[:2]
+    if before.shape[:2] != (h, w):
+        before = np.asarray(Image.fromarray(before).resize((w, h), Image.BICUBIC))
+    parts = [before, after] if not gap else [before, np.zeros((h, gap, 3), np.uint8), after]
+    return np.concatenate(parts, axis=1)
+
+
+# ==================================================================================== chain
+@dataclasses.dataclass
+class RunSummary:
+    input: str
+    output: str | None
+    frames_in: int
+    frames_out: int
+    fps_in: float
+    fps_out: float
+    size_in: tuple
+    size_out: tuple
+    seconds: float
+    stages: list            # [{name, frames, seconds, s_per_frame, weights}]
+    read_seconds: float     # main thread waiting for decoded frames
+    write_wait_seconds: float  # main thread blocked on the writer (+ final flush / mux)
+    encode_seconds: float   # writer thread busy time
+    peak_rss_bytes: int
+    peak_device_bytes: int | None
+    audio: bool
+    masks: str | None = None
+    outputs: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def s_per_output_frame(self) -> float:
+        return self.seconds / max(1, self.frames_out)
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["s_per_output_frame"] = self.s_per_output_frame
+        return d
+
+    def format(self) -> str:
+        lines = [f"{self.input}: {self.frames_in} frames {self.size_in[0]}x{self.size_in[1]} @ {self.fps_in:g} fps "
+                 f"-> {self.frames_out} frames {self.size_out[0]}x{self.size_out[1]} @ {self.fps_out:g} fps"
+                 + (" (+audio)" if self.audio else "")]
+        for s in self.stages:
+            lines.append(f"  {s['name']:<11} {s['frames']:>6} frames  {s['seconds']:8.2f} s  "
+                         f"{1000 * s['s_per_frame']:8.1f} ms/frame" + (f"  [{s['weights']}]" if s.get("weights") else ""))
+        lines.append(f"  {'read':<11} {'':>6}         {self.read_seconds:8.2f} s waiting for decoded frames")
+        lines.append(f"  {'write':<11} {'':>6}         {self.write_wait_seconds:8.2f} s waiting for the writer "
+                     f"(encoding in the background: {self.encode_seconds:.2f} s)")
+        mem = f"peak host RSS {self.peak_rss_bytes / 2**20:.0f} MiB"
+        if self.peak_device_bytes:
+            mem = f"peak device memory {self.peak_device_bytes / 2**20:.0f} MiB, " + mem
+        lines.append(f"  total {self.seconds:.2f} s = {1000 * self.s_per_output_frame:.1f} ms per output frame; {mem}")
+        for k, v in self.outputs.items():
+            lines.append(f"  wrote {k}: {v}")
+        return "\n".join(lines)
+
+
+class Chain:
+    """An ordered sub-chain of stages (loaded once, reused for every clip of a batch)."""
+
+    def __init__(self, stages: Sequence[Stage], queue_size: int = DEFAULT_QUEUE):
+        names = [s.name for s in stages]
+        if not stages:
+            raise ValueError("no stages to run")
+        if sorted(names, key=STAGE_ORDER.index) != names or len(set(names)) != len(names):
+            raise ValueError(f"stages must be distinct and in the order {' -> '.join(STAGE_ORDER)}, got {names}")
+        self.stages = list(stages)
+        self.queue_size = int(queue_size)
+
+    @property
+    def needs_masks(self) -> bool:
+        return any(s.needs_masks for s in self.stages)
+
+    def plan(self, info: StreamInfo) -> list[StreamInfo]:
+        """Stream info before every stage and after the last; validates each stage's input."""
+        infos = [info]
+        for s in self.stages:
+            s.check(infos[-1])
+            infos.append(s.output_info(infos[-1]))
+        return infos
+
+    def run(self, source, output=None, masks: MaskSource | None = None, *, frames_out=None, side_by_side=None,
+            overlay=None, overwrite: bool = False, progress: bool = True, copy_audio: bool = True,
+            observers: dict[str, Callable[[int, np.ndarray], None]] | None = None,
+            output_fps: float | None = None) -> RunSummary:
+        """Run the chain on ``source`` (a VideoSource/ArraySource or a path) and write the outputs.
+
+        ``observers``: ``{stage name: fn(index, frame)}`` called with every frame a stage emits
+        (the demo measures the erase stage's output this way).
+        """
+        if not isinstance(source, (ArraySource,)) and not hasattr(source, "iter_frames"):
+            source = open_source(source)
+        targets = {"output": output, "frames_out": frames_out, "side_by_side": side_by_side, "overlay": overlay}
+        if all(v is None for v in targets.values()):
+            raise ValueError("nothing to write: give --output, --frames-out, --side-by-side or --overlay")
+        seen = {}
+        for what, p in targets.items():
+            if p is None:
+                continue
+            check_output(p, overwrite, f"--{what.replace('_', '-')}", video_only=what in ("side_by_side", "overlay"))
+            key = pathlib.Path(p).resolve()
+            if key in seen:
+                raise ValueError(f"--{what.replace('_', '-')} and --{seen[key].replace('_', '-')} name the same path {p}")
+            if isinstance(getattr(source, "path", None), pathlib.Path) and key == source.path.resolve():
+                raise ValueError(f"--{what.replace('_', '-')} {p} is the input itself")
+            seen[key] = what
+        if self.needs_masks and masks is None:
+            raise ValueError("the erase stage needs masks: give --masks MASK_DIR")
+        if overlay is not None and masks is None:
+            raise ValueError("--overlay needs masks (--masks)")
+        n = len(source)
+        if n < 1:
+            raise ValueError(f"{getattr(source, 'path', 'input')}: the video has no frames")
+        fps = float(source.fps or 25.0)
+        info = StreamInfo(n, source.height, source.width, fps)
+        infos = self.plan(info)
+        out_info = infos[-1]
+        out_fps = float(output_fps or out_info.fps)
+        if masks is not None:
+            masks.prepare(info)
+        audio_src = None
+        src_path = getattr(source, "path", None)
+        if copy_audio and output is not None and isinstance(src_path, pathlib.Path) and src_path.is_file():
+            audio_src = src_path if has_audio(src_path) else None
+
+        meters: list[_Meter] = []
+        reader = None
+        writer = None
+        outs = None
+        t_start = time.perf_counter()
+        with MemoryMonitor() as mem:
+            try:
+                outs = _Outputs(out_fps, fps, output, frames_out, side_by_side, overlay, overwrite, audio_src)
+                frames_it = iter(source)
+                items = masks.attach(frames_it) if masks is not None else frames_it
+                reader = Prefetcher(items, self.queue_size)
+                writer = WriterThread(self.queue_size)
+                read_meter = _Meter("read", n, False, 0)
+                kept: dict[int, np.ndarray] = {}       # input frames still needed by the side-by-side view
+                overlay_w = outs.writers.get("overlay")
+
+                def tap(it):
+                    from peanut_jax.data.masks import overlay_mask
+                    for i, item in enumerate(it):
+                        frame = item[0] if isinstance(item, tuple) else item
+                        if side_by_side is not None:
+                            kept[i] = frame
+                        if overlay_w is not None:
+                            f, m = item
+                            writer.submit(lambda f=f, m=m: overlay_w.write(overlay_mask(f, m)))
+                        yield item if self.needs_masks else frame
+
+                stream = read_meter.wrap(tap(reader))
+                prev = read_meter
+                for k, (stage, si) in enumerate(zip(self.stages, infos[1:])):
+                    m = _Meter(stage.name, si.num_frames, progress, k)
+                    m.upstream = prev
+                    meters.append(m)
+                    stream = m.wrap(stage(stream))
+                    obs = (observers or {}).get(stage.name)
+                    if obs is not None:
+                        stream = _observed(stream, obs)
+                    prev = m
+                multi = (out_info.num_frames - 1) / max(1, info.num_frames - 1) if info.num_frames > 1 else 1
+                main_w, frames_w, sbs_w = (outs.writers.get(k) for k in ("output", "frames", "side_by_side"))
+                count = 0
+                for j, frame in enumerate(stream):
+                    frame = _u8(frame)
+                    if sbs_w is not None:
+                        src = min(int(math.floor(j / multi + 1e-9)), info.num_frames - 1) if multi else j
+                        before = kept[src]
+                        for old in [i for i in kept if i < src]:
+                            del kept[old]
+                        writer.submit(lambda b=before, a=frame: sbs_w.write(side_by_side_frame(b, a)))
+                    if main_w is not None:
+                        writer.submit(lambda a=frame: main_w.write(a))
+                    if frames_w is not None:
+                        writer.submit(lambda a=frame: frames_w.write(a))
+                    count += 1
+                writer.finish()
+                t_fin = time.perf_counter()
+                outs.commit()
+                writer.wait_seconds += time.perf_counter() - t_fin
+            except BaseException:
+                if writer is not None:
+                    writer.abort()
+                if outs is not None:
+                    outs.abort()
+                raise
+            finally:
+                if reader is not None:
+                    reader.close()
+                for m in meters:
+                    m.close()
+        seconds = time.perf_counter() - t_start
+        if count != out_info.num_frames:
+            # cannot happen with the shipped stages; a custom stage may change counts
+            out_info = dataclasses.replace(out_info, num_frames=count)
+        stages = [{"name": m.name, "frames": m.frames, "seconds": m.seconds,
+                   "s_per_frame": m.seconds / max(1, m.frames), "weights": s.weights}
+                  for m, s in zip(meters, self.stages)]
+        written = {k: str(v) for k, v in targets.items() if v is not None}
+        return RunSummary(
+            input=str(getattr(source, "path", "<array>")), output=None if output is None else str(output),
+            frames_in=info.num_frames, frames_out=count, fps_in=fps, fps_out=out_fps,
+            size_in=(info.height, info.width), size_out=(out_info.height, out_info.width), seconds=seconds,
+            stages=stages, read_seconds=read_meter.inclusive, write_wait_seconds=writer.wait_seconds,
+            encode_seconds=writer.busy_seconds, peak_rss_bytes=mem.peak_rss,
+            peak_device_bytes=MemoryMonitor.device_peak(), audio=audio_src is not None,
+            masks=masks.describe() if masks is not None else None, outputs=written)
+
+
+def _observed(it, fn):
+    for i, item in enumerate(it):
+        fn(i, item)
+        yield item
+
+
+# ==================================================================================== building
+def parse_stages(spec: str | Sequence[str] | None, upscale: int | None, interpolate: int | None) -> list[str]:
+    """Stage names from ``--stages`` (default: erase, plus upscale/interpolate when their factor is given)."""
+    if spec is None or spec == "":
+        names = ["erase"] + (["upscale"] if upscale else []) + (["interpolate"] if interpolate else [])
+    else:
+        names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    bad = [s for s in names if s not in STAGE_ORDER]
+    if bad:
+        raise ValueError(f"--stages: unknown stage {bad[0]!r}; choose from {', '.join(STAGE_ORDER)}")
+    if not names:
+        raise ValueError("--stages: no stage given")
+    if len(set(names)) != len(names):
+        raise ValueError(f"--stages: a stage is listed twice ({','.join(names)})")
+    return sorted(names, key=STAGE_ORDER.index)
+
+
+def build_chain(stages: Sequence[str] = ("erase",), checkpoints: dict | None = None, *, upscale: int | None = None,
+                interpolate: int | None = None, models: dict | None = None, erase_options: dict | None = None,
+                upscale_options: dict | None = None, interpolate_options: dict | None = None,
+                progress: bool = True, queue_size: int = DEFAULT_QUEUE) -> Chain:
+    """Load the models of ``stages`` and return a :class:`Chain`.
+
+    ``checkpoints``: ``{stage: spec}`` (registry name, official file, exported/orbax folder;
+    default :data:`DEFAULT_CHECKPOINTS`).  ``models``: ``{stage: (module, variables[, label])}``
+    already in memory (tests, the demo) instead of checkpoints.
+    """
+    checkpoints = dict(checkpoints or {})
+    models = dict(models or {})
+    built: list[Stage] = []
+    for name in parse_stages(list(stages), upscale, interpolate):
+        if name in models:
+            module, variables, *label = models[name]
+            label = label[0] if label else type(module).__name__
+        else:
+            module, variables, label = load_stage_model(name, checkpoints.get(name) or DEFAULT_CHECKPOINTS[name],
+                                                        progress=progress)
+        if name == "erase":
+            built.append(EraseStage(module, variables, label, **(erase_options or {})))
+        elif name == "upscale":
+            built.append(UpscaleStage(module, variables, label, scale=upscale, **(upscale_options or {})))
+        else:
+            built.append(InterpolateStage(module, variables, label, multi=interpolate or 2,
+                                          **(interpolate_options or {})))
+    return Chain(built, queue_size=queue_size)
+
+
+# ==================================================================================== batch
+MANIFEST_COLUMNS = ("video", "masks", "output", "side_by_side", "overlay", "frames_out")
+
+
+def read_manifest(path) -> list[dict]:
+    """Rows ``{video, masks, output[, side_by_side, overlay, frames_out]}`` of a CSV (header row) or
+    JSON (a list of objects, or ``{"jobs": [...]}``) manifest; relative paths are taken relative to
+    the manifest's folder."""
+    p = pathlib.Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"manifest not found: {p}")
+    try:
+        if p.suffix.lower() == ".json":
+            data = json.loads(p.read_text())
+            rows = data.get("jobs") if isinstance(data, dict) else data
+            if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+                raise ValueError(f"{p}: a JSON manifest must be a list of objects (or {{\"jobs\": [...]}})")
+        else:
+            with open(p, newline="") as f:
+                rows = [dict(r) for r in csv.DictReader(f)]
+    except (json.JSONDecodeError, csv.Error, UnicodeDecodeError) as err:
+        raise ValueError(f"{p}: cannot parse the manifest ({err})") from None
+    if not rows:
+        raise ValueError(f"{p}: the manifest has no rows")
+    out = []
+    for i, r in enumerate(rows, start=1):
+        r = {str(k).strip().lower().replace("-", "_"): (str(v).strip() if v is not None else "")
+             for k, v in r.items() if k is not None}
+        extra = sorted(set(r) - set(MANIFEST_COLUMNS))
+        if extra:
+            raise ValueError(f"{p}: row {i}: unknown column {extra[0]!r} (columns: {', '.join(MANIFEST_COLUMNS)})")
+        for col in ("video", "output"):
+            if not r.get(col):
+                raise ValueError(f"{p}: row {i}: the {col!r} column is empty or missing")
+        out.append({k: (str((p.parent / v)) if v and not os.path.isabs(v) else v) or None
+                    for k, v in ((c, r.get(c, "")) for c in MANIFEST_COLUMNS)})
+    outs = [pathlib.Path(r["output"]).resolve() for r in out]
+    if len(set(outs)) != len(outs):
+        raise ValueError(f"{p}: two rows write the same output")
+    return out
+
+
+def run_manifest(chain: Chain, manifest, *, overwrite: bool = False, progress: bool = True, fps: float | None = None,
+                 resize_masks: bool = False, log=print) -> list[RunSummary]:
+    """Run every row of a manifest with one loaded chain.  Inputs and outputs of all rows are
+    checked before the first row runs; a failing row stops the batch (rows done stay written)."""
+    rows = read_manifest(manifest)
+    for i, r in enumerate(rows, start=1):
+        try:
+            if not pathlib.Path(r["video"]).exists():
+                raise FileNotFoundError(f"video not found: {r['video']}")
+            if chain.needs_masks and not r.get("masks"):
+                raise ValueError("the 'masks' column is empty (the erase stage needs masks)")
+            if r.get("masks") and not pathlib.Path(r["masks"]).exists():
+                raise FileNotFoundError(f"mask path not found: {r['masks']}")
+            for col in ("output", "side_by_side", "overlay", "frames_out"):
+                if r.get(col):
+                    check_output(r[col], overwrite, col, video_only=col in ("side_by_side", "overlay"))
+        except (ValueError, OSError) as err:
+            raise type(err)(f"{manifest}: row {i}: {err}") from None
+    results = []
+    for i, r in enumerate(rows, start=1):
+        try:
+            src = open_source(r["video"], fps=fps)
+            masks = FolderMasks(r["masks"], resize=resize_masks) if r.get("masks") else None
+            s = chain.run(src, r["output"], masks if chain.needs_masks or r.get("overlay") else None,
+                          frames_out=r.get("frames_out"), side_by_side=r.get("side_by_side"),
+                          overlay=r.get("overlay"), overwrite=overwrite, progress=progress)
+        except (ValueError, OSError) as err:
+            raise type(err)(f"{manifest}: row {i} ({r['video']}): {err}") from None
+        results.append(s)
+        if log:
+            log(f"[{i}/{len(rows)}] " + s.format())
+    return results
+
+
+# ==================================================================================== CLI
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser(
+        "run", help="the end-to-end chain erase -> upscale -> interpolate (default command)",
+        description="Run any sub-chain of erase (E2FGVI) -> upscale (BasicVSR++) -> interpolate (RIFE), streaming.")
+    io = p.add_argument_group("input / output")
+    io.add_argument("--input", help="video file or frame folder")
+    io.add_argument("--masks", help="mask folder (one PNG per frame, sorted by name) or a single mask image")
+    io.add_argument("--output", help="output video (.mp4, ...) or a folder name for PNG frames")
+    io.add_argument("--manifest", help="batch mode: CSV/JSON of video, masks, output rows")
+    io.add_argument("--frames-out", help="also write the final frames as PNGs into this folder")
+    io.add_argument("--side-by-side", help="also write a before/after video (input | result)")
+    io.add_argument("--overlay", help="also write the input with the masks tinted (mask check)")
+    io.add_argument("--fps", type=float, default=None, help="frame rate of frame-folder inputs (default 25)")
+    io.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    io.add_argument("--no-audio", action="store_true", help="do not copy the source's audio track")
+    st = p.add_argument_group("stages")
+    st.add_argument("--stages", default=None,
+                    help="comma-separated sub-chain of erase,upscale,interpolate (default: erase, plus upscale/"
+                         "interpolate when --upscale/--interpolate is given)")
+    st.add_argument("--upscale", type=int, default=None, metavar="S", help="super-resolution factor (e.g. 4)")
+    st.add_argument("--interpolate", type=int, default=None, metavar="M", help="frame-rate factor (e.g. 2)")
+    for stage in STAGE_ORDER:
+        st.add_argument(f"--checkpoint-{stage}", default=None, metavar="SPEC",
+                        help=f"{stage} weights: registry name (default {DEFAULT_CHECKPOINTS[stage]}), "
+                             "official checkpoint file, or exported/orbax folder")
+    st.add_argument("--resize-masks", action="store_true", help="resize masks of another size (nearest)")
+    st.add_argument("--chunk", type=int, default=16, help="upscale: frames per streaming chunk")
+    st.add_argument("--overlap", type=int, default=8, help="upscale: context frames on each side of a chunk")
+    st.add_argument("--rife-batch", type=int, default=4, help="interpolate: frame pairs per jitted call")
+    st.add_argument("--no-scene-detect", action="store_true", help="interpolate: morph across scene cuts too")
+    p.add_argument("--demo", action="store_true",
+                   help="run the full chain on the bundled synthetic clip with the bundled (or cached official) "
+                        "weights and print PSNR/SSIM of the erased region and Ewarp")
+    p.add_argument("--demo-weights", choices=("auto", "bundled"), default="auto",
+                   help="demo: 'auto' uses official weights from the $PEANUT_HOME cache when present")
+    p.add_argument("--summary-json", help="write the run summary (or the demo metrics) to this JSON file")
+    p.add_argument("--queue", type=int, default=DEFAULT_QUEUE, help="frames buffered by the reader/writer threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_main)
+
+
+def _main(args) -> int:
+    progress = not args.no_progress and sys.stderr.isatty()
+    if args.demo:
+        from peanut_jax.pipeline import demo
+        return demo.main_from_args(args)
+    if args.manifest and (args.input or args.output):
+        raise ValueError("--manifest replaces --input/--output; give one or the other")
+    if not args.manifest and not args.input:
+        raise ValueError("--input is required (or --manifest for batch mode, or --demo)")
+    stages = parse_stages(args.stages, args.upscale, args.interpolate)
+    if "erase" not in stages and args.masks and not args.overlay:
+        raise ValueError("--masks given but the erase stage is not in --stages")
+    if not args.manifest:
+        if args.output is None and not (args.frames_out or args.side_by_side or args.overlay):
+            raise ValueError("--output is required")
+        if "erase" in stages and not args.masks:
+            raise ValueError("the erase stage needs --masks MASK_DIR (or drop it with --stages)")
+        # cheap input/output checks before the (slow) model loading
+        for what in ("output", "frames_out", "side_by_side", "overlay"):
+            v = getattr(args, what)
+            if v is not None:
+                check_output(v, args.overwrite, f"--{what.replace('_', '-')}",
+                             video_only=what in ("side_by_side", "overlay"))
+        source = open_source(args.input, fps=args.fps)
+        masks = FolderMasks(args.masks, resize=args.resize_masks) if args.masks else None
+        if masks is not None:
+            masks.prepare(StreamInfo(len(source), source.height, source.width, float(source.fps or 25.0)))
+    ckpts = {s: getattr(args, f"checkpoint_{s}") for s in STAGE_ORDER}
+    chain = build_chain(stages, ckpts, upscale=args.upscale, interpolate=args.interpolate,
+                        upscale_options=dict(chunk=args.chunk or None, overlap=args.overlap),
+                        interpolate_options=dict(batch_size=args.rife_batch, scene_detect=not args.no_scene_detect),
+                        progress=progress, queue_size=args.queue)
+    if args.manifest:
+        results = run_manifest(chain, args.manifest, overwrite=args.overwrite, progress=progress, fps=args.fps,
+                               resize_masks=args.resize_masks)
+        summary = {"clips": [r.as_dict() for r in results]}
+    else:
+        s = chain.run(source, args.output, masks, frames_out=args.frames_out, side_by_side=args.side_by_side,
+                      overlay=args.overlay, overwrite=args.overwrite, progress=progress, copy_audio=not args.no_audio)
+        print(s.format())
+        summary = s.as_dict()
+    if args.summary_json:
+        write_json(args.summary_json, summary)
+    return 0
+
+
+def write_json(path, obj) -> None:
+    p = pathlib.Path(path)
+    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    os.replace(tmp, p)
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, (tuple, pathlib.Path)):
+        return list(o) if isinstance(o, tuple) else str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
