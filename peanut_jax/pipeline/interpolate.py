@@ -113,6 +113,18 @@ def scene_ssim(img0, img1) -> np.ndarray:
     return np.array(_thumb_ssim(a, b))
 
 
+def _pair_ssim(a: Sequence[np.ndarray], b: Sequence[np.ndarray], batch: int) -> np.ndarray:
+    """:func:`scene_ssim` of the pairs (a[i], b[i]) in fixed-size batches (one compilation)."""
+    out = []
+    for s in range(0, len(a), batch):
+        aa, bb = list(a[s:s + batch]), list(b[s:s + batch])
+        m = len(aa)
+        aa += [aa[-1]] * (batch - m)
+        bb += [bb[-1]] * (batch - m)
+        out.append(scene_ssim(np.stack(aa), np.stack(bb))[:m])
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
 def _is_dyadic(t: float, depth: int = _MAX_BISECTION_DEPTH) -> int | None:
     """n such that t = k / 2^n exactly (smallest), or None."""
     for n in range(1, depth + 1):
@@ -365,7 +377,7 @@ def _stream(it, runner, mult, step, depth, tsm, bs, scene_detect, dup_thr, cut_t
         need = sorted({i for i, t in jobs if t > 0})
         mode = {i: "interp" for i in need}
         if scene_detect and need:
-            s = scene_ssim(np.stack([fl[i] for i in need]), np.stack([fl[i + 1] for i in need]))
+            s = _pair_ssim([fl[i] for i in need], [fl[i + 1] for i in need], bs)
             for i, v in zip(need, s):
                 if v < cut_thr or (v > dup_thr and on_dup == "copy"):
                     mode[i] = "copy"
@@ -430,7 +442,7 @@ def _stream_compat(it, runner, mult, step, depth, tsm, bs, scene_detect, dup_thr
         padded = [pad_to_multiple(_to_float(f), mult)[0] for f in frames]
         I0 = [padded[k] for k in range(count)]
         I1 = [padded[min(k + 1, len(frames) - 1)] for k in range(count)]
-        ssim = scene_ssim(np.stack(I0), np.stack(I1)) if scene_detect else np.full(count, 0.5)
+        ssim = _pair_ssim(I0, I1, bs) if scene_detect else np.full(count, 0.5)
         emit = [padded[k] for k in range(count)]
         dups = [k for k in range(count) if ssim[k] > dup_thr]
         if dups:
@@ -438,7 +450,7 @@ def _stream_compat(it, runner, mult, step, depth, tsm, bs, scene_detect, dup_thr
             for k, r in zip(dups, res):
                 I1[k] = r
                 emit[k] = pad_to_multiple(crop(r, hw), mult)[0]
-            new = scene_ssim(np.stack([I0[k] for k in dups]), np.stack([I1[k] for k in dups]))
+            new = _pair_ssim([I0[k] for k in dups], [I1[k] for k in dups], bs)
             for k, v in zip(dups, new):
                 ssim[k] = v
         work = [k for k in range(count) if not ssim[k] < cut_thr]
