@@ -151,7 +151,8 @@ def ifnet_m_parity(root: pathlib.Path, tmp: pathlib.Path) -> float:
         for t in (0.3, 0.5, 0.8):
             fl, _, merged, _, _, _ = net(x, [4, 2, 1], timestep=t)
             out = module.apply(v, a, b, timestep=t, return_all=True)
-            e1, e2 = parity_error(out.merged[2], nhwc(merged[2].numpy())), parity_error(out.flow_list[2], nhwc(fl[2].numpy()))
+            e1 = parity_error(out.merged[2], nhwc(merged[2].numpy()))
+            e2 = parity_error(out.flow_list[2], nhwc(fl[2].numpy()))
             worst = max(worst, e1, e2)
             print(f"  t={t}: merged[2] {e1:.2e}  flow[2] {e2:.2e}")
         fl, _, merged, ft, mt, ld = net(torch.cat([x, torch.from_numpy(gt)], 1), [4, 2, 1], timestep=0.3)

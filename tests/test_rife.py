@@ -34,7 +34,11 @@ def pair(seed=0, shape=SHAPE):
     n, h, w, _ = shape
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     ph = rng.uniform(0, 6, (n, 1, 1, 3)).astype(np.float32)
-    f = lambda s: 0.5 + 0.4 * np.sin((xx[None, ..., None] - s) / 5.0 + ph) * np.cos(yy[None, ..., None] / 7.0 - ph)  # noqa
+    x, y = xx[None, ..., None], yy[None, ..., None]
+
+    def f(s):
+        return 0.5 + 0.4 * np.sin((x - s) / 5.0 + ph) * np.cos(y / 7.0 - ph)
+
     return jnp.asarray(f(0.0)), jnp.asarray(f(3.0))
 
 
