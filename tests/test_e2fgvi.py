@@ -351,6 +351,15 @@ def test_detect_and_wrappers(hq_random, nonhq_sd):
         np.testing.assert_array_equal(a, b)
 
 
+def test_from_official_overrides(hq_random):
+    sd = to_official("e2fgvi_hq", hq_random)
+    m, v = from_official("e2fgvi_hq", sd, param_dtype=jnp.bfloat16, fix_backward_flow_idx=True)
+    assert m.fix_backward_flow_idx and m.param_dtype == jnp.bfloat16
+    assert {a.dtype for a in jax.tree_util.tree_leaves(v)} == {jnp.dtype(jnp.bfloat16)}
+    m32, v32 = from_official("e2fgvi_hq", sd)
+    assert {a.dtype for a in jax.tree_util.tree_leaves(v32)} == {jnp.dtype(jnp.float32)}
+
+
 def test_mismatch_errors_name_the_keys(hq_random, nonhq_sd):
     sd_hq = to_official("e2fgvi_hq", hq_random)
     with pytest.raises(CheckpointMismatchError) as e:

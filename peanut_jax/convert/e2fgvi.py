@@ -166,18 +166,17 @@ def _generator_buffers(hq: bool) -> dict[str, np.ndarray]:
     return buf
 
 
-@functools.lru_cache(maxsize=None)
-def _reference(name: str, overrides: tuple):
-    from peanut_jax.models import build
-    module = build(name, **dict(overrides))
-    h, w = (60, 108) if module.hq else (240, 432)
-    x = jax.ShapeDtypeStruct((1, 2, h, w, 3), jnp.float32)
-    return jax.eval_shape(lambda k, a: module.init(k, a, 2), jax.random.key(0), x)["params"]
+_REFERENCE_CACHE: dict = {}
 
 
-def _hashable(overrides: dict) -> tuple:
-    return tuple(sorted((k, v if isinstance(v, (int, float, str, bool, type(None))) else repr(v))
-                        for k, v in overrides.items()))
+def _reference_params(name: str, module) -> dict:
+    """Parameter shapes/dtypes of ``module`` (abstract init, cached per model configuration)."""
+    key = (name, repr(module))
+    if key not in _REFERENCE_CACHE:
+        h, w = (60, 108) if module.hq else (240, 432)
+        x = jax.ShapeDtypeStruct((1, 2, h, w, 3), jnp.float32)
+        _REFERENCE_CACHE[key] = jax.eval_shape(lambda k, a: module.init(k, a, 2), jax.random.key(0), x)["params"]
+    return _REFERENCE_CACHE[key]
 
 
 def _generator_from_sd(sd, name, source, overrides):
@@ -186,14 +185,7 @@ def _generator_from_sd(sd, name, source, overrides):
     module = build(name, **overrides)
     km = generator_keymap(hq)
     buffers = _generator_buffers(hq)
-    try:
-        ref = _reference(name, _hashable(overrides))
-    except TypeError:  # unhashable override values
-        ref = None
-    if ref is None:
-        h, w = (60, 108) if hq else (240, 432)
-        x = jax.ShapeDtypeStruct((1, 2, h, w, 3), jnp.float32)
-        ref = jax.eval_shape(lambda k, a: module.init(k, a, 2), jax.random.key(0), x)["params"]
+    ref = _reference_params(name, module)
     try:
         params = km.apply(sd, ref, model=name, source=source, ignore=lambda k: k in buffers)
     except CheckpointMismatchError as e:
