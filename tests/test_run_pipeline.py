@@ -32,7 +32,7 @@ class FakeErase(R.Stage):
     def __init__(self, fail_at=None, exc=RuntimeError):
         self.fail_at, self.exc, self.seen = fail_at, exc, 0
 
-    def __call__(self, items):
+    def __call__(self, items, info):
         for i, (f, m) in enumerate(items):
             if self.fail_at is not None and i == self.fail_at:
                 raise self.exc("simulated failure in the middle of the clip")
@@ -49,7 +49,7 @@ class FakeUpscale(R.Stage):
     def output_info(self, info):
         return R.StreamInfo(info.num_frames, info.height * 2, info.width * 2, info.fps)
 
-    def __call__(self, items):
+    def __call__(self, items, info):
         buf = []
         for f in items:
             buf.append(f)
@@ -66,7 +66,7 @@ class FakeInterp(R.Stage):
     def output_info(self, info):
         return R.StreamInfo((info.num_frames - 1) * 2 + 1, info.height, info.width, info.fps * 2)
 
-    def __call__(self, items):
+    def __call__(self, items, info):
         prev = None
         for f in items:
             if prev is not None:
@@ -183,7 +183,7 @@ def test_stages_are_streamed_not_collected(job):
     class Probe(R.Stage):
         name = "upscale"
 
-        def __call__(self, items):
+        def __call__(self, items, info):
             for i, f in enumerate(items):
                 events.append(("out", i))
                 yield f
@@ -406,3 +406,118 @@ def test_cli_checksum_mismatch(tmp_path, capsys, job, monkeypatch):
         assert weights.converted_dir("fake_e2fgvi") is None and not (tmp_path / "o.mp4").exists()
     finally:
         weights.unregister("fake_e2fgvi")
+
+
+# =============================================================================== the real stages
+def random_variables(module, x_shape, *args, seed=0):
+    """Random parameters (N(0, 1/fan_in) kernels, small biases) without running the initialisers."""
+    import math
+
+    import jax
+    import jax.numpy as jnp
+    from flax.traverse_util import flatten_dict, unflatten_dict
+    shapes = jax.eval_shape(lambda k, x: module.init(k, x, *args), jax.random.key(0),
+                            jax.ShapeDtypeStruct(x_shape, jnp.float32))
+    rng = np.random.default_rng(seed)
+    out = {}
+    for path, s in flatten_dict(shapes["params"]).items():
+        if path[-1] == "kernel":
+            v = rng.standard_normal(s.shape) / math.sqrt(int(np.prod(s.shape[:-1])))
+            if path[-2] == "conv_4":      # SPyNet flow heads: keep flows a few pixels
+                v *= 0.1
+        elif path[-1] in ("scale", "weight"):
+            v = np.full(s.shape, 1.0 if path[-1] == "scale" else 0.25)
+        else:
+            v = 0.01 * rng.standard_normal(s.shape)
+        out[path] = v.astype(np.float32)
+    return {"params": unflatten_dict(out)}
+
+
+TINY_E2FGVI = dict(encoder_channels=(16, 16, 32, 32, 32, 32, 32, 32, 16), channel=16, hidden=32, num_heads=2,
+                   mlp_hidden=98, num_blocks=1, deform_groups=4, decoder_channels=(16, 16, 16))
+
+
+@pytest.fixture(scope="module")
+def tiny_models():
+    from peanut_jax.models import build
+    e = build("e2fgvi_hq", **TINY_E2FGVI)
+    up = build("basicvsr_pp", mid_channels=8, num_blocks=1, scale=2)
+    rf = build("rife", widths=(16, 12, 8, 8), context_c=4)
+    from peanut_jax.models.rife import init_params
+    return {"erase": (e, random_variables(e, (1, 3, 60, 108, 3), 2)),
+            "upscale": (up, random_variables(up, (1, 2, 64, 64, 3))),
+            "interpolate": (rf, init_params(rf, 0))}
+
+
+@pytest.fixture(scope="module")
+def real_chain(tiny_models):
+    """One loaded chain (compiled once) whose stages the sub-chain tests pick from."""
+    chain = R.build_chain(list(R.STAGE_ORDER), models=tiny_models, upscale=2, interpolate=2,
+                          erase_options=dict(config=R._erase.EraseConfig(mode="streaming", neighbor_stride=2,
+                                                                        ref_length=4, stream_refs=1)),
+                          upscale_options=dict(chunk=2, overlap=1), progress=False)
+    return {s.name: s for s in chain.stages}
+
+
+@pytest.fixture(scope="module")
+def synth():
+    from peanut_jax.data.synthetic import generate_clip
+    c = generate_clip(3, num_frames=5, height=60, width=108, num_objects=1)
+    return np.clip(np.round(c.frames * 255), 0, 255).astype(np.uint8), c.object_mask
+
+
+def test_real_sub_chains_match_the_stages_run_one_after_another(real_chain, synth, tmp_path):
+    """Every sub-chain of the real stages: counts, sizes, fps, determinism, and the same frames as the
+    stage runners applied one after another to the previous stage's uint8 output (the file-by-file way)."""
+    from peanut_jax.pipeline.interpolate import interpolate_video
+    from peanut_jax.pipeline.upscale import to_uint8, upscale_video
+    frames, masks = synth
+    er, up, it = real_chain["erase"], real_chain["upscale"], real_chain["interpolate"]
+    # stage by stage, through uint8 arrays
+    comps = list(R._erase.inpaint(R._erase.ArrayClip(frames, masks, (60, 108), 4), er.runner, er.config))
+    erased = np.stack([c.astype(np.uint8) for _, c in comps])
+    dil = R._erase.process_mask(masks[0], (60, 108), 4)
+    np.testing.assert_array_equal(erased[0][~dil], frames[0][~dil])        # composite keeps the outside
+    assert np.abs(erased[0][dil].astype(int) - frames[0][dil]).mean() > 1   # and fills the inside
+    upscaled = np.stack([to_uint8(f) for f in upscale_video(iter(erased), up.module, up.variables, chunk=up.chunk,
+                                                            overlap=up.overlap, upscaler=up.runner)])
+    inter = np.stack(list(interpolate_video(iter(upscaled), it.module, it.variables, 2, batch_size=it.batch_size)))
+    want = {("erase",): erased, ("erase", "upscale"): upscaled, ("erase", "upscale", "interpolate"): inter,
+            ("upscale",): np.stack([to_uint8(f) for f in upscale_video(iter(frames), up.module, up.variables,
+                                                                       chunk=2, overlap=1, upscaler=up.runner)]),
+            ("interpolate",): np.stack(list(interpolate_video(iter(frames), it.module, it.variables, 2,
+                                                              batch_size=it.batch_size)))}
+    src = R.ArraySource(frames, fps=8)
+    for names, ref in want.items():
+        chain = R.Chain([real_chain[n] for n in names])
+        out = tmp_path / "_".join(names)
+        s = chain.run(src, None, R.ArrayMasks(masks) if "erase" in names else None, frames_out=out, progress=False)
+        got = read_frames(out)
+        np.testing.assert_array_equal(got, ref, err_msg=str(names))
+        m = 2 if "interpolate" in names else 1
+        k = 2 if "upscale" in names else 1
+        assert got.shape == ((5 - 1) * m + 1, 60 * k, 108 * k, 3) and s.fps_out == 8 * m
+    # deterministic: a second run of the full chain gives the same bytes
+    chain = R.Chain(list(real_chain.values()))
+    for name in ("a.mp4", "b.mp4"):
+        chain.run(src, tmp_path / name, R.ArrayMasks(masks), progress=False)
+    assert (tmp_path / "a.mp4").read_bytes() == (tmp_path / "b.mp4").read_bytes()
+    assert len(er.runner.shapes) == 2    # one compilation per window shape, reused by every run
+
+
+def test_real_erase_on_tennis(real_chain, tmp_path):
+    """The erase -> interpolate chain on the first frames of the real tennis clip (skipped without ../shared)."""
+    root = shared_path("data", "tennis")
+    frames = write_frames(tmp_path / "f", read_frames(root / "frames", 0, 5))
+    mdir = tmp_path / "m"
+    mdir.mkdir()
+    for p in sorted((root / "masks").iterdir())[:5]:
+        (mdir / p.name).write_bytes(p.read_bytes())
+    er = real_chain["erase"]
+    stage = R.EraseStage(er.module, er.variables, "tiny", config=er.config, size=(60, 108))
+    stage.runner = er.runner   # same compiled window shapes (60x108 processing size)
+    s = R.Chain([stage, real_chain["interpolate"]]).run(R.open_source(frames, fps=24), tmp_path / "o.mp4",
+                                                        R.FolderMasks(mdir), frames_out=tmp_path / "png",
+                                                        progress=False)
+    assert s.size_in == (240, 432) and s.size_out == (60, 108) and s.frames_out == 9 and s.fps_out == 48
+    assert len(open_video(tmp_path / "o.mp4")) == 9

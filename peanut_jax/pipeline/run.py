@@ -53,6 +53,8 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, runtim
 
 import numpy as np
 
+from peanut_jax.pipeline import erase as _erase
+
 STAGE_ORDER = ("erase", "upscale", "interpolate")
 DEFAULT_CHECKPOINTS = {"erase": "e2fgvi_hq", "upscale": "basicvsr_pp", "interpolate": "rife_hdv3"}
 MODEL_FAMILY = {"erase": "e2fgvi", "upscale": "basicvsr_pp", "interpolate": "rife"}
@@ -191,7 +193,13 @@ def _u8(frame) -> np.ndarray:
 
 
 class Stage:
-    """One link of the chain: ``output_info(info)`` and ``__call__(iterator) -> iterator`` of uint8 frames."""
+    """One link of the chain.
+
+    ``check(info)`` refuses inputs the stage cannot take (called before any compute),
+    ``output_info(info)`` describes what it emits, and ``__call__(items, info)`` is a generator
+    from the incoming stream (uint8 frames; ``(frame, mask)`` pairs for a stage with
+    ``needs_masks``) to uint8 frames, each yielded as soon as it is final.
+    """
     name = "stage"
     needs_masks = False
     weights = ""
@@ -200,33 +208,81 @@ class Stage:
         return info
 
     def check(self, info: StreamInfo) -> None:
-        """Raise ValueError for inputs this stage cannot take (called before any compute)."""
+        """Raise ValueError for inputs this stage cannot take."""
 
-    def __call__(self, items: Iterator) -> Iterator[np.ndarray]:
+    def __call__(self, items: Iterator, info: StreamInfo) -> Iterator[np.ndarray]:
         raise NotImplementedError
 
 
+class StreamClip(_erase.Clip):
+    """The chain's (frame, mask) stream as an ``erase.Clip`` read forward only: frames resized to
+    the processing size and masks processed as the official test.py (nearest resize, dilation) on
+    arrival; the erase engine releases every frame after its last use."""
+    sequential = True
+
+    def __init__(self, items: Iterable, length: int, size: tuple[int, int], dilation: int):
+        super().__init__(length, size)
+        self._it = iter(items)
+        self._next = 0
+        self._dilation = dilation
+
+    def _read_until(self, i: int) -> None:
+        if i < self._next:
+            raise RuntimeError(f"erase: frame {i} was needed again after its release (streaming schedule)")
+        while self._next <= i:
+            try:
+                frame, mask = next(self._it)
+            except StopIteration:
+                raise ValueError(f"the input ended after {self._next} frames, expected {self.length}") from None
+            j = self._next
+            self._next += 1
+            if j in self._released and j != i:
+                continue
+            self._cache[j] = (_erase.resize_frame(np.asarray(frame), self.size),
+                              _erase.process_mask(np.asarray(mask), self.size, self._dilation))
+            self.loads += 1
+            self.max_held = max(self.max_held, len(self._cache))
+
+
 class EraseStage(Stage):
-    """E2FGVI / E2FGVI-HQ object removal on (frame, mask) pairs (``peanut_jax.pipeline.erase``)."""
+    """E2FGVI / E2FGVI-HQ object removal (``peanut_jax.pipeline.erase``) on (frame, mask) pairs.
+
+    ``config``: an ``erase.EraseConfig`` (default: the official windows and blending with the
+    bounded ``streaming`` reference set, so memory does not grow with the clip; ``mode='official'``
+    reproduces test.py exactly but holds every reference frame of the clip).  ``size``: E2FGVI-HQ
+    processing size (default: the native size; E2FGVI always runs at 240x432).  Outputs are the
+    official uint8 composites (truncated) at the processing size.
+    """
     name = "erase"
     needs_masks = True
 
-    def __init__(self, module, variables, weights: str = "", **options):
-        from peanut_jax.pipeline import erase as _erase
-        self._erase = _erase
+    def __init__(self, module, variables, weights: str = "", config=None, size: tuple[int, int] | None = None):
+        E = self.E = _erase
         self.module, self.variables, self.weights = module, variables, weights
-        self.options = options
-        self.eraser = _erase.make_eraser(module, variables, **options)
+        self.model_name = "e2fgvi_hq" if getattr(module, "hq", False) else "e2fgvi"
+        self.config = config if config is not None else E.EraseConfig(mode="streaming")
+        self.size = None if size is None else tuple(int(v) for v in size)
+        self.runner = E.WindowModel(module, variables)
+        self.max_held = 0
+
+    def psize(self, info: StreamInfo) -> tuple[int, int]:
+        return self.E.processing_size(self.model_name, (info.height, info.width), self.size)
 
     def check(self, info: StreamInfo) -> None:
-        self._erase.check_frame_size(self.module, info.height, info.width, **self._size_options())
+        self.psize(info)
+        if info.num_frames < 2:
+            raise ValueError(f"the clip has {info.num_frames} frame; E2FGVI needs at least 2 (flow completion "
+                             f"works on frame pairs)")
 
-    def _size_options(self):
-        return {}
+    def output_info(self, info):
+        h, w = self.psize(info)
+        return dataclasses.replace(info, height=h, width=w)
 
-    def __call__(self, items):
-        for out in self._erase.erase_stream(items, eraser=self.eraser):
-            yield _u8(out)
+    def __call__(self, items, info):
+        clip = StreamClip(items, info.num_frames, self.psize(info), self.config.mask_dilation)
+        for _, comp in self.E.inpaint(clip, self.runner, self.config):
+            yield np.asarray(comp).astype(np.uint8)   # the official save: truncation
+        self.max_held = max(self.max_held, clip.max_held)
 
 
 class UpscaleStage(Stage):
@@ -247,7 +303,7 @@ class UpscaleStage(Stage):
     def output_info(self, info):
         return dataclasses.replace(info, height=info.height * self.scale, width=info.width * self.scale)
 
-    def __call__(self, items):
+    def __call__(self, items, info):
         from peanut_jax.pipeline.upscale import to_uint8, upscale_video
         for f in upscale_video(items, self.module, self.variables, chunk=self.chunk, overlap=self.overlap,
                                blend=self.blend, upscaler=self.runner):
@@ -272,7 +328,7 @@ class InterpolateStage(Stage):
         if info.num_frames < 2 and self.multi > 1:
             raise ValueError(f"interpolation needs at least 2 frames, the clip has {info.num_frames}")
 
-    def __call__(self, items):
+    def __call__(self, items, info):
         from peanut_jax.pipeline.interpolate import interpolate_video
         if self.multi == 1:
             yield from items
@@ -794,7 +850,7 @@ class Chain:
                     m = _Meter(stage.name, si.num_frames, progress, k)
                     m.upstream = prev
                     meters.append(m)
-                    stream = m.wrap(stage(stream))
+                    stream = m.wrap(stage(stream, infos[k]))
                     obs = (observers or {}).get(stage.name)
                     if obs is not None:
                         stream = _observed(stream, obs)
@@ -1004,6 +1060,17 @@ def register_cli(subparsers) -> None:
                         help=f"{stage} weights: registry name (default {DEFAULT_CHECKPOINTS[stage]}), "
                              "official checkpoint file, or exported/orbax folder")
     st.add_argument("--resize-masks", action="store_true", help="resize masks of another size (nearest)")
+    st.add_argument("--erase-mode", choices=_erase.MODES, default="streaming",
+                    help="erase: 'streaming' (bounded reference set, flat memory; default) or 'official' (test.py's "
+                         "reference set: every 10th frame of the whole clip, held in memory)")
+    st.add_argument("--neighbor-stride", type=int, default=5, help="erase: local window step")
+    st.add_argument("--ref-length", type=int, default=10, help="erase: reference frame grid step")
+    st.add_argument("--num-ref", type=int, default=-1, help="erase: -1 = grid frames (see --erase-mode), k > 0 = "
+                                                            "the official windowed rule")
+    st.add_argument("--stream-refs", type=int, default=_erase.DEFAULT_STREAM_REFS,
+                    help="erase (streaming): reference frames per window")
+    st.add_argument("--erase-size", default=None, metavar="HxW",
+                    help="erase with e2fgvi_hq: processing size (default: the native size)")
     st.add_argument("--chunk", type=int, default=16, help="upscale: frames per streaming chunk")
     st.add_argument("--overlap", type=int, default=8, help="upscale: context frames on each side of a chunk")
     st.add_argument("--rife-batch", type=int, default=4, help="interpolate: frame pairs per jitted call")
@@ -1047,8 +1114,12 @@ def _main(args) -> int:
         if masks is not None:
             masks.prepare(StreamInfo(len(source), source.height, source.width, float(source.fps or 25.0)))
     ckpts = {s: getattr(args, f"checkpoint_{s}") for s in STAGE_ORDER}
+    erase_options = dict(config=_erase.EraseConfig(mode=args.erase_mode, neighbor_stride=args.neighbor_stride,
+                                                   ref_length=args.ref_length, num_ref=args.num_ref,
+                                                   stream_refs=args.stream_refs),
+                         size=_erase._parse_size(args.erase_size))
     chain = build_chain(stages, ckpts, upscale=args.upscale, interpolate=args.interpolate,
-                        upscale_options=dict(chunk=args.chunk or None, overlap=args.overlap),
+                        erase_options=erase_options, upscale_options=dict(chunk=args.chunk or None, overlap=args.overlap),
                         interpolate_options=dict(batch_size=args.rife_batch, scene_detect=not args.no_scene_detect),
                         progress=progress, queue_size=args.queue)
     if args.manifest:
