@@ -103,8 +103,8 @@ def main(argv):
     try:
         maybe_initialize_distributed(FLAGS.distributed, FLAGS.coordinator_address,
                                      FLAGS.num_processes, FLAGS.process_id)
-        if jax.process_index() != 0:
-            logging.set_verbosity(logging.WARNING)
+        if jax.process_index() != 0 or not FLAGS["verbosity"].present:
+            logging.set_verbosity(logging.WARNING)  # the progress bar reports; -v 0 for INFO logs
         result = train_and_evaluate(config, FLAGS.workdir)
     except (ValueError, FileNotFoundError, NonFiniteLossError) as e:
         _fail(e)

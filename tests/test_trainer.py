@@ -85,8 +85,10 @@ def test_mesh_8_devices_equals_1_device(trajectories):
     assert moved > 1e-4, "training did not change the parameters"
     for m1, m8 in zip(one["metrics"], eight["metrics"]):
         assert abs(m1["loss"] - m8["loss"]) <= 1e-5 * max(1.0, abs(m1["loss"]))
-    assert tree_max_diff(one["state"].params, eight["state"].params) < 2e-6
-    assert tree_max_diff(one["state"].opt_state, eight["state"].opt_state) < 2e-6
+    d_params = tree_max_diff(one["state"].params, eight["state"].params)
+    d_opt = tree_max_diff(one["state"].opt_state, eight["state"].opt_state)
+    print(f"mesh x8 vs x1 after {STEPS} steps: params {d_params:.2e}, opt_state {d_opt:.2e}")
+    assert d_params < 2e-6 and d_opt < 2e-6
 
 
 def test_pmap_equals_mesh(trajectories):
@@ -94,7 +96,9 @@ def test_pmap_equals_mesh(trajectories):
     for a, b in zip(mesh["metrics"], pm["metrics"]):
         for k in ("loss", "grad_norm", "lr"):
             assert abs(a[k] - b[k]) <= 1e-5 * max(1.0, abs(a[k])), k
-    assert tree_max_diff(mesh["state"].params, pm["state"].params) < 2e-6
+    d_params = tree_max_diff(mesh["state"].params, pm["state"].params)
+    print(f"pmap x8 vs mesh x8 after {STEPS} steps: params {d_params:.2e}")
+    assert d_params < 2e-6
     assert int(pm["state"].step) == STEPS
 
 
@@ -169,14 +173,16 @@ def test_metric_writer_inactive_off_process_0(tmp_path):
 
 # ------------------------------------------------------------------------------ learning, guards
 def test_short_run_lowers_heldout_epe(tmp_path):
-    cfg = make_config(train__num_steps=12, train__eval_every=12, train__log_every=4,
-                      train__checkpoint_every=100, data__eval_clips=16, data__eval_batch_size=8)
+    # only loop keys differ from the ``test`` config: the 1-device step compiled above is reused
+    cfg = make_config(train__eval_every=4)
     res = train_and_evaluate(cfg, tmp_path, devices=jax.devices()[:1])
     evals = [r for r in log_lib.read_jsonl(tmp_path) if r["split"] == "eval"]
-    assert [r["step"] for r in evals] == [0, 12]
+    assert [r["step"] for r in evals] == [0, 4]
     before, after = evals[0]["epe"], evals[1]["epe"]
-    assert after < 0.8 * before, (before, after)
+    print(f"held-out EPE {before:.4f} -> {after:.4f} (zero flow {evals[0]['epe_zero_flow']:.4f})")
+    assert after < 0.9 * before, (before, after)
     assert res.eval_metrics["epe"] == after
+    assert res.trace_count == 1
 
 
 def test_nan_guard_stops_and_names_the_step(tmp_path):
@@ -255,3 +261,28 @@ def test_schedules_and_optimizers():
     assert np.all(np.asarray(upd["w"]) < 0)
     with pytest.raises(ValueError, match="optim.name"):
         build_optimizer(dict(name="lamb", lr=1.0), 10)
+
+
+def test_grouped_optimizer_lr_mult_and_freeze():
+    from peanut_jax.train import apply_updates, build_grouped_optimizer
+
+    def labels(params):
+        return {k: jax.tree.map(lambda _: "spynet" if k == "spynet" else "default", v)
+                for k, v in params.items()}
+
+    cfg = dict(name="adam", lr=0.1, grad_clip_norm=0.0)
+    tx, _ = build_grouped_optimizer(cfg, 10, labels, {"spynet": dict(lr_mult=0.25, frozen_steps=2)})
+    params = {"spynet": {"w": jnp.ones(3)}, "gen": {"w": jnp.ones(3)}}
+    grads = jax.tree.map(lambda x: jnp.full_like(x, 2.0), params)
+    state = tx.init(params)
+    step = jax.jit(lambda g, s, p: apply_updates(tx, g, s, p))
+    moves = []
+    for _ in range(3):
+        new, state = step(grads, state, params)
+        moves.append((float(params["spynet"]["w"][0] - new["spynet"]["w"][0]),
+                      float(params["gen"]["w"][0] - new["gen"]["w"][0])))
+        params = new
+    # Adam's first bias-corrected step moves by lr; SPyNet waits 2 steps, then moves lr/4
+    assert moves[0][0] == moves[1][0] == 0.0
+    np.testing.assert_allclose([m[1] for m in moves], 0.1, rtol=1e-5)
+    np.testing.assert_allclose(moves[2][0], 0.025, rtol=1e-5)

@@ -1,7 +1,8 @@
 """Generic trainer: one loop, one state, one checkpoint wrapper, pluggable tasks.
 
 * :func:`train_and_evaluate` (``loop.py``): the loop behind ``train.py``.
-* :class:`TrainState`, :func:`build_optimizer`, :func:`build_schedule` (``state.py``).
+* :class:`TrainState`, :func:`build_optimizer`, :func:`build_schedule`,
+  :func:`build_grouped_optimizer` (per-group lr multipliers / freezes) (``state.py``).
 * ``parallel.py``: ``('data',)`` mesh + ``jit`` (default) and ``jax.pmap`` step wrappers.
 * ``checkpoint.py``: Orbax v0 ``CheckpointManager`` wrapper, :func:`load_tree` for tools.
 * ``logging.py``: process-0 JSONL / TensorBoard writer and progress bar.
@@ -9,11 +10,12 @@
 """
 from peanut_jax.train.checkpoint import Checkpointer, load_tree
 from peanut_jax.train.loop import NonFiniteLossError, TrainResult, evaluate, train_and_evaluate
-from peanut_jax.train.state import (TrainState, apply_updates, build_optimizer, build_schedule,
-                                    cosine_restart_schedule)
+from peanut_jax.train.state import (TrainState, apply_updates, build_grouped_optimizer,
+                                    build_optimizer, build_schedule, cosine_restart_schedule,
+                                    freeze_until)
 
 __all__ = [
     "Checkpointer", "NonFiniteLossError", "TrainResult", "TrainState", "apply_updates",
-    "build_optimizer", "build_schedule", "cosine_restart_schedule", "evaluate", "load_tree",
-    "train_and_evaluate",
+    "build_grouped_optimizer", "build_optimizer", "build_schedule", "cosine_restart_schedule",
+    "evaluate", "freeze_until", "load_tree", "train_and_evaluate",
 ]

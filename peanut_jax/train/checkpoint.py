@@ -103,8 +103,12 @@ def load_tree(path: str | os.PathLike, step: int | None = None) -> dict:
         if chosen not in steps:
             raise FileNotFoundError(f"checkpoint step {step} not in {p} (have {steps})")
         item = p / str(chosen) / "default"
-    with ocp.PyTreeCheckpointer() as ckptr:
-        meta = ckptr.metadata(item)
-        tree = meta.item_metadata.tree if hasattr(meta, "item_metadata") else meta
+    from etils import epath
+    handler = ocp.PyTreeCheckpointHandler()
+    try:
+        meta = handler.metadata(epath.Path(item))
+        tree = getattr(meta, "tree", meta)
         restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-        return ckptr.restore(item, restore_args=restore_args)
+        return handler.restore(epath.Path(item), args=ocp.args.PyTreeRestore(restore_args=restore_args))
+    finally:
+        handler.close()

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 import math
 import os
 import pathlib
@@ -145,10 +146,18 @@ _COMPILED_MAX = 8
 _FAST_COMPILE_CPU = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
+# ``train.*`` keys that only steer the host-side loop: they never change a compiled program.
+LOOP_ONLY_KEYS = ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
+                  "async_checkpoint", "prefetch", "progress", "tensorboard", "eval_at_start",
+                  "debug_nan_at_step")
+
+
 def _run_key(task, config, mesh) -> tuple:
-    to_json = getattr(config, "to_json_best_effort", None) or config.to_json
-    return (id(task), to_json(sort_keys=True), tuple(d.id for d in mesh.devices.flat),
-            jax.process_index(), jax.process_count())
+    d = config.to_dict()
+    if isinstance(d.get("train"), dict):
+        d["train"] = {k: v for k, v in d["train"].items() if k not in LOOP_ONLY_KEYS}
+    return (id(task), json.dumps(d, sort_keys=True, default=repr),
+            tuple(d_.id for d_ in mesh.devices.flat), jax.process_index(), jax.process_count())
 
 
 def _memo(key: tuple, task, build):
@@ -198,19 +207,19 @@ def build_strategy(task, config, mesh):
                                                 make_eval_fn(task, config)))
 
 
+def _poison(host_batch):
+    """``train.debug_nan_at_step``: the floating inputs of that step become NaN (host side, so
+    the compiled step is the normal one)."""
+    def bad(x):
+        x = np.asarray(x)
+        return np.full_like(x, np.nan) if np.issubdtype(x.dtype, np.floating) else x
+    return jax.tree.map(bad, host_batch)
+
+
 def make_train_fn(task, config):
-    """The step the strategies wrap: task step + NaN injection (debug) + step increment."""
-    nan_step = int(_cfg(config.train, "debug_nan_at_step", -1))
+    """The step the strategies wrap: the task's step, then ``step + 1`` and float32 metrics."""
 
     def train_fn(state, batch, grad_reduce):
-        if nan_step > 0:
-            poison = state.step == nan_step - 1
-
-            def inject(x):
-                if jnp.issubdtype(x.dtype, jnp.floating):
-                    return jnp.where(poison, jnp.asarray(jnp.nan, x.dtype), x)
-                return x
-            batch = jax.tree.map(inject, batch)
         new_state, metrics = task.train_step(state, batch, config, grad_reduce)
         if "loss" not in metrics:
             raise KeyError("train_step metrics must contain 'loss'")
@@ -295,10 +304,16 @@ def train_and_evaluate(config, workdir: str | os.PathLike, *, task=None, devices
             state = init_train_state(task, config, mesh)
             start = 0
         n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params))
+        progress = log_lib.Progress(num_steps, start,
+                                    enabled=is_main and bool(_cfg(tcfg, "progress", True)))
         if is_main:
-            logging.info("task %s, %d params, %d devices on %d processes, strategy %s, %s",
-                         getattr(task, "__name__", task), n_params, mesh.devices.size, pc,
-                         config.parallel, f"resuming at step {start}" if start else "fresh start")
+            describe = getattr(task, "describe", None)
+            msg = (f"{describe(config) if callable(describe) else getattr(task, '__name__', task)}"
+                   f": {n_params:,} params, {mesh.devices.size} device(s) on {pc} process(es), "
+                   f"{config.parallel}, "
+                   + (f"resuming at step {start}" if start else "fresh start") + f" -> {workdir}")
+            logging.info(msg)
+            progress.write(msg)
 
         strategy = build_strategy(task, config, mesh)
         writer = log_lib.MetricWriter(workdir, enabled=is_main, resume_step=start,
@@ -315,8 +330,7 @@ def train_and_evaluate(config, workdir: str | os.PathLike, *, task=None, devices
                 writer.write(0, last_eval, "eval")
                 if is_main:
                     logging.info("eval @0: %s", _fmt(last_eval))
-            progress = log_lib.Progress(num_steps, start,
-                                        enabled=is_main and bool(_cfg(tcfg, "progress", True)))
+                    progress.write(f"eval @0: {_fmt(last_eval)}")
             batches = _prefetch(iter(task.train_batches(config, start, pi, pc)),
                                 int(_cfg(tcfg, "prefetch", 2)))
             acc: dict[str, float] = {}
@@ -344,8 +358,11 @@ def train_and_evaluate(config, workdir: str | os.PathLike, *, task=None, devices
                 acc_n += 1
 
             step = start
+            nan_step = int(_cfg(tcfg, "debug_nan_at_step", -1))
             for step in range(start + 1, end + 1):
                 host_batch = next(batches)
+                if step == nan_step:
+                    host_batch = _poison(host_batch)
                 with jax.profiler.StepTraceAnnotation("train", step_num=step):
                     dev_state, dev_metrics = strategy.train_step(dev_state,
                                                                  strategy.put_batch(host_batch))
@@ -379,6 +396,7 @@ def train_and_evaluate(config, workdir: str | os.PathLike, *, task=None, devices
                     last_eval = evaluate(strategy, task, dev_state, config, pi, pc)
                     writer.write(step, last_eval, "eval")
                     if is_main:
+                        logging.info("eval @%d: %s", step, _fmt(last_eval))
                         progress.write(f"eval @{step}: {_fmt(last_eval)}")
                     dt = time.perf_counter() - t0
                     t_excl += dt

@@ -20,7 +20,7 @@ and inside ``train_step`` (that is free: it only builds Python closures at trace
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import flax.struct
 import jax
@@ -141,7 +141,8 @@ def build_schedule(cfg, num_steps: int, lr: float | None = None) -> Callable:
     return sched
 
 
-def build_optimizer(cfg, num_steps: int, lr: float | None = None
+def build_optimizer(cfg, num_steps: int, lr: float | None = None, *,
+                    schedule: Callable | None = None, clip: bool = True
                     ) -> tuple[optax.GradientTransformation, Callable]:
     """``(tx, schedule)`` from an ``optim`` config block.
 
@@ -149,17 +150,18 @@ def build_optimizer(cfg, num_steps: int, lr: float | None = None
     ``weight_decay`` (adamw: decoupled; adam/sgd: L2 added to the gradient, as torch's
     ``weight_decay`` does), ``momentum``/``nesterov`` (sgd), ``grad_clip_norm`` (> 0 clips by
     global norm first), plus the schedule keys of :func:`build_schedule`.  ``lr`` overrides
-    ``cfg.lr`` (e.g. a discriminator's own rate).
+    ``cfg.lr`` (e.g. a discriminator's own rate); ``schedule`` replaces the schedule entirely;
+    ``clip=False`` leaves out the clipping (used by :func:`build_grouped_optimizer`).
     """
-    sched = build_schedule(cfg, num_steps, lr)
+    sched = build_schedule(cfg, num_steps, lr) if schedule is None else schedule
     name = _get(cfg, "name", "adam")
     wd = float(_get(cfg, "weight_decay", 0.0))
     b1, b2 = float(_get(cfg, "b1", 0.9)), float(_get(cfg, "b2", 0.999))
     eps = float(_get(cfg, "eps", 1e-8))
     parts = []
-    clip = float(_get(cfg, "grad_clip_norm", 0.0))
-    if clip > 0:
-        parts.append(optax.clip_by_global_norm(clip))
+    clip_norm = float(_get(cfg, "grad_clip_norm", 0.0))
+    if clip and clip_norm > 0:
+        parts.append(optax.clip_by_global_norm(clip_norm))
     if name == "adam":
         if wd:
             parts.append(optax.add_decayed_weights(wd))
@@ -175,3 +177,65 @@ def build_optimizer(cfg, num_steps: int, lr: float | None = None
         raise ValueError(f"optim.name must be one of adam, adamw, sgd; got {name!r}")
     tx = parts[0] if len(parts) == 1 else optax.chain(*parts)
     return tx, sched
+
+
+class FreezeState(NamedTuple):
+    count: jax.Array
+    inner: Any
+
+
+def freeze_until(inner: optax.GradientTransformation, steps: int) -> optax.GradientTransformation:
+    """``inner``, except that its first ``steps`` updates are zero **and leave its state
+    untouched** (Adam moments and step count start when the freeze ends), like parameters with
+    ``requires_grad=False`` in torch (mmagic's ``fix_iter``)."""
+    steps = int(steps)
+
+    def init(params):
+        return FreezeState(jnp.zeros([], jnp.int32), inner.init(params))
+
+    def update(updates, state, params=None):
+        new_updates, new_inner = inner.update(updates, state.inner, params)
+        frozen = state.count < steps
+        out = jax.tree.map(lambda u: jnp.where(frozen, jnp.zeros_like(u), u), new_updates)
+        kept = jax.tree.map(lambda old, new: jnp.where(frozen, old, new), state.inner, new_inner)
+        return out, FreezeState(state.count + 1, kept)
+
+    return optax.GradientTransformation(init, update)
+
+
+def build_grouped_optimizer(cfg, num_steps: int, labels: Callable[[Any], Any],
+                            groups: dict) -> tuple[optax.GradientTransformation, Callable]:
+    """Per-parameter-group learning rates and freezes on one optimizer config.
+
+    ``labels(params)`` returns a pytree of group names with the structure of ``params`` (as
+    for ``optax.multi_transform``); ``groups`` maps a name to ``dict(lr_mult=1.0,
+    frozen_steps=0)``; parameters labelled ``'default'`` (or any name not in ``groups``) use the
+    plain optimizer.  Global-norm clipping (``cfg.grad_clip_norm``) applies once, over all
+    groups.  Example, BasicVSR++'s recipe (SPyNet lr x0.25, frozen for 5000 iterations)::
+
+        def labels(params):
+            return {k: jax.tree.map(lambda _: 'spynet' if k == 'spynet' else 'default', v)
+                    for k, v in params.items()}
+        tx, sched = build_grouped_optimizer(cfg.optim, n, labels,
+                                            {'spynet': dict(lr_mult=0.25, frozen_steps=5000)})
+
+    Returns ``(tx, base_schedule)``.
+    """
+    base = build_schedule(cfg, num_steps)
+    txs = {"default": build_optimizer(cfg, num_steps, schedule=base, clip=False)[0]}
+    for name, g in groups.items():
+        mult = float(_get(g, "lr_mult", 1.0))
+        frozen = int(_get(g, "frozen_steps", 0))
+        sched = base if mult == 1.0 else (lambda step, m=mult: base(step) * m)
+        tx = build_optimizer(cfg, num_steps, schedule=sched, clip=False)[0]
+        txs[name] = freeze_until(tx, frozen) if frozen > 0 else tx
+
+    def label_fn(params):
+        return jax.tree.map(lambda lab: lab if lab in txs else "default", labels(params))
+
+    parts = []
+    clip_norm = float(_get(cfg, "grad_clip_norm", 0.0))
+    if clip_norm > 0:
+        parts.append(optax.clip_by_global_norm(clip_norm))
+    parts.append(optax.multi_transform(txs, label_fn))
+    return (parts[0] if len(parts) == 1 else optax.chain(*parts)), base
