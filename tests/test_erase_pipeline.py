@@ -336,8 +336,9 @@ def test_streaming_memory_is_flat_in_clip_length():
             n = sum(1 for _ in E.inpaint(clip, fake_model, cfg))
             assert n == t and clip.held == 0
             held[mode, t] = clip.max_held
-    # streaming: 11 local + 6 references at most, independent of T
-    assert held["streaming", 50] == held["streaming", 200] == held["streaming", 1000] <= 17
+    # streaming: 11 local + 6 references (+1 reference of the neighbouring windows), independent of T
+    # (a 50-frame clip has only 5 grid frames, so fewer references)
+    assert held["streaming", 50] <= held["streaming", 200] == held["streaming", 1000] <= 11 + 6 + 1
     # official: every 10th frame of the clip is a reference of every window
     assert held["official", 1000] >= 100 and held["official", 1000] > held["official", 200] > held["official", 50]
 
@@ -574,7 +575,7 @@ def test_cli_end_to_end_equals_library(tmp_path, hq_export, hq, cli_env, capsys)
     rc = run_cli("--input", fdir, "--masks", mdir, "--output", out, "--checkpoint", hq_export,
                  "--neighbor-stride", 2, "--ref-length", 2)
     assert rc == 0, capsys.readouterr().err
-    assert "shorter than the local window" in capsys.readouterr().err
+    assert "2 compiled shapes" in capsys.readouterr().out
     got = np.stack([np.asarray(Image.open(p)) for p in sorted(out.iterdir())])
     want = E.inpaint_arrays(module, variables, frames, masks, HQ_CFG, runner=runner)
     np.testing.assert_array_equal(got, np.stack([c.astype(np.uint8) for c in want]))
@@ -637,6 +638,7 @@ def test_cli_empty_masks_gray_frames_and_batch(tmp_path, hq_export, cli_env, cap
     assert run_cli("--input", fdir, "--masks", mdir, "--output", out, "--checkpoint", hq_export) == 0
     e = capsys.readouterr().err
     assert e.count("every mask is empty") == 1 and "grayscale" in e
+    assert "shorter than the local window (11 frames)" in e
     got = np.stack([np.asarray(Image.open(p)) for p in sorted(out.iterdir())])
     gray = np.stack([np.asarray(Image.fromarray(f).convert("L").convert("RGB")) for f in frames])
     np.testing.assert_array_equal(got, gray)

@@ -736,7 +736,8 @@ def erase_video(input_path, masks_path, output, *, checkpoint=None, model: str |
     t0 = time.perf_counter()
     bar = tqdm(total=n, unit="frame", desc=f"erase {input_path.name}", disable=not progress)
     try:
-        with VideoWriter(output, fps=out_fps, overwrite=overwrite) as writer:
+        with warnings.catch_warnings(), VideoWriter(output, fps=out_fps, overwrite=overwrite) as writer:
+            warnings.filterwarnings("ignore", message=".*alpha channel.*")   # already said once
             for i, comp in inpaint(clip, runner, config):
                 writer.write(comp.astype(np.uint8))
                 bar.update(1)
