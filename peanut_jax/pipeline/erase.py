@@ -35,9 +35,8 @@ clip of any length runs in constant memory: with ``num_ref=-1`` the ``stream_ref
 covering every grid frame of the clip gives exactly the official set), with ``num_ref > 0`` the
 official windowed rule (already bounded).  Frames are decoded lazily; a frame is written as soon
 as no later window covers it; the host holds only the frames that a current or future window
-still needs (from a frame folder or an array: the current window and the reference frames; from a
-video file, which decodes sequentially: everything between the earliest needed frame and the
-furthest reference), never the clip.  The ``official`` mode runs the same engine with the
+still needs (the current window and its reference frames; a video file is decoded forward by two
+decoders, one for the local windows and one running ahead to the reference frames), never the clip.  The ``official`` mode runs the same engine with the
 official reference set (every grid frame of the clip is held until its last use, and a video file
 is read ahead to the last grid frame at the first window, as the official script holds the clip).
 
@@ -322,10 +321,11 @@ class Blender:
 class Clip:
     """A clip whose processed frames and masks are loaded on demand and kept until released.
 
-    ``get(i)`` -> (frame uint8 (H, W, 3), mask bool (H, W)) at the processing size.  Subclasses
-    implement ``_load(i)``; ``sequential = True`` sources can only be read forward (video files):
-    frames decoded on the way to ``i`` are kept (they are needed later) until released.
-    ``held`` / ``max_held``: frames currently / at most held (the streaming memory bookkeeping).
+    ``get(i, ahead=False)`` -> (frame uint8 (H, W, 3), mask bool (H, W)) at the processing size;
+    ``ahead=True`` marks a reference frame beyond the current local window.  Subclasses implement
+    ``_load(i)`` (random access) or, with ``sequential = True`` (video files, decoded forward only),
+    ``_read(i, ahead)``.  ``held`` / ``max_held``: frames currently / at most held (the streaming
+    memory bookkeeping); ``loads``: frames decoded and processed.
     """
     sequential = False
 
@@ -344,13 +344,13 @@ class Clip:
     def held(self) -> int:
         return len(self._cache)
 
-    def get(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+    def get(self, i: int, ahead: bool = False) -> tuple[np.ndarray, np.ndarray]:
         if not 0 <= i < self.length:
             raise IndexError(f"frame {i} outside the clip of {self.length} frames")
         item = self._cache.get(i)
         if item is None:
             if self.sequential:
-                self._read_until(i)
+                self._read(i, ahead)
                 item = self._cache[i]
             else:
                 item = self._load(i)
@@ -366,12 +366,15 @@ class Clip:
     def _load(self, i: int):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _read_until(self, i: int):  # pragma: no cover - abstract
+    def _read(self, i: int, ahead: bool):  # pragma: no cover - abstract
         raise NotImplementedError
 
     def mask_is_empty(self, i: int) -> bool:
         """Whether frame ``i``'s processed mask is empty (default: load it)."""
         return not self.get(i)[1].any()
+
+    def close(self) -> None:
+        """Stop any decoder (a no-op for random-access clips)."""
 
 
 class ArrayClip(Clip):
@@ -421,8 +424,7 @@ class FolderClip(Clip):
         self._dilation = dilation
         self._resize_masks = resize_masks
         self.sequential = video.kind == "video"
-        self._iter = None
-        self._next = 0
+        self._cursors: dict[str, tuple[Any, int]] = {}
         self._empty: dict[int, bool] = {}
         self._mask_cache: dict[pathlib.Path, np.ndarray] = {}
 
@@ -462,31 +464,44 @@ class FolderClip(Clip):
             it.close()
         return self._frame(raw), self._mask(i)
 
-    def _read_until(self, i):
-        if i < self._next:
-            # an already released frame is needed again: restart decoding (never happens with the
-            # schedules of this module, which release a frame only after its last use)
-            self._iter, self._next = None, 0
-        if self._iter is None:
-            self._iter = iter(self.video.iter_frames(0))
-        while self._next <= i:
-            try:
-                raw = next(self._iter)
-            except StopIteration:
-                raise ValueError(f"{self.video.path}: the video ended after {self._next} frames, "
-                                 f"expected {self.length}") from None
-            j = self._next
-            self._next += 1
-            if j in self._released and j != i:
-                continue
-            self._cache[j] = (self._frame(raw), self._mask(j))
-            self.loads += 1
-            self.max_held = max(self.max_held, len(self._cache))
+    def _cursor(self, which: str, i: int):
+        """The decoder ``which`` ('main' / 'ahead') positioned at or before frame ``i``."""
+        it, nxt = self._cursors.get(which, (None, 0))
+        if it is None or nxt > i:
+            # (re)start: only happens for a frame requested again after its release, which the
+            # schedules of this module never do
+            if it is not None:
+                it.close()
+            it, nxt = self.video.iter_frames(0), 0
+        return it, nxt
+
+    def _read(self, i, ahead):
+        """Two forward decoders: 'main' reads every frame in order for the local windows (keeping
+        each, as all are needed soon); 'ahead' runs forward to reference frames beyond the local
+        window and keeps only those, so read-ahead costs decoding time, not memory."""
+        which = "ahead" if ahead and i >= self._cursors.get("main", (None, 0))[1] else "main"
+        it, nxt = self._cursor(which, i)
+        try:
+            while nxt <= i:
+                try:
+                    raw = next(it)
+                except StopIteration:
+                    raise ValueError(f"{self.video.path}: the video ended after {nxt} frames, "
+                                     f"expected {self.length}") from None
+                j, nxt = nxt, nxt + 1
+                keep = j == i or (which == "main" and j not in self._released)
+                if keep and j not in self._cache:
+                    self._cache[j] = (self._frame(raw), self._mask(j))
+                    self.loads += 1
+                    self.max_held = max(self.max_held, len(self._cache))
+        finally:
+            self._cursors[which] = (it, nxt)
 
     def close(self):
-        if self._iter is not None and hasattr(self._iter, "close"):
-            self._iter.close()
-        self._iter = None
+        for it, _ in self._cursors.values():
+            if it is not None:
+                it.close()
+        self._cursors = {}
 
 
 # =============================================================================== the model call
@@ -557,7 +572,7 @@ def inpaint(clip: Clip, model: Callable[[np.ndarray, int], np.ndarray], config: 
             for i in win.local:
                 blender.add(i, clip.get(i)[0])
         else:
-            items = [clip.get(i) for i in win.ids]
+            items = [clip.get(i, ahead=i > win.local[-1]) for i in win.ids]
             frames = np.stack([it[0] for it in items])
             masks = np.stack([it[1] for it in items])
             x = pad_frames(masked_input(frames, masks))
