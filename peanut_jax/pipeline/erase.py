@@ -34,11 +34,12 @@ clip of any length runs in constant memory: with ``num_ref=-1`` the ``stream_ref
 ``ref_length`` grid nearest to the window (:func:`nearest_ref_ids`; ``stream_refs=-1`` or a value
 covering every grid frame of the clip gives exactly the official set), with ``num_ref > 0`` the
 official windowed rule (already bounded).  Frames are decoded lazily; a frame is written as soon
-as no later window covers it; the host holds only the frames that a current or future window
-still needs (the current window and its reference frames; a video file is decoded forward by two
-decoders, one for the local windows and one running ahead to the reference frames), never the clip.  The ``official`` mode runs the same engine with the
-official reference set (every grid frame of the clip is held until its last use, and a video file
-is read ahead to the last grid frame at the first window, as the official script holds the clip).
+as no later window covers it; the host holds only the frames that a current or future window still
+needs: the current window and the reference frames (a video file is decoded forward by two
+decoders, one for the local windows and one running ahead to the reference frames), never the
+clip.  The ``official`` mode runs the same engine with the official reference set, so it holds
+every grid frame of the clip (T / ``ref_length`` frames) until its last use and its windows grow
+with the clip (the official script holds the whole clip on the device).
 
 Static shapes: E2FGVI mixes all frames of a window (flow completion and propagation over the local
 frames, attention over all frames), so padding a window with extra frames changes the outputs of
@@ -54,14 +55,12 @@ skimage SSIM variant with a 65 x 65 uniform window (:func:`ssim_e2fgvi`), per fr
 all frames of all videos; plus the warping error (Ewarp, :func:`peanut_jax.metrics.warping_error`,
 the STC definition of DESIGN.md) of the composites against the flow of the ground truth.
 The official numbers (E2FGVI 33.01 / 0.9721 on DAVIS, 33.71 / 0.9700 on YouTube-VOS) use the fixed
-``test_masks`` of the STTN/FuseFormer evaluation sets (random object-shaped masks, dilated as
-above) at 432x240.
+per-video ``test_masks`` that the E2FGVI README distributes "for reproducing paper results"
+(``datasets/<davis|youtube-vos>/test_masks/<video>/<frame>.png``, dilated as above) at 432x240.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
-import os
 import pathlib
 import sys
 import time
@@ -799,6 +798,9 @@ def erase_batch(input_dir, masks_dir, output_dir, *, checkpoint=None, model=None
     ``output_dir/<name><suffix>``.  The model is loaded once.  A failing video is reported and the
     others still run; raises ValueError at the end if any failed."""
     input_dir, masks_dir, output_dir = pathlib.Path(input_dir), pathlib.Path(masks_dir), pathlib.Path(output_dir)
+    from peanut_jax.data.video_io import VIDEO_EXTENSIONS
+    if output_dir.suffix.lower() in VIDEO_EXTENSIONS or output_dir.is_file():
+        raise ValueError(f"--output {output_dir}: batch mode (--input is a folder of videos) writes a folder")
     if not masks_dir.is_dir():
         raise FileNotFoundError(f"--masks {masks_dir}: batch mode needs a folder of mask folders")
     items = _batch_items(input_dir, masks_dir)
@@ -837,8 +839,10 @@ def register_cli(subparsers) -> None:
                     "mask images (one per frame, sorted; any non-zero pixel is the object), or --input a folder of "
                     "videos / frame folders and --masks a folder of mask folders with the same names (batch).")
     p.add_argument("--input", required=True, help="video file, frame folder, or (batch) a folder of them")
-    p.add_argument("--masks", required=True, help="mask folder (or one mask image for all frames); batch: folder of mask folders")
-    p.add_argument("--output", required=True, help="output .mp4 (or a folder name for PNG frames); batch: output folder")
+    p.add_argument("--masks", required=True,
+                   help="mask folder (or one mask image for all frames); batch: folder of mask folders")
+    p.add_argument("--output", required=True,
+                   help="output .mp4 (or a folder name for PNG frames); batch: output folder")
     p.add_argument("--model", choices=MODELS, default=None,
                    help="e2fgvi (432x240) or e2fgvi_hq (any size); default: detected from the checkpoint")
     p.add_argument("--checkpoint", required=True,
@@ -851,7 +855,8 @@ def register_cli(subparsers) -> None:
                    help="-1: all grid frames (official) / nearest --stream-refs (streaming); k>0: official window rule")
     p.add_argument("--stream-refs", type=int, default=DEFAULT_STREAM_REFS,
                    help="streaming: reference frames per window (nearest grid frames; -1 = all)")
-    p.add_argument("--size", default=None, help="e2fgvi_hq: run at HxW instead of the native size (official --set_size)")
+    p.add_argument("--size", default=None,
+                   help="e2fgvi_hq: run at HxW instead of the native size (official --set_size)")
     p.add_argument("--resize-masks", action="store_true", help="resize masks of another size (nearest neighbour)")
     p.add_argument("--fps", type=float, default=None, help="output frame rate (default: the input's, or 24 for frames)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
