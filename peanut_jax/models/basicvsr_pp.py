@@ -111,29 +111,32 @@ class _PropagationCell(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
+    def _align(self, prev, prev2, flow_prev, feat_current, flow_n1, i):
+        """Second-order flow-guided deformable alignment of the two previous outputs (step i >= 1)."""
+        cond_n1 = warp(prev, flow_n1)
+        # second-order terms; at step 1 feat_n2 (= the initial zero carry), flow_n2 and cond_n2 are 0
+        flow_n2 = flow_n1 + warp(flow_prev, flow_n1)
+        if isinstance(i, int):
+            flow_n2 = jnp.zeros_like(flow_n1) if i == 1 else flow_n2
+        else:
+            flow_n2 = jnp.where(i > 1, flow_n2, 0.0)
+        cond_n2 = warp(prev2, flow_n2)
+        align = SecondOrderDeformableAlignment(self.features, 16, self.max_residue_magnitude, dtype=self.dtype,
+                                               param_dtype=self.param_dtype, name="deform_align")
+        return align(jnp.concatenate([prev, prev2], axis=-1),
+                     jnp.concatenate([cond_n1, feat_current, cond_n2], axis=-1), flow_n1, flow_n2)
+
     @nn.compact
     def __call__(self, carry, x):
         prev, prev2, flow_prev, i = carry
         feat_current, other, flow_n1 = x
-        align = SecondOrderDeformableAlignment(self.features, 16, self.max_residue_magnitude, dtype=self.dtype,
-                                               param_dtype=self.param_dtype, name="deform_align")
-        static_i = isinstance(i, int)
-        if static_i and i == 0:
-            feat_prop = prev  # zeros
-        else:
-            cond_n1 = warp(prev, flow_n1)
-            # second-order terms; at step 1 feat_n2 (= the initial zero carry), flow_n2 and cond_n2 are 0
-            flow_n2 = flow_n1 + warp(flow_prev, flow_n1)
-            if static_i:
-                if i == 1:
-                    flow_n2 = jnp.zeros_like(flow_n1)
-            else:
-                flow_n2 = jnp.where(i > 1, flow_n2, 0.0)
-            cond_n2 = warp(prev2, flow_n2)
-            feat_prop = align(jnp.concatenate([prev, prev2], axis=-1),
-                              jnp.concatenate([cond_n1, feat_current, cond_n2], axis=-1), flow_n1, flow_n2)
-            if not static_i:
-                feat_prop = jnp.where(i > 0, feat_prop, prev)
+        operands = (prev, prev2, flow_prev, feat_current, flow_n1, i)
+        if isinstance(i, int):  # unrolled loop: the step index is static
+            feat_prop = prev if i == 0 else self._align(*operands)
+        elif self.is_initializing():
+            feat_prop = self._align(*operands)
+        else:  # scanned: no alignment at step 0 (feat_prop stays the zero carry), without computing it
+            feat_prop = nn.cond(i > 0, lambda mdl, *a: mdl._align(*a), lambda mdl, *a: a[0], self, *operands)
         parts = [feat_current] + ([other] if other is not None else []) + [feat_prop]
         out = feat_prop + ResidualBlocksWithInputConv(self.features, self.num_blocks, self.dtype, self.param_dtype,
                                                       name="backbone")(jnp.concatenate(parts, axis=-1))

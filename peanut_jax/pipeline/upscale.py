@@ -29,6 +29,7 @@ mixed frame sizes raise ``ValueError`` naming the frame.
 from __future__ import annotations
 
 import collections
+import functools
 import pathlib
 import time
 from typing import Iterable, Iterator, Sequence
@@ -113,6 +114,13 @@ def _pad_to(x: np.ndarray, h: int, w: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------- runner
+@functools.lru_cache(maxsize=8)
+def jitted_forward(module):
+    """One jitted ``module.apply(variables, lqs)`` per module configuration (shared by all runners,
+    so a new :class:`Upscaler` for the same model reuses the compiled shapes)."""
+    return jax.jit(lambda variables, lqs: module.apply(variables, lqs, is_mirror_extended=False))
+
+
 class Upscaler:
     """A BasicVSR++ module + variables with one jitted forward per input shape.
 
@@ -141,8 +149,9 @@ class Upscaler:
         self.tile_overlap = int(tile_overlap)
         self.tile_blend = int(tile_blend)
         self.pad_small = pad_small
-        self._fwd = jax.jit(lambda v, x: module.apply(v, x, is_mirror_extended=False))
+        self._fwd = jitted_forward(module)
         self.calls = 0
+        self.shapes: set = set()  # input shapes run (each compiled once per model configuration)
 
     def _padded_size(self, h: int, w: int) -> tuple[int, int]:
         def one(v):
@@ -162,6 +171,7 @@ class Upscaler:
             clip = _pad_to(clip, hp, wp)
         out = np.asarray(self._fwd(self.variables, jnp.asarray(clip[None])))[0]
         self.calls += 1
+        self.shapes.add(clip.shape)
         s = self.scale
         return out[:, : h * s, : w * s]
 
