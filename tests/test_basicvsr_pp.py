@@ -436,3 +436,62 @@ def test_dump_parity():
         inter = state["intermediates"]
         assert parity_error(np.moveaxis(np.asarray(inter["propagate_forward_2"][0]), -1, 2),
                             npz[f"{case}/inter/propagate_forward_2"]) < 2e-4
+
+
+# ---------------------------------------------------------------------------------- degradations
+def test_imresize_matches_antialiased_bicubic_inside():
+    """MATLAB bicubic (a=-0.5, kernel stretched by 1/scale when shrinking) equals torch's antialiased
+    bicubic away from the borders; only the border rule differs (MATLAB mirrors, torch truncates)."""
+    torch = pytest.importorskip("torch")
+    from peanut_jax.data.degrade import imresize
+    img = np.random.default_rng(0).random((64, 96, 3))
+    t = torch.from_numpy(img.transpose(2, 0, 1)[None].copy())
+    for s in (0.25, 0.5, 2.0):
+        ref = torch.nn.functional.interpolate(t, scale_factor=s, mode="bicubic", antialias=True,
+                                              align_corners=False)[0].numpy().transpose(1, 2, 0)
+        out = imresize(img, s)
+        assert out.shape == ref.shape
+        np.testing.assert_allclose(out[3:-3, 3:-3], ref[3:-3, 3:-3], atol=1e-12)
+        assert np.abs(out - ref).max() > 1e-3  # ... and the borders do differ
+
+
+def test_imresize_properties():
+    from peanut_jax.data.degrade import imresize
+    const = np.full((37, 50, 3), 0.3)
+    out = imresize(const, 0.25)
+    assert out.shape == (10, 13, 3)  # ceil(scale * size), as MATLAB
+    np.testing.assert_allclose(out, 0.3, atol=1e-12)
+    # cubic kernels reproduce linear functions: a ramp is sampled at the mapped coordinates
+    ramp = np.tile(np.arange(64, dtype=np.float64)[None, :, None], (8, 1, 1))
+    down = imresize(ramp, output_shape=(8, 16))
+    u = (np.arange(1, 17) / 0.25 + 0.5 * (1 - 1 / 0.25)) - 1  # 0-based source coordinate
+    np.testing.assert_allclose(down[0, 2:-2, 0], u[2:-2], atol=1e-9)
+    u8 = (np.random.default_rng(1).random((20, 24, 3)) * 255).astype(np.uint8)
+    out8 = imresize(u8, 0.5)
+    assert out8.dtype == np.uint8 and out8.shape == (10, 12, 3)
+    np.testing.assert_array_equal(out8, np.clip(np.round(imresize(u8.astype(np.float64), 0.5)), 0, 255))
+    with pytest.raises(ValueError, match="exactly one of scale and output_shape"):
+        imresize(const)
+    with pytest.raises(ValueError, match=r"\(H, W\) or \(H, W, C\)"):
+        imresize(np.zeros((2, 8, 8, 3)), 0.5)
+
+
+def test_bd_downsample():
+    from peanut_jax.data.degrade import bd_downsample, degrade_clip, gaussian_kernel1d
+    k = gaussian_kernel1d(13, 1.6)
+    assert k.shape == (13,) and abs(k.sum() - 1) < 1e-12 and k.argmax() == 6
+    np.testing.assert_allclose(np.sqrt(np.sum(k * (np.arange(13) - 6) ** 2)), 1.6, rtol=0.01)
+    np.testing.assert_allclose(bd_downsample(np.full((32, 40, 3), 0.7)), 0.7, atol=1e-12)
+    ramp = np.tile(np.arange(64, dtype=np.float64)[None, :, None], (16, 1, 3))
+    lr = bd_downsample(ramp)  # MATLAB: samples 1:4:end (0-based 0, 4, 8, ...)
+    assert lr.shape == (4, 16, 3)
+    np.testing.assert_allclose(lr[0, 2:-2, 0], np.arange(64)[::4][2:-2], atol=1e-9)
+    mm = bd_downsample(np.tile(np.arange(256, dtype=np.float64)[None, :, None], (8, 1, 1)), variant="mmagic")
+    assert mm.shape == (2, 64, 1)  # [1:-1:4] of 256 -> 64 samples, each the blur at its 4x4 block centre
+    np.testing.assert_allclose(mm[0, 2:-2, 0], (4 * np.arange(64) + 1.5)[2:-2], atol=1e-9)
+    clipv = (np.random.default_rng(2).random((3, 64, 48, 3)) * 255).astype(np.uint8)
+    assert degrade_clip(clipv, "BI").shape == degrade_clip(clipv, "BD").shape == (3, 16, 12, 3)
+    with pytest.raises(ValueError, match="kind must be 'BI' or 'BD'"):
+        degrade_clip(clipv, "BX")
+    with pytest.raises(ValueError, match="variant must be"):
+        bd_downsample(clipv[0], variant="opencv")
