@@ -88,7 +88,10 @@ def test_mesh_8_devices_equals_1_device(trajectories):
     d_params = tree_max_diff(one["state"].params, eight["state"].params)
     d_opt = tree_max_diff(one["state"].opt_state, eight["state"].opt_state)
     print(f"mesh x8 vs x1 after {STEPS} steps: params {d_params:.2e}, opt_state {d_opt:.2e}")
-    assert d_params < 2e-6 and d_opt < 2e-6
+    # the cross-device gradient sum rounds differently (~1e-7 relative); Adam divides by
+    # sqrt(v), which can magnify that for near-zero gradient entries, so parameters are compared
+    # at 1% of one learning-rate step (lr 1e-3), the optimizer moments tightly
+    assert d_params < 1e-5 and d_opt < 1e-6
 
 
 def test_pmap_equals_mesh(trajectories):

@@ -26,7 +26,11 @@ keys the loop itself reads are ``seed``, ``parallel``, ``data.batch_size`` (glob
     ``grad_reduce`` **before** the optimizer update (identity under the ``mesh`` strategy, where
     the batch is one global array; ``lax.pmean`` over ``'data'`` under ``pmap``), then update.
     A GAN does its discriminator step first, then the generator step, each with its own optimizer
-    from :func:`~peanut_jax.train.state.build_optimizer` and ``grad_reduce`` applied to each.
+    from :func:`~peanut_jax.train.state.build_optimizer` and ``grad_reduce`` applied to each
+    (keep the discriminator's params/opt state in ``state.extra``).  Per-group learning-rate
+    multipliers and freezes (BasicVSR++: SPyNet x0.25, frozen for ``fix_iter`` steps) come from
+    :func:`~peanut_jax.train.state.build_grouped_optimizer`; schedules (constant, cosine,
+    warm-up + cosine, mmagic cosine restarts, multistep) from ``optim.schedule``.
     Use ``state.step_rng(tag)`` for randomness.  Do **not** increment ``state.step``: the loop
     does.  ``metrics`` is a flat dict of float32 scalars (example means); it must contain
     ``'loss'`` — the loop stops with :class:`~peanut_jax.train.loop.NonFiniteLossError` naming
@@ -52,7 +56,19 @@ keys the loop itself reads are ``seed``, ``parallel``, ``data.batch_size`` (glob
     The fixed held-out set, in batches of ``data.eval_batch_size`` global rows (a multiple of
     the device count), this process's rows only, same rule as above.
 
-A task may also define ``describe(config) -> str`` (a one-line summary the loop logs).
+A task may also define ``describe(config) -> str`` (a one-line summary the loop logs) and
+``sample_batch(config) -> dict`` (the batch ``init_state`` gets; default: the first train batch).
+
+Using the loop from Python (tests, notebooks)::
+
+    from peanut_jax.train import train_and_evaluate
+    result = train_and_evaluate(config, workdir)          # resumes from workdir if possible
+    result.state.params, result.eval_metrics, result.steps_per_sec, result.trace_count
+
+``peanut_jax.train.loop.init_train_state(task, config, mesh)`` and ``build_strategy(task,
+config, mesh)`` give the loop's initial state and compiled step wrapper for step-level tests
+(e.g. "8-device step == 1-device step"); identical (task, config, devices) reuse the compiled
+programs within a process.
 """
 from __future__ import annotations
 
