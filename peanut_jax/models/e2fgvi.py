@@ -29,6 +29,13 @@ E2FGVI-HQ takes H, W multiples of 4 whose token grid (``((H/4 - 1)//3 + 1, (W/4 
 divisible by the (5, 9) attention window, e.g. H a multiple of 60 and W of 108 (the official test
 script pads to that; see ``pad_to_valid_size``).
 
+Widths (additive fields, defaults = the official model): ``encoder_channels`` (the 9 encoder
+convolutions; the last is the feature width ``channel``), ``channel`` (propagation / soft
+composition width), ``hidden`` (token width), ``num_blocks``, ``num_heads``, ``mlp_hidden`` (F3N
+width, a multiple of 49), ``deform_groups`` and ``decoder_channels``.  Reduced values give small
+models of the same architecture (e.g. the ``tiny`` training config); official checkpoints only
+load into the defaults.
+
 Parameters mirror the torch module tree (``encoder/layers_{0..16}``, ``decoder/layers_{0,2,4,6}``,
 ``feat_prop_module/...``, ``ss``, ``sc``, ``transformer_{0..7}``, ``update_spynet``); see
 ``peanut_jax.convert.e2fgvi`` for the key map.  The random initialisation is the official
@@ -44,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from peanut_jax.layers.conv import Conv2d, leaky_relu
+from peanut_jax.layers.grouped_conv import SplitGroupConv2d
 from peanut_jax.models.focal_transformer import T2T, SoftComp, SoftSplit, TemporalFocalTransformerBlock, token_grid
 from peanut_jax.models.propagation import BidirectionalPropagation
 from peanut_jax.models.spynet import SPyNet
@@ -97,15 +105,17 @@ def pad_to_valid_size(frames: np.ndarray, axis_h: int = -3, axis_w: int = -2) ->
 
 
 class Encoder(nn.Module):
+    channels: tuple = tuple(c for c, _, _ in ENCODER)
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     precision: Any = None
+    split_groups: bool = False  # grouped convs as separate convs (same params; much faster on CPU)
 
     @nn.compact
     def __call__(self, x):
         out = x.astype(self.dtype)
         x0 = None
-        for li, (feats, stride, groups) in enumerate(ENCODER):
+        for li, ((_, stride, groups), feats) in enumerate(zip(ENCODER, self.channels)):
             i = 2 * li
             if i == 8:
                 x0 = out
@@ -114,7 +124,8 @@ class Encoder(nn.Module):
                 a = x0.reshape(n, h, w, groups, -1)
                 o = out.reshape(n, h, w, groups, -1)
                 out = jnp.concatenate([a, o], axis=-1).reshape(n, h, w, -1)
-            out = Conv2d(feats, 3, stride=stride, padding=1, groups=groups, dtype=self.dtype,
+            conv_cls = SplitGroupConv2d if self.split_groups and groups > 1 else Conv2d
+            out = conv_cls(feats, 3, stride=stride, padding=1, groups=groups, dtype=self.dtype,
                          param_dtype=self.param_dtype, precision=self.precision, kernel_init=CONV_INIT,
                          bias_init=nn.initializers.zeros, name=f"layers_{i}")(out)
             out = leaky_relu(out, 0.2)
@@ -122,6 +133,7 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
+    channels: tuple = (128, 64, 64)
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     precision: Any = None
@@ -132,9 +144,10 @@ class Decoder(nn.Module):
                                       precision=self.precision, kernel_init=CONV_INIT,
                                       bias_init=nn.initializers.zeros, name=name)
         up = lambda a: interpolate(a, scale_factor=2, mode="bilinear", align_corners=True)  # noqa: E731
-        x = leaky_relu(conv(128, "layers_0")(up(x)), 0.2)
-        x = leaky_relu(conv(64, "layers_2")(x), 0.2)
-        x = leaky_relu(conv(64, "layers_4")(up(x)), 0.2)
+        c0, c1, c2 = self.channels
+        x = leaky_relu(conv(c0, "layers_0")(up(x)), 0.2)
+        x = leaky_relu(conv(c1, "layers_2")(x), 0.2)
+        x = leaky_relu(conv(c2, "layers_4")(up(x)), 0.2)
         return conv(3, "layers_6")(x)
 
 
@@ -145,6 +158,18 @@ class InpaintGenerator(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     precision: Any = None
+    # widths (defaults: the official model; see the module docstring)
+    encoder_channels: tuple = tuple(c for c, _, _ in ENCODER)
+    channel: int = CHANNEL
+    hidden: int = HIDDEN
+    num_blocks: int = NUM_BLOCKS
+    num_heads: int = 4
+    mlp_hidden: int = 1960
+    deform_groups: int = 16
+    decoder_channels: tuple = (128, 64, 64)
+    # compute the encoder's grouped convolutions as separate convolutions (same parameters and numbers
+    # up to rounding; XLA:CPU is slow on grouped convolutions, above all their kernel gradient)
+    split_grouped_convs: bool = False
 
     def flow_completion(self, masked_local_frames):
         """(B, L, H, W, 3) in [-1, 1] -> (flows_forward, flows_backward), each (B, L-1, H/4, W/4, 2)."""
@@ -167,17 +192,42 @@ class InpaintGenerator(nn.Module):
         bwd = flows[n:].reshape(b, lt - 1, hq, wq, 2)
         return fwd, bwd
 
+    def _check_widths(self):
+        enc = tuple(int(c) for c in self.encoder_channels)
+        if len(enc) != len(ENCODER) or enc[-1] != self.channel:
+            raise ValueError(f"InpaintGenerator: encoder_channels must be {len(ENCODER)} widths ending with "
+                             f"channel={self.channel}, got {enc}")
+        for li in (5, 6, 7):  # grouped convs fed with the interleave of the layer-8 input and the activation
+            groups = ENCODER[li][2]
+            if enc[li] % groups or enc[li - 1] % groups or enc[3] % groups:
+                raise ValueError(f"InpaintGenerator: encoder layers_{2 * li} is a {groups}-group conv; its input "
+                                 f"widths {enc[3]}, {enc[li - 1]} and output width {enc[li]} must be multiples of "
+                                 f"{groups}")
+        if self.hidden % self.num_heads:
+            raise ValueError(f"InpaintGenerator: hidden={self.hidden} must be a multiple of num_heads={self.num_heads}")
+        k = T2T["kernel_size"][0] * T2T["kernel_size"][1]
+        if self.mlp_hidden % k:
+            raise ValueError(f"InpaintGenerator: mlp_hidden={self.mlp_hidden} must be a multiple of {k}")
+        if self.deform_groups % 2 or self.channel % self.deform_groups:
+            raise ValueError(f"InpaintGenerator: deform_groups={self.deform_groups} must be even and divide "
+                             f"channel={self.channel}")
+        if len(tuple(self.decoder_channels)) != 3:
+            raise ValueError(f"InpaintGenerator: decoder_channels must be 3 widths, got {self.decoder_channels}")
+
     def setup(self):
+        self._check_widths()
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        self.encoder = Encoder(**kw, precision=self.precision)
-        self.decoder = Decoder(**kw, precision=self.precision)
+        self.encoder = Encoder(tuple(self.encoder_channels), **kw, precision=self.precision,
+                               split_groups=self.split_grouped_convs)
+        self.decoder = Decoder(tuple(self.decoder_channels), **kw, precision=self.precision)
         self.feat_prop_module = BidirectionalPropagation(
-            CHANNEL, fix_backward_flow_idx=self.fix_backward_flow_idx, **kw, precision=self.precision,
-            kernel_init=CONV_INIT)
-        self.ss = SoftSplit(HIDDEN, **T2T, **kw, precision=self.precision)
-        self.sc = SoftComp(CHANNEL, hq=self.hq, **T2T, **kw, precision=self.precision)
-        self.transformer = [TemporalFocalTransformerBlock(HIDDEN, 4, WINDOW, WINDOW, **kw, precision=self.precision)
-                            for _ in range(NUM_BLOCKS)]
+            self.channel, fix_backward_flow_idx=self.fix_backward_flow_idx, deform_groups=self.deform_groups, **kw,
+            precision=self.precision, kernel_init=CONV_INIT)
+        self.ss = SoftSplit(self.hidden, **T2T, **kw, precision=self.precision)
+        self.sc = SoftComp(self.channel, hq=self.hq, **T2T, **kw, precision=self.precision)
+        self.transformer = [TemporalFocalTransformerBlock(self.hidden, self.num_heads, WINDOW, WINDOW,
+                                                          mlp_hidden=self.mlp_hidden, **kw, precision=self.precision)
+                            for _ in range(self.num_blocks)]
         self.update_spynet = SPyNet(variant="mmagic", **kw)
 
     def __call__(self, masked_frames, num_local_frames: int):
