@@ -473,6 +473,10 @@ def test_real_sub_chains_match_the_stages_run_one_after_another(real_chain, synt
     from peanut_jax.pipeline.upscale import to_uint8, upscale_video
     frames, masks = synth
     er, up, it = real_chain["erase"], real_chain["upscale"], real_chain["interpolate"]
+    src = R.ArraySource(frames, fps=8)
+    # the full chain first: every shape is compiled ahead of time, none while streaming
+    full = R.Chain([er, up, it]).run(src, None, R.ArrayMasks(masks), frames_out=tmp_path / "full", progress=False)
+    assert full.compiled_shapes >= 4 and full.stream_compiles == 0, (full.compiled_shapes, full.stream_compiles)
     # stage by stage, through uint8 arrays
     comps = list(R._erase.inpaint(R._erase.ArrayClip(frames, masks, (60, 108), 4), er.runner, er.config))
     erased = np.stack([c.astype(np.uint8) for _, c in comps])
@@ -487,7 +491,7 @@ def test_real_sub_chains_match_the_stages_run_one_after_another(real_chain, synt
                                                                        chunk=2, overlap=1, upscaler=up.runner)]),
             ("interpolate",): np.stack(list(interpolate_video(iter(frames), it.module, it.variables, 2,
                                                               batch_size=it.batch_size)))}
-    src = R.ArraySource(frames, fps=8)
+    np.testing.assert_array_equal(read_frames(tmp_path / "full"), inter)
     for names, ref in want.items():
         chain = R.Chain([real_chain[n] for n in names])
         out = tmp_path / "_".join(names)

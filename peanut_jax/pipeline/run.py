@@ -210,6 +210,13 @@ class Stage:
     def check(self, info: StreamInfo) -> None:
         """Raise ValueError for inputs this stage cannot take."""
 
+    def compile_jobs(self, info: StreamInfo) -> list[tuple[tuple, Callable[[], Any]]]:
+        """``[(key, job)]``: one call per jitted shape this stage will use for a clip described by
+        ``info`` (``job()`` runs the stage's model once on zeros of that shape, through its public
+        entry point, so that JAX compiles it and caches the program for the real calls).
+        :meth:`Chain.warmup` runs them in parallel."""
+        return []
+
     def __call__(self, items: Iterator, info: StreamInfo) -> Iterator[np.ndarray]:
         raise NotImplementedError
 
@@ -225,6 +232,10 @@ class StreamClip(_erase.Clip):
         self._it = iter(items)
         self._next = 0
         self._dilation = dilation
+
+    def _read(self, i: int, ahead: bool = False) -> None:
+        """Decode forward up to frame ``i`` (frames on the way are kept: later windows need them)."""
+        self._read_until(i)
 
     def _read_until(self, i: int) -> None:
         if i < self._next:
@@ -278,6 +289,15 @@ class EraseStage(Stage):
         h, w = self.psize(info)
         return dataclasses.replace(info, height=h, width=w)
 
+    def compile_jobs(self, info):
+        h, w = self.psize(info)
+        mh, mw = self.E.PAD_MULTIPLE
+        hp, wp = -(-h // mh) * mh, -(-w // mw) * mw
+        keys = sorted({win.shape_key for win in self.E.plan_windows(info.num_frames, self.config)})
+        r = self.runner
+        return [(("erase", id(r), nt, hp, wp, nl), lambda nl=nl, nt=nt: r(np.zeros((nt, hp, wp, 3), np.float32), nl))
+                for nl, nt in keys]
+
     def __call__(self, items, info):
         clip = StreamClip(items, info.num_frames, self.psize(info), self.config.mask_dilation)
         for _, comp in self.E.inpaint(clip, self.runner, self.config):
@@ -302,6 +322,16 @@ class UpscaleStage(Stage):
 
     def output_info(self, info):
         return dataclasses.replace(info, height=info.height * self.scale, width=info.width * self.scale)
+
+    def compile_jobs(self, info):
+        r = self.runner
+        if r.tile is not None:
+            return []   # tile shapes depend on the tiling plan
+        n = info.num_frames
+        length = n if self.chunk is None else min(n, self.chunk + 2 * self.overlap)
+        h, w = info.height, info.width
+        return [(("upscale", id(r), length, *r._padded_size(h, w)),
+                 lambda: r(np.zeros((length, h, w, 3), np.float32)))]
 
     def __call__(self, items, info):
         from peanut_jax.pipeline.upscale import to_uint8, upscale_video
@@ -328,6 +358,19 @@ class InterpolateStage(Stage):
         if info.num_frames < 2 and self.multi > 1:
             raise ValueError(f"interpolation needs at least 2 frames, the clip has {info.num_frames}")
 
+    def compile_jobs(self, info):
+        from peanut_jax.pipeline import interpolate as I
+        if self.multi == 1:
+            return []
+        m = I.model_multiple(self.module, self.scale)
+        bs, h, w = self.batch_size, info.height, info.width
+        z = np.zeros((bs, h, w, 3), np.float32)
+        jobs = [(("interpolate", id(self.module), bs, -(-h // m) * m, -(-w // m) * m),
+                 lambda: I.interpolate_pair(self.module, self.variables, z, z, 0.5, scale=self.scale, batch_size=bs))]
+        if self.scene_detect:
+            jobs.append((("scene_ssim", bs, h, w), lambda: I.scene_ssim(z, z)))
+        return jobs
+
     def __call__(self, items, info):
         from peanut_jax.pipeline.interpolate import interpolate_video
         if self.multi == 1:
@@ -349,7 +392,19 @@ def load_stage_model(stage: str, spec, progress: bool = True):
     elif path.is_file():
         name = _detect_official(stage, path)
     module, variables = load_model(name, path)
-    return module, variables, f"{spec}" if str(spec) == str(path) else f"{spec} ({path})"
+    return _hashable(module), variables, f"{spec}" if str(spec) == str(path) else f"{spec} ({path})"
+
+
+def _hashable(module):
+    """``module`` with list-valued fields turned into tuples (``model.json`` stores tuples as JSON
+    lists; jitted stage functions are cached on the module, which must be hashable)."""
+    fix = {f.name: _tuples(getattr(module, f.name)) for f in dataclasses.fields(module)
+           if f.init and f.name not in ("parent", "name") and isinstance(getattr(module, f.name), list)}
+    return module.clone(**fix) if fix else module
+
+
+def _tuples(v):
+    return tuple(_tuples(x) for x in v) if isinstance(v, (list, tuple)) else v
 
 
 def _detect_official(stage: str, path: pathlib.Path) -> str:
@@ -712,6 +767,10 @@ class RunSummary:
     size_out: tuple
     seconds: float
     stages: list            # [{name, frames, seconds, s_per_frame, weights}]
+    compile_seconds: float  # ahead-of-time compilation of the stage shapes (parallel), before streaming
+    compiled_shapes: int
+    stream_compiles: int    # XLA compilations while streaming (after the warm-up): 0 when every shape was known
+    cpu_seconds: float      # CPU time of this process and its ffmpeg children during the run
     read_seconds: float     # main thread waiting for decoded frames
     write_wait_seconds: float  # main thread blocked on the writer (+ final flush / mux)
     encode_seconds: float   # writer thread busy time
@@ -737,13 +796,19 @@ class RunSummary:
         for s in self.stages:
             lines.append(f"  {s['name']:<11} {s['frames']:>6} frames  {s['seconds']:8.2f} s  "
                          f"{1000 * s['s_per_frame']:8.1f} ms/frame" + (f"  [{s['weights']}]" if s.get("weights") else ""))
+        if self.compiled_shapes:
+            lines.append(f"  {'compile':<11} {self.compiled_shapes:>6} shapes  {self.compile_seconds:8.2f} s "
+                         f"(ahead of time, in parallel)")
+        if self.stream_compiles:
+            lines.append(f"  {'compile':<11} {self.stream_compiles:>6} XLA compilations while streaming")
         lines.append(f"  {'read':<11} {'':>6}         {self.read_seconds:8.2f} s waiting for decoded frames")
         lines.append(f"  {'write':<11} {'':>6}         {self.write_wait_seconds:8.2f} s waiting for the writer "
                      f"(encoding in the background: {self.encode_seconds:.2f} s)")
         mem = f"peak host RSS {self.peak_rss_bytes / 2**20:.0f} MiB"
         if self.peak_device_bytes:
             mem = f"peak device memory {self.peak_device_bytes / 2**20:.0f} MiB, " + mem
-        lines.append(f"  total {self.seconds:.2f} s = {1000 * self.s_per_output_frame:.1f} ms per output frame; {mem}")
+        lines.append(f"  total {self.seconds:.2f} s = {1000 * self.s_per_output_frame:.1f} ms per output frame "
+                     f"(CPU {self.cpu_seconds:.1f} s); {mem}")
         for k, v in self.outputs.items():
             lines.append(f"  wrote {k}: {v}")
         return "\n".join(lines)
@@ -760,6 +825,7 @@ class Chain:
             raise ValueError(f"stages must be distinct and in the order {' -> '.join(STAGE_ORDER)}, got {names}")
         self.stages = list(stages)
         self.queue_size = int(queue_size)
+        self._compiled = _COMPILED
 
     @property
     def needs_masks(self) -> bool:
@@ -773,14 +839,39 @@ class Chain:
             infos.append(s.output_info(infos[-1]))
         return infos
 
+    def warmup(self, info: StreamInfo, workers: int | None = None) -> dict:
+        """Compile every jitted shape the stages will use for a clip like ``info``, in parallel
+        threads (XLA compiles outside the GIL), instead of one after another as the first frames
+        reach each stage.  Shapes warmed before are skipped.  Returns ``{'jobs': n, 'seconds':
+        wall}``; a stage whose runner offers no such entry point is compiled at its first call."""
+        from concurrent.futures import ThreadPoolExecutor
+        infos = self.plan(info)
+        jobs = []
+        for stage, si in zip(self.stages, infos):
+            try:
+                found = stage.compile_jobs(si)
+            except AttributeError:   # a runner without the expected entry point
+                found = []
+            jobs += [(k, j) for k, j in found if k not in self._compiled]
+        t0 = time.perf_counter()
+        if jobs:
+            workers = workers or min(len(jobs), max(1, os.cpu_count() or 1))
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="peanut-compile") as ex:
+                futures = [(k, ex.submit(j)) for k, j in jobs]
+                for k, f in futures:
+                    f.result()
+                    self._compiled.add(k)
+        return {"jobs": len(jobs), "seconds": time.perf_counter() - t0}
+
     def run(self, source, output=None, masks: MaskSource | None = None, *, frames_out=None, side_by_side=None,
             overlay=None, overwrite: bool = False, progress: bool = True, copy_audio: bool = True,
             observers: dict[str, Callable[[int, np.ndarray], None]] | None = None,
-            output_fps: float | None = None) -> RunSummary:
+            output_fps: float | None = None, warmup: bool = True) -> RunSummary:
         """Run the chain on ``source`` (a VideoSource/ArraySource or a path) and write the outputs.
 
         ``observers``: ``{stage name: fn(index, frame)}`` called with every frame a stage emits
-        (the demo measures the erase stage's output this way).
+        (the demo measures the erase stage's output this way).  ``warmup``: compile all stage
+        shapes in parallel first (:meth:`warmup`).
         """
         if not isinstance(source, (ArraySource,)) and not hasattr(source, "iter_frames"):
             source = open_source(source)
@@ -822,12 +913,17 @@ class Chain:
         writer = None
         outs = None
         t_start = time.perf_counter()
+        cpu0 = _cpu_seconds()
+        warm = {"jobs": 0, "seconds": 0.0}
         with MemoryMonitor() as mem:
             try:
                 outs = _Outputs(out_fps, fps, output, frames_out, side_by_side, overlay, overwrite, audio_src)
                 frames_it = iter(source)
                 items = masks.attach(frames_it) if masks is not None else frames_it
-                reader = Prefetcher(items, self.queue_size)
+                reader = Prefetcher(items, self.queue_size)   # decoding starts while the stages compile
+                if warmup:
+                    warm = self.warmup(info)
+                compiles0 = backend_compiles()
                 writer = WriterThread(self.queue_size)
                 read_meter = _Meter("read", n, False, 0)
                 kept: dict[int, np.ndarray] = {}       # input frames still needed by the side-by-side view
@@ -887,6 +983,8 @@ class Chain:
                 for m in meters:
                     m.close()
         seconds = time.perf_counter() - t_start
+        cpu = _cpu_seconds() - cpu0
+        stream_compiles = backend_compiles() - compiles0
         if count != out_info.num_frames:
             # cannot happen with the shipped stages; a custom stage may change counts
             out_info = dataclasses.replace(out_info, num_frames=count)
@@ -898,10 +996,66 @@ class Chain:
             input=str(getattr(source, "path", "<array>")), output=None if output is None else str(output),
             frames_in=info.num_frames, frames_out=count, fps_in=fps, fps_out=out_fps,
             size_in=(info.height, info.width), size_out=(out_info.height, out_info.width), seconds=seconds,
-            stages=stages, read_seconds=read_meter.inclusive, write_wait_seconds=writer.wait_seconds,
+            stages=stages, compile_seconds=warm["seconds"], compiled_shapes=warm["jobs"],
+            stream_compiles=stream_compiles, cpu_seconds=cpu,
+            read_seconds=read_meter.inclusive, write_wait_seconds=writer.wait_seconds,
             encode_seconds=writer.busy_seconds, peak_rss_bytes=mem.peak_rss,
             peak_device_bytes=MemoryMonitor.device_peak(), audio=audio_src is not None,
             masks=masks.describe() if masks is not None else None, outputs=written)
+
+
+def _cpu_seconds() -> float:
+    r, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime + c.ru_utime + c.ru_stime
+
+
+def enable_compilation_cache(path=None) -> pathlib.Path | None:
+    """Turn on JAX's persistent compilation cache so that later runs (of any process) load the
+    compiled stage programs instead of compiling them again.  ``path``: the cache folder; default
+    ``$PEANUT_XLA_CACHE``, else ``$PEANUT_HOME/xla_cache``; ``PEANUT_XLA_CACHE=0`` turns it off.
+    Returns the folder used (None when off)."""
+    env = os.environ.get("PEANUT_XLA_CACHE")
+    if path is None:
+        if env is not None and env.strip().lower() in ("0", "", "off", "false", "no"):
+            return None
+        if env:
+            path = env
+        else:
+            from peanut_jax.weights import home
+            path = home() / "xla_cache"
+    path = pathlib.Path(path).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None   # a read-only home: run without the cache
+    import jax
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    return path
+
+
+_COMPILES = [0]
+_LISTENING = []
+
+
+def backend_compiles() -> int:
+    """XLA backend compilations in this process since the first call (a JAX monitoring listener)."""
+    if not _LISTENING:
+        import jax
+        from jax._src import dispatch
+
+        def count(event, duration, **_):
+            if event == dispatch.BACKEND_COMPILE_EVENT:
+                _COMPILES[0] += 1
+
+        jax.monitoring.register_event_duration_secs_listener(count)
+        _LISTENING.append(count)
+    return _COMPILES[0]
+
+
+# keys of the shapes compiled ahead of time (per runner object; a reused id only means that
+# shape is compiled at its first call instead)
+_COMPILED: set = set()
 
 
 def _observed(it, fn):
@@ -943,6 +1097,7 @@ def build_chain(stages: Sequence[str] = ("erase",), checkpoints: dict | None = N
     for name in parse_stages(list(stages), upscale, interpolate):
         if name in models:
             module, variables, *label = models[name]
+            module = _hashable(module)
             label = label[0] if label else type(module).__name__
         else:
             module, variables, label = load_stage_model(name, checkpoints.get(name) or DEFAULT_CHECKPOINTS[name],
@@ -1114,6 +1269,7 @@ def _main(args) -> int:
         if masks is not None:
             masks.prepare(StreamInfo(len(source), source.height, source.width, float(source.fps or 25.0)))
     ckpts = {s: getattr(args, f"checkpoint_{s}") for s in STAGE_ORDER}
+    enable_compilation_cache()
     erase_options = dict(config=_erase.EraseConfig(mode=args.erase_mode, neighbor_stride=args.neighbor_stride,
                                                    ref_length=args.ref_length, num_ref=args.num_ref,
                                                    stream_refs=args.stream_refs),
