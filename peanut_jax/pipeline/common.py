@@ -57,22 +57,25 @@ def load_exported(directory):
 
 
 def _restore_orbax(path: pathlib.Path):
-    import orbax.checkpoint as ocp
-    p = path.resolve()
-    steps = sorted((int(c.name) for c in p.iterdir() if c.is_dir() and c.name.isdigit()), reverse=True)
-    if steps:
-        p = p / str(steps[0])
-    item = p / "state" if (p / "state").is_dir() else p
-    tree = ocp.StandardCheckpointer().restore(item)
-    params = tree.get("params") if isinstance(tree, dict) else getattr(tree, "params", None)
-    if params is None:
+    from peanut_jax.train.checkpoint import load_tree
+    tree = load_tree(path)
+    if "params" not in tree:
         raise ValueError(f"{path}: orbax checkpoint has no 'params' item")
-    return jax_tree_to_numpy(params)
+    return tree["params"]
 
 
-def jax_tree_to_numpy(tree):
-    import jax
-    return jax.tree.map(np.asarray, tree)
+def export_from_workdir(workdir, out, name: str, module_kwargs: dict | None = None, step: int | None = None,
+                        metadata: dict | None = None) -> pathlib.Path:
+    """Export the params of a ``train.py`` workdir's latest (or given) checkpoint with
+    :func:`export_weights`, recording the training step and config."""
+    from peanut_jax.train.checkpoint import load_tree
+    tree = load_tree(workdir, step)
+    meta = {"trained_steps": int(np.asarray(tree.get("step", -1))), "workdir_config": None}
+    cfg = pathlib.Path(workdir) / "config.json"
+    if cfg.exists():
+        meta["workdir_config"] = json.loads(cfg.read_text())
+    meta.update(metadata or {})
+    return export_weights(out, name, module_kwargs or {}, tree["params"], meta)
 
 
 def load_model(name: str, checkpoint, **overrides) -> tuple[Any, dict]:
