@@ -107,17 +107,25 @@ def _maxrss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _cpu() -> float:
+    """CPU seconds of this process (all threads) and its finished children (ffmpeg)."""
+    r, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime + c.ru_utime + c.ru_stime
+
+
 # ============================================================================================ workers
 def worker_chain(cfg: dict) -> dict:
     """The whole chain in this process, streaming from the mp4 to the final mp4."""
     from peanut_jax.pipeline import run as R
+    R.enable_compilation_cache()   # only with --xla-cache (PEANUT_XLA_CACHE=0 otherwise)
     t0 = time.perf_counter()
     chain = make_chain(cfg, cfg["stages"])
     t_load = time.perf_counter() - t0
     src = R.open_source(cfg["video"])
     s = R.Chain(chain.stages, queue_size=cfg["queue"]).run(src, cfg["output"], R.FolderMasks(cfg["masks"]),
-                                                            overwrite=True, progress=False)
-    res = {"load_seconds": t_load, "cold": s.as_dict(), "maxrss": _maxrss()}
+                                                            overwrite=True, progress=False,
+                                                            warmup=cfg.get("warmup", True))
+    res = {"load_seconds": t_load, "cold": s.as_dict(), "maxrss": _maxrss(), "cpu_seconds": _cpu()}
     if cfg.get("warm"):
         w = chain.run(R.open_source(cfg["video"]), cfg["output"], R.FolderMasks(cfg["masks"]), overwrite=True,
                       progress=False)
@@ -131,6 +139,7 @@ def worker_stage(cfg: dict) -> dict:
     """One stage the separate-tools way: read every input frame, run, write every output frame."""
     from peanut_jax.data.video_io import VideoWriter, read_frames
     from peanut_jax.pipeline import run as R
+    R.enable_compilation_cache()
     t0 = time.perf_counter()
     stage = make_chain(cfg, [cfg["stage"]]).stages[0]
     t_load = time.perf_counter() - t0
@@ -153,7 +162,7 @@ def worker_stage(cfg: dict) -> dict:
             w.write(f)
     t_write = time.perf_counter() - t3
     return {"stage": cfg["stage"], "load_seconds": t_load, "read_seconds": t_read, "run_seconds": t_run,
-            "write_seconds": t_write, "frames": len(out), "maxrss": _maxrss()}
+            "write_seconds": t_write, "frames": len(out), "maxrss": _maxrss(), "cpu_seconds": _cpu()}
 
 
 def _spawn(kind: str, cfg: dict) -> dict:
@@ -194,7 +203,7 @@ def bench(n: int, args, work: pathlib.Path) -> dict:
     base = dict(weights=args.weights, upscale=args.upscale, interpolate=args.interpolate, chunk=args.chunk,
                 overlap=args.overlap, rife_batch=args.rife_batch, queue=args.queue, stages=args.stages)
     chain = _spawn("chain", dict(base, video=str(video), masks=str(masks), output=str(work / f"chain{n}.mp4"),
-                                 warm=args.warm))
+                                 warm=args.warm, warmup=args.warmup))
     frames_out = chain["cold"]["frames_out"]
     row = {"frames_in": n, "frames_out": frames_out, "size": list(args.size), "chain": chain}
     if args.baseline:
@@ -208,8 +217,9 @@ def bench(n: int, args, work: pathlib.Path) -> dict:
                 fps *= args.interpolate
             inp = out
         row["files"] = {"steps": steps, "wall_seconds": sum(s["wall_seconds"] for s in steps),
-                        "maxrss": max(s["maxrss"] for s in steps)}
+                        "cpu_seconds": sum(s["cpu_seconds"] for s in steps), "maxrss": max(s["maxrss"] for s in steps)}
         row["ratio"] = row["files"]["wall_seconds"] / chain["wall_seconds"]
+        row["cpu_ratio"] = row["files"]["cpu_seconds"] / chain["cpu_seconds"]
         from peanut_jax.data.video_io import read_frames
         a, b = read_frames(work / f"chain{n}.mp4"), read_frames(work / f"files{n}.mp4")
         row["same_output"] = bool(a.shape == b.shape and np.array_equal(a, b))
@@ -222,18 +232,21 @@ def report(rows, args) -> str:
              f"upscale x{args.upscale}, interpolate x{args.interpolate}, weights={args.weights}",
              f"machine: {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
              f"JAX_PLATFORMS={os.environ.get('JAX_PLATFORMS', '')!r}, date {time.strftime('%Y-%m-%d %H:%M')}", "",
-             "| frames in/out | chain s/out frame | files s/out frame | ratio | chain peak RSS | files peak RSS "
-             "| same output | chain split (s): " + ", ".join(args.stages) + ", read wait, write wait |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| frames in/out | chain s/out frame | files s/out frame | ratio (wall) | ratio (CPU s) | chain peak RSS "
+             "| files peak RSS | same output | chain split (s): compile, " + ", ".join(args.stages)
+             + ", read wait, write wait |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         c = r["chain"]
         cold = c["cold"]
-        split = ", ".join(f"{s['seconds']:.1f}" for s in cold["stages"])
+        split = f"{cold['compile_seconds']:.1f} ({cold['compiled_shapes']} shapes), "
+        split += ", ".join(f"{s['seconds']:.1f}" for s in cold["stages"])
         split += f", {cold['read_seconds']:.1f}, {cold['write_wait_seconds']:.1f}"
         f = r.get("files")
         lines.append(
             f"| {r['frames_in']}/{r['frames_out']} | {c['wall_seconds'] / r['frames_out']:.3f} | "
-            + (f"{f['wall_seconds'] / r['frames_out']:.3f} | {r['ratio']:.2f} | " if f else "- | - | ")
+            + (f"{f['wall_seconds'] / r['frames_out']:.3f} | {r['ratio']:.2f} | {r['cpu_ratio']:.2f} | " if f
+               else "- | - | - | ")
             + f"{cold['peak_rss_bytes'] / mib:.0f} MiB | " + (f"{f['maxrss'] / mib:.0f} MiB | " if f else "- | ")
             + (f"{r['same_output']} | " if f else "- | ") + split + " |")
     for r in rows:
@@ -246,10 +259,12 @@ def report(rows, args) -> str:
         if r.get("files"):
             lines.append(f"files, {r['frames_in']} frames: " + "; ".join(
                 f"{s['stage']}: load {s['load_seconds']:.1f} s, read {s['read_seconds']:.1f} s, run "
-                f"{s['run_seconds']:.1f} s, write {s['write_seconds']:.1f} s, process {s['wall_seconds']:.1f} s"
+                f"{s['run_seconds']:.1f} s, write {s['write_seconds']:.1f} s, process {s['wall_seconds']:.1f} s, "
+                f"CPU {s['cpu_seconds']:.1f} s"
                 for s in r["files"]["steps"]))
-        lines.append(f"chain, {r['frames_in']} frames: process {c['wall_seconds']:.1f} s (model load "
-                     f"{c['load_seconds']:.1f} s, run {c['cold']['seconds']:.1f} s incl. compilation)")
+        lines.append(f"chain, {r['frames_in']} frames: process {c['wall_seconds']:.1f} s, CPU {c['cpu_seconds']:.1f} s "
+                     f"(model load {c['load_seconds']:.1f} s, run {c['cold']['seconds']:.1f} s incl. compilation, "
+                     f"{c['cold']['stream_compiles']} compilations while streaming)")
     return "\n".join(lines)
 
 
@@ -268,6 +283,8 @@ def main(argv=None) -> int:
                    help="shipped demo weights (default when present) or tiny random models")
     p.add_argument("--no-baseline", dest="baseline", action="store_false", help="skip the files baseline")
     p.add_argument("--warm", action="store_true", help="also time a second (compiled) chain run")
+    p.add_argument("--no-warmup", dest="warmup", action="store_false",
+                   help="chain: compile each stage at its first call instead of all shapes in parallel up front")
     p.add_argument("--xla-cache", default=None, help="XLA persistent compilation cache folder for the workers")
     p.add_argument("--json", default=None, help="write all numbers to this JSON file")
     p.add_argument("--keep", default=None, help="keep the inputs/outputs in this folder")

@@ -358,6 +358,9 @@ def test_cli_bad_inputs(tmp_path, capsys, job):
         (["--input", v, "--masks", m, "--output", tmp_path / "nodir" / "o.mp4"], "does not exist"),
         (["--input", v, "--masks", m, "--output", tmp_path / "o.gif"], "unsupported extension"),
         (["--input", v, "--masks", m, "--output", tmp_path / "o.mp4", "--stages", "erase,blur"], "unknown stage"),
+        (["--input", v, "--masks", m, "--output", tmp_path / "o.mp4", "--upscale", "0"], "--upscale must be >= 1"),
+        (["--input", v, "--masks", m, "--output", tmp_path / "o.mp4", "--stages", "erase", "--interpolate", "2"],
+         "the interpolate stage is not in --stages"),
         (["--input", v, "--masks", tmp_path / "nomasks", "--output", tmp_path / "o.mp4"], "mask path not found"),
         (["--input", v, "--masks", m, "--output", tmp_path / "o.mp4", "--checkpoint-erase", "no_such_weights"],
          "neither a file/directory nor a registry name"),
@@ -525,3 +528,29 @@ def test_real_erase_on_tennis(real_chain, tmp_path):
                                                         progress=False)
     assert s.size_in == (240, 432) and s.size_out == (60, 108) and s.frames_out == 9 and s.fps_out == 48
     assert len(open_video(tmp_path / "o.mp4")) == 9
+
+
+# =============================================================================== the bundled demo
+def test_demo_with_shipped_weights_reproduces_recorded_metrics(tmp_path, capsys, monkeypatch):
+    """``infer.py --demo`` with the shipped weights: loads them, runs the full chain, prints the
+    metrics, writes the result and the before/after video, and reproduces demo_metrics.json."""
+    from peanut_jax.pipeline import demo
+    rec = demo.recorded()
+    if rec is None:
+        pytest.skip("demo weights not shipped (scripts/train_demo_weights.sh records demo_metrics.json)")
+    monkeypatch.setenv("PEANUT_XLA_CACHE", "0")
+    out, js = tmp_path / "demo.mp4", tmp_path / "demo.json"
+    assert cli("--demo", "--demo-weights", "bundled", "--output", out, "--summary-json", js, "--no-progress") == 0
+    printed = capsys.readouterr().out
+    assert "erased region vs clean background: PSNR" in printed and "bundled demo" in printed
+    res = json.loads(js.read_text())
+    assert res["settings"] == rec["settings"]
+    assert res["summary"]["frames_out"] == rec["frames_out"] and list(res["summary"]["size_out"]) == list(rec["size_out"])
+    got, want = res["metrics"], rec["metrics"]
+    assert got["psnr_region"] == pytest.approx(want["psnr_region"], abs=0.05)
+    assert got["ssim_region"] == pytest.approx(want["ssim_region"], abs=2e-3)
+    assert got["ewarp"] == pytest.approx(want["ewarp"], rel=0.02, abs=2e-4)
+    assert got["psnr_region"] > got["psnr_region_input"] + 3      # the trained eraser removes the objects
+    assert len(open_video(out)) == rec["frames_out"]
+    sbs = open_video(tmp_path / "demo_before_after.mp4")
+    assert len(sbs) == rec["frames_out"] and sbs.size == (rec["size_out"][0], 2 * rec["size_out"][1])

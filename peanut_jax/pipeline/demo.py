@@ -36,9 +36,9 @@ ASSETS = {"erase": "erase_demo", "upscale": "upscale_demo", "interpolate": "inte
 # official registry names tried (in order) when --demo-weights=auto
 OFFICIAL = {"erase": ("e2fgvi_hq",), "upscale": ("basicvsr_pp_reds4",), "interpolate": ("rife_hdv3", "rife")}
 METRICS_FILE = "demo_metrics.json"
-DEFAULT_SETTINGS = dict(seed=7, num_frames=16, height=120, width=216, num_objects=2, fps=12.0, upscale=None,
+DEFAULT_SETTINGS = dict(seed=7, num_frames=20, height=60, width=108, num_objects=2, fps=12.0, upscale=None,
                         interpolate=2, stages=["erase", "upscale", "interpolate"], mask_dilation=4,
-                        chunk=8, overlap=4, rife_batch=4)
+                        chunk=20, overlap=2, rife_batch=4)
 
 
 def recorded() -> dict | None:
@@ -206,11 +206,13 @@ def registry_name(module) -> str:
     return names[cls]
 
 
-def export_trained(workdir, out_dir, step: int | None = None) -> pathlib.Path:
+def export_trained(workdir, out_dir, step: int | None = None, dtype: str = "float16") -> pathlib.Path:
     """Export the parameters of a ``train.py`` run (its last orbax checkpoint, or ``step``) as demo
     weights: ``model.json`` + ``params.safetensors`` (:func:`peanut_jax.pipeline.common.export_weights`)
     with the training config, step and last evaluation metrics in the metadata.  The model comes
-    from the run's own ``config.json`` through its task's ``make_model``."""
+    from the run's own ``config.json`` through its task's ``make_model``.  ``dtype``: the stored
+    precision (float16 halves the size of what we ship; loading gives float32 again, and the recorded
+    demo metrics are those of the stored weights)."""
     import jax
     import ml_collections
     from flax.traverse_util import flatten_dict
@@ -248,8 +250,8 @@ def export_trained(workdir, out_dir, step: int | None = None) -> pathlib.Path:
                 if any(str(k).startswith("eval") for k in rec):
                     last_eval = rec
     meta = {"trained_with": "train.py", "task": config.task, "step": int(np.asarray(tree.get("step", -1))),
-            "config": raw, "last_eval": last_eval}
-    return export_weights(out_dir, name, _module_kwargs(name, module), params, metadata=meta)
+            "stored_dtype": dtype, "config": raw, "last_eval": last_eval}
+    return export_weights(out_dir, name, _module_kwargs(name, module), params, metadata=meta, dtype=np.dtype(dtype))
 
 
 def _lists_to_tuples(obj):
@@ -287,12 +289,13 @@ def main(argv=None) -> int:
     e.add_argument("--workdir", required=True)
     e.add_argument("--out", required=True)
     e.add_argument("--step", type=int, default=None)
+    e.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="stored precision")
     r = sub.add_parser("record", help="run the demo with the bundled weights and record its settings and metrics")
     r.add_argument("--output", default=None, help="also keep the demo video here")
     args = p.parse_args(argv)
     try:
         if args.cmd == "export":
-            d = export_trained(args.workdir, args.out, args.step)
+            d = export_trained(args.workdir, args.out, args.step, args.dtype)
             size = sum(f.stat().st_size for f in d.iterdir())
             print(f"exported {args.workdir} -> {d} ({size / 2**20:.2f} MiB)")
             return 0

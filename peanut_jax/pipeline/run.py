@@ -1250,7 +1250,15 @@ def _main(args) -> int:
         raise ValueError("--manifest replaces --input/--output; give one or the other")
     if not args.manifest and not args.input:
         raise ValueError("--input is required (or --manifest for batch mode, or --demo)")
+    for opt in ("upscale", "interpolate"):
+        v = getattr(args, opt)
+        if v is not None and v < 1:
+            raise ValueError(f"--{opt} must be >= 1, got {v}")
     stages = parse_stages(args.stages, args.upscale, args.interpolate)
+    for opt in ("upscale", "interpolate"):
+        if getattr(args, opt) is not None and opt not in stages:
+            raise ValueError(f"--{opt} {getattr(args, opt)} given but the {opt} stage is not in --stages "
+                             f"{','.join(stages)}")
     if "erase" not in stages and args.masks and not args.overlay:
         raise ValueError("--masks given but the erase stage is not in --stages")
     if not args.manifest:
