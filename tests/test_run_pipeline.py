@@ -200,6 +200,39 @@ def test_stages_are_streamed_not_collected(job):
         assert reads - outs <= 2 + 2
 
 
+def test_warmup_runs_compile_jobs_in_parallel_once(job):
+    import threading
+    import time
+    active, peak, calls = [0], [0], []
+    lock = threading.Lock()
+
+    class Compiling(FakeErase):
+        def compile_jobs(self, info):
+            def job(k):
+                with lock:
+                    active[0] += 1
+                    peak[0] = max(peak[0], active[0])
+                time.sleep(0.3)
+                calls.append(k)
+                with lock:
+                    active[0] -= 1
+            return [(("fake", id(self), k), lambda k=k: job(k)) for k in range(4)]
+
+    stage = Compiling()
+    chain = R.Chain([stage])
+    s = chain.run(R.open_source(job["video"]), None, R.FolderMasks(job["mask_dir"]), frames_out=job["dir"] / "o",
+                  progress=False)
+    assert sorted(calls) == [0, 1, 2, 3] and s.compiled_shapes == 4 and peak[0] >= min(2, os.cpu_count() or 1)
+    s = chain.run(R.open_source(job["video"]), None, R.FolderMasks(job["mask_dir"]), frames_out=job["dir"] / "p",
+                  progress=False)
+    assert s.compiled_shapes == 0 and len(calls) == 4     # known shapes are not warmed again
+
+    def boom():
+        raise ValueError("cannot compile")
+    with pytest.raises(ValueError, match="cannot compile"):
+        list(R._run_parallel([lambda: None, boom, lambda: None], 2))
+
+
 @pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
 def test_failure_midway_leaves_no_output(job, exc):
     out = job["dir"] / "res"

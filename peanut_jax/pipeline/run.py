@@ -844,7 +844,6 @@ class Chain:
         threads (XLA compiles outside the GIL), instead of one after another as the first frames
         reach each stage.  Shapes warmed before are skipped.  Returns ``{'jobs': n, 'seconds':
         wall}``; a stage whose runner offers no such entry point is compiled at its first call."""
-        from concurrent.futures import ThreadPoolExecutor
         infos = self.plan(info)
         jobs = []
         for stage, si in zip(self.stages, infos):
@@ -856,11 +855,8 @@ class Chain:
         t0 = time.perf_counter()
         if jobs:
             workers = workers or min(len(jobs), max(1, os.cpu_count() or 1))
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="peanut-compile") as ex:
-                futures = [(k, ex.submit(j)) for k, j in jobs]
-                for k, f in futures:
-                    f.result()
-                    self._compiled.add(k)
+            for k in _run_parallel([j for _, j in jobs], workers):
+                self._compiled.add(jobs[k][0])
         return {"jobs": len(jobs), "seconds": time.perf_counter() - t0}
 
     def run(self, source, output=None, masks: MaskSource | None = None, *, frames_out=None, side_by_side=None,
@@ -1002,6 +998,38 @@ class Chain:
             encode_seconds=writer.busy_seconds, peak_rss_bytes=mem.peak_rss,
             peak_device_bytes=MemoryMonitor.device_peak(), audio=audio_src is not None,
             masks=masks.describe() if masks is not None else None, outputs=written)
+
+
+def _run_parallel(jobs: Sequence[Callable[[], Any]], workers: int) -> Iterator[int]:
+    """Run ``jobs`` in ``workers`` daemon threads; yield the index of each finished job and re-raise
+    the first failure.  Daemon threads, so that Ctrl-C does not wait for compilations in flight."""
+    todo: queue.Queue = queue.Queue()
+    for i in range(len(jobs)):
+        todo.put(i)
+    done: queue.Queue = queue.Queue()
+
+    def work():
+        while True:
+            try:
+                i = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                jobs[i]()
+                done.put((i, None))
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+                done.put((i, exc))
+
+    for _ in range(max(1, min(workers, len(jobs)))):
+        threading.Thread(target=work, name="peanut-compile", daemon=True).start()
+    for _ in range(len(jobs)):
+        i, exc = done.get()
+        if exc is not None:
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    todo.get_nowait()   # stop the others after their current job
+            raise exc
+        yield i
 
 
 def _cpu_seconds() -> float:
