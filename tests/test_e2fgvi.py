@@ -22,7 +22,7 @@ from peanut_jax.models.focal_transformer import (TemporalFocalTransformerBlock, 
                                                  rolled_valid_indices, token_grid)
 from peanut_jax.models.propagation import BidirectionalPropagation, branch_flow_indices
 from peanut_jax.ops import fold
-from peanut_jax.testing import assert_parity, parity_error
+from peanut_jax.testing import assert_parity
 
 N_PARAMS = {"e2fgvi": 41_799_743, "e2fgvi_hq": 41_117_887}  # official netG.parameters()
 N_VALID_IND = 8 * 120  # the 8 valid_ind_rolled buffers
@@ -431,7 +431,8 @@ def test_hq_bfloat16_forward_close_to_float32(hq_random):
     f16, (ff16, _) = jax.jit(lambda v, a: m16.apply(v, a, 2))(hq_random, x)
     f32, (ff32, _) = _HQ_FWD(build("e2fgvi_hq"), hq_random, x)
     assert f16.dtype == jnp.float32 and ff16.shape == ff32.shape
-    assert parity_error(f16, f32) < 5e-2
+    d = np.abs(np.asarray(f16) - np.asarray(f32))
+    assert d.mean() < 2e-2 and d.max() < 0.15  # bf16 through 8 blocks: ~1.5% mean, measured 7e-3 / 6e-2
 
 
 # ------------------------------------------------------------------------------- discriminator
@@ -475,7 +476,9 @@ def test_discriminator_matches_torch_spectral_norm():
     d.eval()
     with torch.no_grad():
         ref = from_t(d(to_t(clips[0])))
-    out = module.apply(variables, jnp.asarray(clips[0]))
+    apply_eval = jax.jit(module.apply)
+    apply_train = jax.jit(lambda v, a: module.apply(v, a, update_stats=True, mutable=["spectral"]))
+    out = apply_eval(variables, jnp.asarray(clips[0]))
     assert out.shape == ref.shape == (2, 3, 2, 2, 32)
     assert_parity(out, ref, 1e-5, "D eval")
 
@@ -484,7 +487,7 @@ def test_discriminator_matches_torch_spectral_norm():
     for i in (1, 2):
         with torch.no_grad():
             ref = from_t(d(to_t(clips[i])))
-        out, upd = module.apply(variables, jnp.asarray(clips[i]), update_stats=True, mutable=["spectral"])
+        out, upd = apply_train(variables, jnp.asarray(clips[i]))
         variables = {**variables, **upd}
         assert_parity(out, ref, 1e-5, f"D train call {i}")
         for n in (0, 4, 8):
@@ -499,7 +502,7 @@ def test_discriminator_matches_torch_spectral_norm():
     loss_t = d(xt).square().mean()
     loss_t.backward()
     g_ref = d.conv[0].weight_orig.grad.numpy()
-    g = jax.grad(lambda p: jnp.square(module.apply({**variables, "params": p}, jnp.asarray(x))).mean())(
+    g = jax.jit(jax.grad(lambda p: jnp.square(module.apply({**variables, "params": p}, jnp.asarray(x))).mean()))(
         variables["params"])
     g_ours = np.asarray(g["conv_0"]["kernel"]).transpose(4, 3, 0, 1, 2)
     assert_parity(g_ours, g_ref, 1e-5, "D grad")
@@ -514,15 +517,15 @@ def test_discriminator_matches_torch_spectral_norm():
 def test_discriminator_init_and_update():
     m = build("e2fgvi_discriminator")
     x = jnp.zeros((1, 2, 64, 64, 3))
-    v = m.init(jax.random.key(0), x)
+    v = jax.jit(m.init)(jax.random.key(0), x)
     assert set(v) == {"params", "spectral"}
     assert v["spectral"]["conv_0"]["v"].shape == (3 * 3 * 5 * 5,)
     assert "bias" not in v["params"]["conv_0"] and "bias" in v["params"]["conv_10"]
     np.testing.assert_allclose(np.linalg.norm(v["spectral"]["conv_2"]["u"]), 1.0, rtol=1e-5)
-    y, upd = m.apply(v, x + 0.5, update_stats=True, mutable=["spectral"])
+    y, upd = jax.jit(lambda a, b: m.apply(a, b, update_stats=True, mutable=["spectral"]))(v, x + 0.5)
     assert y.shape == (1, 2, 1, 1, 128)
     assert np.abs(np.asarray(upd["spectral"]["conv_0"]["u"]) - np.asarray(v["spectral"]["conv_0"]["u"])).max() > 0
-    y_eval = m.apply(v, x + 0.5)  # eval: stored u, v untouched
+    y_eval = jax.jit(m.apply)(v, x + 0.5)  # eval: stored u, v untouched
     assert np.isfinite(np.asarray(y_eval)).all()
 
 

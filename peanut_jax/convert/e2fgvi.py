@@ -70,7 +70,8 @@ def _detect_sd(sd) -> str | None:
         return "e2fgvi_hq"
     if "sc.bias" in sd:
         return "e2fgvi"
-    if "conv.0.weight_orig" in sd or ("conv.10.weight" in sd and "conv.0.weight" in sd and np.ndim(sd["conv.0.weight"]) == 5):
+    plain_d = "conv.10.weight" in sd and "conv.0.weight" in sd and np.ndim(sd["conv.0.weight"]) == 5
+    if "conv.0.weight_orig" in sd or plain_d:
         return DISCRIMINATOR
     return None
 
@@ -125,8 +126,9 @@ def _generator_rules(hq: bool):
     conv(f"{fp}.fusion", (fp, "fusion"))
     linear("ss.embedding", ("ss", "embedding"))
     if not hq:  # a parameter of SoftComp itself: listed before its children
-        param(lambda km: km.add("sc.bias", ("sc", "bias"), lambda a: np.ascontiguousarray(np.asarray(a).transpose(1, 2, 0)),
-                                lambda a: np.ascontiguousarray(np.asarray(a).transpose(2, 0, 1))), "sc.bias")
+        chw_to_hwc = lambda a: np.ascontiguousarray(np.asarray(a).transpose(1, 2, 0))  # noqa: E731
+        hwc_to_chw = lambda a: np.ascontiguousarray(np.asarray(a).transpose(2, 0, 1))  # noqa: E731
+        param(lambda km: km.add("sc.bias", ("sc", "bias"), chw_to_hwc, hwc_to_chw), "sc.bias")
     linear("sc.embedding", ("sc", "embedding"))
     if hq:
         conv("sc.bias_conv", ("sc", "bias_conv"))
