@@ -148,6 +148,7 @@ class _ReconstructionCell(nn.Module):
     features: int = 64
     scale: int = 4
     is_low_res_input: bool = True
+    hr_channels: int = 64
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -158,8 +159,8 @@ class _ReconstructionCell(nn.Module):
         hr = ResidualBlocksWithInputConv(self.features, 5, name="reconstruction", **kw)(feat)
         hr = leaky_relu(PixelShufflePack(self.features, 2, name="upsample1", **kw)(hr), 0.1)
         if self.scale == 4:
-            hr = leaky_relu(PixelShufflePack(64, 2, name="upsample2", **kw)(hr), 0.1)
-        hr = leaky_relu(Conv2d(64, 3, padding=1, name="conv_hr", **kw)(hr), 0.1)
+            hr = leaky_relu(PixelShufflePack(self.hr_channels, 2, name="upsample2", **kw)(hr), 0.1)
+        hr = leaky_relu(Conv2d(self.hr_channels, 3, padding=1, name="conv_hr", **kw)(hr), 0.1)
         hr = Conv2d(3, 3, padding=1, name="conv_last", **kw)(hr).astype(jnp.float32)
         lq = lq.astype(jnp.float32)
         if self.is_low_res_input:
@@ -191,6 +192,9 @@ class BasicVSRPlusPlus(nn.Module):
     scale: int = 4
     spynet_variant: str = "mmagic"
     use_scan: bool = True
+    # width of the full-resolution layers (upsample2 output, conv_hr); the official net fixes it at 64.
+    # Smaller values are a training-recipe option for cheap CPU smoke runs (configs/basicvsr_pp.py:tiny).
+    hr_channels: int = 64
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -278,7 +282,8 @@ class BasicVSRPlusPlus(nn.Module):
             self.sow("intermediates", f"propagate_{name}", branch_feats[name])
 
         hr_in = jnp.concatenate([spatial] + [branch_feats[k] for k in BRANCHES], axis=-1)
-        recon_kw = dict(features=c, scale=self.scale, is_low_res_input=self.is_low_res_input, name="recon", **kw)
+        recon_kw = dict(features=c, scale=self.scale, is_low_res_input=self.is_low_res_input,
+                        hr_channels=self.hr_channels, name="recon", **kw)
         hr_in_t = jnp.swapaxes(hr_in, 0, 1)  # (T, B, ...)
         lq_t = jnp.swapaxes(lqs, 0, 1)
         if self.use_scan:
