@@ -305,3 +305,14 @@ def test_pixel_shuffle_matches_torch(r):
     out = np.asarray(pixel_shuffle(jnp.asarray(x), r))
     assert np.array_equal(out, ref)
     assert np.array_equal(np.asarray(pixel_unshuffle(jnp.asarray(out), r)), x)
+
+
+def test_fold_in_several_jitted_functions():
+    """fold keeps no trace-time state: two traces with the same shapes both work."""
+    cols = jnp.ones((1, 4, 4, 2 * 49))
+    f1 = jax.jit(lambda c: fold(c, (12, 12), 7, 3, 3) * 2.0)
+    f2 = jax.jit(lambda c: fold(c, (12, 12), 7, 3, 3) + 1.0)
+    a, b = f1(cols), f2(cols)
+    assert np.allclose(np.asarray(a) / 2.0, np.asarray(b) - 1.0)
+    g = jax.grad(lambda c: jnp.sum(fold(c, (12, 12), 7, 3, 3) ** 2))(cols)
+    assert g.shape == cols.shape

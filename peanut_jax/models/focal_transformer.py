@@ -102,18 +102,6 @@ def pooled_key_bias(nh: int, nw: int, kernel=(5, 9)) -> np.ndarray:
     return np.where(valid, 0.0, -100.0).astype(np.float32).reshape(nh, nw, kh * kw)
 
 
-def _fold(cols, output_size, kernel_size, stride, padding):
-    """``peanut_jax.ops.fold``, called so that its cached transpose never captures a tracer.
-
-    ``ops.fold`` caches ``jax.linear_transpose(unfold)`` per shape; created inside a jit trace, the
-    cached function closes over that trace's constants and a second trace with the same shapes
-    fails with UnexpectedTracerError.  Under ``ensure_compile_time_eval`` those constants are
-    concrete, so the cache is safe to share between traces.
-    """
-    with jax.ensure_compile_time_eval():
-        return fold(cols, output_size, kernel_size, stride, padding)
-
-
 def _dense(features, name, dtype, param_dtype, precision, use_bias=True):
     return nn.Dense(features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, precision=precision,
                     kernel_init=DENSE_INIT, bias_init=nn.initializers.zeros, name=name)
@@ -161,7 +149,7 @@ class SoftComp(nn.Module):
         b, t, fh, fw, _ = x.shape
         kh, kw = _pair(self.kernel_size)
         feat = _dense(self.channel * kh * kw, "embedding", self.dtype, self.param_dtype, self.precision)(x)
-        feat = _fold(feat.reshape(b * t, fh, fw, -1), tuple(output_size), self.kernel_size, self.stride,
+        feat = fold(feat.reshape(b * t, fh, fw, -1), tuple(output_size), self.kernel_size, self.stride,
                      self.padding)
         if self.hq:
             return Conv2d(self.channel, 3, padding=1, dtype=self.dtype, param_dtype=self.param_dtype,
@@ -187,7 +175,7 @@ class FusionFeedForward(nn.Module):
         b, t, fh, fw, _ = x.shape
         k, s, p = _pair(self.kernel_size), _pair(self.stride), _pair(self.padding)
         y = _dense(self.hidden, "conv1_0", self.dtype, self.param_dtype, self.precision)(x)
-        y = _fold(y.reshape(b * t, fh, fw, self.hidden), tuple(output_size), k, s, p)
+        y = fold(y.reshape(b * t, fh, fw, self.hidden), tuple(output_size), k, s, p)
         y = y / jnp.asarray(overlap_count(tuple(output_size), k, s, p), y.dtype)
         y = unfold(y, k, s, p).reshape(b, t, fh, fw, self.hidden)
         y = jax.nn.gelu(y, approximate=False)

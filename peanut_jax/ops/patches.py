@@ -7,43 +7,57 @@ patches stay on a grid: (N, Lh, Lw, C*kh*kw) with the same feature order (the to
 """
 from __future__ import annotations
 
-import functools
-
-import jax
 import jax.numpy as jnp
-from jax import lax
 
 
 def _pair(v):
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
-def unfold(x, kernel_size, stride=1, padding=0, dilation=1):
-    """(N, H, W, C) -> (N, Lh, Lw, C*kh*kw), channel-major patch features (torch order)."""
+def _geometry(h, w, kernel_size, stride, padding, dilation):
     kh, kw = _pair(kernel_size)
+    sh, sw = _pair(stride)
     ph, pw = _pair(padding)
-    return lax.conv_general_dilated_patches(
-        x, (kh, kw), _pair(stride), ((ph, ph), (pw, pw)), rhs_dilation=_pair(dilation),
-        dimension_numbers=("NHWC", "OIHW", "NHWC"), precision=lax.Precision.HIGHEST)
+    dh, dw = _pair(dilation)
+    lh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    lw = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    if lh <= 0 or lw <= 0:
+        raise ValueError(f"unfold/fold: kernel {kh}x{kw} (dilation {dh}x{dw}) does not fit {h}x{w} "
+                         f"with padding {ph}x{pw}")
+    return kh, kw, sh, sw, ph, pw, dh, dw, lh, lw
 
 
-@functools.lru_cache(maxsize=None)
-def _fold_transpose(shape, dtype, kernel_size, stride, padding, dilation):
-    f = functools.partial(unfold, kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation)
-    return jax.linear_transpose(f, jax.ShapeDtypeStruct(shape, dtype))
+def unfold(x, kernel_size, stride=1, padding=0, dilation=1):
+    """(N, H, W, C) -> (N, Lh, Lw, C*kh*kw), channel-major patch features (torch order).
+
+    Built from kh*kw strided slices of the zero-padded input: exact (no arithmetic) and much
+    faster on CPU than a patches convolution."""
+    n, h, w, c = x.shape
+    kh, kw, sh, sw, ph, pw, dh, dw, lh, lw = _geometry(h, w, kernel_size, stride, padding, dilation)
+    xp = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+    taps = [xp[:, i * dh: i * dh + (lh - 1) * sh + 1: sh, j * dw: j * dw + (lw - 1) * sw + 1: sw, :]
+            for i in range(kh) for j in range(kw)]
+    return jnp.stack(taps, axis=-1).reshape(n, lh, lw, c * kh * kw)
 
 
 def fold(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
-    """(N, Lh, Lw, C*kh*kw) -> (N, H, W, C): sums overlapping patches (torch ``F.fold``)."""
-    kh, kw = _pair(kernel_size)
+    """(N, Lh, Lw, C*kh*kw) -> (N, H, W, C): sums overlapping patches (torch ``F.fold``), the exact
+    transpose of :func:`unfold`."""
     h, w = _pair(output_size)
-    n, _, _, ckk = cols.shape
+    n, lh_in, lw_in, ckk = cols.shape
+    kh, kw, sh, sw, ph, pw, dh, dw, lh, lw = _geometry(h, w, kernel_size, stride, padding, dilation)
     if ckk % (kh * kw):
         raise ValueError(f"fold: feature size {ckk} not divisible by kernel {kh}x{kw}")
+    if (lh_in, lw_in) != (lh, lw):
+        raise ValueError(f"fold: {lh_in}x{lw_in} patches do not match output {h}x{w} (expects {lh}x{lw})")
     c = ckk // (kh * kw)
-    t = _fold_transpose((n, h, w, c), jnp.dtype(cols.dtype), (kh, kw), _pair(stride), _pair(padding), _pair(dilation))
-    (out,) = t(cols)
-    return out
+    cols = cols.reshape(n, lh, lw, c, kh * kw)
+    out = jnp.zeros((n, h + 2 * ph, w + 2 * pw, c), cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            out = out.at[:, i * dh: i * dh + (lh - 1) * sh + 1: sh, j * dw: j * dw + (lw - 1) * sw + 1: sw, :].add(
+                cols[..., i * kw + j])
+    return out[:, ph: ph + h, pw: pw + w, :]
 
 
 def pixel_shuffle(x, r: int):
