@@ -564,6 +564,31 @@ def test_real_erase_on_tennis(real_chain, tmp_path):
 
 
 # =============================================================================== the bundled demo
+def test_demo_prefers_cached_official_weights(tmp_path, monkeypatch):
+    """With a converted official checkpoint in $PEANUT_HOME the demo uses it (and says so); otherwise,
+    or with --demo-weights bundled, the shipped weights; without those a clear error."""
+    from peanut_jax import weights
+    from peanut_jax.pipeline import demo
+    monkeypatch.setenv("PEANUT_HOME", str(tmp_path / "home"))
+    assets = tmp_path / "assets"
+    monkeypatch.setattr(demo, "bundled_asset", lambda *p: assets.joinpath(*p))
+    with pytest.raises(FileNotFoundError, match="bundled demo weights missing.*train_demo_weights.sh"):
+        demo.choose_weights("auto", ["interpolate"])
+    (assets / "interpolate_demo").mkdir(parents=True)
+    (assets / "interpolate_demo" / "model.json").write_text("{}")
+    got = demo.choose_weights("auto", ["interpolate"])["interpolate"]
+    assert got[0] == assets / "interpolate_demo" and not got[2] and "bundled demo" in got[1]
+    cached = tmp_path / "home" / "rife_hdv3"
+    cached.mkdir(parents=True)
+    (cached / "params.safetensors").write_bytes(b"")
+    (cached / "model.json").write_text(json.dumps({"model": "rife_hdv3", "kwargs": {}, "metadata": {
+        "registry_name": "rife_hdv3", "cache_version": weights.CACHE_VERSION, "source_file": "flownet.pkl"}}))
+    assert weights.converted_dir("rife_hdv3") == cached
+    got = demo.choose_weights("auto", ["interpolate"])["interpolate"]
+    assert got[0] == cached and got[2] and "official 'rife_hdv3'" in got[1]
+    assert not demo.choose_weights("bundled", ["interpolate"])["interpolate"][2]
+
+
 def test_demo_with_shipped_weights_reproduces_recorded_metrics(tmp_path, capsys, monkeypatch):
     """``infer.py --demo`` with the shipped weights: loads them, runs the full chain, prints the
     metrics, writes the result and the before/after video, and reproduces demo_metrics.json."""
