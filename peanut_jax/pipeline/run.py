@@ -909,7 +909,8 @@ class Chain:
             masks.prepare(info)
         audio_src = None
         src_path = getattr(source, "path", None)
-        if copy_audio and output is not None and isinstance(src_path, pathlib.Path) and src_path.is_file():
+        if (copy_audio and output is not None and pathlib.Path(output).suffix and isinstance(src_path, pathlib.Path)
+                and src_path.is_file()):
             audio_src = src_path if has_audio(src_path) else None
 
         meters: list[_Meter] = []
