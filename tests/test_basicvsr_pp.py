@@ -307,7 +307,7 @@ def test_batch_and_single_frame(tiny, tiny_fwd):
 
 def test_x2_variant_round_trip(tmp_path):
     torch = pytest.importorskip("torch")
-    m = BasicVSRPlusPlus(**TINY, scale=2)
+    m = BasicVSRPlusPlus(**TINY, scale=2, hr_channels=16)
     v = random_variables(m, seed=4)
     x = clip(2, 64, 80)
     fwd = jax.jit(lambda module, variables, a: module.apply(variables, a, is_mirror_extended=False),
@@ -318,7 +318,7 @@ def test_x2_variant_round_trip(tmp_path):
     assert not any("upsample2" in k for k in sd)
     torch.save({k: torch.from_numpy(a) for k, a in sd.items()}, tmp_path / "x2.pth")
     m2, v2 = from_official("basicvsr_pp", tmp_path / "x2.pth")
-    assert (m2.scale, m2.mid_channels, m2.num_blocks) == (2, 8, 1)
+    assert (m2.scale, m2.mid_channels, m2.num_blocks, m2.hr_channels) == (2, 8, 1, 16)
     np.testing.assert_array_equal(np.asarray(fwd(m2, v2, x)), np.asarray(out))
 
 
@@ -330,7 +330,7 @@ def test_same_size_restoration_variant():
     assert out.shape == x.shape and np.all(np.isfinite(np.asarray(out)))
     sd = to_official("basicvsr_pp", v, prefix="", step_counter=False)
     assert sd["feat_extract.0.weight"].shape == (8, 3, 3, 3) and "feat_extract.4.main.2.4.conv2.bias" in sd
-    assert detect_config(sd) == dict(mid_channels=8, num_blocks=1, is_low_res_input=False, scale=4)
+    assert detect_config(sd) == dict(mid_channels=8, num_blocks=1, is_low_res_input=False, scale=4, hr_channels=64)
     with pytest.raises(ValueError, match="multiples of 4"):
         m.apply(v, clip(2, 258, 256))
 

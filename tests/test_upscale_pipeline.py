@@ -210,6 +210,19 @@ def test_cli_upscale_folder_and_errors(tmp_path, tiny, capsys):
     expected = to_uint8(upscale_clip(x, m, v, chunk=None)[0])
     assert np.abs(np.asarray(Image.open(files[0])).astype(int) - expected.astype(int)).max() <= 1
     capsys.readouterr()
+    # batch mode: a folder of clips -> one output per clip, created under --output
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    frames_dir.rename(clips / "a")
+    (clips / "b").mkdir()
+    for i, f in enumerate(x[::-1]):
+        Image.fromarray(f).save(clips / "b" / f"{i:04d}.png")
+    frames_dir = clips / "a"
+    assert infer.main(["upscale", "--input", str(clips), "--output", str(tmp_path / "batch"), "--checkpoint",
+                       str(ckpt), "--chunk", "0"]) == 0
+    assert sorted(p.name for p in (tmp_path / "batch").iterdir()) == ["a", "b"]
+    assert len(list((tmp_path / "batch" / "b").iterdir())) == 4
+    capsys.readouterr()
     # an existing output is refused, a wrong scale and a wrong checkpoint give one clear line, nothing written
     assert infer.main(["upscale", "--input", str(frames_dir), "--output", str(out_dir), "--checkpoint", str(ckpt)]) == 2
     assert "exists" in capsys.readouterr().err

@@ -84,7 +84,10 @@ def detect_config(sd: Mapping[str, np.ndarray], source: str = "checkpoint") -> d
     if not blocks:
         raise CheckpointMismatchError(f"{source}: no backbone.backward_1.main.2.<i>.conv1.weight keys")
     scale = 4 if "upsample2.upsample_conv.weight" in sd else 2
-    return dict(mid_channels=mid, num_blocks=max(blocks) + 1, is_low_res_input=is_low_res_input, scale=scale)
+    cfg = dict(mid_channels=mid, num_blocks=max(blocks) + 1, is_low_res_input=is_low_res_input, scale=scale)
+    if "conv_hr.weight" in sd:
+        cfg["hr_channels"] = int(np.shape(sd["conv_hr.weight"])[0])
+    return cfg
 
 
 def _res_stack(km: KeyMap, tprefix: str, path: tuple, num_blocks: int) -> None:
@@ -142,8 +145,8 @@ def from_state_dict(obj, name: str = "basicvsr_pp", source: str = "checkpoint", 
     """
     sd = unwrap(obj, source)
     cfg = detect_config(sd, source)
-    for k in ("mid_channels", "num_blocks", "is_low_res_input", "scale"):
-        if k in overrides and overrides[k] != cfg[k]:
+    for k in ("mid_channels", "num_blocks", "is_low_res_input", "scale", "hr_channels"):
+        if k in overrides and k in cfg and overrides[k] != cfg[k]:
             raise CheckpointMismatchError(f"{source}: the checkpoint has {k}={cfg[k]!r}, but {k}={overrides[k]!r} "
                                           "was requested")
     cfg.update(overrides)
@@ -183,4 +186,5 @@ def _config_from_params(params) -> dict:
     mid = int((fe["conv_in"] if is_low else fe["conv_0"])["kernel"].shape[-1])
     nb = sum(1 for k in params["backward_1"]["backbone"] if k.startswith("block_"))
     scale = 4 if "upsample2" in params["recon"] else 2
-    return dict(mid_channels=mid, num_blocks=nb, is_low_res_input=is_low, scale=scale)
+    hr = int(params["recon"]["conv_hr"]["kernel"].shape[-1])
+    return dict(mid_channels=mid, num_blocks=nb, is_low_res_input=is_low, scale=scale, hr_channels=hr)

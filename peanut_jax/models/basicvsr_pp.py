@@ -101,8 +101,8 @@ class PixelShufflePack(nn.Module):
 class _PropagationCell(nn.Module):
     """One step of a propagation branch.
 
-    carry = (out_{i-1}, out_{i-2}, flow_n1 of step i-1, i); x = (feat_current, other branches'
-    features at this frame (or None), flow_n1 of this step: the flow pulling the previous step's
+    carry = (out_{i-1}, out_{i-2}, flow_n1 of step i-1, i); x = (feat_current, tuple of the earlier
+    branches' features at this frame, flow_n1 of this step: the flow pulling the previous step's
     frame onto this one; zeros at step 0).  Returns (new carry, out_i).
     """
     features: int = 64
@@ -129,7 +129,7 @@ class _PropagationCell(nn.Module):
     @nn.compact
     def __call__(self, carry, x):
         prev, prev2, flow_prev, i = carry
-        feat_current, other, flow_n1 = x
+        feat_current, others, flow_n1 = x
         operands = (prev, prev2, flow_prev, feat_current, flow_n1, i)
         if isinstance(i, int):  # unrolled loop: the step index is static
             feat_prop = prev if i == 0 else self._align(*operands)
@@ -137,14 +137,14 @@ class _PropagationCell(nn.Module):
             feat_prop = self._align(*operands)
         else:  # scanned: no alignment at step 0 (feat_prop stays the zero carry), without computing it
             feat_prop = nn.cond(i > 0, lambda mdl, *a: mdl._align(*a), lambda mdl, *a: a[0], self, *operands)
-        parts = [feat_current] + ([other] if other is not None else []) + [feat_prop]
+        parts = [feat_current, *others, feat_prop]
         out = feat_prop + ResidualBlocksWithInputConv(self.features, self.num_blocks, self.dtype, self.param_dtype,
                                                       name="backbone")(jnp.concatenate(parts, axis=-1))
         return (out, prev, flow_n1, i + 1), out
 
 
 class _ReconstructionCell(nn.Module):
-    """Per-frame reconstruction: (carry, (feat (N,h,w,5C), lq (N,h,w,3))) -> (carry, hr)."""
+    """Per-frame reconstruction: (carry, (five (N,h,w,C) features, lq (N,h,w,3))) -> (carry, hr)."""
     features: int = 64
     scale: int = 4
     is_low_res_input: bool = True
@@ -154,9 +154,9 @@ class _ReconstructionCell(nn.Module):
 
     @nn.compact
     def __call__(self, carry, x):
-        feat, lq = x
+        feats, lq = x
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        hr = ResidualBlocksWithInputConv(self.features, 5, name="reconstruction", **kw)(feat)
+        hr = ResidualBlocksWithInputConv(self.features, 5, name="reconstruction", **kw)(jnp.concatenate(feats, -1))
         hr = leaky_relu(PixelShufflePack(self.features, 2, name="upsample1", **kw)(hr), 0.1)
         if self.scale == 4:
             hr = leaky_relu(PixelShufflePack(self.hr_channels, 2, name="upsample2", **kw)(hr), 0.1)
@@ -276,15 +276,13 @@ class BasicVSRPlusPlus(nn.Module):
                 flow_in = jnp.concatenate([flows_backward, zero_flow], axis=1)
             else:  # frame idx-1 -> idx: flows_forward[idx-1]
                 flow_in = jnp.concatenate([zero_flow, flows_forward], axis=1)
-            other = (jnp.concatenate([branch_feats[k] for k in branch_feats], axis=-1)
-                     if branch_feats else None)
-            branch_feats[name] = self._propagate(name, spatial, other, flow_in, reverse=backward)
+            others = tuple(branch_feats.values())  # concatenated per frame inside the cell: no (T, 3C) copies
+            branch_feats[name] = self._propagate(name, spatial, others, flow_in, reverse=backward)
             self.sow("intermediates", f"propagate_{name}", branch_feats[name])
 
-        hr_in = jnp.concatenate([spatial] + [branch_feats[k] for k in BRANCHES], axis=-1)
         recon_kw = dict(features=c, scale=self.scale, is_low_res_input=self.is_low_res_input,
                         hr_channels=self.hr_channels, name="recon", **kw)
-        hr_in_t = jnp.swapaxes(hr_in, 0, 1)  # (T, B, ...)
+        hr_in_t = tuple(jnp.swapaxes(f, 0, 1) for f in [spatial] + [branch_feats[k] for k in BRANCHES])  # (T, B, ..)
         lq_t = jnp.swapaxes(lqs, 0, 1)
         if self.use_scan:
             cell = nn.scan(_ReconstructionCell, variable_broadcast="params", split_rngs={"params": False},
@@ -292,30 +290,29 @@ class BasicVSRPlusPlus(nn.Module):
             _, out = cell(None, (hr_in_t, lq_t))
         else:
             cell = _ReconstructionCell(**recon_kw)
-            out = jnp.stack([cell(None, (hr_in_t[i], lq_t[i]))[1] for i in range(t)])
+            out = jnp.stack([cell(None, (tuple(f[i] for f in hr_in_t), lq_t[i]))[1] for i in range(t)])
         return jnp.swapaxes(out, 0, 1)
 
-    def _propagate(self, name, spatial, other, flow_in, reverse: bool):
+    def _propagate(self, name, spatial, others, flow_in, reverse: bool):
         b, t, hf, wf, c = spatial.shape
         cell_kw = dict(features=c, num_blocks=self.num_blocks, max_residue_magnitude=self.max_residue_magnitude,
                        dtype=self.dtype, param_dtype=self.param_dtype, name=name)
         zeros = jnp.zeros((b, hf, wf, c), self.dtype)
         zf = jnp.zeros((b, hf, wf, 2), jnp.float32)
         spatial_t = jnp.swapaxes(spatial, 0, 1).astype(self.dtype)
-        other_t = jnp.swapaxes(other, 0, 1).astype(self.dtype) if other is not None else None
+        others_t = tuple(jnp.swapaxes(o, 0, 1).astype(self.dtype) for o in others)
         flow_t = jnp.swapaxes(flow_in, 0, 1)
         if self.use_scan:
             cell = nn.scan(_PropagationCell, variable_broadcast="params", split_rngs={"params": False},
                            in_axes=0, out_axes=0, reverse=reverse)(**cell_kw)
-            _, outs = cell((zeros, zeros, zf, jnp.asarray(0, jnp.int32)), (spatial_t, other_t, flow_t))
+            _, outs = cell((zeros, zeros, zf, jnp.asarray(0, jnp.int32)), (spatial_t, others_t, flow_t))
         else:
             cell = _PropagationCell(**cell_kw)
             carry = (zeros, zeros, zf, 0)
             order = range(t - 1, -1, -1) if reverse else range(t)
             outs = [None] * t
             for idx in order:
-                carry, outs[idx] = cell(carry, (spatial_t[idx], None if other_t is None else other_t[idx],
-                                                flow_t[idx]))
+                carry, outs[idx] = cell(carry, (spatial_t[idx], tuple(o[idx] for o in others_t), flow_t[idx]))
             outs = jnp.stack(outs)
         return jnp.swapaxes(outs, 0, 1)
 

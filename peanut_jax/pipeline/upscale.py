@@ -335,6 +335,7 @@ def run_upscale(input_path, output, checkpoint, scale: int | None = None, chunk:
     from peanut_jax.pipeline.common import load_model
 
     jobs = _list_jobs(pathlib.Path(input_path), pathlib.Path(output))
+    batch = jobs[0][1] != pathlib.Path(output)
     for _, dst in jobs:
         if dst.exists() and not overwrite:
             raise FileExistsError(f"{dst} exists (use --overwrite)")
@@ -342,6 +343,8 @@ def run_upscale(input_path, output, checkpoint, scale: int | None = None, chunk:
     runner = Upscaler(module, variables, tile, tile_overlap, tile_blend)
     if scale is not None and int(scale) != runner.scale:
         raise ValueError(f"{checkpoint}: the checkpoint produces x{runner.scale} output, not x{scale}")
+    if batch:
+        pathlib.Path(output).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     done = []
     for src, dst in jobs:
