@@ -326,3 +326,49 @@ def test_evaluate_vsr_layouts_metrics_and_center_rule(tmp_path):
                     str(tmp_path / "none.pth")]) == 2
     with pytest.raises(FileNotFoundError, match="train_sharp"):
         ev.reds4_clips(tmp_path / "nope")
+
+
+class _FakeVSR(nn.Module):
+    """A two-part x4 'network' with a ``spynet`` sub-tree, to exercise the freezing modes cheaply."""
+    is_low_res_input: bool = True
+
+    @nn.compact
+    def __call__(self, lqs, is_mirror_extended=None):
+        b, t, h, w, c = lqs.shape
+        x = lqs.reshape(b * t, h, w, c)
+        y = nn.Dense(3, name="body")(x + jnp.tanh(nn.Dense(3, name="spynet")(x)))
+        y = jnp.repeat(jnp.repeat(y, 4, 1), 4, 2)
+        return y.reshape(b, t, 4 * h, 4 * w, 3)
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_freezing_modes_in_train_step(monkeypatch, skip):
+    """fix_iter=2 of 5 steps: 'cond' (skip_frozen_backward) and 'mask' give the same numbers; SPyNet
+    is untouched for two steps and its gradient is zero while frozen, then it trains."""
+    monkeypatch.setattr(task, "make_model", lambda config: _FakeVSR())
+    c = _config("test", **{"optim.fix_iter": 2, "train.num_steps": 5, "optim.skip_frozen_backward": skip,
+                           "optim.lr": 1e-2})
+    assert task.spynet_mode(c) == ("cond" if skip else "mask")
+    rng = np.random.default_rng(0)
+    batch = {"lq": jnp.asarray(rng.random((1, 2, 4, 4, 3), np.float32)),
+             "gt": jnp.asarray(rng.random((1, 2, 16, 16, 3), np.float32))}
+    state = task.init_state(jax.random.PRNGKey(0), c, None)
+    step = jax.jit(lambda s, b: task.train_step(s, b, c, lambda g: g))
+    spy = [np.asarray(state.params["spynet"]["kernel"])]
+    frozen = []
+    for _ in range(4):
+        state, m = step(state, batch)
+        state = state.replace(step=state.step + 1)
+        spy.append(np.asarray(state.params["spynet"]["kernel"]))
+        frozen.append(float(m["spynet_frozen"]))
+    assert frozen == [1.0, 1.0, 0.0, 0.0]
+    np.testing.assert_array_equal(spy[0], spy[2])
+    assert not np.array_equal(spy[2], spy[3])
+    # first trainable SPyNet step: fresh Adam, lr * 0.25 * sign(g) (constant lr)
+    np.testing.assert_allclose(np.abs(spy[3] - spy[2]), 0.25e-2, rtol=1e-3)
+    test_freezing_modes_in_train_step.results[skip] = spy[-1]
+    if len(test_freezing_modes_in_train_step.results) == 2:
+        np.testing.assert_allclose(*test_freezing_modes_in_train_step.results.values(), rtol=1e-6)
+
+
+test_freezing_modes_in_train_step.results = {}

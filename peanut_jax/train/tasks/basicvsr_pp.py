@@ -37,7 +37,8 @@ and clips, border crop ``data.crop_border``; the same for the MATLAB bicubic x``
 the LR input (``*_bicubic``), the baseline a trained network must beat.  Synthetic: ``data.eval_clips``
 clips from seeds ``(data.eval_seed, 1, i)`` (disjoint from training); REDS: the ``reds4`` split
 (first ``data.eval_num_frames`` frames of each clip, optional centre crop ``data.eval_lq_size``);
-Vimeo-90K: the ``test`` split.
+Vimeo-90K: the ``test`` split, every (mirrored) frame measured.  The official benchmark protocols
+(8-bit rounding, Vimeo-90K-T centre frame) are in ``peanut_jax.pipeline.evaluate_vsr``.
 
 Batches: ``{'lq': (B, T, h, w, 3), 'gt': (B, T, s*h, s*w, 3)}`` float32 in [0, 1]; evaluation
 batches also hold ``'bicubic'`` (like ``gt``).
