@@ -270,3 +270,49 @@ def test_ssim_matlab():
     assert abs(float(ssim_matlab(a, b, val_range=255.0)) - float(ssim_matlab(a, b))) > 1e-3
     with pytest.raises(ValueError, match="same shape"):
         ssim_matlab(a, b[:1])
+
+
+# ----------------------------------------------------------------------------------------- CLI
+
+def _cli_setup(tmp_path, hd_vars, n=4):
+    from peanut_jax.data.video_io import VideoWriter
+    from peanut_jax.pipeline.common import export_weights
+    w = export_weights(tmp_path / "hd", "rife_hdv3", {"c": 8}, hd_vars["params"])
+    frames = [(np.clip(f, 0, 1) * 255).round().astype(np.uint8) for f in clip(n)]
+    with VideoWriter(tmp_path / "in", fps=10) as wr:
+        for f in frames:
+            wr.write(f)
+    return w, frames
+
+
+def test_cli_interpolate_matches_library_and_refuses_bad_input(tmp_path, hd_vars, capsys):
+    import infer
+    from peanut_jax.data.video_io import open_video
+    w, frames = _cli_setup(tmp_path, hd_vars)
+    out = tmp_path / "out"
+    assert infer.main(["interpolate", "--input", str(tmp_path / "in"), "--output", str(out),
+                       "--checkpoint", str(w), "--multi", "4", "--batch", "2", "--in-fps", "10"]) == 0
+    assert "4 -> 13 frames at 40 fps" in capsys.readouterr().out
+    got = np.stack(list(open_video(out)))
+    want = np.stack(list(interpolate_video(frames, HD, hd_vars, 4, batch_size=3)))
+    assert got.shape == (13, H, W, 3)
+    np.testing.assert_array_equal(got, want)            # frame folders are lossless PNG
+    np.testing.assert_array_equal(got[::4], np.stack(frames))
+    # bad input: one clear line, exit 2, nothing written
+    bad = [(["--multi", "3"], "not a power of two"),
+           (["--multi", "2"], "exists"),
+           (["--fps", "15", "--in-fps", "10"], "not a power of two"),
+           (["--checkpoint", str(tmp_path / "none.pkl")], "not found")]
+    for extra, msg in bad:
+        args = ["interpolate", "--input", str(tmp_path / "in"), "--output", str(out if msg == "exists" else
+                tmp_path / "bad.mp4"), "--checkpoint", str(w)] + extra
+        assert infer.main(args) == 2, extra
+        err = capsys.readouterr().err
+        assert msg in err and err.count("\n") == 1, (extra, err)
+        assert not (tmp_path / "bad.mp4").exists()
+    from peanut_jax.data.video_io import VideoWriter
+    with VideoWriter(tmp_path / "one", fps=10) as wr:
+        wr.write(frames[0])
+    assert infer.main(["interpolate", "--input", str(tmp_path / "one"), "--output", str(tmp_path / "bad.mp4"),
+                       "--checkpoint", str(w)]) == 2
+    assert "at least two frames" in capsys.readouterr().err and not (tmp_path / "bad.mp4").exists()

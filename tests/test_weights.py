@@ -604,3 +604,25 @@ def test_cli_import_then_offline_fetch_uses_the_converted_copy(env, tmp_path, sp
     module, variables = W.load("spynet_sniklaus")
     assert module.variant == "sniklaus"
     _assert_params_equal(variables, params)
+
+
+def test_stage_loaders_accept_registry_names(env, server, spynet_ckpt, monkeypatch):
+    """``--checkpoint NAME`` on every command: pipeline.common.load_model resolves registry names to
+    the converted cache (fetching once), paths stay paths, a wrong family is refused by name."""
+    from peanut_jax.pipeline.common import load_model, resolve_weights
+    from peanut_jax.pipeline.erase import load_eraser
+    _, _, params = spynet_ckpt
+    e = _served_entry(env, server, spynet_ckpt)
+    module, variables = load_model("spynet", e.name)          # fetched + converted on first use
+    _assert_params_equal(variables, params)
+    assert len(server.requests) == 1
+    monkeypatch.setenv("PEANUT_OFFLINE", "1")
+    assert resolve_weights(e.name, "spynet") == env / e.name
+    _assert_params_equal(load_model("spynet", e.name)[1], params)
+    assert len(server.requests) == 1                           # later runs use the converted copy
+    with pytest.raises(ValueError, match="are for model 'spynet', not 'e2fgvi'"):
+        load_eraser(e.name)
+    with pytest.raises(ValueError, match="neither a file/directory nor a registry name"):
+        load_model("spynet", "no_such_weights")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_model("spynet", "missing/dir")

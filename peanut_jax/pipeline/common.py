@@ -78,10 +78,22 @@ def export_from_workdir(workdir, out, name: str, module_kwargs: dict | None = No
     return export_weights(out, name, module_kwargs or {}, tree["params"], meta)
 
 
+def resolve_weights(checkpoint, name: str | None = None):
+    """A ``--checkpoint`` value as a loadable path: registry names (``python -m peanut_jax.weights
+    list``) become their converted cache directory (fetched first unless ``PEANUT_OFFLINE``); an
+    existing file/directory, or anything that looks like a path, is returned unchanged."""
+    if isinstance(checkpoint, str) and checkpoint and not pathlib.Path(checkpoint).expanduser().exists():
+        from peanut_jax import weights
+        if not weights._looks_like_path(checkpoint):
+            return weights.resolve_checkpoint(checkpoint, name)
+    return checkpoint
+
+
 def load_model(name: str, checkpoint, **overrides) -> tuple[Any, dict]:
-    """(module, variables) of model ``name`` from an official file, an exported dir or an orbax dir."""
+    """(module, variables) of model ``name`` from an official file, an exported dir, an orbax dir or a
+    weight-registry name."""
     from peanut_jax.models import build
-    path = pathlib.Path(checkpoint)
+    path = pathlib.Path(resolve_weights(checkpoint, name))
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.is_dir():

@@ -658,7 +658,8 @@ def load_eraser(checkpoint, model: str | None = None, dtype: str = "float32", pr
     if checkpoint is None:
         raise ValueError("--checkpoint is required (E2FGVI-CVPR22.pth / E2FGVI-HQ-CVPR22.pth, or an exported "
                          "or orbax directory)")
-    path = pathlib.Path(checkpoint)
+    from peanut_jax.pipeline.common import resolve_weights
+    path = pathlib.Path(resolve_weights(checkpoint, model or "e2fgvi"))
     if not path.exists():
         raise FileNotFoundError(f"--checkpoint: file not found: {path}")
     overrides: dict[str, Any] = {}
@@ -846,7 +847,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--model", choices=MODELS, default=None,
                    help="e2fgvi (432x240) or e2fgvi_hq (any size); default: detected from the checkpoint")
     p.add_argument("--checkpoint", required=True,
-                   help="official E2FGVI-CVPR22.pth / E2FGVI-HQ-CVPR22.pth, or an exported/orbax directory")
+                   help="registry name (e2fgvi, e2fgvi_hq), official E2FGVI-CVPR22.pth / E2FGVI-HQ-CVPR22.pth, "
+                        "or an exported/orbax directory")
     p.add_argument("--mode", choices=MODES, default="official",
                    help="official: the official test.py protocol; streaming: bounded references and memory")
     p.add_argument("--neighbor-stride", type=int, default=5, help="local window step (window = 2*stride+1 frames)")

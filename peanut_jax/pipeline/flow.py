@@ -122,7 +122,8 @@ def register_cli(subparsers) -> None:
     p = subparsers.add_parser("flow", help="estimate optical flow with SPyNet and write a colour-coded video")
     p.add_argument("--input", help="video file or frame folder (omit with --demo)")
     p.add_argument("--output", required=True, help="output .mp4 (or a folder name for PNG frames)")
-    p.add_argument("--checkpoint", help="official SPyNet .pth (mmagic or sniklaus), exported or orbax directory")
+    p.add_argument("--checkpoint", help="registry name (e.g. spynet), official SPyNet .pth (mmagic or sniklaus), "
+                   "exported or orbax directory")
     p.add_argument("--demo", action="store_true",
                    help="run on the bundled procedural clip with the bundled demo weights and report EPE")
     p.add_argument("--batch", type=int, default=4, help="frame pairs per jitted call")

@@ -369,7 +369,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--output", required=True,
                    help="output .mp4 or frame folder (batch mode: a folder that receives one output per clip)")
     p.add_argument("--checkpoint", required=True,
-                   help="official BasicVSR++ .pth (mmagic/mmedit), or an exported / orbax directory")
+                   help="registry name (e.g. basicvsr_pp_reds4), official BasicVSR++ .pth "
+                        "(mmagic/mmedit), or an exported / orbax directory")
     p.add_argument("--scale", type=int, default=None, help="expected scale (refused if the checkpoint differs)")
     p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK,
                    help="frames per streaming chunk (0 = whole clip in one call, the official behaviour)")
