@@ -66,6 +66,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax.traverse_util import flatten_dict, unflatten_dict
 from jax import lax
 
 from peanut_jax.train.state import TrainState, build_optimizer
@@ -313,6 +314,26 @@ def zero_flow_heads(spynet_params):
     return out
 
 
+def fan_in_init(rng, params, skip=("update_spynet",)):
+    """Re-draw every non-zero conv/linear ``kernel`` outside ``skip`` from N(0, 1/fan_in) (LeCun).
+
+    ``model.init='fan_in'``: the official normal(0, 0.02) is sized for the official widths (a 3x3 conv
+    over 512 channels has gain 0.02 * sqrt(4608) ~ 1.4); at reduced widths it makes the signal
+    vanish through the encoder (gain ~0.24 per layer at fan-in 144), and a small model then needs
+    many steps just to wake up.  Zero-initialised kernels (the last offset conv) stay zero; biases
+    and SPyNet are kept.
+    """
+    flat = flatten_dict(params)
+    keys = sorted(k for k in flat if k[-1] == "kernel" and k[0] not in skip)
+    out = dict(flat)
+    for i, k in enumerate(keys):
+        w = flat[k]
+        fan_in = int(np.prod(w.shape[:-1]))
+        drawn = jax.random.normal(jax.random.fold_in(rng, i), w.shape, jnp.float32) / math.sqrt(max(fan_in, 1))
+        out[k] = jnp.where(jnp.any(w != 0), drawn.astype(w.dtype), w)
+    return unflatten_dict(out)
+
+
 def _spynet_trainable(config) -> bool:
     return float(_get(config.optim, "spynet_lr_mult", 1.0)) != 0.0
 
@@ -350,6 +371,11 @@ def init_state(rng, config, sample_batch) -> TrainState:
     frames = jnp.asarray(sample_batch["frames"][:1]) * 2.0 - 1.0
     params = model.init(g_rng, frames, lt)["params"]
     m = config.model
+    init = _get(m, "init", "official")
+    if init == "fan_in":
+        params = fan_in_init(jax.random.fold_in(g_rng, 1), params)
+    elif init != "official":
+        raise ValueError(f"config.model.init must be 'official' or 'fan_in', got {init!r}")
     if _get(m, "checkpoint", ""):
         params = jax.tree.map(jnp.asarray, _load_official(m.name, m.checkpoint, "config.model.checkpoint")["params"])
     if _get(m, "spynet_checkpoint", ""):
