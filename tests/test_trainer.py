@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pathlib
 import subprocess
 import sys
@@ -157,6 +158,8 @@ def test_jsonl_metrics_config_and_checkpoints(full_run):
     # checkpoints readable without the Python structure (tools, infer.py)
     tree = load_tree(root / "ref")
     assert int(tree["step"]) == 4
+    rel = os.path.relpath(root / "ref")                  # relative workdirs work too (orbax wants absolute)
+    assert int(load_tree(rel)["step"]) == 4
     p = host(full_run["ref"].state).params
     np.testing.assert_array_equal(tree["params"]["basic_module_5"]["conv_4"]["kernel"],
                                   p["basic_module_5"]["conv_4"]["kernel"])

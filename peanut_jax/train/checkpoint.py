@@ -88,7 +88,7 @@ def load_tree(path: str | os.PathLike, step: int | None = None) -> dict:
     ``path`` is a workdir, its ``checkpoints`` folder or one step folder.  Returns the saved
     ``TrainState`` fields as a dict (``{'params': ..., 'opt_state': ..., 'step': ..., ...}``).
     """
-    p = pathlib.Path(path)
+    p = pathlib.Path(path).expanduser().absolute()   # orbax wants absolute paths
     if not p.exists():
         raise FileNotFoundError(f"checkpoint path does not exist: {p}")
     if (p / "checkpoints").is_dir():
