@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/e2fgvi.py speed [--model e2fgvi|e2fgvi_hq] [--size 240x432|720p] [--refs 6]
                                       [--repeat 3] [--checkpoint PATH] [--official] [--json OUT]
-    python benchmarks/e2fgvi.py memory [--lengths 50 200 1000] [--modes streaming official]
+    python benchmarks/e2fgvi.py memory [--lengths 50 200 1000] [--modes streaming official] [--tiny]
                                        [--size 60x108] [--official-max 200] [--json OUT]
 
 ``speed``: the jitted window call of an interior window (``2*neighbor_stride+1`` = 11 local frames
@@ -55,14 +55,15 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def random_variables(name: str, seed: int = 0):
-    """(module, variables) with random non-degenerate parameters (host numpy, no model.init run)."""
+def random_variables(name: str, seed: int = 0, **widths):
+    """(module, variables) with random non-degenerate parameters (host numpy, no model.init run).
+    ``widths``: module overrides (e.g. the tiny widths of ``configs/e2fgvi.py``)."""
     import jax
     import jax.numpy as jnp
     from flax.traverse_util import flatten_dict, unflatten_dict
 
     from peanut_jax.models import build
-    m = build(name)
+    m = build(name, **widths)
     h, w = (60, 108) if m.hq else (240, 432)
     x = jax.ShapeDtypeStruct((1, 2, h, w, 3), jnp.float32)
     shapes = jax.eval_shape(lambda k, a: m.init(k, a, 2), jax.random.key(0), x)["params"]
@@ -189,7 +190,7 @@ class _Null:
         self.count += 1
 
 
-def _memory_child(t: int, mode: str, size: tuple[int, int], seed: int = 0) -> dict:
+def _memory_child(t: int, mode: str, size: tuple[int, int], seed: int = 0, tiny: bool = False) -> dict:
     from peanut_jax.pipeline import erase as E
 
     class Frames:
@@ -208,7 +209,11 @@ def _memory_child(t: int, mode: str, size: tuple[int, int], seed: int = 0) -> di
             m[h // 3:h // 3 + h // 4, x0:x0 + w // 4] = True
             return m
 
-    module, variables = random_variables("e2fgvi_hq", seed)
+    widths = {}
+    if tiny:
+        from configs.e2fgvi import TINY_WIDTHS
+        widths = dict(TINY_WIDTHS, split_grouped_convs=True)
+    module, variables = random_variables("e2fgvi_hq", seed, **widths)
     runner = E.WindowModel(module, variables)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     clip = E.ArrayClip(Frames(), Masks(), size)
@@ -218,7 +223,8 @@ def _memory_child(t: int, mode: str, size: tuple[int, int], seed: int = 0) -> di
         sink.write(comp.astype(np.uint8))
     wall = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"mode": mode, "frames": t, "size": f"{size[0]}x{size[1]}", "peak_rss_mib": rss / 1024,
+    return {"mode": mode, "frames": t, "size": f"{size[0]}x{size[1]}", "model": "tiny" if tiny else "official widths",
+            "peak_rss_mib": rss / 1024,
             "rss_before_run_mib": rss0 / 1024, "max_frames_held": clip.max_held, "windows": runner.calls,
             "compiled_shapes": len(runner.shapes), "seconds": wall, "written": sink.count}
 
@@ -231,7 +237,8 @@ def memory(args) -> list[dict]:
             if mode == "official" and t > args.official_max:
                 print(json.dumps({"mode": mode, "frames": t, "skipped": f"> --official-max {args.official_max}"}))
                 continue
-            cmd = [sys.executable, __file__, "_memory_child", str(t), mode, f"{size[0]}x{size[1]}"]
+            cmd = [sys.executable, __file__, "_memory_child", str(t), mode, f"{size[0]}x{size[1]}"] + (
+                ["tiny"] if args.tiny else [])
             out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=dict(os.environ))
             row = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append(row)
@@ -243,7 +250,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "_memory_child":
         t, mode, size = int(argv[1]), argv[2], parse_size(argv[3])
-        print(json.dumps(_memory_child(t, mode, size)))
+        print(json.dumps(_memory_child(t, mode, size, tiny=argv[4:5] == ["tiny"])))
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -261,6 +268,8 @@ def main(argv=None):
     mp.add_argument("--modes", nargs="+", default=["streaming", "official"], choices=["streaming", "official"])
     mp.add_argument("--size", default="60x108")
     mp.add_argument("--official-max", type=int, default=200)
+    mp.add_argument("--tiny", action="store_true",
+                    help="the tiny widths of configs/e2fgvi.py (same pipeline, cheap windows: long clips on a CPU)")
     mp.add_argument("--json")
     args = ap.parse_args(argv)
     rows = speed(args) if args.cmd == "speed" else memory(args)
