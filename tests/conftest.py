@@ -7,11 +7,25 @@ import pathlib
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The CLIs turn on JAX's persistent compilation cache (under $PEANUT_HOME); tests must neither write
+# into the user's cache nor leave the process-wide setting on for later tests.
+os.environ.setdefault("PEANUT_XLA_CACHE", "0")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+_CACHE_DIR = jax.config.jax_compilation_cache_dir
+
+
+@pytest.fixture(autouse=True)
+def _no_persistent_compilation_cache_leak():
+    """Restore the process-wide compilation-cache setting after every test."""
+    yield
+    if jax.config.jax_compilation_cache_dir != _CACHE_DIR:
+        jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
+        from jax._src import compilation_cache
+        compilation_cache.reset_cache()
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get("PEANUT_SHARED", REPO.parent / "shared"))

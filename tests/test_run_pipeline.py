@@ -612,3 +612,14 @@ def test_demo_with_shipped_weights_reproduces_recorded_metrics(tmp_path, capsys,
     assert len(open_video(out)) == rec["frames_out"]
     sbs = open_video(tmp_path / "demo_before_after.mp4")
     assert len(sbs) == rec["frames_out"] and sbs.size == (rec["size_out"][0], 2 * rec["size_out"][1])
+
+
+def test_enable_compilation_cache_settings(tmp_path, monkeypatch):
+    """PEANUT_XLA_CACHE=0 keeps the persistent cache off; a folder turns it on there (the conftest
+    restores the process-wide setting after the test)."""
+    import jax
+    monkeypatch.setenv("PEANUT_XLA_CACHE", "0")
+    assert R.enable_compilation_cache() is None
+    monkeypatch.setenv("PEANUT_XLA_CACHE", str(tmp_path / "xla"))
+    assert R.enable_compilation_cache() == tmp_path / "xla"
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / "xla") and (tmp_path / "xla").is_dir()
