@@ -18,6 +18,16 @@ jax.config.update("jax_default_matmul_precision", "highest")
 _CACHE_DIR = jax.config.jax_compilation_cache_dir
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's in-memory compilation caches after every test module: the suite compiles hundreds
+    of programs, and keeping all of them alive grows the single pytest process by gigabytes."""
+    yield
+    import gc
+    jax.clear_caches()
+    gc.collect()
+
+
 @pytest.fixture(autouse=True)
 def _no_persistent_compilation_cache_leak():
     """Restore the process-wide compilation-cache setting after every test."""
