@@ -70,6 +70,8 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from jax import lax
 
 from peanut_jax.train.state import TrainState, build_optimizer
+from peanut_jax.train.tasks._config import config_dtype as _dtype
+from peanut_jax.train.tasks._config import config_get as _get
 
 TRAIN_STREAM, EVAL_STREAM = 0, 1
 MASK_MODES = ("object", "random", "mixed")
@@ -80,20 +82,6 @@ _WIDTH_KEYS = ("encoder_channels", "channel", "hidden", "num_blocks", "num_heads
 
 
 # ------------------------------------------------------------------------------------------ models
-def _dtype(name: str, what: str = "config.model.dtype"):
-    try:
-        return jnp.dtype(name)
-    except TypeError as e:
-        raise ValueError(f"{what}: unknown dtype {name!r}") from e
-
-
-def _get(block, key, default=None):
-    try:
-        return block.get(key, default)
-    except AttributeError:
-        return getattr(block, key, default)
-
-
 def make_model(config):
     """The generator the config describes (official widths unless ``model.<width>`` is set)."""
     from peanut_jax.models.e2fgvi import InpaintGenerator

@@ -52,23 +52,11 @@ import numpy as np
 import optax
 
 from peanut_jax.train.state import TrainState, build_optimizer
+from peanut_jax.train.tasks._config import config_dtype as _dtype
+from peanut_jax.train.tasks._config import config_get as _get
 
 TRAIN_STREAM, EVAL_STREAM = 0, 1
 SOURCES = ("synthetic", "vimeo90k")
-
-
-def _get(block, key, default=None):
-    try:
-        return block.get(key, default)
-    except AttributeError:
-        return getattr(block, key, default)
-
-
-def _dtype(name: str):
-    try:
-        return jnp.dtype(name)
-    except TypeError as e:
-        raise ValueError(f"config.model.dtype: unknown dtype {name!r}") from e
 
 
 # ------------------------------------------------------------------------------------------ model

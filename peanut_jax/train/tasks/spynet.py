@@ -26,15 +26,9 @@ import numpy as np
 import optax
 
 from peanut_jax.train.state import TrainState, build_optimizer
+from peanut_jax.train.tasks._config import config_dtype as _dtype
 
 TRAIN_STREAM, EVAL_STREAM = 0, 1
-
-
-def _dtype(name: str):
-    try:
-        return jnp.dtype(name)
-    except TypeError as e:
-        raise ValueError(f"config.model.dtype: unknown dtype {name!r}") from e
 
 
 def make_model(config):
