@@ -72,6 +72,7 @@ from jax import lax
 from peanut_jax.train.state import TrainState, build_optimizer
 from peanut_jax.train.tasks._config import config_dtype as _dtype
 from peanut_jax.train.tasks._config import config_get as _get
+from peanut_jax.train.tasks.spynet import zero_flow_heads
 
 TRAIN_STREAM, EVAL_STREAM = 0, 1
 MASK_MODES = ("object", "random", "mixed")
@@ -288,18 +289,6 @@ def _load_official(name: str, path: str, what: str):
         return from_official(name, path)[1]
     except FileNotFoundError:
         raise FileNotFoundError(f"{what}: checkpoint {path} not found") from None
-
-
-def zero_flow_heads(spynet_params):
-    """Zero the last conv of every SPyNet level: the net predicts zero flow until it learns one
-    (``model.spynet_zero_init``; for training without a pretrained SPyNet)."""
-    out = dict(spynet_params)
-    for k, v in spynet_params.items():
-        if k.startswith("basic_module_") and "conv_4" in v:
-            v = dict(v)
-            v["conv_4"] = jax.tree.map(jnp.zeros_like, v["conv_4"])
-            out[k] = v
-    return out
 
 
 def fan_in_init(rng, params, skip=("update_spynet",)):
