@@ -297,6 +297,30 @@ def test_fold_is_transpose_of_unfold():
     assert abs(float(lhs - rhs)) < 1e-3 * max(1.0, abs(float(lhs)))
 
 
+@pytest.mark.parametrize("k,s,p,d,size", [((7, 7), 3, 3, 1, (15, 27)), ((3, 2), 2, 0, 2, (9, 11))])
+def test_unfold_fold_gradients_match_torch(k, s, p, d, size):
+    """fold/unfold carry explicit gradients (each other); check them against torch autograd through
+    a non-linear loss, and check that grad of a dense layer after unfold/before fold is right."""
+    torch = pytest.importorskip("torch")
+    x = RNG.standard_normal((2,) + size + (3,)).astype(np.float32)
+    cols = np.asarray(unfold(jnp.asarray(x), k, s, p, d))
+    n, lh, lw, f = cols.shape
+    w_dense = (RNG.standard_normal((f, f)) / np.sqrt(f)).astype(np.float32)
+
+    def ours(x, wd):
+        c = unfold(x, k, s, p, d) @ wd
+        return jnp.sum(jnp.sin(fold(c, size, k, s, p, d)) * fold(c, size, k, s, p, d))
+
+    gx, gw = jax.grad(ours, argnums=(0, 1))(jnp.asarray(x), jnp.asarray(w_dense))
+    xt = torch.from_numpy(x).permute(0, 3, 1, 2).clone().requires_grad_(True)
+    wt = torch.from_numpy(w_dense).clone().requires_grad_(True)
+    ct = torch.nn.functional.unfold(xt, k, dilation=d, padding=p, stride=s).transpose(1, 2) @ wt
+    ft = torch.nn.functional.fold(ct.transpose(1, 2), size, k, dilation=d, padding=p, stride=s)
+    torch.sum(torch.sin(ft) * ft).backward()
+    assert_parity(np.asarray(gx), xt.grad.permute(0, 2, 3, 1).numpy(), 1e-5, "d/dx")
+    assert_parity(np.asarray(gw), wt.grad.numpy(), 1e-5, "d/dW")
+
+
 @pytest.mark.parametrize("r", [2, 3])
 def test_pixel_shuffle_matches_torch(r):
     torch = pytest.importorskip("torch")

@@ -7,6 +7,9 @@ patches stay on a grid: (N, Lh, Lw, C*kh*kw) with the same feature order (the to
 """
 from __future__ import annotations
 
+import functools
+
+import jax
 import jax.numpy as jnp
 
 
@@ -24,33 +27,23 @@ def _geometry(h, w, kernel_size, stride, padding, dilation):
     if lh <= 0 or lw <= 0:
         raise ValueError(f"unfold/fold: kernel {kh}x{kw} (dilation {dh}x{dw}) does not fit {h}x{w} "
                          f"with padding {ph}x{pw}")
-    return kh, kw, sh, sw, ph, pw, dh, dw, lh, lw
+    return tuple(int(v) for v in (kh, kw, sh, sw, ph, pw, dh, dw, lh, lw))
 
 
-def unfold(x, kernel_size, stride=1, padding=0, dilation=1):
-    """(N, H, W, C) -> (N, Lh, Lw, C*kh*kw), channel-major patch features (torch order).
-
-    Built from kh*kw strided slices of the zero-padded input: exact (no arithmetic) and much
-    faster on CPU than a patches convolution."""
+def _unfold_impl(x, geom):
     n, h, w, c = x.shape
-    kh, kw, sh, sw, ph, pw, dh, dw, lh, lw = _geometry(h, w, kernel_size, stride, padding, dilation)
+    kh, kw, sh, sw, ph, pw, dh, dw, lh, lw = geom
     xp = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
     taps = [xp[:, i * dh: i * dh + (lh - 1) * sh + 1: sh, j * dw: j * dw + (lw - 1) * sw + 1: sw, :]
             for i in range(kh) for j in range(kw)]
     return jnp.stack(taps, axis=-1).reshape(n, lh, lw, c * kh * kw)
 
 
-def fold(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
-    """(N, Lh, Lw, C*kh*kw) -> (N, H, W, C): sums overlapping patches (torch ``F.fold``), the exact
-    transpose of :func:`unfold`."""
-    h, w = _pair(output_size)
-    n, lh_in, lw_in, ckk = cols.shape
-    kh, kw, sh, sw, ph, pw, dh, dw, lh, lw = _geometry(h, w, kernel_size, stride, padding, dilation)
-    if ckk % (kh * kw):
-        raise ValueError(f"fold: feature size {ckk} not divisible by kernel {kh}x{kw}")
-    if (lh_in, lw_in) != (lh, lw):
-        raise ValueError(f"fold: {lh_in}x{lw_in} patches do not match output {h}x{w} (expects {lh}x{lw})")
-    c = ckk // (kh * kw)
+def _fold_impl(cols, hw, geom):
+    h, w = hw
+    n = cols.shape[0]
+    kh, kw, sh, sw, ph, pw, dh, dw, lh, lw = geom
+    c = cols.shape[-1] // (kh * kw)
     cols = cols.reshape(n, lh, lw, c, kh * kw)
     out = jnp.zeros((n, h + 2 * ph, w + 2 * pw, c), cols.dtype)
     for i in range(kh):
@@ -58,6 +51,65 @@ def fold(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
             out = out.at[:, i * dh: i * dh + (lh - 1) * sh + 1: sh, j * dw: j * dw + (lw - 1) * sw + 1: sw, :].add(
                 cols[..., i * kw + j])
     return out[:, ph: ph + h, pw: pw + w, :]
+
+
+# fold and unfold are each other's linear transpose.  Their gradients are given explicitly: left to
+# autodiff, the transpose of the strided scatter-adds (fold's backward) and the strided slices feeding
+# a dense layer compile on XLA:CPU to code ~50x slower than the explicit transpose (a SoftComp
+# backward at the tiny training size: 0.8 s vs 15 ms).  Being ``custom_vjp`` functions, they support
+# reverse-mode differentiation (``grad``/``vjp``) but not forward mode (``jvp``).
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _unfold(x, hw, geom):
+    return _unfold_impl(x, geom)
+
+
+def _unfold_fwd(x, hw, geom):
+    return _unfold_impl(x, geom), None
+
+
+def _unfold_bwd(hw, geom, _, g):
+    return (_fold(g, hw, geom),)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _fold(cols, hw, geom):
+    return _fold_impl(cols, hw, geom)
+
+
+def _fold_fwd(cols, hw, geom):
+    return _fold_impl(cols, hw, geom), None
+
+
+def _fold_bwd(hw, geom, _, g):
+    return (_unfold(g, hw, geom),)
+
+
+_unfold.defvjp(_unfold_fwd, _unfold_bwd)
+_fold.defvjp(_fold_fwd, _fold_bwd)
+
+
+def unfold(x, kernel_size, stride=1, padding=0, dilation=1):
+    """(N, H, W, C) -> (N, Lh, Lw, C*kh*kw), channel-major patch features (torch order).
+
+    Built from kh*kw strided slices of the zero-padded input: exact (no arithmetic) and much
+    faster on CPU than a patches convolution.  Its gradient is :func:`fold` (see above)."""
+    n, h, w, c = x.shape
+    geom = _geometry(h, w, kernel_size, stride, padding, dilation)
+    return _unfold(x, (int(h), int(w)), geom)
+
+
+def fold(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
+    """(N, Lh, Lw, C*kh*kw) -> (N, H, W, C): sums overlapping patches (torch ``F.fold``), the exact
+    transpose of :func:`unfold` (which is also its gradient)."""
+    h, w = _pair(output_size)
+    n, lh_in, lw_in, ckk = cols.shape
+    geom = _geometry(h, w, kernel_size, stride, padding, dilation)
+    kh, kw, lh, lw = geom[0], geom[1], geom[8], geom[9]
+    if ckk % (kh * kw):
+        raise ValueError(f"fold: feature size {ckk} not divisible by kernel {kh}x{kw}")
+    if (lh_in, lw_in) != (lh, lw):
+        raise ValueError(f"fold: {lh_in}x{lw_in} patches do not match output {h}x{w} (expects {lh}x{lw})")
+    return _fold(cols, (int(h), int(w)), geom)
 
 
 def pixel_shuffle(x, r: int):
