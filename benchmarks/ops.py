@@ -1,7 +1,11 @@
-"""Benchmark warp (both samplers), the modulated deformable conv and SPyNet, jitted, against
-PyTorch (grid_sample; a grid_sample-based DCN; a plain-torch SPyNet with the official op sequence).
+"""Benchmark warp (both samplers), the modulated deformable conv, SPyNet and the transformer's
+fold (SoftComp: dense then fold), jitted, against PyTorch (grid_sample; a grid_sample-based DCN; a
+plain-torch SPyNet with the official op sequence; torch ``Linear`` + ``F.fold`` with autograd).
 
-    python benchmarks/ops.py [--quick] [--threads 2]
+    python benchmarks/ops.py [--quick] [--threads 2] [--only warp,dcn,spynet,fold]
+
+``fold`` also times our fold left to plain autodiff (the implementation without its explicit
+gradient) to show what the explicit transpose buys on the backward pass.
 
 Medians after warm-up; JAX and torch are timed in the same run so ratios are comparable.
 """
@@ -124,20 +128,71 @@ def bench_spynet(torch, h, w, repeats):
     return rows
 
 
+def bench_fold(torch, n, tokens_hw, hidden, channel, out_hw, repeats):
+    from peanut_jax.ops import patches
+    rng = np.random.default_rng(3)
+    lh, lw = tokens_hw
+    z = jnp.asarray(rng.standard_normal((n, lh, lw, hidden), np.float32))
+    wd = jnp.asarray(rng.standard_normal((hidden, channel * 49), np.float32) / np.sqrt(hidden))
+    geom = patches._geometry(*out_hw, 7, 3, 3, 1)
+
+    def loss(fold_fn):
+        return lambda z, wd: jnp.sum(jnp.square(fold_fn(z @ wd)))
+    variants = {"fold jax (explicit gradient)": lambda c: patches.fold(c, out_hw, 7, 3, 3),
+                "fold jax (plain autodiff)": lambda c: patches._fold_impl(c, out_hw, geom)}
+    shape = f"{n}x{lh}x{lw}x{hidden}->{out_hw[0]}x{out_hw[1]}x{channel}"
+    rows = []
+    for name, fn in variants.items():
+        fwd = jax.jit(lambda z, wd, fn=fn: fn(z @ wd))
+        grad = jax.jit(jax.grad(loss(fn), argnums=(0, 1)))
+        t_f = median_time(lambda: jax.block_until_ready(fwd(z, wd)), repeats)
+        t_b = median_time(lambda: jax.block_until_ready(grad(z, wd)), max(2, repeats // 2))
+        rows.append({"op": name, "shape": shape, "fwd_s": t_f, "fwd+bwd_s": t_b})
+    if torch is not None:
+        F = torch.nn.functional
+        zt = torch.from_numpy(np.asarray(z)).reshape(n, lh * lw, hidden)
+        wt = torch.from_numpy(np.asarray(wd))
+
+        def tf(zt, wt):
+            return F.fold((zt @ wt).transpose(1, 2), out_hw, 7, padding=3, stride=3)
+        with torch.no_grad():
+            t_f = median_time(lambda: tf(zt, wt), repeats)
+
+        def tb():
+            a, b = zt.clone().requires_grad_(True), wt.clone().requires_grad_(True)
+            torch.sum(tf(a, b) ** 2).backward()
+        t_b = median_time(tb, max(2, repeats // 2))
+        rows.append({"op": "fold torch (Linear + F.fold, autograd)", "shape": shape, "fwd_s": t_f, "fwd+bwd_s": t_b})
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--only", default="warp,dcn,spynet,fold", help="comma-separated subset to run")
     args = ap.parse_args()
+    only = set(args.only.split(","))
     torch = torch_or_none()
     if torch is not None:
         torch.set_num_threads(args.threads)
     rep = 3 if args.quick else 7
     rows = []
-    rows += bench_warp(torch, 2 if args.quick else 4, 64, 128 if args.quick else 256, 224 if args.quick else 448, rep)
-    rows += bench_dcn(torch, 1, 64, 64 if args.quick else 90, 96 if args.quick else 160, 16, rep)
-    rows += bench_spynet(torch, 180, 320, rep)
+    if "warp" in only:
+        rows += bench_warp(torch, 2 if args.quick else 4, 64, 128 if args.quick else 256,
+                           224 if args.quick else 448, rep)
+    if "dcn" in only:
+        rows += bench_dcn(torch, 1, 64, 64 if args.quick else 90, 96 if args.quick else 160, 16, rep)
+    if "spynet" in only:
+        rows += bench_spynet(torch, 180, 320, rep)
+    if "fold" in only:
+        # SoftComp at the tiny training size (batch 4 x 5 frames, 60x108 input -> 15x27 features)
+        rows += bench_fold(torch, 20, (5, 9), 64, 32, (15, 27), rep)
+        # ... and at the official E2FGVI size for one clip (8 frames, 240x432 -> 60x108 features)
+        rows += bench_fold(torch, 8, (20, 36), 512, 128, (60, 108), rep)
+    if not rows:
+        raise SystemExit(f"--only {args.only!r}: nothing to run (choose from warp, dcn, spynet, fold)")
     report(rows, "ops and SPyNet (median seconds)", args.json)
 
 
