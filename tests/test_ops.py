@@ -241,11 +241,30 @@ def test_bilinear_matches_float64(align):
 
 
 def test_interpolate_gradients():
+    """interpolate's gradient is the transposed resampling (not autodiff's scatter): numerical
+    first and second derivatives, up- and down-sampling, every mode."""
     with jax.enable_x64():
         x = jnp.asarray(RNG.random((1, 5, 7, 2)))
-        for mode, ac in (("bilinear", True), ("bilinear", False), ("bicubic", False)):
-            check_grads(lambda a: interpolate(a, size=(9, 4), mode=mode, align_corners=ac), (x,), order=1,
-                        modes=["rev"])
+        for mode, ac in (("bilinear", True), ("bilinear", False), ("bicubic", False), ("bicubic", True),
+                         ("area", None), ("nearest", None), ("nearest-exact", None)):
+            for size in ((9, 4), (3, 15)):
+                check_grads(lambda a: interpolate(a, size=size, mode=mode, align_corners=ac), (x,), order=2,
+                            modes=["rev"])
+
+
+@pytest.mark.parametrize("mode,align", [("bilinear", True), ("bilinear", False), ("bicubic", False),
+                                        ("area", None), ("nearest", None)])
+def test_interpolate_gradients_match_torch(mode, align):
+    torch = pytest.importorskip("torch")
+    x = RNG.random((2, 13, 17, 3)).astype(np.float32)
+    for size in ((26, 34), (6, 40)):
+        g = RNG.standard_normal((2,) + size + (3,)).astype(np.float32)
+        ours = jax.grad(lambda a: jnp.sum(interpolate(a, size=size, mode=mode, align_corners=align) * g))(
+            jnp.asarray(x))
+        xt = torch.from_numpy(x).permute(0, 3, 1, 2).clone().requires_grad_(True)
+        out = torch.nn.functional.interpolate(xt, size=size, mode=mode, align_corners=align)
+        torch.sum(out * torch.from_numpy(g).permute(0, 3, 1, 2)).backward()
+        assert_parity(np.asarray(ours), xt.grad.permute(0, 2, 3, 1).numpy(), 1e-5, f"{mode} {size}")
 
 
 def test_interpolate_errors():

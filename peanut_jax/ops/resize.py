@@ -12,8 +12,10 @@ align_corners=True, ``'nearest'`` = torch ``'nearest-exact'``.
 """
 from __future__ import annotations
 
+import functools
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -85,9 +87,45 @@ def _area_matrix(in_size, out_size):
     return m
 
 
-def _apply_taps(x, axis, idx, wts):
+class _Taps:
+    """Static sparse 1-D resampling ``y[o] = sum_k w[k][o] * x[idx[k][o]]`` along one axis, with its
+    transpose (each input index collects the outputs that read it) built on the host.
+
+    Applied by :func:`_resample`, whose gradient is the transposed resampling (gathers again)
+    instead of autodiff's scatter-add: on XLA:CPU that backward was 10-40x slower than the forward
+    (an x2 bilinear upsampling of 20x30x54x16: 2.4 ms forward, 92 ms backward).  Instances are
+    cached per resize geometry and compare by identity, so they are cheap static jit arguments."""
+
+    def __init__(self, idx, wts, in_size: int):
+        self.idx = [np.asarray(i, np.int64) for i in idx]
+        self.wts = [np.asarray(w, np.float32) for w in wts]
+        self.in_size = int(in_size)
+        self.out_size = int(self.idx[0].shape[0])
+        self._t = None
+
+    @property
+    def transposed(self) -> "_Taps":
+        if self._t is None:
+            m = np.zeros((self.out_size, self.in_size), np.float64)
+            for i, w in zip(self.idx, self.wts):
+                np.add.at(m, (np.arange(self.out_size), i), w.astype(np.float64))
+            mt = m.T  # (in, out)
+            nnz = (mt != 0).sum(1)
+            k = max(1, int(nnz.max()))
+            idx = np.zeros((k, self.in_size), np.int64)
+            wts = np.zeros((k, self.in_size), np.float32)
+            for r in range(self.in_size):
+                cols = np.flatnonzero(mt[r])
+                idx[:len(cols), r] = cols
+                wts[:len(cols), r] = mt[r, cols].astype(np.float32)
+            self._t = _Taps(list(idx), list(wts), self.out_size)
+            self._t._t = self
+        return self._t
+
+
+def _gather_taps(x, axis, taps: _Taps):
     out = None
-    for i, wgt in zip(idx, wts):
+    for i, wgt in zip(taps.idx, taps.wts):
         shape = [1] * x.ndim
         shape[axis] = -1
         term = jnp.take(x, jnp.asarray(i, jnp.int32), axis=axis) * jnp.asarray(wgt, x.dtype).reshape(shape)
@@ -95,27 +133,66 @@ def _apply_taps(x, axis, idx, wts):
     return out
 
 
-def _resize_axis(x, axis, out_size, mode, align_corners, scale_factor):
-    in_size = x.shape[axis]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _resample(x, axis, taps):
+    return _gather_taps(x, axis, taps)
+
+
+def _resample_fwd(x, axis, taps):
+    return _gather_taps(x, axis, taps), None
+
+
+def _resample_bwd(axis, taps, _, g):
+    return (_resample(g, axis, taps.transposed),)
+
+
+_resample.defvjp(_resample_fwd, _resample_bwd)
+
+
+@functools.lru_cache(maxsize=512)
+def _cached_taps(in_size, out_size, mode, align_corners, scale_factor) -> _Taps:
     if mode == "area":
         m = _area_matrix(in_size, out_size).astype(np.float32)
         # sums of at most ceil(in/out) terms: a gather per tap keeps it exact and matmul-free
         width = int(max((m > 0).sum(1)))
         idx, wts = [], []
+        start = np.array([np.flatnonzero(r)[0] for r in m])
         for j in range(width):
-            start = np.array([np.flatnonzero(r)[0] for r in m])
             cols = np.minimum(start + j, in_size - 1)
             wts.append(np.where(start + j < in_size, m[np.arange(out_size), cols], 0).astype(np.float32))
             idx.append(cols)
-        return _apply_taps(x, axis, idx, wts)
-    if mode == "bilinear":
+    elif mode == "bilinear":
         idx, wts = _linear_taps(in_size, out_size, align_corners, scale_factor)
     elif mode == "bicubic":
         idx, wts = _cubic_taps(in_size, out_size, align_corners, scale_factor)
     else:
         idx, wts = _nearest_taps(in_size, out_size, scale_factor, exact=(mode == "nearest-exact"))
-        return jnp.take(x, jnp.asarray(idx[0], jnp.int32), axis=axis)
-    return _apply_taps(x, axis, idx, wts)
+    return _Taps(idx, wts, in_size)
+
+
+def _resize_axis(x, axis, out_size, mode, align_corners, scale_factor):
+    taps = _cached_taps(int(x.shape[axis]), int(out_size), mode, bool(align_corners),
+                        None if scale_factor is None else float(scale_factor))
+    if mode in ("nearest", "nearest-exact"):
+        # a single gather (weights 1); its gradient is the transposed taps all the same
+        return _resample_nearest(x, axis, taps)
+    return _resample(x, axis, taps)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _resample_nearest(x, axis, taps):
+    return jnp.take(x, jnp.asarray(taps.idx[0], jnp.int32), axis=axis)
+
+
+def _nearest_fwd(x, axis, taps):
+    return _resample_nearest(x, axis, taps), None
+
+
+def _nearest_bwd(axis, taps, _, g):
+    return (_resample(g, axis, taps.transposed),)
+
+
+_resample_nearest.defvjp(_nearest_fwd, _nearest_bwd)
 
 
 def interpolate(x, size=None, scale_factor=None, mode: str = "bilinear", align_corners: bool | None = None,
