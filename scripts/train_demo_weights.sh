@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the demo weights shipped in peanut_jax/assets/ and the recorded demo metrics:
 #
-#   scripts/train_demo_weights.sh            # CPU: about 15-30 min per stage on a 2-core machine
+#   scripts/train_demo_weights.sh            # CPU, 2 cores: about an hour for the eraser, 15-30 min per other stage
 #
 # 1. train the tiny configuration of each stage with our own train.py on the procedural synthetic
 #    dataset (configs/<model>.py:tiny; deterministic: same seed, same data order);

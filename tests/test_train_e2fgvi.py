@@ -324,7 +324,8 @@ def test_split_grouped_convs_match_native():
 def test_short_tiny_run_learns(tmp_path):
     """100 steps of the tiny recipe through ``train.py`` raise the hole PSNR on held-out clips well
     above the start and above the masked (grey-filled) input.  Measured on this config: 10.1 ->
-    16.4 dB at step 100 (masked input 12.2 dB); 18.9 dB at 600 steps (benchmarks/RESULTS.md).
+    16.4 dB at step 100 (masked input 12.2 dB); 21.9 dB at the end of the 3800-step recipe, above
+    the blur fill's 21.7 dB (benchmarks/RESULTS.md; the slow test below).
 
     Runs in a fresh process (one CPU device), like a user's run, and away from the compiled state
     the rest of the suite accumulates."""
@@ -353,8 +354,10 @@ def test_short_tiny_run_learns(tmp_path):
 
 @pytest.mark.slow
 def test_tiny_recipe_beats_the_blur_baseline(tmp_path):
-    """The full ``tiny`` run (``python train.py --config configs/e2fgvi.py:tiny``): hole PSNR on the
-    held-out clips well above the grey input and above normalised-blur inpainting."""
+    """The full ``tiny`` run (``python train.py --config configs/e2fgvi.py:tiny``, about an hour on two
+    CPU cores): hole PSNR and hole SSIM on the held-out clips well above the grey input and above
+    normalised-blur inpainting.  Measured: 21.94 dB / 0.689 vs blur 21.67 dB / 0.661, masked input
+    12.15 dB."""
     import json
 
     from peanut_jax.train.loop import train_and_evaluate
@@ -365,3 +368,4 @@ def test_tiny_recipe_beats_the_blur_baseline(tmp_path):
     assert last["step"] == c.train.num_steps
     assert last["psnr_hole"] > last["psnr_hole_masked"] + 6.0, last
     assert last["psnr_hole"] > last["psnr_hole_blur"], last
+    assert last["ssim_hole"] > last["ssim_hole_blur"], last
