@@ -15,10 +15,11 @@ from __future__ import annotations
 import functools
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+from peanut_jax.ops.linear import with_transpose
 
 MODES = ("bilinear", "bicubic", "nearest", "nearest-exact", "area")
 
@@ -133,20 +134,7 @@ def _gather_taps(x, axis, taps: _Taps):
     return out
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
-def _resample(x, axis, taps):
-    return _gather_taps(x, axis, taps)
-
-
-def _resample_fwd(x, axis, taps):
-    return _gather_taps(x, axis, taps), None
-
-
-def _resample_bwd(axis, taps, _, g):
-    return (_resample(g, axis, taps.transposed),)
-
-
-_resample.defvjp(_resample_fwd, _resample_bwd)
+_resample = with_transpose(_gather_taps, lambda g, axis, taps: _resample(g, axis, taps.transposed), 2)
 
 
 @functools.lru_cache(maxsize=512)
@@ -173,26 +161,7 @@ def _cached_taps(in_size, out_size, mode, align_corners, scale_factor) -> _Taps:
 def _resize_axis(x, axis, out_size, mode, align_corners, scale_factor):
     taps = _cached_taps(int(x.shape[axis]), int(out_size), mode, bool(align_corners),
                         None if scale_factor is None else float(scale_factor))
-    if mode in ("nearest", "nearest-exact"):
-        # a single gather (weights 1); its gradient is the transposed taps all the same
-        return _resample_nearest(x, axis, taps)
     return _resample(x, axis, taps)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
-def _resample_nearest(x, axis, taps):
-    return jnp.take(x, jnp.asarray(taps.idx[0], jnp.int32), axis=axis)
-
-
-def _nearest_fwd(x, axis, taps):
-    return _resample_nearest(x, axis, taps), None
-
-
-def _nearest_bwd(axis, taps, _, g):
-    return (_resample(g, axis, taps.transposed),)
-
-
-_resample_nearest.defvjp(_nearest_fwd, _nearest_bwd)
 
 
 def interpolate(x, size=None, scale_factor=None, mode: str = "bilinear", align_corners: bool | None = None,
