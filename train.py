@@ -14,6 +14,8 @@ of every batch, and only process 0 logs and writes metrics.
 """
 from __future__ import annotations
 
+import difflib
+import importlib.util
 import os
 import sys
 
@@ -78,6 +80,71 @@ def _fail(msg, code: int = 1):
     sys.exit(code)
 
 
+def _exc_text(e: BaseException) -> str:
+    """The message of ``e`` (a KeyError's str() is the repr of its message)."""
+    if isinstance(e, KeyError) and len(e.args) == 1 and isinstance(e.args[0], str):
+        return e.args[0]
+    return str(e)
+
+
+def _config_arg(argv):
+    for i, a in enumerate(argv):
+        if a.startswith("--config="):
+            return a[len("--config="):]
+        if a == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def _unknown_override(argv):
+    """One line naming the first ``--config.a.b`` override that names no field of the config
+    (with close matches), or None when they all exist (or the config cannot be loaded here)."""
+    spec = _config_arg(argv)
+    if not spec:
+        return None
+    path, _, arg = spec.partition(":")
+    try:
+        mod_spec = importlib.util.spec_from_file_location("_train_py_config", path)
+        module = importlib.util.module_from_spec(mod_spec)
+        mod_spec.loader.exec_module(module)
+        config = module.get_config(*([arg] if arg else []))
+        leaves = list(config.to_dict().items())
+    except Exception:  # noqa: BLE001 -- the caller falls back to the original error
+        return None
+
+    def paths(tree, prefix=""):
+        for k, v in tree:
+            if isinstance(v, dict) and v:
+                yield from paths(v.items(), f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}"
+
+    all_paths = list(paths(leaves))
+    for a in argv[1:]:
+        if not a.startswith("--config."):
+            continue
+        field = a[len("--config."):].split("=", 1)[0]
+        if "[" in field:
+            return None
+        node, parts = config, field.split(".")
+        for i, part in enumerate(parts):
+            here = ".".join(parts[:i + 1])
+            if not hasattr(node, "keys"):
+                return (f"config field {'.'.join(parts[:i])!r} has no sub-field {part!r} "
+                        f"(in {a})")
+            if part in node.keys():
+                node = node[part]
+                continue
+            prefix = ".".join(parts[:i])
+            near = [f"{prefix}.{k}" if prefix else k
+                    for k in difflib.get_close_matches(part, list(node.keys()), n=3, cutoff=0.6)]
+            if not near:   # the right name in another group, e.g. --config.lr for optim.lr
+                near = [p for p in all_paths if p.rsplit(".", 1)[-1] == part][:3]
+            hint = f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
+            return f"unknown config field {here!r} (in {a}){hint}"
+    return None
+
+
 def parse_flags(argv):
     """absl flag parsing, with config-file and ``--config.*`` override errors as one line."""
     try:
@@ -85,8 +152,11 @@ def parse_flags(argv):
     except flags.Error as e:
         _fail(f"{str(e).strip()} (see --helpshort)", 2)
     except (AttributeError, KeyError, TypeError, ValueError, OSError) as e:
+        unknown = _unknown_override(argv) if isinstance(e, (AttributeError, KeyError)) else None
+        if unknown:
+            _fail(unknown, 2)
         overrides = [a for a in argv[1:] if a.startswith("--config.")]
-        _fail(f"bad --config or override ({' '.join(overrides) or 'none'}): {e}", 2)
+        _fail(f"bad --config or override ({' '.join(overrides) or 'none'}): {_exc_text(e)}", 2)
 
 
 def main(argv):
