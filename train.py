@@ -1,7 +1,11 @@
 """Train a stage: ``python train.py --config configs/spynet.py:tiny --workdir runs/spynet``.
 
 Overrides: ``--config.optim.lr=3e-4 --config.parallel=pmap --config.model.dtype=bfloat16``.
-Re-running with the same ``--workdir`` resumes from its latest checkpoint.
+Re-running with the same ``--workdir`` resumes from its latest checkpoint; a config that differs
+from the workdir's ``config.json`` is refused (the message lists the fields) unless only the
+loop-only keys changed or ``--allow-config-change`` is given.  Ctrl-C (SIGINT) finishes the current
+step, saves a checkpoint at it and exits with status 130 (a second Ctrl-C quits at once; in
+multi-process runs SIGINT just stops the process, resume is from the last periodic checkpoint).
 
 Multi-host (TPU pod slices, GPU clusters, several CPU processes): every process runs the same
 command.  ``jax.distributed.initialize`` is called first when ``--coordinator_address`` /
@@ -30,6 +34,15 @@ flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process 
 flags.DEFINE_integer("process_id", None, "Index of this process (multi-process runs).")
 flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
                   "Call jax.distributed.initialize: auto = when flags/env/cluster say so.")
+# keep in sync with peanut_jax.train.loop.RESUME_FREE_KEYS (tests/test_train_cli.py checks)
+flags.DEFINE_bool(
+    "allow-config-change", False,
+    "Resume a --workdir whose config.json differs from this config (the old one is kept as "
+    "config.step<N>.json).  Not needed when only these loop-only keys differ: "
+    "train.num_steps, train.log_every, train.eval_every, train.checkpoint_every, "
+    "train.keep_checkpoints, train.async_checkpoint, train.prefetch, train.progress, "
+    "train.tensorboard, train.eval_at_start, train.debug_nan_at_step (a schedule defined over "
+    "train.num_steps, e.g. cosine, follows the new length from the resume step on).")
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
@@ -164,7 +177,8 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     import jax
 
-    from peanut_jax.train.loop import NonFiniteLossError, train_and_evaluate
+    from peanut_jax.train.loop import (NonFiniteLossError, TrainingInterrupted, WorkdirError,
+                                       train_and_evaluate)
     try:
         config = FLAGS.config
         config.get("task")  # a config file that failed to load raises here
@@ -175,13 +189,27 @@ def main(argv):
                                      FLAGS.num_processes, FLAGS.process_id)
         if jax.process_index() != 0 or not FLAGS["verbosity"].present:
             logging.set_verbosity(logging.WARNING)  # the progress bar reports; -v 0 for INFO logs
-        result = train_and_evaluate(config, FLAGS.workdir)
-    except (ValueError, FileNotFoundError, NonFiniteLossError) as e:
+        result = train_and_evaluate(config, FLAGS.workdir,
+                                    allow_config_change=FLAGS["allow-config-change"].value)
+    except (ValueError, FileNotFoundError, NonFiniteLossError, WorkdirError) as e:
         _fail(e)
+    except TrainingInterrupted as e:
+        latest = e.step if e.saved else e.latest
+        resume = (f"run the same command again to resume from step {latest}"
+                  if latest is not None else f"no checkpoint in {e.checkpoint_dir} yet")
+        print(f"train.py: {e}; {resume}", file=sys.stderr, flush=True)
+        sys.exit(130)
+    except KeyboardInterrupt:   # a second Ctrl-C, or one before the loop could catch it
+        print("train.py: interrupted before a checkpoint of this run's last steps was saved; run "
+              f"the same command again to resume from the latest checkpoint in {FLAGS.workdir} "
+              "(if any)", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(130)   # now: an interpreter shutdown under a half-done compilation can crash
     if jax.process_index() == 0:
         summary = {**{f"train/{k}": v for k, v in result.train_metrics.items()},
                    **{f"eval/{k}": v for k, v in result.eval_metrics.items()}}
-        print(f"done at step {result.step}: " + ", ".join(
+        resumed = f" (resumed from step {result.start_step})" if result.start_step else ""
+        print(f"done at step {result.step}{resumed}: " + ", ".join(
             f"{k}={v:.5g}" for k, v in summary.items()), flush=True)
 
 

@@ -140,6 +140,44 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(full_run):
     assert tree_max_diff(host(full_run["killed"].state).params, a.params) > 0
 
 
+def test_sigint_saves_the_current_step_and_resume_is_exact(full_run, monkeypatch):
+    """SIGINT while step 3's batch is prepared: step 3 completes, is saved, the loop raises
+    TrainingInterrupted; the resume (under the original config: only the loop-only ``prefetch``
+    differs) ends bitwise on the uninterrupted run."""
+    import signal
+    wd = full_run["root"] / "sigint"
+    real = spynet_task.train_batches
+
+    def batches(config, start, pi, pc):
+        for step, b in enumerate(real(config, start, pi, pc), start + 1):
+            if step == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+            yield b
+
+    monkeypatch.setattr(spynet_task, "train_batches", batches)
+    with pytest.raises(loop.TrainingInterrupted) as info:   # prefetch 0: batches on this thread
+        train_and_evaluate(make_config(train__prefetch=0), wd)
+    assert (info.value.step, info.value.saved) == (3, True)
+    assert info.value.checkpoint_dir == wd / "checkpoints"
+    steps = sorted(int(p.name) for p in (wd / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps == [2, 3]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # handler restored
+    monkeypatch.setattr(spynet_task, "train_batches", real)
+    resumed = train_and_evaluate(full_run["cfg"], wd)
+    assert (resumed.start_step, resumed.step) == (3, 4)
+    for x, y in zip(jax.tree.leaves(host(full_run["ref"].state)), jax.tree.leaves(host(resumed.state))):
+        np.testing.assert_array_equal(x, y)         # bitwise
+    assert resumed.trace_count == 1                 # the compiled step was reused
+
+
+def test_config_changes_lists_differing_fields():
+    old = {"optim": {"lr": 1e-3, "b1": 0.9}, "train": {"num_steps": 4}, "x": [1, 2]}
+    new = {"optim": {"lr": 2e-3, "b1": 0.9}, "train": {"num_steps": 8}, "x": [1, 2], "y": 1}
+    assert loop.config_changes(old, new) == [("optim.lr", 1e-3, 2e-3), ("train.num_steps", 4, 8),
+                                             ("y", "(absent)", 1)]
+    assert "train.num_steps" in loop.RESUME_FREE_KEYS and "optim.lr" not in loop.RESUME_FREE_KEYS
+
+
 def test_jsonl_metrics_config_and_checkpoints(full_run):
     root, cfg = full_run["root"], full_run["cfg"]
     recs = log_lib.read_jsonl(root / "ref")

@@ -9,13 +9,15 @@
 * ``tasks/``: one file per stage; the task protocol is documented in ``tasks/__init__.py``.
 """
 from peanut_jax.train.checkpoint import Checkpointer, load_tree
-from peanut_jax.train.loop import NonFiniteLossError, TrainResult, evaluate, train_and_evaluate
+from peanut_jax.train.loop import (ConfigChangedError, NonFiniteLossError, TrainingInterrupted,
+                                   TrainResult, WorkdirError, evaluate, train_and_evaluate)
 from peanut_jax.train.state import (TrainState, apply_updates, build_grouped_optimizer,
                                     build_optimizer, build_schedule, cosine_restart_schedule,
                                     freeze_until)
 
 __all__ = [
-    "Checkpointer", "NonFiniteLossError", "TrainResult", "TrainState", "apply_updates",
-    "build_grouped_optimizer", "build_optimizer", "build_schedule", "cosine_restart_schedule",
-    "evaluate", "freeze_until", "load_tree", "train_and_evaluate",
+    "Checkpointer", "ConfigChangedError", "NonFiniteLossError", "TrainResult", "TrainState",
+    "TrainingInterrupted", "WorkdirError", "apply_updates", "build_grouped_optimizer",
+    "build_optimizer", "build_schedule", "cosine_restart_schedule", "evaluate", "freeze_until",
+    "load_tree", "train_and_evaluate",
 ]

@@ -6,7 +6,11 @@ protocol is documented in ``peanut_jax.train.tasks``).  What the loop does:
 1. builds a ``('data',)`` mesh over all devices of all processes and the step wrapper chosen by
    ``config.parallel`` (``'mesh'``: ``jit`` + ``NamedSharding``; ``'pmap'``: ``jax.pmap`` +
    ``lax.pmean``; both give the single-device numbers);
-2. resumes from the latest Orbax checkpoint in ``<workdir>/checkpoints`` (restored straight into
+2. checks that the workdir can be created and written (:class:`WorkdirError` otherwise, before
+   anything is compiled); when it holds a checkpoint, compares the config with its ``config.json``
+   and refuses a resume under a different config (:class:`ConfigChangedError`) unless the only
+   differences are in :data:`RESUME_FREE_KEYS` or ``allow_config_change``;
+   then resumes from the latest Orbax checkpoint in ``<workdir>/checkpoints`` (restored straight into
    replicated shardings), or initialises with ``jit(task.init_state, out_shardings=P())``;
 3. runs steps ``start+1 .. train.num_steps``: host batches from ``task.train_batches`` (this
    process's rows, a pure function of the step; prefetched on a background thread) are stitched
@@ -19,7 +23,10 @@ protocol is documented in ``peanut_jax.train.tasks``).  What the loop does:
 6. evaluates ``task.eval_step`` on ``task.eval_batches`` every ``train.eval_every`` steps (and at
    step 0 of a fresh run, and at the end);
 7. saves every ``train.checkpoint_every`` steps and at the end (async, keep
-   ``train.keep_checkpoints``), and waits for the writes before returning.
+   ``train.keep_checkpoints``), and waits for the writes before returning;
+8. on SIGINT (Ctrl-C; single-process runs, main thread) finishes the current step, saves a
+   checkpoint at it, waits for the write and raises :class:`TrainingInterrupted`; a second SIGINT
+   interrupts at once (plain ``KeyboardInterrupt``, nothing more saved).
 
 Generic config keys: ``task``, ``seed``, ``parallel``, ``data.batch_size``, ``train.{num_steps,
 log_every, eval_every, checkpoint_every, keep_checkpoints, async_checkpoint, prefetch, progress,
@@ -35,6 +42,7 @@ import math
 import os
 import pathlib
 import queue
+import signal
 import threading
 import time
 from typing import Any, Iterator
@@ -54,6 +62,32 @@ class NonFiniteLossError(RuntimeError):
     """A training metric became NaN or infinite; the message names the step and the metrics."""
 
 
+class WorkdirError(OSError):
+    """The workdir cannot be created or written to; the message names it."""
+
+
+class ConfigChangedError(ValueError):
+    """Resuming a workdir whose ``config.json`` differs from the config (outside
+    :data:`RESUME_FREE_KEYS`); the message lists the fields."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT stopped training.  ``step``: the last completed step; ``saved``: whether a
+    checkpoint at ``step`` was written (in ``checkpoint_dir``); ``latest``: the newest complete
+    checkpoint step (None when there is none)."""
+
+    def __init__(self, step: int, checkpoint_dir, saved: bool, latest: int | None):
+        self.step, self.checkpoint_dir, self.saved, self.latest = step, checkpoint_dir, saved, latest
+        if saved:
+            msg = f"interrupted at step {step}; checkpoint saved in {checkpoint_dir / str(step)}"
+        else:
+            msg = f"interrupted before step {step + 1}; nothing new to save"
+        super().__init__(msg)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 @dataclasses.dataclass
 class TrainResult:
     state: Any                 # canonical TrainState (global arrays replicated over the mesh)
@@ -62,6 +96,7 @@ class TrainResult:
     eval_metrics: dict         # last evaluation (empty when none ran)
     steps_per_sec: float | None  # mean over the run, excluding the first (compiling) step and eval
     trace_count: int           # times the (cached) train step was traced: 1 = never retraced
+    start_step: int = 0        # the step this run started from (> 0: resumed)
 
 
 def _cfg(block, key, default):
@@ -71,11 +106,68 @@ def _cfg(block, key, default):
         return default
 
 
-def _write_config(config, workdir: pathlib.Path) -> None:
-    tmp = workdir / "config.json.tmp"
+CONFIG_FILE = "config.json"
+
+
+def _config_json(config) -> str:
     to_json = getattr(config, "to_json_best_effort", None) or config.to_json
-    tmp.write_text(to_json(indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, workdir / "config.json")
+    return to_json(indent=2, sort_keys=True) + "\n"
+
+
+def _write_config(text: str, workdir: pathlib.Path) -> None:
+    tmp = workdir / (CONFIG_FILE + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, workdir / CONFIG_FILE)
+
+
+def prepare_workdir(workdir: pathlib.Path) -> None:
+    """Create ``workdir`` and check that it (and its ``checkpoints`` folder, when present) can be
+    written to; :class:`WorkdirError` naming the folder otherwise."""
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise WorkdirError(f"workdir {workdir} exists and is not a directory") from None
+    except OSError as e:
+        raise WorkdirError(f"cannot create workdir {workdir}: {e.strerror or e}") from None
+    for d in (workdir, ckpt_lib.checkpoint_dir(workdir)):
+        if d != workdir and not d.is_dir():
+            continue
+        probe = d / f".write_test.{os.getpid()}.{jax.process_index()}"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            what = "workdir" if d == workdir else "checkpoint folder"
+            raise WorkdirError(f"{what} {d} is not writable: {e.strerror or e}") from None
+
+
+def _flatten(tree, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+_ABSENT = "(absent)"
+
+
+def config_changes(saved: dict, current: dict) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, saved value, current value)`` for every field that differs between two
+    configs given as JSON-like dicts (a field missing on one side shows as ``'(absent)'``)."""
+    a, b = _flatten(saved), _flatten(current)
+    return [(k, a.get(k, _ABSENT), b.get(k, _ABSENT)) for k in sorted(set(a) | set(b))
+            if a.get(k, _ABSENT) != b.get(k, _ABSENT)]
+
+
+def _fmt_changes(changes, limit: int = 6) -> str:
+    def v(x):
+        return x if x is _ABSENT else json.dumps(x)
+    shown = [f"{k} {v(old)} -> {v(new)}" for k, old, new in changes[:limit]]
+    more = len(changes) - limit
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
 
 
 def _prefetch(it: Iterator, size: int) -> Iterator:
@@ -150,6 +242,43 @@ _FAST_COMPILE_CPU = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expe
 LOOP_ONLY_KEYS = ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
                   "async_checkpoint", "prefetch", "progress", "tensorboard", "eval_at_start",
                   "debug_nan_at_step")
+# Config fields a resume may change without ``allow_config_change``: the loop-only keys and the
+# number of steps (to extend or shorten a run; schedules defined over ``num_steps``, e.g. cosine,
+# then follow the new length from the resume step on).  train.py's --allow-config-change help
+# lists them too.
+RESUME_FREE_KEYS = tuple(f"train.{k}" for k in ("num_steps",) + LOOP_ONLY_KEYS)
+
+
+class _SigintFlag:
+    """While active (main thread, single process, SIGINT not ignored): the first SIGINT only sets
+    a flag, which the loop checks between steps, and puts the previous handler back, so that a
+    second SIGINT raises ``KeyboardInterrupt`` at once."""
+
+    def __init__(self, enabled: bool):
+        self._event = threading.Event()
+        self._prev = None
+        self._enabled = enabled
+
+    def __enter__(self):
+        if self._enabled and threading.current_thread() is threading.main_thread():
+            prev = signal.getsignal(signal.SIGINT)
+            if prev not in (signal.SIG_IGN, None):
+                self._prev = prev
+                signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self._event.set()
+        if self._prev is not None:
+            signal.signal(signal.SIGINT, self._prev)
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def __exit__(self, *exc):
+        if self._prev is not None:
+            signal.signal(signal.SIGINT, self._prev)
+            self._prev = None
 
 
 def _run_key(task, config, mesh) -> tuple:
@@ -255,12 +384,17 @@ def evaluate(strategy, task, dev_state, config, process_index: int | None = None
 
 
 def train_and_evaluate(config, workdir: str | os.PathLike, *, task=None, devices=None,
-                       stop_at: int | None = None) -> TrainResult:
+                       stop_at: int | None = None, allow_config_change: bool = False,
+                       handle_sigint: bool = True) -> TrainResult:
     """Train ``config.task`` in ``workdir`` (resuming from its latest checkpoint).
 
     ``task``: a task object/module overriding ``config.task``; ``devices``: the devices to use
     (default all; tests pass ``jax.devices()[:1]`` for a one-device reference); ``stop_at``:
-    stop after this step as if killed (no final checkpoint; the in-flight ones complete).
+    stop after this step as if killed (no final checkpoint; the in-flight ones complete);
+    ``allow_config_change``: resume even when ``config`` differs from the workdir's
+    ``config.json`` outside :data:`RESUME_FREE_KEYS` (the old file is kept as
+    ``config.step<N>.json``); ``handle_sigint``: save and raise :class:`TrainingInterrupted`
+    on SIGINT (single-process runs; otherwise SIGINT keeps its usual meaning).
     """
     task = tasks_lib.get(config.task) if task is None else task
     tasks_lib.check(task, getattr(task, "__name__", "task"))
@@ -283,18 +417,22 @@ def train_and_evaluate(config, workdir: str | os.PathLike, *, task=None, devices
         raise ValueError(f"config.data.batch_size={config.data.batch_size} must be a multiple of "
                          f"the process count ({pc})")
 
-    workdir.mkdir(parents=True, exist_ok=True)
-    if is_main:
-        _write_config(config, workdir)
-
+    prepare_workdir(workdir)
     ckpt = ckpt_lib.Checkpointer(
         ckpt_lib.checkpoint_dir(workdir), max_to_keep=int(_cfg(tcfg, "keep_checkpoints", 3)),
         save_interval_steps=int(_cfg(tcfg, "checkpoint_every", 1000)),
         async_save=bool(_cfg(tcfg, "async_checkpoint", True)))
     writer = progress = batches = None
+    interrupt = _SigintFlag(enabled=handle_sigint and pc == 1)
     try:
-        abstract = abstract_train_state(task, config, mesh)
+        interrupt.__enter__()
         latest = ckpt.latest_step()
+        config_text = _config_json(config)
+        changed_note = _check_resume_config(workdir, latest, config_text, allow_config_change,
+                                            write=is_main)
+        if is_main:
+            _write_config(config_text, workdir)
+        abstract = abstract_train_state(task, config, mesh)
         if latest is not None:
             state = ckpt.restore(latest, ckpt_lib.abstract_like(abstract, parallel.replicated(mesh)))
             start = int(parallel.to_host(state.step))
@@ -311,7 +449,8 @@ def train_and_evaluate(config, workdir: str | os.PathLike, *, task=None, devices
             msg = (f"{describe(config) if callable(describe) else getattr(task, '__name__', task)}"
                    f": {n_params:,} params, {mesh.devices.size} device(s) on {pc} process(es), "
                    f"{config.parallel}, "
-                   + (f"resuming at step {start}" if start else "fresh start") + f" -> {workdir}")
+                   + (f"resuming at step {start}" if start else "fresh start") + f" -> {workdir}"
+                   + (f" (config changed: {changed_note})" if changed_note else ""))
             logging.info(msg)
             progress.write(msg)
 
@@ -325,7 +464,8 @@ def train_and_evaluate(config, workdir: str | os.PathLike, *, task=None, devices
         with strategy.context():
             dev_state = strategy.put_state(state)
             del state
-            if start == 0 and eval_every > 0 and bool(_cfg(tcfg, "eval_at_start", True)):
+            if (start == 0 and eval_every > 0 and bool(_cfg(tcfg, "eval_at_start", True))
+                    and not interrupt.is_set()):
                 last_eval = evaluate(strategy, task, dev_state, config, pi, pc)
                 writer.write(0, last_eval, "eval")
                 if is_main:
@@ -358,6 +498,26 @@ def train_and_evaluate(config, workdir: str | os.PathLike, *, task=None, devices
                 acc_n += 1
 
             step = start
+
+            def stop_if_interrupted():
+                """At a step boundary after SIGINT: save this step, then raise."""
+                nonlocal pending, acc_n
+                if not interrupt.is_set():
+                    return
+                if step > start:
+                    if pending is not None:
+                        consume(*pending)       # never save a non-finite state
+                        pending = None
+                    if acc_n:                   # the partial logging interval
+                        writer.write(step, {k: v / acc_n for k, v in acc.items()}, "train")
+                        acc.clear()
+                        acc_n = 0
+                    ckpt.save(step, strategy.get_state(dev_state), force=True)
+                    ckpt.wait_until_finished()
+                raise TrainingInterrupted(step, ckpt.directory, saved=step > start,
+                                          latest=ckpt.latest_step())
+
+            stop_if_interrupted()
             nan_step = int(_cfg(tcfg, "debug_nan_at_step", -1))
             for step in range(start + 1, end + 1):
                 host_batch = next(batches)
@@ -402,6 +562,8 @@ def train_and_evaluate(config, workdir: str | os.PathLike, *, task=None, devices
                     t_excl += dt
                     excl_log += dt
                 progress.update(1, **({"loss": last_train.get("loss")} if "loss" in last_train else {}))
+                if step < end:
+                    stop_if_interrupted()
             if pending is not None:
                 consume(*pending)
             sps = None
@@ -411,8 +573,9 @@ def train_and_evaluate(config, workdir: str | os.PathLike, *, task=None, devices
             ckpt.wait_until_finished()
         return TrainResult(state=final_state, step=step, train_metrics=last_train,
                            eval_metrics=last_eval, steps_per_sec=sps,
-                           trace_count=strategy.trace_count)
+                           trace_count=strategy.trace_count, start_step=start)
     finally:
+        interrupt.__exit__(None, None, None)
         if batches is not None:
             batches.close()
         if progress is not None:
@@ -420,6 +583,41 @@ def train_and_evaluate(config, workdir: str | os.PathLike, *, task=None, devices
         if writer is not None:
             writer.close()
         ckpt.close()
+
+
+def _check_resume_config(workdir: pathlib.Path, latest: int | None, config_text: str,
+                         allow: bool, write: bool) -> str:
+    """Compare the config with the ``config.json`` of a workdir that holds a checkpoint.
+
+    Raises :class:`ConfigChangedError` when fields outside :data:`RESUME_FREE_KEYS` differ and
+    ``allow`` is false; with ``allow`` the old file is kept as ``config.step<latest>.json``
+    (``write``: on this process).  Returns a description of the accepted changes ('' if none).
+    """
+    path = workdir / CONFIG_FILE
+    if latest is None or not path.exists():
+        return ""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        logging.warning("cannot compare with %s (%s); it will be replaced", path, e)
+        return ""
+    changes = config_changes(saved, json.loads(config_text))
+    if not changes:
+        return ""
+    strict = [c for c in changes if c[0] not in RESUME_FREE_KEYS]
+    if strict and not allow:
+        raise ConfigChangedError(
+            f"workdir {workdir} holds a run (checkpoint at step {latest}) with a different "
+            f"config: {_fmt_changes(strict)}; resume with the same config, pass "
+            "--allow-config-change (allow_config_change=True) to resume anyway, or use a new "
+            "--workdir")
+    if strict:
+        keep = workdir / f"config.step{latest}.json"
+        if write and not keep.exists():
+            os.replace(path, keep)
+        logging.warning("resuming %s at step %d under a changed config (%s); the previous config "
+                        "is kept as %s", workdir, latest, _fmt_changes(strict), keep.name)
+    return _fmt_changes(changes)
 
 
 def _fmt(m: dict) -> str:
