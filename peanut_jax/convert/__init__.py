@@ -24,6 +24,7 @@ _CONVERTERS = {
     "rife": "peanut_jax.convert.rife",
     "rife_hdv3": "peanut_jax.convert.rife",
     "vgg19": "peanut_jax.convert.vgg",
+    "sam2": "peanut_jax.convert.sam2",
 }
 
 __all__ = ["CheckpointError", "CheckpointMismatchError", "from_official", "load_checkpoint", "to_official"]

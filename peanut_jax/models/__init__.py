@@ -17,6 +17,8 @@ _REGISTRY: dict[str, tuple[str, str, dict]] = {
     "rife": ("peanut_jax.models.rife", "IFNet", {}),
     "rife_hdv3": ("peanut_jax.models.rife", "IFNetHDv3", {}),
     "vgg19": ("peanut_jax.models.vgg", "VGG19Features", {}),
+    # SAM 2 / 2.1: build("sam2", size="tiny"|"small"|"base_plus"|"large", version="2.0"|"2.1")
+    "sam2": ("peanut_jax.models.sam2.sam2", "build_sam2", {"size": "tiny", "version": "2.1"}),
 }
 
 
@@ -25,6 +27,7 @@ def names() -> list[str]:
 
 
 def model_class(name: str):
+    """The module class (or factory function) registered as ``name``."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(names())}")
     mod, cls, _ = _REGISTRY[name]

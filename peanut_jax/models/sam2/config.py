@@ -105,7 +105,7 @@ def get_config(size: str = "tiny", version: str = "2.1", **overrides) -> SAM2Con
     if version not in ("2.0", "2.1"):
         raise ValueError(f"SAM 2 version must be '2.0' or '2.1', got {version!r}")
     if size == "tiny_test":
-        kw = dict(hiera=HieraConfig(16, 1, (1, 1, 2, 1), (2,), (4, 4), (4, 4, 4, 2)), image_size=128,
+        kw = dict(hiera=HieraConfig(16, 1, (1, 1, 2, 1), (3,), (4, 4), (4, 4, 4, 2)), image_size=128,
                   d_model=32, mem_dim=16, decoder_heads=2, decoder_mlp_dim=64, memattn_layers=2,
                   memattn_ffn=64, fuser_dim=32)
     elif size in HIERA_SIZES:
