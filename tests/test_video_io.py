@@ -49,15 +49,19 @@ def test_mp4_round_trip(tmp_path, frames_u8):
         src.read(4, 4)
 
 
-def test_odd_size_padding_and_refusal(tmp_path, frames_u8):
-    odd = frames_u8[:3, :95, :127]
+def test_odd_size_exact_padding_and_refusal(tmp_path, frames_u8):
+    """Issue 11 item 7: a video of odd frames keeps their exact size (yuv444p), padding is opt-in."""
+    odd = frames_u8[:3, :77, :101]
     write_video(tmp_path / "odd.mp4", odd, fps=5)
+    src = open_video(tmp_path / "odd.mp4")
     got = read_frames(tmp_path / "odd.mp4")
-    assert got.shape == (3, 96, 128, 3)
-    assert psnr_u8(got[:, :95, :127], odd) > 30
+    assert (src.height, src.width) == (77, 101) and got.shape == (3, 77, 101, 3)
+    assert psnr_u8(got, odd) > 30
+    write_video(tmp_path / "pad.mp4", odd, fps=5, odd_size="pad")
+    assert read_frames(tmp_path / "pad.mp4").shape == (3, 78, 102, 3)
     with pytest.raises(ValueError, match="odd"):
         write_video(tmp_path / "refused.mp4", odd, fps=5, odd_size="error")
-    assert leftovers(tmp_path, {"odd.mp4"}) == []
+    assert leftovers(tmp_path, {"odd.mp4", "pad.mp4"}) == []
 
 
 def test_frame_folder_round_trip_exact(tmp_path, frames_u8):
@@ -218,7 +222,7 @@ def test_mask_errors_and_resize(tmp_path):
     save_masks(tmp_path / "m", m)
     with pytest.raises(ValueError, match=r"m: 4 mask files but the video has 5 frames"):
         read_masks(tmp_path / "m", num_frames=5)
-    with pytest.raises(ValueError, match=r"00000.png: mask size 6x8 .* 12x16"):
+    with pytest.raises(ValueError, match=r"00000.png: mask size 8x6 \(WxH\) .* 16x12"):
         read_masks(tmp_path / "m", size=(12, 16))
     big = read_masks(tmp_path / "m", size=(12, 16), resize=True)
     np.testing.assert_array_equal(big, np.repeat(np.repeat(m > 0, 2, axis=1), 2, axis=2))  # NEAREST x2
