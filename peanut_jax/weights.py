@@ -122,6 +122,7 @@ class WeightEntry:
     license: str = "unknown"
     source: str = ""
     notes: str = ""
+    bundled: str | None = None   # exported weights shipped in peanut_jax/assets/<bundled> (no download)
 
     def __post_init__(self):
         if not _NAME_RE.match(self.name) or self.name == "downloads":
@@ -148,8 +149,8 @@ class WeightEntry:
             object.__setattr__(self, "sha256_prefix", h)
         if self.size is not None and (not isinstance(self.size, int) or self.size <= 0):
             raise ValueError(f"weight entry {self.name}: size must be a positive int, got {self.size!r}")
-        if not self.manual and not self.urls:
-            raise ValueError(f"weight entry {self.name}: give urls or mark it manual=True")
+        if not self.manual and not self.urls and not self.bundled:
+            raise ValueError(f"weight entry {self.name}: give urls or mark it manual=True (or bundled=FOLDER)")
         for u in self.urls:
             if urllib.parse.urlsplit(u).scheme not in ("http", "https"):
                 raise ValueError(f"weight entry {self.name}: URL {u!r} is not http(s)")
@@ -158,6 +159,13 @@ class WeightEntry:
     def download_name(self) -> str:
         """Name of the file the URLs deliver (the archive, or the checkpoint itself)."""
         return self.archive or self.filename
+
+    @property
+    def bundled_path(self) -> pathlib.Path | None:
+        """The shipped folder of a bundled entry (None for downloads)."""
+        if self.bundled is None:
+            return None
+        return pathlib.Path(__file__).resolve().parent / "assets" / self.bundled
 
     @property
     def check(self) -> str:
@@ -234,7 +242,18 @@ _BUILTIN: list[WeightEntry] = [
         urls=("https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",), sha256_prefix="dcbb9e9d",
         license="BSD-3-Clause (torchvision); trained on ImageNet", source="torchvision VGG19_Weights.IMAGENET1K_V1",
         notes="VGG19 features for the perceptual loss"),
+    # small models of the official architectures trained with train.py on the synthetic videos
+    # (scripts/train_demo_weights.sh), shipped with the package: offline runs and the demo
+    *[WeightEntry(
+        f"{stage}_demo", model, "params.safetensors", bundled=f"{stage}_demo", license="same as peanut_jax",
+        source="peanut_jax/assets (trained with train.py: scripts/train_demo_weights.sh)",
+        notes=f"bundled demo weights: tiny {what} trained on synthetic videos (offline; not the official quality)")
+      for stage, model, what in (("erase", "e2fgvi_hq", "E2FGVI-HQ"), ("upscale", "basicvsr_pp", "BasicVSR++ x4"),
+                                 ("interpolate", "rife", "RIFE IFNet"), ("spynet", "spynet", "SPyNet"))],
 ]
+
+#: the bundled demo weights of each model family (what to suggest when official weights are missing)
+DEMO_WEIGHTS = {"e2fgvi": "erase_demo", "basicvsr": "upscale_demo", "rife": "interpolate_demo", "spynet": "spynet_demo"}
 
 _REGISTRY: dict[str, WeightEntry] = {e.name: e for e in _BUILTIN}
 _ALIASES = {"basicvsr_pp": "basicvsr_pp_reds4", "spynet_sniklaus": "spynet_sniklaus_sintel_final"}
@@ -621,6 +640,8 @@ def _cache_valid(e: WeightEntry, d: pathlib.Path) -> bool:
 def converted_dir(name: str) -> pathlib.Path | None:
     """The converted copy of ``name`` if it is cached (and matches the registry), else None."""
     e = get(name)
+    if e.bundled is not None:
+        return e.bundled_path if e.bundled_path.is_dir() else None
     d = _cache_path(e)
     return d if _cache_valid(e, d) else None
 
@@ -703,6 +724,10 @@ def fetch(name: str, *, force: bool = False, progress: bool = True, timeout: flo
     ``.part`` stays for the next run).
     """
     e = get(name)
+    if e.bundled is not None:
+        if not e.bundled_path.is_dir():
+            raise FileNotFoundError(f"bundled weights '{e.name}' are missing from this installation: {e.bundled_path}")
+        return e.bundled_path
     dest = download_path(e.name)
     if not force and _cache_valid(e, _cache_path(e)):
         return _cache_path(e)
@@ -763,6 +788,8 @@ def import_file(name: str, path, *, force: bool = False) -> pathlib.Path:
     are).  It is checked against the registry where a checksum is published, converted, and
     copied to ``downloads/NAME/`` (the checkpoint itself, extracted from a zip)."""
     e = get(name)
+    if e.bundled is not None:
+        raise ValueError(f"'{e.name}' are bundled weights (shipped in {e.bundled_path}); there is nothing to import")
     src = pathlib.Path(path).expanduser()
     if not src.is_file():
         raise FileNotFoundError(f"{src}: no such file (to import as '{e.name}')")
@@ -823,6 +850,8 @@ def resolve_checkpoint(spec, model_name: str | None = None, *, fetch_missing: bo
         d = converted_dir(e.name)
         if d is not None:
             return d
+        if e.bundled is not None:
+            return fetch(e.name)   # says that the shipped folder is missing
         if not fetch_missing:
             raise FileNotFoundError(f"weights '{e.name}' are not in the cache ({_cache_path(e)}); run "
                                     f"'python -m peanut_jax.weights fetch {e.name}'")
@@ -855,6 +884,8 @@ def load(spec, model_name: str | None = None, **overrides):
 # --------------------------------------------------------------------------------------------
 
 def _status(e: WeightEntry) -> str:
+    if e.bundled is not None:
+        return "bundled" if converted_dir(e.name) is not None else "missing"
     if converted_dir(e.name) is not None:
         return "converted"
     dest = download_path(e.name)
@@ -879,9 +910,11 @@ def _cmd_list(args) -> int:
     for e in entries():
         check = {"sha256": "sha256", "sha256-prefix": f"prefix:{e.sha256_prefix}", "size": "size",
                  "none": "-"}[e.check]
-        rows.append((e.name, e.model, e.download_name, check, "manual" if e.manual else "http", _status(e)))
+        get_ = "bundled" if e.bundled else "manual" if e.manual else "http"
+        rows.append((e.name, e.model, e.bundled_path.name if e.bundled else e.download_name, check, get_, _status(e)))
     print(_table(rows))
     print(f"\ncache: {home()}  (aliases: {', '.join(f'{a} -> {b}' for a, b in sorted(_ALIASES.items()))})")
+    print("bundled: *_demo weights ship with peanut_jax (no download); every --checkpoint* flag takes these names")
     return 0
 
 
