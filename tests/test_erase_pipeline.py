@@ -597,7 +597,7 @@ def test_cli_bad_inputs(tmp_path, hq_export, cli_env, capsys):
     for i in range(6):
         Image.fromarray(np.zeros((25, 50), np.uint8)).save(m2 / f"{i:05d}.png")
     e = err(masks_dir=m2)
-    assert "--resize-masks" in e and "25x50" in e
+    assert "--resize-masks" in e and "50x25" in e   # WxH
     # clip of one frame
     one, one_m = _write_clip(tmp_path / "one", frames[:1], masks[:1])
     assert "at least 2" in err(inp=one, masks_dir=one_m)

@@ -284,7 +284,7 @@ def test_mask_errors(job):
     with pytest.raises(ValueError, match="5 mask files for 6 video frames.*missing"):
         chain.run(src, job["dir"] / "o.mp4", R.FolderMasks(job["mask_dir"]), progress=False)
     small = write_masks(job["dir"] / "small", square_masks(6, 8, 12))
-    with pytest.raises(ValueError, match="mask size 8x12.*differs from the frame size 16x24"):
+    with pytest.raises(ValueError, match=r"mask size 12x8 \(WxH\) differs from the frame size 24x16"):
         chain.run(src, job["dir"] / "o.mp4", R.FolderMasks(small), progress=False)
     # a later mask of another size is caught when reached, and nothing is written
     bad = write_masks(job["dir"] / "bad", job["masks"])

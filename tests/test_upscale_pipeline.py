@@ -234,7 +234,7 @@ def test_cli_upscale_folder_and_errors(tmp_path, tiny, capsys):
     assert infer.main(["upscale", "--input", str(frames_dir), "--output", str(tmp_path / "o3"), "--checkpoint",
                        str(spy)]) == 2
     err = capsys.readouterr().err
-    assert "not a BasicVSR++ checkpoint" in err and not (tmp_path / "o3").exists()
+    assert "holds weights of model 'spynet', not 'basicvsr_pp'" in err and not (tmp_path / "o3").exists()
 
 
 def test_real_clip_smoke(tiny):

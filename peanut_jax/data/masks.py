@@ -37,7 +37,7 @@ def _mask_files(source: pathlib.Path) -> list[pathlib.Path]:
 
 
 def _read_one(path: pathlib.Path, size: tuple[int, int] | None, resize: bool,
-              object_ids: Iterable[int] | None) -> np.ndarray:
+              object_ids: Iterable[int] | None, resize_flag: str = "resize=True") -> np.ndarray:
     try:
         img = Image.open(path)
         img.load()
@@ -46,8 +46,8 @@ def _read_one(path: pathlib.Path, size: tuple[int, int] | None, resize: bool,
     if size is not None and (img.height, img.width) != tuple(size):
         if not resize:
             raise ValueError(
-                f"{path}: mask size {img.height}x{img.width} (HxW) differs from the frame size "
-                f"{size[0]}x{size[1]}; pass resize=True to resize masks (nearest neighbour)")
+                f"{path}: mask size {img.width}x{img.height} (WxH) differs from the frame size "
+                f"{size[1]}x{size[0]}; pass {resize_flag} to resize masks (nearest neighbour)")
         img = img.resize((size[1], size[0]), Image.NEAREST)
     if object_ids is None:
         return np.asarray(img.convert("L")) > 0
@@ -59,7 +59,7 @@ def _read_one(path: pathlib.Path, size: tuple[int, int] | None, resize: bool,
 
 def read_masks(source: str | os.PathLike, num_frames: int | None = None,
                size: tuple[int, int] | None = None, object_ids: Iterable[int] | None = None,
-               resize: bool = False) -> np.ndarray:
+               resize: bool = False, resize_flag: str = "resize=True") -> np.ndarray:
     """Read a mask video as a (T, H, W) bool array (True = object / region to fill).
 
     ``source``: a folder of mask images (sorted by file name) or a single image file.  One image
@@ -73,7 +73,8 @@ def read_masks(source: str | os.PathLike, num_frames: int | None = None,
       e.g. ``object_ids=[2]`` selects the second DAVIS object.
     * ``num_frames``: the frame count; a different number of mask files (other than 1) is an error.
     * ``size`` = (H, W) of the frames; masks of another size are an error unless ``resize=True``
-      (PIL NEAREST, applied before thresholding, as E2FGVI).
+      (PIL NEAREST, applied before thresholding, as E2FGVI); ``resize_flag`` is how the error
+      message names that option (a command passes its flag, e.g. ``--resize-masks``).
     """
     source = pathlib.Path(source)
     files = _mask_files(source)
@@ -84,7 +85,7 @@ def read_masks(source: str | os.PathLike, num_frames: int | None = None,
             raise ValueError(f"{source}: {len(files)} mask files but the video has {num_frames} frames")
     masks = []
     for f in files:
-        m = _read_one(f, size, resize, object_ids)
+        m = _read_one(f, size, resize, object_ids, resize_flag)
         if masks and m.shape != masks[0].shape:
             raise ValueError(f"{f}: mask size {m.shape[0]}x{m.shape[1]} differs from "
                              f"{files[0].name} ({masks[0].shape[0]}x{masks[0].shape[1]})")

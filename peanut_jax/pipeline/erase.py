@@ -219,20 +219,30 @@ def blend_weights(windows: Sequence[Window], length: int) -> list[list[tuple[int
 
 
 # =============================================================================== pre/post-processing
-def processing_size(model: str, frame_size: tuple[int, int], size: tuple[int, int] | None = None) -> tuple[int, int]:
-    """(H, W) the model runs at: E2FGVI 240x432 always; HQ ``size`` or the native frame size."""
+#: how the size/model options are named in messages: the Python API's names by default; the
+#: commands pass their flags (``infer.py erase``: --size/--model; the chain: --erase-size)
+API_NAMES = {"size": "size=(H, W)", "model": "model='e2fgvi_hq'"}
+CLI_NAMES = {"size": "--size", "model": "--model e2fgvi_hq"}
+CHAIN_NAMES = {"size": "--erase-size", "model": "E2FGVI-HQ weights (--checkpoint-erase)"}
+
+
+def processing_size(model: str, frame_size: tuple[int, int], size: tuple[int, int] | None = None,
+                    flags: dict | None = None) -> tuple[int, int]:
+    """(H, W) the model runs at: E2FGVI 240x432 always; HQ ``size`` or the native frame size.
+    ``flags`` names the options in error messages (see :data:`API_NAMES`)."""
+    f = {**API_NAMES, **(flags or {})}
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
     if model == "e2fgvi":
         if size is not None and tuple(size) != E2FGVI_SIZE:
-            raise ValueError(f"--size: e2fgvi runs at {E2FGVI_SIZE[0]}x{E2FGVI_SIZE[1]} only (its learned "
-                             f"positional bias is tied to it); use --model e2fgvi_hq for other sizes")
+            raise ValueError(f"{f['size']}: e2fgvi runs at {E2FGVI_SIZE[1]}x{E2FGVI_SIZE[0]} (WxH) only (its learned "
+                             f"positional bias is tied to it); use {f['model']} for other sizes")
         return E2FGVI_SIZE
     h, w = (int(size[0]), int(size[1])) if size is not None else tuple(frame_size)
     if h < MIN_HQ_SIZE[0] or w < MIN_HQ_SIZE[1]:
-        raise ValueError(f"frame size {h}x{w} is smaller than the e2fgvi_hq minimum {MIN_HQ_SIZE[0]}x"
-                         f"{MIN_HQ_SIZE[1]} (mirror padding to multiples of {PAD_MULTIPLE[0]}x{PAD_MULTIPLE[1]} "
-                         f"can at most double a side); upscale the video or pass --size")
+        raise ValueError(f"frame size {w}x{h} (WxH) is smaller than the e2fgvi_hq minimum {MIN_HQ_SIZE[1]}x"
+                         f"{MIN_HQ_SIZE[0]} (mirror padding to multiples of {PAD_MULTIPLE[1]}x{PAD_MULTIPLE[0]} "
+                         f"can at most double a side); upscale the video or pass {f['size']}")
     return h, w
 
 
@@ -425,6 +435,7 @@ class FolderClip(Clip):
         self.sequential = video.kind == "video"
         self._cursors: dict[str, tuple[Any, int]] = {}
         self._empty: dict[int, bool] = {}
+        self._full: dict[int, bool] = {}
         self._mask_cache: dict[pathlib.Path, np.ndarray] = {}
 
     def _mask(self, i: int) -> np.ndarray:
@@ -436,8 +447,8 @@ class FolderClip(Clip):
             with Image.open(path) as img:
                 img.load()
                 if not self._resize_masks and (img.height, img.width) != self.video.size:
-                    raise ValueError(f"--masks {path}: mask size {img.height}x{img.width} differs from the frame "
-                                     f"size {self.video.size[0]}x{self.video.size[1]} (HxW); pass --resize-masks "
+                    raise ValueError(f"--masks {path}: mask size {img.width}x{img.height} differs from the frame "
+                                     f"size {self.video.size[1]}x{self.video.size[0]} (WxH); pass --resize-masks "
                                      f"to resize masks (nearest neighbour, as the official script)")
                 m = process_mask(img, self.size, self._dilation)
         except (OSError, SyntaxError) as err:
@@ -448,8 +459,14 @@ class FolderClip(Clip):
 
     def mask_is_empty(self, i: int) -> bool:
         if i not in self._empty:
-            self._empty[i] = not self._mask(i).any()
+            m = self._mask(i)
+            self._empty[i] = not m.any()
+            self._full[i] = bool(m.all())
         return self._empty[i]
+
+    def mask_is_full(self, i: int) -> bool:
+        self.mask_is_empty(i)
+        return self._full[i]
 
     def _frame(self, raw: np.ndarray) -> np.ndarray:
         return resize_frame(raw, self.size)
@@ -610,6 +627,22 @@ def _note(msg: str) -> None:
     print(f"note: {msg}", file=sys.stderr)
 
 
+def mask_coverage_notes(empty: Sequence[bool], full: Sequence[bool]) -> list[str]:
+    """What to tell the user about a mask set before erasing (one flag per frame: the mask selects
+    nothing / everything): ``note:`` lines for an all-black set (nothing is erased) and ``warning:``
+    lines for masks covering whole frames (nothing visible to fill the hole from)."""
+    n = len(empty)
+    if n and all(empty):
+        return ["note: every mask is empty (black): nothing is erased, the output is the input video"]
+    k = sum(bool(x) for x in full)
+    if n and k == n:
+        return ["warning: every mask covers the whole frame (all white): nothing of the video is visible to fill "
+                "the hole from, so the output is invented; white (non-zero) pixels mark what to remove"]
+    if k:
+        return [f"warning: {k} of {n} masks cover the whole frame: those frames are filled only from the others"]
+    return []
+
+
 def _mask_files(masks_path: pathlib.Path) -> list[pathlib.Path]:
     from peanut_jax.data.masks import MASK_EXTENSIONS, list_images
     if not masks_path.exists():
@@ -678,8 +711,9 @@ def load_eraser(checkpoint, model: str | None = None, dtype: str = "float32", pr
             raise ValueError(f"--checkpoint {path}: {what} (expected E2FGVI-CVPR22.pth or E2FGVI-HQ-CVPR22.pth)")
         if model is not None and model != found:
             raise ValueError(f"--checkpoint {path} holds {found} weights but --model {model} was given")
+        from peanut_jax.pipeline.common import hashable
         module, variables = from_official(found, obj, **overrides)
-        return found, module, variables
+        return found, hashable(module), variables
     name = model or "e2fgvi"
     if (path / "model.json").exists():
         import json
@@ -692,13 +726,17 @@ def load_eraser(checkpoint, model: str | None = None, dtype: str = "float32", pr
     if name not in MODELS:
         raise ValueError(f"--model must be one of {MODELS}, got {name!r}")
     module, variables = load_model(name, path, **overrides)
-    return name, module, variables
+    got = "e2fgvi_hq" if getattr(module, "hq", False) else "e2fgvi"   # an orbax workdir records its model
+    if model is not None and model != got:
+        raise ValueError(f"--checkpoint {path} holds {got} weights but --model {model} was given")
+    return got, module, variables
 
 
 def erase_video(input_path, masks_path, output, *, checkpoint=None, model: str | None = None,
                 config: EraseConfig = EraseConfig(), size: tuple[int, int] | None = None,
                 resize_masks: bool = False, overwrite: bool = False, fps: float | None = None,
-                progress: bool = True, loaded=None, dtype: str = "float32", precision: str | None = None) -> dict:
+                progress: bool = True, loaded=None, dtype: str = "float32", precision: str | None = None,
+                flags: dict | None = None) -> dict:
     """The ``infer.py erase`` job for one video: validate, run, write ``output`` atomically.
 
     ``loaded``: an already loaded ``(name, module, variables[, runner])`` (batch mode reuses it).
@@ -707,12 +745,10 @@ def erase_video(input_path, masks_path, output, *, checkpoint=None, model: str |
     """
     from tqdm import tqdm
 
-    from peanut_jax.data.video_io import VideoWriter, open_video
+    from peanut_jax.data.video_io import VideoWriter, check_output, open_video
     input_path, masks_path, output = pathlib.Path(input_path), pathlib.Path(masks_path), pathlib.Path(output)
-    if output.exists() and not overwrite:
-        raise FileExistsError(f"--output {output} already exists (pass --overwrite to replace it)")
-    if not output.parent.is_dir():
-        raise FileNotFoundError(f"--output {output}: parent folder does not exist")
+    flags = CLI_NAMES if flags is None else flags
+    check_output(output, overwrite, "--output", inputs=(input_path, masks_path))   # before loading anything
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         video = open_video(input_path, fps=fps)
@@ -728,25 +764,24 @@ def erase_video(input_path, masks_path, output, *, checkpoint=None, model: str |
         raise ValueError(f"--masks {masks_path}: {len(files)} mask files but the video has {n} frames")
     msize = _image_size(files[0])
     if msize != video.size and not resize_masks:
-        raise ValueError(f"--masks {files[0]}: mask size {msize[0]}x{msize[1]} differs from the frame size "
-                         f"{video.size[0]}x{video.size[1]} (HxW); pass --resize-masks to resize masks "
+        raise ValueError(f"--masks {files[0]}: mask size {msize[1]}x{msize[0]} differs from the frame size "
+                         f"{video.size[1]}x{video.size[0]} (WxH); pass --resize-masks to resize masks "
                          f"(nearest neighbour, as the official script)")
     if loaded is None:
         loaded = load_eraser(checkpoint, model, dtype, precision)
     name, module, variables = loaded[:3]
     runner = loaded[3] if len(loaded) > 3 else WindowModel(module, variables)
-    psize = processing_size(name, video.size, size)
+    psize = processing_size(name, video.size, size, flags)
     if n < 2 * config.neighbor_stride + 1:
         _note(f"the clip ({n} frames) is shorter than the local window ({2 * config.neighbor_stride + 1} "
               f"frames): every window covers the clip")
     if psize != video.size:
-        _note(f"{name} runs at {psize[0]}x{psize[1]}; the {video.size[0]}x{video.size[1]} video is resized "
+        _note(f"{name} runs at {psize[1]}x{psize[0]} (WxH); the {video.size[1]}x{video.size[0]} video is resized "
               f"(PIL bicubic) and the output has that size")
     clip = FolderClip(video, files, psize, config.mask_dilation, resize_masks=resize_masks)
     empty = [clip.mask_is_empty(i) for i in range(n)]   # reads (and checks) every mask once
-    if all(empty):
-        _note("every mask is empty: nothing to erase, the output is the input video"
-              + (" (resized)" if psize != video.size else ""))
+    for line in mask_coverage_notes(empty, [clip.mask_is_full(i) for i in range(n)]):
+        print(line + (" (resized)" if all(empty) and psize != video.size else ""), file=sys.stderr)
     out_fps = video.fps or fps or 24.0
     t0 = time.perf_counter()
     bar = tqdm(total=n, unit="frame", desc=f"erase {input_path.name}", disable=not progress)
@@ -805,6 +840,12 @@ def erase_batch(input_dir, masks_dir, output_dir, *, checkpoint=None, model=None
     if not masks_dir.is_dir():
         raise FileNotFoundError(f"--masks {masks_dir}: batch mode needs a folder of mask folders")
     items = _batch_items(input_dir, masks_dir)
+    from peanut_jax.data.video_io import check_output
+    if output_dir.is_dir():   # every output location is usable before loading anything
+        for name, video, _ in items:
+            check_output(output_dir / f"{name}{suffix}", kwargs.get("overwrite", False), "--output", inputs=(video,))
+    else:
+        check_output(output_dir, True, "--output")
     output_dir.mkdir(parents=True, exist_ok=True)
     loaded = load_eraser(checkpoint, model, kwargs.pop("dtype", "float32"), kwargs.pop("precision", None))
     loaded = (*loaded, WindowModel(loaded[1], loaded[2]))
@@ -821,15 +862,15 @@ def erase_batch(input_dir, masks_dir, output_dir, *, checkpoint=None, model=None
     return results
 
 
-def _parse_size(text: str | None):
+def _parse_size(text: str | None, flag: str = "--size"):
     if text is None:
         return None
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise ValueError(f"--size must be HxW (e.g. 240x432), got {text!r}") from None
+        raise ValueError(f"{flag} must be HxW (e.g. 240x432), got {text!r}") from None
     if h < 1 or w < 1:
-        raise ValueError(f"--size must be positive, got {text!r}")
+        raise ValueError(f"{flag} must be positive, got {text!r}")
     return h, w
 
 
@@ -879,11 +920,11 @@ def _main(args) -> int:
     if inp.is_dir() and not _is_frame_folder(inp):
         rows = erase_batch(inp, args.masks, args.output, checkpoint=args.checkpoint, model=args.model, **kw)
         for s in rows:
-            print(f"wrote {s['output']}: {s['frames']} frames ({s['model']}, {s['size'][0]}x{s['size'][1]}, "
+            print(f"wrote {s['output']}: {s['frames']} frames ({s['model']}, {s['size'][1]}x{s['size'][0]}, "
                   f"{s['mode']}) in {s['seconds']:.1f} s")
         return 0
     s = erase_video(inp, args.masks, args.output, checkpoint=args.checkpoint, model=args.model, **kw)
-    print(f"wrote {s['output']}: {s['frames']} frames ({s['model']}, {s['size'][0]}x{s['size'][1]}, {s['mode']}) "
+    print(f"wrote {s['output']}: {s['frames']} frames ({s['model']}, {s['size'][1]}x{s['size'][0]}, {s['mode']}) "
           f"in {s['seconds']:.1f} s ({s['windows']} windows, {s['compiled_shapes']} compiled shapes)")
     return 0
 

@@ -64,10 +64,11 @@ def run_flow(input_path, output, checkpoint=None, batch: int = 4, overwrite: boo
     from tqdm import tqdm
 
     from peanut_jax.data.flow_viz import flow_to_color
-    from peanut_jax.data.video_io import VideoWriter, open_video
+    from peanut_jax.data.video_io import VideoWriter, check_output, open_video
     from peanut_jax.metrics.flow import epe
     from peanut_jax.pipeline.common import bundled_asset, load_model
 
+    check_output(output, overwrite, "--output", inputs=() if demo else (input_path,))   # before loading anything
     gt_flows = None
     if demo:
         clip = demo_clip()
@@ -83,7 +84,8 @@ def run_flow(input_path, output, checkpoint=None, batch: int = 4, overwrite: boo
             raise ValueError(f"{input_path}: optical flow needs at least 2 frames, the video has {total}")
         source = iter(video)
         if checkpoint is None:
-            raise ValueError("--checkpoint is required (an official SPyNet .pth, or an exported/orbax directory)")
+            raise ValueError("--checkpoint is required (a registry name such as spynet or the bundled spynet_demo, an "
+                             "official SPyNet .pth, or an exported/orbax directory)")
     module, variables = load_model("spynet", checkpoint)
 
     # keep the frames of each pair for the side-by-side view without decoding twice

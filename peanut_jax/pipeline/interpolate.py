@@ -255,35 +255,51 @@ def output_frame_count(n_frames: int, multi: int = 2, cogvideo_compat: bool = Fa
     return n_frames * multi if cogvideo_compat else (n_frames - 1) * multi + 1
 
 
-def _schedule(multi, fps, in_fps, timestep_model: bool, model_name: str):
-    """-> (step Fraction: source frames per output frame, depth for bisection or None)."""
+#: how the rate arguments are named in messages: the Python API's names by default; each command
+#: passes its own flags (``infer.py interpolate``: --multi/--fps/--in-fps; the chain: --interpolate)
+API_NAMES = {"multi": "multi", "fps": "fps", "in_fps": "in_fps",
+             "timestep_model": "use a timestep model (IFNet(timestep_input=True)) for other factors"}
+CLI_NAMES = {"multi": "--multi", "fps": "--fps", "in_fps": "--in-fps",
+             "timestep_model": "weights of a RIFE with a timestep input (train.py --config configs/rife.py:rifem) "
+                               "take any factor"}
+
+
+def _schedule(multi, fps, in_fps, timestep_model: bool, model_name: str, flags: dict | None = None):
+    """-> (step Fraction: source frames per output frame, depth for bisection or None).  ``flags``
+    renames the arguments in error messages (see :data:`API_NAMES`)."""
+    f = {**API_NAMES, **(flags or {})}
+
+    def name(key, value):   # "multi=3" (Python) or "--multi 3" (command line)
+        return f"{f[key]} {value}" if f[key].startswith("-") else f"{f[key]}={value}"
+
     if fps is not None:
         if multi not in (None, 2):
-            raise ValueError("give either multi or fps, not both")
+            raise ValueError(f"give either {f['multi']} or {f['fps']}, not both")
         if in_fps is None or float(in_fps) <= 0:
-            raise ValueError("fps needs the input frame rate in_fps (> 0)")
+            raise ValueError(f"{f['fps']} needs the input frame rate {f['in_fps']} (> 0)")
         if float(fps) <= 0:
-            raise ValueError(f"fps must be > 0, got {fps!r}")
+            raise ValueError(f"{f['fps']} must be > 0, got {fps!r}")
         step = Fraction(str(in_fps)).limit_denominator(1_000_000) / Fraction(str(fps)).limit_denominator(1_000_000)
         if step > 1:
-            raise ValueError(f"target fps {fps} is below the input rate {in_fps}: interpolation only raises the rate")
+            raise ValueError(f"target {name('fps', fps)} is below the input rate {in_fps}: interpolation only raises "
+                             f"the rate")
         ratio = 1 / step
         if not timestep_model:
             if ratio.denominator != 1 or ratio.numerator & (ratio.numerator - 1):
                 raise ValueError(
-                    f"fps {fps} / in_fps {in_fps} = {float(ratio):g} is not a power of two: {model_name} has no "
-                    "timestep input and only predicts midpoints (2x, 4x, 8x ... by recursion); use a timestep "
-                    "model (IFNet(timestep_input=True)) for arbitrary rates")
+                    f"{name('fps', fps)} / input rate {in_fps} = {float(ratio):g} is not a power of two: {model_name} "
+                    f"has no timestep input and only predicts midpoints (2x, 4x, 8x ... by recursion); "
+                    f"{f['timestep_model']}")
             return step, int(math.log2(ratio.numerator)) or None
         return step, None
     multi = 2 if multi is None else multi
     if not isinstance(multi, (int, np.integer)) or multi < 1:
-        raise ValueError(f"multi must be a positive integer, got {multi!r}")
+        raise ValueError(f"{f['multi']} must be a positive integer, got {multi!r}")
     if not timestep_model and multi & (multi - 1):
         raise ValueError(
-            f"multi={multi} is not a power of two: {model_name} has no timestep input and only predicts midpoints, "
-            "so it can only multiply the frame rate by 2, 4, 8, ... (recursive bisection); use a timestep model "
-            "(IFNet(timestep_input=True)) for other factors")
+            f"{name('multi', multi)} is not a power of two: {model_name} has no timestep input and only predicts "
+            f"midpoints, so it can only multiply the frame rate by 2, 4, 8, ... (recursive bisection); "
+            f"{f['timestep_model']}")
     depth = int(math.log2(multi)) if not timestep_model and multi > 1 else None
     return Fraction(1, int(multi)), depth
 
@@ -477,20 +493,19 @@ def _stream_compat(it, runner, mult, step, depth, tsm, bs, scene_detect, dup_thr
 def run_interpolate(input_path, output, checkpoint, multi: int | None = 2, *, fps: float | None = None,
                     in_fps: float | None = None, scale: float = 1.0, tta: bool = False, batch_size: int = 4,
                     scene_detect: bool = True, on_duplicate: str = "copy", overwrite: bool = False,
-                    progress: bool = True) -> dict:
+                    progress: bool = True, flags: dict | None = None) -> dict:
     """The ``infer.py interpolate`` job: one clip (video file or frame folder) -> ``output``
     (``.mp4``/``.gif``/... or a frame folder), written atomically.  Returns a summary."""
     import pathlib
     import time
 
-    from peanut_jax.data.video_io import VideoWriter, open_video
+    from peanut_jax.data.video_io import VideoWriter, check_output, open_video
     from peanut_jax.pipeline.common import load_model
 
     src, dst = pathlib.Path(input_path), pathlib.Path(output)
     if not src.exists():
         raise FileNotFoundError(f"--input not found: {src}")
-    if dst.exists() and not overwrite:
-        raise FileExistsError(f"{dst} exists (use --overwrite)")
+    check_output(dst, overwrite, "--output", inputs=(src,))   # before loading or compiling anything
     video = open_video(src, fps=in_fps)
     n = len(video)
     if n < 2:
@@ -498,14 +513,11 @@ def run_interpolate(input_path, output, checkpoint, multi: int | None = 2, *, fp
     rate = float(in_fps or video.fps or 25.0)
     module, variables = load_model("rife", checkpoint)
     if fps is not None:
-        step, _ = _schedule(None, fps, rate, has_timestep_input(module), type(module).__name__)
-        out_fps = float(fps)
-        total = int(math.floor((n - 1) / step)) + 1
         multi = None
-    else:
-        _schedule(multi, None, None, has_timestep_input(module), type(module).__name__)
-        out_fps = rate * int(multi)
-        total = output_frame_count(n, int(multi))
+    step, _ = _schedule(multi, fps, rate if fps is not None else None, has_timestep_input(module),
+                        type(module).__name__, flags)
+    out_fps = float(fps) if fps is not None else rate / float(step)
+    total = int(math.floor((n - 1) / step)) + 1
     t0 = time.perf_counter()
     frames = interpolate_video(iter(video), module, variables, multi, fps=fps, in_fps=rate if fps else None,
                                scale=scale, tta=tta, batch_size=batch_size, scene_detect=scene_detect,
@@ -549,7 +561,8 @@ def _main(args) -> int:
         raise ValueError(f"--multi must be >= 1, got {args.multi}")
     s = run_interpolate(args.input, args.output, args.checkpoint, args.multi if args.fps is None else None,
                         fps=args.fps, in_fps=args.in_fps, scale=args.scale, tta=args.tta, batch_size=args.batch,
-                        scene_detect=args.scene_detect, on_duplicate=args.on_duplicate, overwrite=args.overwrite)
+                        scene_detect=args.scene_detect, on_duplicate=args.on_duplicate, overwrite=args.overwrite,
+                        flags=CLI_NAMES)
     print(f"wrote {s['output']}: {s['frames_in']} -> {s['frames_out']} frames at {s['fps']:g} fps "
           f"({s['model']}, {s['seconds']:.1f} s)")
     return 0

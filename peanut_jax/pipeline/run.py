@@ -54,6 +54,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, runtim
 import numpy as np
 
 from peanut_jax.pipeline import erase as _erase
+from peanut_jax.pipeline.common import enable_compilation_cache  # noqa: F401 - part of this module's API
 
 STAGE_ORDER = ("erase", "upscale", "interpolate")
 DEFAULT_CHECKPOINTS = {"erase": "e2fgvi_hq", "upscale": "basicvsr_pp", "interpolate": "rife_hdv3"}
@@ -115,8 +116,10 @@ class FolderMasks:
     non-zero pixel is the object, E2FGVI's rule) or one image repeated over all frames.  Files are
     read lazily, one per frame.  ``resize=True`` resizes masks of another size (nearest)."""
 
-    def __init__(self, path, resize: bool = False, object_ids: Sequence[int] | None = None):
+    def __init__(self, path, resize: bool = False, object_ids: Sequence[int] | None = None,
+                 resize_flag: str = "--resize-masks"):
         from peanut_jax.data.masks import _mask_files
+        self.resize_flag = resize_flag
         self.path = pathlib.Path(path)
         self.files = _mask_files(self.path)
         self.resize = resize
@@ -129,7 +132,8 @@ class FolderMasks:
     def _read(self, i: int) -> np.ndarray:
         from peanut_jax.data.masks import read_masks
         f = self.files[i if len(self.files) > 1 else 0]
-        return read_masks(f, size=self.size, object_ids=self.object_ids, resize=self.resize)[0]
+        return read_masks(f, size=self.size, object_ids=self.object_ids, resize=self.resize,
+                          resize_flag=self.resize_flag)[0]
 
     def prepare(self, info: StreamInfo) -> None:
         n = len(self.files)
@@ -139,6 +143,13 @@ class FolderMasks:
                              f"give one mask per frame (sorted by name) or a single mask for all frames")
         self.size = (info.height, info.width)
         self._read(0)   # size / readability of the first mask now, the others as they are reached
+
+    def coverage(self) -> tuple[list[bool], list[bool]]:
+        """(empty, full) per mask file: it selects nothing / every pixel (read once, cached)."""
+        if getattr(self, "_coverage", None) is None:
+            ms = [self._read(i) for i in range(len(self.files))]
+            self._coverage = ([not m.any() for m in ms], [bool(m.all()) for m in ms])
+        return self._coverage
 
     def attach(self, frames):
         for i, frame in enumerate(frames):
@@ -172,6 +183,22 @@ class ArrayMasks:
     def attach(self, frames):
         for i, frame in enumerate(frames):
             yield frame, self.masks[i if len(self.masks) > 1 else 0]
+
+    def coverage(self) -> tuple[list[bool], list[bool]]:
+        m = self.masks.reshape(len(self.masks), -1)
+        return list(~m.any(1)), list(m.all(1))
+
+
+def note_masks(masks, stream=None) -> None:
+    """Print (once per mask source) what :func:`peanut_jax.pipeline.erase.mask_coverage_notes` says
+    about a prepared mask source that offers ``coverage()`` (all black: nothing is erased; all
+    white: nothing visible to fill from)."""
+    cover = getattr(masks, "coverage", None)
+    if cover is None or getattr(masks, "_noted", False):
+        return
+    for line in _erase.mask_coverage_notes(*cover()):
+        print(line, file=stream or sys.stderr)
+    masks._noted = True
 
 
 def open_source(path, fps: float | None = None):
@@ -267,8 +294,10 @@ class EraseStage(Stage):
     name = "erase"
     needs_masks = True
 
-    def __init__(self, module, variables, weights: str = "", config=None, size: tuple[int, int] | None = None):
+    def __init__(self, module, variables, weights: str = "", config=None, size: tuple[int, int] | None = None,
+                 flags: dict | None = None):
         E = self.E = _erase
+        self.flags = E.CHAIN_NAMES if flags is None else flags   # option names in messages
         self.module, self.variables, self.weights = module, variables, weights
         self.model_name = "e2fgvi_hq" if getattr(module, "hq", False) else "e2fgvi"
         self.config = config if config is not None else E.EraseConfig(mode="streaming")
@@ -277,7 +306,7 @@ class EraseStage(Stage):
         self.max_held = 0
 
     def psize(self, info: StreamInfo) -> tuple[int, int]:
-        return self.E.processing_size(self.model_name, (info.height, info.width), self.size)
+        return self.E.processing_size(self.model_name, (info.height, info.width), self.size, self.flags)
 
     def check(self, info: StreamInfo) -> None:
         self.psize(info)
@@ -353,9 +382,10 @@ class InterpolateStage(Stage):
     name = "interpolate"
 
     def __init__(self, module, variables, weights: str = "", multi: int = 2, batch_size: int = 4,
-                 scale: float = 1.0, scene_detect: bool = True):
-        from peanut_jax.pipeline.interpolate import _schedule, has_timestep_input
-        _schedule(int(multi), None, None, has_timestep_input(module), type(module).__name__)   # validates multi
+                 scale: float = 1.0, scene_detect: bool = True, flags: dict | None = None):
+        from peanut_jax.pipeline.interpolate import CLI_NAMES, _schedule, has_timestep_input
+        _schedule(int(multi), None, None, has_timestep_input(module), type(module).__name__,
+                  flags if flags is not None else {**CLI_NAMES, "multi": "--interpolate"})   # validates multi
         self.module, self.variables, self.weights = module, variables, weights
         self.multi, self.batch_size, self.scale, self.scene_detect = int(multi), int(batch_size), scale, scene_detect
 
@@ -389,47 +419,19 @@ class InterpolateStage(Stage):
 
 
 def load_stage_model(stage: str, spec, progress: bool = True):
-    """(module, variables, label) for a ``--checkpoint-<stage>`` value (registry name, file or folder)."""
-    from peanut_jax import weights as registry
-    from peanut_jax.pipeline.common import EXPORT_CONFIG, load_model
-    path = registry.resolve_checkpoint(spec, MODEL_FAMILY[stage], progress=progress)
-    path = pathlib.Path(path)
-    name = MODEL_FAMILY[stage]
-    if path.is_dir() and (path / EXPORT_CONFIG).exists():
-        name = json.loads((path / EXPORT_CONFIG).read_text()).get("model", name)
-    elif path.is_file():
-        name = _detect_official(stage, path)
-    module, variables = load_model(name, path)
-    return _hashable(module), variables, f"{spec}" if str(spec) == str(path) else f"{spec} ({path})"
-
-
-def _hashable(module):
-    """``module`` with list-valued fields turned into tuples (``model.json`` stores tuples as JSON
-    lists; jitted stage functions are cached on the module, which must be hashable)."""
-    fix = {f.name: _tuples(getattr(module, f.name)) for f in dataclasses.fields(module)
-           if f.init and f.name not in ("parent", "name") and isinstance(getattr(module, f.name), list)}
-    return module.clone(**fix) if fix else module
-
-
-def _tuples(v):
-    return tuple(_tuples(x) for x in v) if isinstance(v, (list, tuple)) else v
-
-
-def _detect_official(stage: str, path: pathlib.Path) -> str:
-    """Model name of an official checkpoint file (E2FGVI vs -HQ, ECCV IFNet vs HDv3)."""
-    import importlib
-
-    from peanut_jax.convert.reader import load_checkpoint
-    conv = {"erase": "peanut_jax.convert.e2fgvi", "upscale": "peanut_jax.convert.basicvsr_pp",
-            "interpolate": "peanut_jax.convert.rife"}[stage]
-    mod = importlib.import_module(conv)
-    if hasattr(mod, "detect"):
-        got = mod.detect(load_checkpoint(path))
-        if got:
-            if got.split("_")[0] != MODEL_FAMILY[stage].split("_")[0]:
-                raise ValueError(f"{path}: holds a {got} checkpoint, not weights for the {stage} stage")
-            return got
-    return MODEL_FAMILY[stage]
+    """(module, variables, label) for a ``--checkpoint-<stage>`` value (registry name, file or folder),
+    through the one loading door (:func:`peanut_jax.pipeline.common.load_model`: family check,
+    hashable module); errors name the flag."""
+    from peanut_jax.pipeline.common import load_model, resolve_weights
+    flag = f"--checkpoint-{stage}"
+    path = pathlib.Path(resolve_weights(spec, MODEL_FAMILY[stage], flag, progress=progress))
+    try:
+        module, variables = load_model(MODEL_FAMILY[stage], path)
+    except (ValueError, FileNotFoundError) as err:
+        msg = str(err)
+        msg = msg[len(f"{path}: "):] if msg.startswith(f"{path}: ") else msg
+        raise type(err)(f"{flag} {spec}: {msg}") from None
+    return module, variables, f"{spec}" if str(spec) == str(path) else f"{spec} ({path})"
 
 
 # ==================================================================================== threads
@@ -634,25 +636,11 @@ class _Meter:
 
 
 # ==================================================================================== outputs
-def check_output(path, overwrite: bool, what: str = "--output", video_only: bool = False) -> pathlib.Path:
-    """Refuse bad output paths before any compute: wrong extension, missing or read-only folder,
-    an existing target without ``overwrite``."""
-    from peanut_jax.data.video_io import VIDEO_EXTENSIONS
-    p = pathlib.Path(path)
-    suffix = p.suffix.lower()
-    if suffix and suffix not in VIDEO_EXTENSIONS:
-        raise ValueError(f"{what} {p}: unsupported extension {suffix!r}; use one of {', '.join(VIDEO_EXTENSIONS)}"
-                         + ("" if video_only else " or a folder name without extension for PNG frames"))
-    if video_only and not suffix:
-        raise ValueError(f"{what} {p}: give a video file name ({', '.join(VIDEO_EXTENSIONS)})")
-    parent = p.parent if str(p.parent) else pathlib.Path(".")
-    if not parent.is_dir():
-        raise FileNotFoundError(f"{what} {p}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PermissionError(f"{what} {p}: folder {parent} is not writable")
-    if p.exists() and not overwrite:
-        raise FileExistsError(f"{what} {p} already exists (use --overwrite to replace it)")
-    return p
+def check_output(path, overwrite: bool, what: str = "--output", video_only: bool = False,
+                 inputs: tuple = ()) -> pathlib.Path:
+    """Refuse bad output paths before any compute (:func:`peanut_jax.data.video_io.check_output`)."""
+    from peanut_jax.data.video_io import check_output as check
+    return check(path, overwrite, what, video_only, inputs)
 
 
 def has_audio(path) -> bool:
@@ -798,8 +786,8 @@ class RunSummary:
         return d
 
     def format(self) -> str:
-        lines = [f"{self.input}: {self.frames_in} frames {self.size_in[0]}x{self.size_in[1]} @ {self.fps_in:g} fps "
-                 f"-> {self.frames_out} frames {self.size_out[0]}x{self.size_out[1]} @ {self.fps_out:g} fps"
+        lines = [f"{self.input}: {self.frames_in} frames {self.size_in[1]}x{self.size_in[0]} @ {self.fps_in:g} fps "
+                 f"-> {self.frames_out} frames {self.size_out[1]}x{self.size_out[0]} (WxH) @ {self.fps_out:g} fps"
                  + (" (+audio)" if self.audio else "")]
         for s in self.stages:
             lines.append(f"  {s['name']:<11} {s['frames']:>6} frames  {s['seconds']:8.2f} s  "
@@ -907,6 +895,8 @@ class Chain:
         out_fps = float(output_fps or out_info.fps)
         if masks is not None:
             masks.prepare(info)
+            if self.needs_masks:
+                note_masks(masks)
         audio_src = None
         src_path = getattr(source, "path", None)
         if (copy_audio and output is not None and pathlib.Path(output).suffix and isinstance(src_path, pathlib.Path)
@@ -1046,31 +1036,6 @@ def _cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime + c.ru_utime + c.ru_stime
 
 
-def enable_compilation_cache(path=None) -> pathlib.Path | None:
-    """Turn on JAX's persistent compilation cache so that later runs (of any process) load the
-    compiled stage programs instead of compiling them again.  ``path``: the cache folder; default
-    ``$PEANUT_XLA_CACHE``, else ``$PEANUT_HOME/xla_cache``; ``PEANUT_XLA_CACHE=0`` turns it off.
-    Returns the folder used (None when off)."""
-    env = os.environ.get("PEANUT_XLA_CACHE")
-    if path is None:
-        if env is not None and env.strip().lower() in ("0", "", "off", "false", "no"):
-            return None
-        if env:
-            path = env
-        else:
-            from peanut_jax.weights import home
-            path = home() / "xla_cache"
-    path = pathlib.Path(path).expanduser()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return None   # a read-only home: run without the cache
-    import jax
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-    return path
-
-
 _COMPILES = [0]
 _LISTENING = []
 
@@ -1134,7 +1099,8 @@ def build_chain(stages: Sequence[str] = ("erase",), checkpoints: dict | None = N
     for name in parse_stages(list(stages), upscale, interpolate):
         if name in models:
             module, variables, *label = models[name]
-            module = _hashable(module)
+            from peanut_jax.pipeline.common import hashable
+            module = hashable(module)
             label = label[0] if label else type(module).__name__
         else:
             module, variables, label = load_stage_model(name, checkpoints.get(name) or DEFAULT_CHECKPOINTS[name],
@@ -1313,12 +1279,14 @@ def _main(args) -> int:
         masks = FolderMasks(args.masks, resize=args.resize_masks) if args.masks else None
         if masks is not None:
             masks.prepare(StreamInfo(len(source), source.height, source.width, float(source.fps or 25.0)))
+            if "erase" in stages:
+                note_masks(masks)
     ckpts = {s: getattr(args, f"checkpoint_{s}") for s in STAGE_ORDER}
     enable_compilation_cache()
     erase_options = dict(config=_erase.EraseConfig(mode=args.erase_mode, neighbor_stride=args.neighbor_stride,
                                                    ref_length=args.ref_length, num_ref=args.num_ref,
                                                    stream_refs=args.stream_refs),
-                         size=_erase._parse_size(args.erase_size))
+                         size=_erase._parse_size(args.erase_size, "--erase-size"))
     chain = build_chain(stages, ckpts, upscale=args.upscale, interpolate=args.interpolate,
                         erase_options=erase_options, upscale_options=dict(chunk=args.chunk or None, overlap=args.overlap),
                         interpolate_options=dict(batch_size=args.rife_batch, scene_detect=not args.no_scene_detect),

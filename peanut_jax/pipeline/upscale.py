@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import os
 import pathlib
 import time
 from typing import Iterable, Iterator, Sequence
@@ -325,6 +326,21 @@ def _list_jobs(input_path: pathlib.Path, output: pathlib.Path) -> list[tuple[pat
     return [(c, output / c.name) for c in clips]
 
 
+def _check_outputs(jobs, output: pathlib.Path, batch: bool, overwrite: bool) -> None:
+    """Every output location is usable (see :func:`peanut_jax.data.video_io.check_output`)."""
+    from peanut_jax.data.video_io import check_output
+    if batch:
+        if output.exists() and not output.is_dir():
+            raise FileExistsError(f"--output {output}: batch mode writes into a folder, and this is a file")
+        if not output.exists():
+            check_output(output, True, "--output")   # its parent folder exists and is writable
+            return
+        if not os.access(output, os.W_OK | os.X_OK):
+            raise PermissionError(f"--output {output}: folder is not writable")
+    for src, dst in jobs:
+        check_output(dst, overwrite, "--output", inputs=(src,))
+
+
 def run_upscale(input_path, output, checkpoint, scale: int | None = None, chunk: int | None = DEFAULT_CHUNK,
                 overlap: int = DEFAULT_OVERLAP, blend: int = 0, tile=None, tile_overlap: int = 16,
                 tile_blend: int = 0, overwrite: bool = False, progress: bool = True, fps: float | None = None) -> dict:
@@ -336,9 +352,7 @@ def run_upscale(input_path, output, checkpoint, scale: int | None = None, chunk:
 
     jobs = _list_jobs(pathlib.Path(input_path), pathlib.Path(output))
     batch = jobs[0][1] != pathlib.Path(output)
-    for _, dst in jobs:
-        if dst.exists() and not overwrite:
-            raise FileExistsError(f"{dst} exists (use --overwrite)")
+    _check_outputs(jobs, pathlib.Path(output), batch, overwrite)   # before loading or compiling anything
     module, variables = load_model("basicvsr_pp", checkpoint)
     runner = Upscaler(module, variables, tile, tile_overlap, tile_blend)
     if scale is not None and int(scale) != runner.scale:
