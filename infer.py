@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 STAGES = ("flow", "erase", "upscale", "interpolate", "run")
@@ -33,18 +34,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
+def main(argv=None, interrupt=None) -> int:
+    """Run one command; returns the exit status.  ``interrupt``: a
+    :class:`peanut_jax.pipeline.common.InterruptExit` (the script installs one) to tell that the
+    main thread handles a Ctrl-C itself."""
+    from peanut_jax.pipeline.common import announce_compilation, enable_compilation_cache
+    from peanut_jax.weights import DownloadError
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help") and "run" in parser._subparsers._group_actions[0].choices:
         argv = ["run"] + argv  # no sub-command: the end-to-end chain
     args = parser.parse_args(argv)
     try:
+        announce_compilation(enable_compilation_cache())
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
+        if interrupt is not None:
+            interrupt.handled()
         print("error: interrupted; no partial output was kept", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError, PermissionError, OSError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, PermissionError, OSError, DownloadError) as err:
         msg = str(err).strip().splitlines()
         print(f"error: {msg[0] if msg else type(err).__name__}", file=sys.stderr)
         for extra in msg[1:]:
@@ -53,4 +62,10 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from peanut_jax.pipeline.common import InterruptExit
+    rc = main(interrupt=InterruptExit())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if rc == 130:
+        os._exit(rc)   # do not wait for compilations still running in worker threads
+    sys.exit(rc)
