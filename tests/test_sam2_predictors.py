@@ -325,6 +325,25 @@ def test_state_and_compiled_shapes_do_not_grow_with_clip_length(tiny):
     assert snapshots[99] == snapshots[999], snapshots
 
 
+def test_padded_prompt_points_change_nothing(tiny):
+    module, variables = tiny
+    s = module.cfg.image_size
+    from peanut_jax.models.sam2.sam2 import normalize_u8
+    ft = module.apply(variables, normalize_u8(jnp.asarray(_clip(n=1, s=s)[0]))[None], method=SAM2.encode_image)
+    pix = module.apply(variables, ft["vision"], method=SAM2.add_no_memory)
+    coords = jnp.asarray([[[30.0, 40.0], [90.0, 70.0], [60.0, 60.0]]])
+    labels = jnp.asarray([[1, 0, 1]])
+    ref = module.apply(variables, pix, ft["high_res"], coords, labels, method=SAM2.sam_heads)
+    padded = jnp.concatenate([coords, jnp.full((1, 5, 2), 17.0)], 1)
+    plabels = jnp.concatenate([labels, -jnp.ones((1, 5), jnp.int32)], 1)
+    mask = jnp.arange(8)[None] < 3
+    out = module.apply(variables, pix, ft["high_res"], padded, plabels, point_mask=mask, method=SAM2.sam_heads)
+    for k in ("low_res_masks", "ious", "obj_ptr", "object_score_logits"):
+        _close(out[k], ref[k], k, rel=1e-5)
+    unmasked = module.apply(variables, pix, ft["high_res"], padded, plabels, method=SAM2.sam_heads)
+    assert np.abs(np.asarray(unmasked["low_res_masks"] - ref["low_res_masks"])).max() > 1e-4   # padding matters
+
+
 def test_padded_object_axis_and_objects_run_alone(tiny):
     module, variables = tiny
     frames = _clip(n=6, s=96)

@@ -391,7 +391,13 @@ class SAM2VideoPredictor:
         feats = self._features(state, frame_idx)
         mem = None if init else self._memory_inputs(state, [obj], frame_idx, reverse, 1)
         multimask = len(labs) <= 1                   # _use_multimask: 0 <= num_pts <= 1
-        out = self._prompt(self.variables, feats, jnp.asarray(coords[None]), jnp.asarray(labs[None]),
+        # points padded to a bucket (1, 2, 4, ...): one compiled shape per bucket; padding is masked
+        nb = _bucket(len(labs))
+        pad = nb - len(labs)
+        c_in = np.concatenate([coords, np.zeros((pad, 2), np.float32)])[None]
+        l_in = np.concatenate([labs, -np.ones(pad, np.int32)])[None]
+        valid = (np.arange(nb) < len(labs))[None]
+        out = self._prompt(self.variables, feats, jnp.asarray(c_in), jnp.asarray(l_in), jnp.asarray(valid),
                            None if prev_logits is None else prev_logits[None], mem, multimask=multimask,
                            init=init)
         obj.temp[frame_idx] = (init, self._entry(out, 0))
@@ -619,15 +625,16 @@ def _track_step(module, variables, feats, mem, tpos, mvalid, ptr, rel, pvalid, t
     return out
 
 
-def _prompt_step(module, variables, feats, coords, labels, prev_logits, mem, *, multimask, init):
-    def f(m, feats, coords, labels, prev_logits, mem):
+def _prompt_step(module, variables, feats, coords, labels, point_mask, prev_logits, mem, *, multimask, init):
+    def f(m, feats, coords, labels, point_mask, prev_logits, mem):
         if init:
             pix = m.add_no_memory(feats["vision"])
         else:
             args = _memory_args(*mem, 1)
             pix = m.condition_on_memory(feats["vision"], feats["vision_pos"], *args)
-        return m.sam_heads(pix, feats["high_res"], coords, labels, mask_inputs=prev_logits, multimask=multimask)
-    return module.apply(variables, feats, coords, labels, prev_logits, mem, method=f)
+        return m.sam_heads(pix, feats["high_res"], coords, labels, mask_inputs=prev_logits, multimask=multimask,
+                           point_mask=point_mask)
+    return module.apply(variables, feats, coords, labels, point_mask, prev_logits, mem, method=f)
 
 
 def _mask_step(module, variables, feats, masks):

@@ -99,17 +99,24 @@ class SAM2(nn.Module):
 
     # ------------------------------------------------------------------ SAM heads
     def sam_heads(self, pix_feat, high_res, point_coords, point_labels, mask_inputs=None,
-                  multimask: bool = False):
+                  multimask: bool = False, point_mask=None):
         """``_forward_sam_heads``.  ``point_coords`` (B, N, 2) in input pixels (x, y),
         ``point_labels`` (B, N) int (-1 = no point); ``mask_inputs`` (B, 4h, 4w) logits or None.
+        ``point_mask`` (B, N) bool, optional: False marks padding points (static-shape buckets),
+        hidden from every attention so that they change nothing (the prompt encoder's own
+        trailing pad point stays, as official).
 
         Returns dict(low_res_multimasks (B,M,4h,4w), ious (B,M), low_res_masks (B,4h,4w),
         obj_ptr (B,d), object_score_logits (B,1), best (B,) index of the chosen mask)."""
         masks_in = None if mask_inputs is None else mask_inputs[..., None]
         sparse, dense = self.sam_prompt_encoder(points=(point_coords, point_labels), boxes=None, masks=masks_in)
+        sparse_mask = None
+        if point_mask is not None:
+            pad = jnp.ones((point_mask.shape[0], sparse.shape[1] - point_mask.shape[1]), bool)
+            sparse_mask = jnp.concatenate([point_mask.astype(bool), pad], axis=1)
         multimasks, ious, tokens, score = self.sam_mask_decoder(
             pix_feat, self.sam_prompt_encoder.dense_pe(), sparse, dense, multimask_output=multimask,
-            repeat_image=False, high_res_features=high_res)
+            repeat_image=False, high_res_features=high_res, sparse_mask=sparse_mask)
         is_obj = score > 0                                                    # (B, 1)
         multimasks = jnp.where(is_obj[:, :, None, None], multimasks, NO_OBJ_SCORE).astype(jnp.float32)
         b = multimasks.shape[0]
