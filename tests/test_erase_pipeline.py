@@ -575,6 +575,25 @@ def test_cli_end_to_end_equals_library(tmp_path, hq_export, hq, cli_env, capsys)
     assert rc != 0 and "already exists" in capsys.readouterr().err
 
 
+def test_cli_official_file_equals_exported_folder(tmp_path, hq_export, hq, cli_env, capsys):
+    """Issue 11 item 2: ``infer.py erase`` with an official E2FGVI-HQ file (the kind the tiny demo
+    weights cannot take; the other kinds: tests/test_cli_first_hour.py) gives the exported folder's output."""
+    torch = pytest.importorskip("torch")
+    from peanut_jax.convert import to_official
+    official = tmp_path / "E2FGVI-HQ-CVPR22.pth"
+    torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in to_official("e2fgvi_hq", hq[1]).items()},
+               official)
+    frames, masks = clip_arrays(5, 50, 100, seed=7)
+    fdir, mdir = _write_clip(tmp_path, frames, masks)
+    outs = {}
+    for kind, ckpt in (("official", official), ("exported", hq_export)):
+        outs[kind] = tmp_path / kind
+        assert run_cli("--input", fdir, "--masks", mdir, "--output", outs[kind], "--checkpoint", ckpt,
+                       "--neighbor-stride", 2, "--ref-length", 2) == 0, capsys.readouterr().err
+    got = {k: np.stack([np.asarray(Image.open(p)) for p in sorted(v.iterdir())]) for k, v in outs.items()}
+    np.testing.assert_array_equal(got["official"], got["exported"])
+
+
 def test_cli_bad_inputs(tmp_path, hq_export, cli_env, capsys):
     frames, masks = clip_arrays(6, 50, 100)
     fdir, mdir = _write_clip(tmp_path / "a", frames, masks)
