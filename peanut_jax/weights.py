@@ -845,8 +845,9 @@ def resolve_checkpoint(spec, model_name: str | None = None, *, fetch_missing: bo
     key = _ALIASES.get(spec, spec)
     if not is_path and not _looks_like_path(spec) and key in _REGISTRY:
         e = _REGISTRY[key]
-        if model_name is not None and e.model.split("_")[0] != model_name.split("_")[0]:
-            raise ValueError(f"weights '{e.name}' are for model {e.model!r}, not {model_name!r}")
+        if model_name is not None:
+            from peanut_jax.pipeline.common import check_family
+            check_family(e.model, model_name, f"weights '{e.name}'")
         d = converted_dir(e.name)
         if d is not None:
             return d

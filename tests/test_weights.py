@@ -503,7 +503,7 @@ def test_resolve_checkpoint_with_file_and_converted_dir(env, server, spynet_ckpt
     out = W.fetch(e.name, progress=False)
     assert W.resolve_checkpoint(out, "spynet") == out
     _assert_params_equal(W.load(str(out), "spynet")[1], params)
-    with pytest.raises(ValueError, match="are for model 'spynet', not 'rife'"):
+    with pytest.raises(ValueError, match="holds weights of model 'spynet', not 'rife'"):
         W.resolve_checkpoint(e.name, "rife")
     with pytest.raises(FileNotFoundError, match="not in the cache"):
         W.unregister(e.name)
@@ -620,7 +620,7 @@ def test_stage_loaders_accept_registry_names(env, server, spynet_ckpt, monkeypat
     assert resolve_weights(e.name, "spynet") == env / e.name
     _assert_params_equal(load_model("spynet", e.name)[1], params)
     assert len(server.requests) == 1                           # later runs use the converted copy
-    with pytest.raises(ValueError, match="are for model 'spynet', not 'e2fgvi'"):
+    with pytest.raises(ValueError, match="holds weights of model 'spynet', not 'e2fgvi'"):
         load_eraser(e.name)
     with pytest.raises(ValueError, match="neither a file/directory nor a registry name"):
         load_model("spynet", "no_such_weights")

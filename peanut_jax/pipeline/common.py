@@ -164,6 +164,8 @@ def detect_official(name: str, path: pathlib.Path) -> str:
                     check_family(found, name, path)
         return name
     check_family(got, name, path)
+    if got.endswith("_discriminator"):
+        raise ValueError(f"{path}: holds a {got} checkpoint (a discriminator), not the {name} generator")
     return got if family(name) != family("spynet") else name
 
 

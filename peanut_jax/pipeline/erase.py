@@ -717,7 +717,9 @@ def load_eraser(checkpoint, model: str | None = None, dtype: str = "float32", pr
     name = model or "e2fgvi"
     if (path / "model.json").exists():
         import json
+        from peanut_jax.pipeline.common import check_family
         found = json.loads((path / "model.json").read_text()).get("model")
+        check_family(str(found), "e2fgvi", f"--checkpoint {path}")
         if found not in MODELS:
             raise ValueError(f"--checkpoint {path}: holds weights of model {found!r}, not an E2FGVI generator")
         if model is not None and model != found:
