@@ -924,7 +924,8 @@ def _cmd_info(args) -> int:
     for k, v in dataclasses.asdict(e).items():
         if v not in (None, (), "", False) or k in ("manual",):
             print(f"{k:14s} {', '.join(v) if isinstance(v, (tuple, list)) else v}")
-    print(f"{'download_path':14s} {download_path(e.name)}")
+    if not e.bundled:
+        print(f"{'download_path':14s} {download_path(e.name)}")
     print(f"{'converted':14s} {converted_dir(e.name) or '-'}")
     return 0
 
