@@ -185,13 +185,15 @@ def load_model(name: str, checkpoint, **overrides) -> tuple[Any, dict]:
         params = _restore_orbax(path)
         recorded = _workdir_model(path)
         if recorded is not None and recorded[0]:
+            import dataclasses
+
+            from peanut_jax.models import model_class
             got, kwargs = recorded
             check_family(got, name, path)
-            from peanut_jax.models import model_class
-            import dataclasses
-            fields = {f.name for f in dataclasses.fields(model_class(got)) if f.init} - {"dtype", "param_dtype", "parent",
-                                                                                      "name"}
-            module = build(got, **{k: _tuples(v) for k, v in kwargs.items() if k in fields}, **overrides)
+            cls = model_class(got)
+            fields = ({f.name for f in dataclasses.fields(cls) if f.init} if dataclasses.is_dataclass(cls) else set())
+            fields -= {"dtype", "param_dtype", "parent", "name"}   # inference runs in float32
+            module = build(got, **{**{k: _tuples(v) for k, v in kwargs.items() if k in fields}, **overrides})
         else:
             module = build(name, **overrides)
         return hashable(module), {"params": params}
