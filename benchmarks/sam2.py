@@ -129,7 +129,7 @@ def parity():
                                           labels=[1, 0], clear_old_points=False)),
               ("points", T // 3, 4, dict(points=[[0.5 * S, 0.5 * S]], labels=[1])),
               ("propagate", T // 3, None, dict()),
-              ("propagate_reverse", T - 1, None, dict())]
+              ("propagate_reverse", T // 2, None, dict())]
     rows = []
 
     def cmp(tag, a, b):

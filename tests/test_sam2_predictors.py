@@ -7,6 +7,8 @@ flat memory.  Locally ($PEANUT_REFS): the official SAM 2.1 hiera-tiny dumps, end
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -18,7 +20,8 @@ from peanut_jax.convert import from_official, to_official
 from peanut_jax.convert.common import CheckpointMismatchError
 from peanut_jax.models import build
 from peanut_jax.models.sam2.sam2 import SAM2, normalize_u8
-from peanut_jax.pipeline.sam2 import SAM2ImagePredictor, SAM2VideoPredictor, fill_holes
+from peanut_jax.pipeline.sam2 import (SAM2ImagePredictor, SAM2VideoPredictor, fill_holes, mask_step, memory_step,
+                                      prompt_step, track_step)
 
 
 def _close(ours, ref, name, rel=2e-4):
@@ -41,14 +44,28 @@ def _same_decisions(ours, ref, name, rel=2e-4):
 # ------------------------------------------------------------------------------------- tiny model
 @pytest.fixture(scope="module")
 def tiny():
+    """tiny_test SAM 2.1 with random weights drawn on the host (flax's jitted init of the whole
+    model compiles for over a minute on a busy 2-core box): N(0, 1/fan_in) kernels, small biases,
+    LayerNorm scales near 1; the object-score bias is raised so that objects are present."""
     module = build("sam2", size="tiny_test")
     s = module.cfg.image_size
-    variables = jax.jit(module.init)(jax.random.PRNGKey(0), jnp.zeros((1, s, s, 3)))
-    # make the object present and the masks non-trivial: random init gives scores near 0
-    params = jax.tree_util.tree_map(lambda x: x, variables["params"])
-    head = params["sam_mask_decoder"]
-    last = sorted(k for k in head["pred_obj_score_head"] if k.startswith("layers_"))[-1]
-    head["pred_obj_score_head"][last]["bias"] = head["pred_obj_score_head"][last]["bias"] + 3.0
+    shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), jnp.zeros((1, s, s, 3)))
+    rng = np.random.default_rng(0)
+
+    def draw(path, x):
+        name = getattr(path[-1], "key", "")
+        if name == "scale":
+            v = 1.0 + 0.1 * rng.standard_normal(x.shape)
+        elif name == "bias" or len(x.shape) == 1:
+            v = 0.1 * rng.standard_normal(x.shape)
+        else:
+            v = rng.standard_normal(x.shape) / np.sqrt(max(int(np.prod(x.shape[:-1])), 1))
+        return jnp.asarray(v, x.dtype)
+
+    params = jax.tree_util.tree_map_with_path(draw, shapes["params"])
+    head = params["sam_mask_decoder"]["pred_obj_score_head"]
+    last = sorted(k for k in head if k.startswith("layers_"))[-1]
+    head[last]["bias"] = head[last]["bias"] + 3.0
     return module, {"params": params}
 
 
@@ -111,14 +128,27 @@ def test_fill_holes_is_8_connected():
 
 
 # --------------------------------------------------------------- unbounded in-test reference
-S_REF, P_REF = 9, 21    # the reference pads memories/pointers to other sizes than the predictor
+# Objects batched vs one at a time are different compiled programs: float32 differences of ~1e-7
+# occasionally flip the bfloat16 rounding of a stored memory (bf16 as official), which later frames
+# carry on; a wrong lookup rule moves results by > 1e-2.
+TRACK_TOL = 1e-4
+
+
+def _bucket(n):
+    return 1 << max(n - 1, 0).bit_length()
 
 
 class _Reference:
     """Keeps every output of every object (no pruning, one object at a time) and applies the
     official ``SAM2VideoPredictor`` rules, written out plainly: prompts go to a temporary store,
     ``propagate`` first encodes their memories (binarised) and files them as conditioning (first
-    interaction on a frame) or non-conditioning outputs, then tracks frame by frame."""
+    interaction on a frame) or non-conditioning outputs, then tracks frame by frame.
+
+    The model steps are the predictor's pure step functions at the predictor's slot counts: the
+    memories are stored in bfloat16 (as official), and two different compiled programs would round
+    an occasional value differently, so identical programs make the comparison exact.  What is
+    checked here is the bookkeeping; the step functions are checked against the official code
+    (dumps) and padding invariance on its own."""
 
     def __init__(self, module, variables, frames):
         self.m, self.v, self.frames = module, variables, frames
@@ -126,21 +156,10 @@ class _Reference:
         self.objs = {}
         m = module
         self._feats = jax.jit(lambda v, u8: m.apply(v, normalize_u8(u8)[None], method=SAM2.encode_image))
-        self._track = jax.jit(lambda v, ft, *mem: m.apply(v, ft["high_res"], ft["vision"], ft["vision_pos"], *mem,
-                                                          method=SAM2.track))
-
-        def heads(mm, ft, mem, coords, labels, prev, init, multimask):
-            pix = mm.add_no_memory(ft["vision"]) if init else mm.condition_on_memory(ft["vision"], ft["vision_pos"],
-                                                                                       *mem)
-            return mm.sam_heads(pix, ft["high_res"], coords, labels, mask_inputs=prev, multimask=multimask)
-        self._heads = jax.jit(lambda v, *a, init, multimask: m.apply(v, *a, init, multimask, method=heads),
-                              static_argnames=("init", "multimask"))
-        self._mask = jax.jit(lambda v, ft, mask: m.apply(v, ft["vision"], ft["high_res"], mask,
-                                                         method=SAM2.mask_as_output))
-
-        def memenc(mm, ft, low, score):
-            return mm.encode_memory(ft["vision"], mm.upsample_masks(low), score, True)
-        self._memenc = jax.jit(lambda v, ft, low, score: m.apply(v, ft, low, score, method=memenc))
+        self._track = jax.jit(functools.partial(track_step, m))
+        self._prompt = jax.jit(functools.partial(prompt_step, m), static_argnames=("multimask", "init"))
+        self._mask = jax.jit(functools.partial(mask_step, m))
+        self._memenc = jax.jit(functools.partial(memory_step, m))
 
     def feats(self, f):
         return self._feats(self.v, jnp.asarray(self.frames[f]))
@@ -148,7 +167,7 @@ class _Reference:
     def obj(self, oid):
         return self.objs.setdefault(oid, {"cond": {}, "non": {}, "temp": {}, "tracked": {}})
 
-    def memory(self, o, f, reverse):
+    def memory(self, o, f, reverse, cb=None):
         nm = self.m.cfg.num_maskmem
         cond, non = o["cond"], o["non"]
         mems = [(nm - 1, e) for e in cond.values()]
@@ -165,56 +184,69 @@ class _Reference:
             if t in non:
                 ptrs.append((d, non[t]))
         h, mem_dim, d = self.m.cfg.embedding_size, self.m.cfg.mem_dim, self.m.cfg.d_model
-        pad_m, pad_p = S_REF - len(mems), P_REF - len(ptrs)
-        mem = jnp.stack([e["mem"] for _, e in mems] + [jnp.full((h, h, mem_dim), 7.0, jnp.bfloat16)] * pad_m)[None]
-        tpos = jnp.asarray([[i for i, _ in mems] + [3] * pad_m])
-        mvalid = jnp.asarray([[True] * len(mems) + [False] * pad_m])
-        ptr = jnp.stack([e["ptr"] for _, e in ptrs] + [jnp.full((d,), -5.0)] * pad_p)[None]
-        rel = jnp.asarray([[p for p, _ in ptrs] + [2] * pad_p], jnp.float32)
-        pvalid = jnp.asarray([[True] * len(ptrs) + [False] * pad_p])
-        return (mem, tpos, mvalid, ptr, rel, pvalid, jnp.float32(maxp - 1))
+        cb = cb or _bucket(len(cond))
+        pad_m, pad_p = cb + nm - 1 - len(mems), cb + 15 - len(ptrs)
+        mem = [e["mem"] for _, e in mems] + [jnp.zeros((h, h, mem_dim), jnp.bfloat16)] * pad_m
+        tpos = np.asarray([[i for i, _ in mems] + [0] * pad_m], np.int32)
+        mvalid = np.asarray([[True] * len(mems) + [False] * pad_m])
+        ptr = [e["ptr"] for _, e in ptrs] + [jnp.zeros((d,), jnp.float32)] * pad_p
+        rel = np.asarray([[p for p, _ in ptrs] + [0] * pad_p], np.float32)
+        pvalid = np.asarray([[True] * len(ptrs) + [False] * pad_p])
+        return (mem, tpos, mvalid, ptr, rel, pvalid, np.float32(maxp - 1))
 
     def points(self, oid, f, coords, labels):
         o = self.obj(oid)
         init = f not in o["tracked"]
         reverse = o["tracked"].get(f, False)
         prev = o["temp"].get(f, (None, None))[1] or o["cond"].get(f) or o["non"].get(f)
-        ft = self.feats(f)
         mem = self.memory(o, f, reverse) if not init else None
         prev_logits = None if prev is None else jnp.clip(prev["masks"], -32, 32)[None]
-        out = self._heads(self.v, ft, mem, jnp.asarray(coords[None]), jnp.asarray(labels[None]), prev_logits,
-                          init=init, multimask=len(labels) <= 1)
+        n = len(labels)
+        pad = _bucket(n) - n
+        c = np.concatenate([coords, np.zeros((pad, 2), np.float32)])[None]
+        lab = np.concatenate([labels, -np.ones(pad, np.int32)])[None]
+        out = self._prompt(self.v, self.feats(f), jnp.asarray(c), jnp.asarray(lab),
+                           jnp.asarray((np.arange(n + pad) < n)[None]), prev_logits, mem, multimask=n <= 1, init=init)
         o["temp"][f] = (init, {"masks": out["low_res_masks"][0], "ptr": out["obj_ptr"][0],
-                               "score": out["object_score_logits"]})
+                               "score": out["object_score_logits"][0]})
         return out["low_res_masks"][0]
 
     def mask(self, oid, f, mask):
         o = self.obj(oid)
         out = self._mask(self.v, self.feats(f), jnp.asarray(mask, jnp.float32)[None])
         o["temp"][f] = (f not in o["tracked"], {"masks": out["low_res_masks"][0], "ptr": out["obj_ptr"][0],
-                                               "score": out["object_score_logits"]})
+                                               "score": out["object_score_logits"][0]})
         return out["low_res_masks"][0]
 
     def preflight(self):
         for o in self.objs.values():
             for f, (is_cond, e) in o["temp"].items():
-                e["mem"] = self._memenc(self.v, self.feats(f), e["masks"][None], e["score"])[0].astype(jnp.bfloat16)
+                e["mem"] = self._memenc(self.v, self.feats(f), e["masks"][None], e["score"][None])[0]
                 (o["cond"] if is_cond else o["non"])[f] = e
             o["temp"].clear()
             for f in o["cond"]:
                 o["non"].pop(f, None)
 
     def step(self, f, reverse=False):
-        """All objects on frame f, in insertion order -> (n_obj, 4h, 4w) low-res logits."""
-        rows = []
+        """All objects on frame f, in insertion order -> (n_obj, 4h, 4w) low-res logits.  The
+        objects to track run in one batch padded to 1, 2, 4, ... (as the predictor: same program)."""
+        todo = [o for o in self.objs.values() if f not in o["cond"]]
+        if todo:
+            cb = _bucket(max(len(o["cond"]) for o in todo))
+            mems = [self.memory(o, f, reverse, cb) for o in todo]
+            nb = _bucket(len(todo))
+            empty = self.memory({"cond": {}, "non": {}}, f, reverse, cb)
+            mems += [empty] * (nb - len(todo))
+            batch = (sum((m[0] for m in mems), []), np.concatenate([m[1] for m in mems]),
+                     np.concatenate([m[2] for m in mems]), sum((m[3] for m in mems), []),
+                     np.concatenate([m[4] for m in mems]), np.concatenate([m[5] for m in mems]), mems[0][6])
+            out = self._track(self.v, self.feats(f), *batch)
+            for i, o in enumerate(todo):
+                o["non"][f] = {"masks": out["low_res_masks"][i], "ptr": out["obj_ptr"][i],
+                               "mem": out["maskmem_features"][i]}
         for o in self.objs.values():
-            if f not in o["cond"]:
-                out = self._track(self.v, self.feats(f), *self.memory(o, f, reverse))
-                o["non"][f] = {"masks": out["low_res_masks"][0], "ptr": out["obj_ptr"][0],
-                               "mem": out["maskmem_features"][0].astype(jnp.bfloat16)}
             o["tracked"][f] = reverse
-            rows.append((o["cond"].get(f) or o["non"][f])["masks"])
-        return jnp.stack(rows)
+        return jnp.stack([(o["cond"].get(f) or o["non"][f])["masks"] for o in self.objs.values()])
 
 
 def _low_res(state, f):
@@ -222,13 +254,13 @@ def _low_res(state, f):
     return np.stack([np.asarray((o.cond.get(f) or o.non_cond.get(f)).pred_masks) for o in state.objects])
 
 
-def _propagate_both(pred, state, ref, tag, **kw):
+def _propagate_both(pred, state, ref, tag, tol=1e-6, **kw):
     ref.preflight()
     worst = 0.0
     for f, ids, logits in pred.propagate_in_video(state, **kw):
         assert ids == list(ref.objs) and logits.shape[0] == len(ids)
         worst = max(worst, _close(_low_res(state, f), ref.step(f, kw.get("reverse", False)), f"{tag} frame {f}",
-                                  rel=1e-5))
+                                  rel=tol))
     return worst
 
 
@@ -251,20 +283,21 @@ def test_bounded_state_equals_unbounded_reference(tiny):
         _, _, lg = pred.add_new_points_or_box(state, f, oid, **kw)
         r = ref.points(oid, f, np.asarray(ref_coords, np.float32) * k, np.asarray(ref_labels, np.int32))
         i = state.obj_ids.index(oid)
-        _close(np.asarray(pred._to_video(jnp.asarray(r)[None], (size, size)))[0], lg[i], f"prompt {oid}@{f}", 1e-5)
+        _close(np.asarray(pred._to_video(jnp.asarray(r)[None], (size, size)))[0], lg[i], f"prompt {oid}@{f}", 1e-6)
 
     both_points(0, "click", [[15, 30]], [1], points=[[15, 30]], labels=[1])
     both_points(0, "box", [[30, 20], [55, 45]], [2, 3], box=[30, 20, 55, 45])
     pred.add_new_mask(state, 0, "mask", mask)
     ref.mask("mask", 0, ref_mask)
-    worst = _propagate_both(pred, state, ref, "forward", max_frame_num_to_track=30)       # 0 .. 30
+    tol = 1e-6
+    worst = _propagate_both(pred, state, ref, "forward", tol, max_frame_num_to_track=30)       # 0 .. 30
     # a correction click on a tracked frame (memory-conditioned, previous logits as mask input)
     both_points(12, "click", [[50, 30]], [1], points=[[50, 30]], labels=[1], clear_old_points=False)
     # an object added mid-video: its first prompt is an initial conditioning frame
     both_points(25, "late", [[40, 10]], [1], points=[[40, 10]], labels=[1])
-    worst = max(worst, _propagate_both(pred, state, ref, "again"))                           # 0 .. 39
-    worst = max(worst, _propagate_both(pred, state, ref, "reverse", start_frame_idx=n - 1, reverse=True))
-    assert worst < 1e-4
+    worst = max(worst, _propagate_both(pred, state, ref, "again", tol))                      # 0 .. 39
+    worst = max(worst, _propagate_both(pred, state, ref, "reverse", tol, start_frame_idx=n - 1, reverse=True))
+    assert worst < tol
     # far entries live on the host, near ones on the device
     o = state.objects[0]
     assert isinstance(o.non_cond[39].obj_ptr, np.ndarray) and isinstance(o.non_cond[1].obj_ptr, jax.Array)
@@ -282,7 +315,7 @@ def test_window_state_is_bounded_and_equals_reference_forward(tiny):
     k = module.cfg.image_size / size
     pred.add_new_points_or_box(state, 3, 1, points=[[20, 20]], labels=[1])
     ref.points(1, 3, np.array([[20, 20]], np.float32) * k, np.array([1], np.int32))
-    assert _propagate_both(pred, state, ref, "window") < 1e-4
+    assert _propagate_both(pred, state, ref, "window") < 1e-6
     o = state.objects[0]
     assert sorted(o.non_cond) == list(range(n - 17, n)) and sorted(o.cond) == [3]
 
@@ -358,7 +391,7 @@ def test_padded_object_axis_and_objects_run_alone(tiny):
         pred.add_new_points_or_box(st1, 0, k, points=p, labels=[1])
         alone = [lg for _, _, lg in pred.propagate_in_video(st1)]
         for t in range(6):
-            _close(together[t][i], alone[t][0], f"object {k} frame {t}", rel=1e-5)
+            _close(together[t][i], alone[t][0], f"object {k} frame {t}", rel=TRACK_TOL)
 
 
 @pytest.mark.parametrize("bad, match", [

@@ -37,7 +37,8 @@ import numpy as np
 from peanut_jax.models.sam2.sam2 import NO_OBJ_SCORE, SAM2, normalize, normalize_u8
 from peanut_jax.ops import interpolate
 
-__all__ = ["SAM2ImagePredictor", "SAM2VideoPredictor", "VideoState", "fill_holes"]
+__all__ = ["SAM2ImagePredictor", "SAM2VideoPredictor", "VideoState", "fill_holes", "mask_step", "memory_step",
+           "prompt_step", "track_step"]
 
 MAX_PTRS = 16           # max_obj_ptrs_in_encoder
 WINDOW = 16             # non-conditioning entries kept around the tracking position ("window")
@@ -318,10 +319,10 @@ class SAM2VideoPredictor:
         self.keep_frames = keep_frames
         m = module
         self._encode = jax.jit(lambda v, u8: m.apply(v, normalize_u8(u8)[None], method=SAM2.encode_image))
-        self._prompt = jax.jit(functools.partial(_prompt_step, m), static_argnames=("multimask", "init"))
-        self._mask_prompt = jax.jit(functools.partial(_mask_step, m))
-        self._memenc = jax.jit(functools.partial(_memory_step, m))
-        self._track = jax.jit(functools.partial(_track_step, m))
+        self._prompt = jax.jit(functools.partial(prompt_step, m), static_argnames=("multimask", "init"))
+        self._mask_prompt = jax.jit(functools.partial(mask_step, m))
+        self._memenc = jax.jit(functools.partial(memory_step, m))
+        self._track = jax.jit(functools.partial(track_step, m))
         self._to_video = jax.jit(_resize_logits, static_argnums=1)
         d, mem, h = self.cfg.d_model, self.cfg.mem_dim, self.cfg.embedding_size
         self._zero_mem = jnp.zeros((h, h, mem), jnp.bfloat16)
@@ -609,7 +610,10 @@ class SAM2VideoPredictor:
         return masks
 
 
-# ---------------------------------------------------------------- jitted steps (pure functions)
+# ---------------------------------------------------------------- the steps (pure functions, jitted above)
+# ``mem`` = (maskmem list (n_obj * S of (h, w, mem)), tpos (n_obj, S), valid (n_obj, S), pointer list
+# (n_obj * P of (d,)), rel_pos (n_obj, P), valid (n_obj, P), t_diff_max): the fixed-slot memory bank
+# of :meth:`SAM2VideoPredictor._memory_inputs`.
 def _memory_args(mem, tpos, mvalid, ptr, rel, pvalid, t_diff_max, n_obj):
     s_mem, s_ptr = tpos.shape[1], rel.shape[1]
     memory = jnp.stack(mem).reshape(n_obj, s_mem, *mem[0].shape)
@@ -617,7 +621,7 @@ def _memory_args(mem, tpos, mvalid, ptr, rel, pvalid, t_diff_max, n_obj):
     return memory, tpos, mvalid, ptrs, rel, pvalid, t_diff_max
 
 
-def _track_step(module, variables, feats, mem, tpos, mvalid, ptr, rel, pvalid, t_diff_max):
+def track_step(module, variables, feats, mem, tpos, mvalid, ptr, rel, pvalid, t_diff_max):
     args = _memory_args(mem, tpos, mvalid, ptr, rel, pvalid, t_diff_max, tpos.shape[0])
     out = module.apply(variables, feats["high_res"], feats["vision"], feats["vision_pos"], *args,
                        method=SAM2.track)
@@ -625,7 +629,7 @@ def _track_step(module, variables, feats, mem, tpos, mvalid, ptr, rel, pvalid, t
     return out
 
 
-def _prompt_step(module, variables, feats, coords, labels, point_mask, prev_logits, mem, *, multimask, init):
+def prompt_step(module, variables, feats, coords, labels, point_mask, prev_logits, mem, *, multimask, init):
     def f(m, feats, coords, labels, point_mask, prev_logits, mem):
         if init:
             pix = m.add_no_memory(feats["vision"])
@@ -637,11 +641,11 @@ def _prompt_step(module, variables, feats, coords, labels, point_mask, prev_logi
     return module.apply(variables, feats, coords, labels, point_mask, prev_logits, mem, method=f)
 
 
-def _mask_step(module, variables, feats, masks):
+def mask_step(module, variables, feats, masks):
     return module.apply(variables, feats["vision"], feats["high_res"], masks, method=SAM2.mask_as_output)
 
 
-def _memory_step(module, variables, feats, low_res, score):
+def memory_step(module, variables, feats, low_res, score):
     def f(m, feats, low_res, score):
         high = m.upsample_masks(low_res)
         return m.encode_memory(feats["vision"], high, score, True).astype(jnp.bfloat16)
