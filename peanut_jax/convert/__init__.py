@@ -25,6 +25,7 @@ _CONVERTERS = {
     "rife_hdv3": "peanut_jax.convert.rife",
     "vgg19": "peanut_jax.convert.vgg",
     "sam2": "peanut_jax.convert.sam2",
+    "roberta_base": "peanut_jax.convert.roberta",
 }
 
 __all__ = ["CheckpointError", "CheckpointMismatchError", "from_official", "load_checkpoint", "to_official"]

@@ -19,6 +19,7 @@ _REGISTRY: dict[str, tuple[str, str, dict]] = {
     "vgg19": ("peanut_jax.models.vgg", "VGG19Features", {}),
     # SAM 2 / 2.1: build("sam2", size="tiny"|"small"|"base_plus"|"large", version="2.0"|"2.1")
     "sam2": ("peanut_jax.models.sam2.sam2", "build_sam2", {"size": "tiny", "version": "2.1"}),
+    "roberta_base": ("peanut_jax.models.roberta", "RobertaEncoder", {}),
 }
 
 
