@@ -31,7 +31,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from peanut_jax.layers.conv import Conv2d, torch_uniform
+from peanut_jax.layers.conv import Conv2d
+from peanut_jax.layers.linear import layer_norm, linear
 from peanut_jax.models.sam2.config import HieraConfig
 from peanut_jax.ops import interpolate
 
@@ -104,13 +105,11 @@ def max_pool(x, stride: tuple[int, int]):
 
 
 def _dense(features, name, dtype, param_dtype, precision, fan_in):
-    # torch nn.Linear initialisation: U(+-1/sqrt(fan_in)) for weight and bias
-    return nn.Dense(features, dtype=dtype, param_dtype=param_dtype, precision=precision,
-                    kernel_init=torch_uniform(fan_in), bias_init=torch_uniform(fan_in), name=name)
+    return linear(features, fan_in, name=name, dtype=dtype, param_dtype=param_dtype, precision=precision)
 
 
 def _layer_norm(name, dtype, param_dtype):
-    return nn.LayerNorm(epsilon=LN_EPS, use_fast_variance=False, dtype=dtype, param_dtype=param_dtype, name=name)
+    return layer_norm(LN_EPS, name=name, dtype=dtype, param_dtype=param_dtype)
 
 
 def attention(q, k, v, precision=None):

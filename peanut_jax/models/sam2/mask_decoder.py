@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from peanut_jax.layers.conv import Conv2d, ConvTranspose2d
+from peanut_jax.layers.linear import layer_norm
 from peanut_jax.models.sam2.config import SAM2Config
 from peanut_jax.models.sam2.two_way_transformer import MLP, TwoWayTransformer
 
@@ -73,7 +74,7 @@ class MaskDecoder(nn.Module):
         self.transformer = TwoWayTransformer(cfg.decoder_depth, d, cfg.decoder_heads, cfg.decoder_mlp_dim,
                                              cfg.attention_downsample_rate, **kw)
         self.output_upscaling_0 = ConvTranspose2d(d // 4, 2, 2, 0, **kw)
-        self.output_upscaling_1 = nn.LayerNorm(epsilon=1e-6, use_fast_variance=False, **kw)
+        self.output_upscaling_1 = layer_norm(1e-6, **kw)
         self.output_upscaling_3 = ConvTranspose2d(d // 8, 2, 2, 0, **kw)
         self.conv_s0 = Conv2d(d // 8, 1, **kw)
         self.conv_s1 = Conv2d(d // 4, 1, **kw)

@@ -34,18 +34,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from peanut_jax.layers.conv import torch_uniform
+from peanut_jax.layers.linear import layer_norm, linear
 from peanut_jax.models.sam2.config import SAM2Config
 from peanut_jax.ops.rope import apply_rope, axial_rope_tables
 
 Dtype = Any
 
-_LINEAR_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")  # torch nn.Linear
-
-
 def _dense(features: int, fan_in: int, name: str, dtype, param_dtype, precision):
-    return nn.Dense(features, dtype=dtype, param_dtype=param_dtype, precision=precision,
-                    kernel_init=_LINEAR_INIT, bias_init=torch_uniform(fan_in), name=name)
+    return linear(features, fan_in, name=name, dtype=dtype, param_dtype=param_dtype, precision=precision)
 
 
 def rope_grid(num_tokens: int) -> tuple[int, int]:
@@ -159,8 +155,7 @@ class MemoryAttentionLayer(nn.Module):
     @nn.compact
     def __call__(self, tgt, memory, memory_pos, num_k_exclude_rope: int = 0, memory_valid=None,
                  deterministic: bool = True):
-        ln = lambda name: nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, dtype=self.dtype,  # noqa: E731
-                                       param_dtype=self.param_dtype, name=name)
+        ln = lambda name: layer_norm(1e-5, name=name, dtype=self.dtype, param_dtype=self.param_dtype)  # noqa: E731
         drop = lambda x: nn.Dropout(self.dropout)(x, deterministic=deterministic)  # noqa: E731
         attn = dict(embedding_dim=self.d_model, num_heads=self.num_heads, rope_theta=self.rope_theta,
                     dropout=self.dropout, query_chunk=self.query_chunk, dtype=self.dtype,
@@ -211,5 +206,4 @@ class MemoryAttention(nn.Module):
                                      param_dtype=self.param_dtype, precision=self.precision, name=f"layers_{i}")(
                 x, memory, memory_pos, num_k_exclude_rope=int(num_obj_ptr_tokens), memory_valid=memory_valid,
                 deterministic=deterministic)
-        return nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, dtype=self.dtype, param_dtype=self.param_dtype,
-                            name="norm")(x)
+        return layer_norm(1e-5, name="norm", dtype=self.dtype, param_dtype=self.param_dtype)(x)

@@ -25,21 +25,19 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from peanut_jax.layers.conv import Conv2d, torch_uniform
+from peanut_jax.layers.conv import Conv2d
+from peanut_jax.layers.linear import layer_norm, linear
 from peanut_jax.models.sam2.config import SAM2Config
 from peanut_jax.models.sam2.position_encoding import sine_2d
 
 Dtype = Any
-
-_LINEAR_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")  # torch nn.Linear
-
 
 def _gelu(x):
     return jax.nn.gelu(x, approximate=False)
 
 
 def _ln(name, dtype, param_dtype):
-    return nn.LayerNorm(epsilon=1e-6, use_fast_variance=False, dtype=dtype, param_dtype=param_dtype, name=name)
+    return layer_norm(1e-6, name=name, dtype=dtype, param_dtype=param_dtype)
 
 
 class MaskDownSampler(nn.Module):
@@ -83,11 +81,11 @@ class CXBlock(nn.Module):
         y = Conv2d(self.dim, self.kernel_size, padding=self.padding, groups=self.dim, dtype=self.dtype,
                    param_dtype=self.param_dtype, precision=self.precision, name="dwconv")(x)
         y = _ln("norm", self.dtype, self.param_dtype)(y)
-        y = nn.Dense(4 * self.dim, dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision,
-                     kernel_init=_LINEAR_INIT, bias_init=torch_uniform(self.dim), name="pwconv1")(y)
+        y = linear(4 * self.dim, self.dim, name="pwconv1", dtype=self.dtype, param_dtype=self.param_dtype,
+                   precision=self.precision)(y)
         y = _gelu(y)
-        y = nn.Dense(self.dim, dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision,
-                     kernel_init=_LINEAR_INIT, bias_init=torch_uniform(4 * self.dim), name="pwconv2")(y)
+        y = linear(self.dim, 4 * self.dim, name="pwconv2", dtype=self.dtype, param_dtype=self.param_dtype,
+                   precision=self.precision)(y)
         gamma = self.param("gamma", nn.initializers.constant(self.layer_scale_init_value), (self.dim,),
                            self.param_dtype)
         return x + gamma.astype(y.dtype) * y

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from peanut_jax.layers.conv import Conv2d
+from peanut_jax.layers.linear import layer_norm
 from peanut_jax.models.sam2.config import SAM2Config
 
 Dtype = Any
@@ -64,9 +65,9 @@ class PromptEncoder(nn.Module):
         self.no_mask_embed = self.param("no_mask_embed", emb, (1, d), self.param_dtype)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         self.mask_downscaling_0 = Conv2d(MASK_IN_CHANS // 4, 2, 2, **kw)
-        self.mask_downscaling_1 = nn.LayerNorm(epsilon=1e-6, use_fast_variance=False, **kw)
+        self.mask_downscaling_1 = layer_norm(1e-6, **kw)
         self.mask_downscaling_3 = Conv2d(MASK_IN_CHANS, 2, 2, **kw)
-        self.mask_downscaling_4 = nn.LayerNorm(epsilon=1e-6, use_fast_variance=False, **kw)
+        self.mask_downscaling_4 = layer_norm(1e-6, **kw)
         self.mask_downscaling_6 = Conv2d(d, 1, **kw)
 
     # ------------------------------------------------------------------ pieces

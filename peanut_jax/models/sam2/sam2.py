@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from peanut_jax.layers.conv import Conv2d
+from peanut_jax.layers.linear import linear
 from peanut_jax.models.sam2.config import SAM2Config, get_config
 from peanut_jax.models.sam2.image_encoder import ImageEncoder
 from peanut_jax.models.sam2.mask_decoder import MaskDecoder
@@ -78,7 +79,7 @@ class SAM2(nn.Module):
         self.memory_attention = MemoryAttention(cfg, **kw)
         self.obj_ptr_proj = MLP(d, d, 3, **kw)
         if cfg.proj_tpos_enc_in_obj_ptrs:
-            self.obj_ptr_tpos_proj = nn.Dense(mem, dtype=self.dtype, param_dtype=self.param_dtype)
+            self.obj_ptr_tpos_proj = linear(mem, d, **kw)
         self.mask_downsample = Conv2d(1, kernel_size=4, stride=4, **kw)
         p = self.param_dtype
         self.maskmem_tpos_enc = self.param("maskmem_tpos_enc", _trunc_normal(), (cfg.num_maskmem, mem), p)
@@ -241,6 +242,18 @@ class SAM2(nn.Module):
         out["maskmem_features"] = self.encode_memory(vision_b, high, out["object_score_logits"], False)
         return out
 
+    def build_kwargs(self) -> dict:
+        """JSON-able arguments of ``models.build("sam2", **kwargs)`` that rebuild this module."""
+        import dataclasses
+        cfg = self.cfg
+        ref = get_config(cfg.size, cfg.version)
+        out = {"size": cfg.size, "version": cfg.version}
+        out.update({f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+                    if f.name not in ("size", "version", "hiera") and getattr(cfg, f.name) != getattr(ref, f.name)})
+        if cfg.hiera != ref.hiera:
+            raise ValueError("a SAM 2 module with a non-standard Hiera cannot be described by build arguments")
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
     def __call__(self, images):
         """Initialise every parameter: image encoding, heads on a prompt, memory, one track step."""
         cfg = self.cfg
@@ -260,5 +273,6 @@ class SAM2(nn.Module):
 
 def build_sam2(size: str = "tiny", version: str = "2.1", dtype=jnp.float32, param_dtype=jnp.float32,
                **overrides) -> SAM2:
-    """``models.build("sam2", size=..., version=...)``."""
+    """``models.build("sam2", size=..., version=...)``; ``overrides`` are SAM2Config fields."""
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
     return SAM2(get_config(size, version, **overrides), dtype=dtype, param_dtype=param_dtype)

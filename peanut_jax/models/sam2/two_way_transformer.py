@@ -25,16 +25,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from peanut_jax.layers.linear import layer_norm, linear
+
 Dtype = Any
 
-# torch nn.Linear weight init (kaiming-uniform a=sqrt(5) = U(+-1/sqrt(fan_in)))
-LINEAR_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-
-
-def dense(features: int, name: str, dtype: Dtype, param_dtype: Dtype) -> nn.Dense:
-    """``nn.Dense`` with torch's Linear weight initialisation (params ``kernel`` (in, out), ``bias``)."""
-    return nn.Dense(features, dtype=dtype, param_dtype=param_dtype, kernel_init=LINEAR_INIT,
-                    bias_init=nn.initializers.zeros, name=name)
+def dense(features: int, name: str, dtype: Dtype, param_dtype: Dtype):
+    """torch-initialised Linear whose fan-in is the input's last axis (``layers.linear``)."""
+    return lambda x: linear(features, x.shape[-1], name=name, dtype=dtype, param_dtype=param_dtype)(x)
 
 
 class MLP(nn.Module):
@@ -58,8 +55,8 @@ class MLP(nn.Module):
         return jax.nn.sigmoid(x) if self.sigmoid_output else x
 
 
-def layer_norm(name: str, dtype: Dtype, param_dtype: Dtype, eps: float = 1e-5) -> nn.LayerNorm:
-    return nn.LayerNorm(epsilon=eps, use_fast_variance=False, dtype=dtype, param_dtype=param_dtype, name=name)
+def _ln(name: str, dtype: Dtype, param_dtype: Dtype):
+    return layer_norm(1e-5, name=name, dtype=dtype, param_dtype=param_dtype)
 
 
 class Attention(nn.Module):
@@ -111,20 +108,20 @@ class TwoWayAttentionBlock(nn.Module):
         else:
             q = queries + query_pe
             queries = queries + self_attn(q, q, queries, token_mask)
-        queries = layer_norm("norm1", dt, pdt)(queries)
+        queries = _ln("norm1", dt, pdt)(queries)
 
         q = queries + query_pe
         k = keys + key_pe
         queries = queries + Attention(d, h, rate, dt, pdt, name="cross_attn_token_to_image")(q, k, keys)
-        queries = layer_norm("norm2", dt, pdt)(queries)
+        queries = _ln("norm2", dt, pdt)(queries)
 
         queries = queries + MLP(self.mlp_dim, d, 2, dtype=dt, param_dtype=pdt, name="mlp")(queries)
-        queries = layer_norm("norm3", dt, pdt)(queries)
+        queries = _ln("norm3", dt, pdt)(queries)
 
         q = queries + query_pe
         k = keys + key_pe
         keys = keys + Attention(d, h, rate, dt, pdt, name="cross_attn_image_to_token")(k, q, queries, token_mask)
-        keys = layer_norm("norm4", dt, pdt)(keys)
+        keys = _ln("norm4", dt, pdt)(keys)
         return queries, keys
 
 
@@ -154,5 +151,5 @@ class TwoWayTransformer(nn.Module):
         k = keys + key_pe
         queries = queries + Attention(self.embedding_dim, self.num_heads, self.attention_downsample_rate,
                                       self.dtype, self.param_dtype, name="final_attn_token_to_image")(q, k, keys)
-        queries = layer_norm("norm_final_attn", self.dtype, self.param_dtype)(queries)
+        queries = _ln("norm_final_attn", self.dtype, self.param_dtype)(queries)
         return queries, keys
