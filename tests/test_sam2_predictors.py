@@ -307,7 +307,7 @@ def test_window_state_is_bounded_and_equals_reference_forward(tiny):
     """keep_frames='window' (default): forward tracking equals the reference while only the last
     16 non-conditioning frames are kept."""
     module, variables = tiny
-    n, size = 40, 64
+    n, size = 24, 64
     frames = _clip(n=n, s=size, seed=1)
     pred = SAM2VideoPredictor(module, variables, fill_hole_area=0)
     state = pred.init_state(frames)
@@ -361,19 +361,20 @@ def test_state_and_compiled_shapes_do_not_grow_with_clip_length(tiny):
 def test_padded_prompt_points_change_nothing(tiny):
     module, variables = tiny
     s = module.cfg.image_size
-    from peanut_jax.models.sam2.sam2 import normalize_u8
-    ft = module.apply(variables, normalize_u8(jnp.asarray(_clip(n=1, s=s)[0]))[None], method=SAM2.encode_image)
+    ft = jax.jit(lambda v, x: module.apply(v, normalize_u8(x)[None], method=SAM2.encode_image))(
+        variables, jnp.asarray(_clip(n=1, s=s)[0]))
     pix = module.apply(variables, ft["vision"], method=SAM2.add_no_memory)
+    heads = jax.jit(lambda v, *a, point_mask=None: module.apply(v, *a, point_mask=point_mask, method=SAM2.sam_heads))
     coords = jnp.asarray([[[30.0, 40.0], [90.0, 70.0], [60.0, 60.0]]])
     labels = jnp.asarray([[1, 0, 1]])
-    ref = module.apply(variables, pix, ft["high_res"], coords, labels, method=SAM2.sam_heads)
+    ref = heads(variables, pix, ft["high_res"], coords, labels)
     padded = jnp.concatenate([coords, jnp.full((1, 5, 2), 17.0)], 1)
     plabels = jnp.concatenate([labels, -jnp.ones((1, 5), jnp.int32)], 1)
     mask = jnp.arange(8)[None] < 3
-    out = module.apply(variables, pix, ft["high_res"], padded, plabels, point_mask=mask, method=SAM2.sam_heads)
+    out = heads(variables, pix, ft["high_res"], padded, plabels, point_mask=mask)
     for k in ("low_res_masks", "ious", "obj_ptr", "object_score_logits"):
         _close(out[k], ref[k], k, rel=1e-5)
-    unmasked = module.apply(variables, pix, ft["high_res"], padded, plabels, method=SAM2.sam_heads)
+    unmasked = heads(variables, pix, ft["high_res"], padded, plabels)
     assert np.abs(np.asarray(unmasked["low_res_masks"] - ref["low_res_masks"])).max() > 1e-4   # padding matters
 
 
