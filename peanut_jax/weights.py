@@ -242,6 +242,15 @@ _BUILTIN: list[WeightEntry] = [
         urls=("https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",), sha256_prefix="dcbb9e9d",
         license="BSD-3-Clause (torchvision); trained on ImageNet", source="torchvision VGG19_Weights.IMAGENET1K_V1",
         notes="VGG19 features for the perceptual loss"),
+    # SAM 2 (07/2024) and SAM 2.1 (09/2024), click/box/mask segmentation; no checksum is published
+    *[WeightEntry(
+        f"{prefix}_hiera_{size}", "sam2", f"{prefix}_hiera_{size}.pt",
+        urls=(f"https://dl.fbaipublicfiles.com/segment_anything_2/{date}/{prefix}_hiera_{size}.pt",),
+        license="Apache-2.0 (facebookresearch/sam2)",
+        source="facebookresearch/sam2 checkpoints/download_ckpts.sh, README.md",
+        notes=f"SAM {version} Hiera-{size.replace('_plus', '+')}")
+      for prefix, date, version in (("sam2", "072824", "2"), ("sam2.1", "092824", "2.1"))
+      for size in ("tiny", "small", "base_plus", "large")],
     # small models of the official architectures trained with train.py on the synthetic videos
     # (scripts/train_demo_weights.sh), shipped with the package: offline runs and the demo
     *[WeightEntry(
@@ -588,8 +597,11 @@ def _jsonable(value, field: str):
 
 
 def _module_kwargs(model: str, module) -> dict:
-    """Constructor arguments of ``module`` that differ from ``build(model)``'s defaults."""
+    """Constructor arguments of ``module`` that differ from ``build(model)``'s defaults (a module
+    with a ``build_kwargs()`` method, e.g. SAM 2 with its configuration, describes itself)."""
     from peanut_jax.models import build
+    if hasattr(module, "build_kwargs"):
+        return module.build_kwargs()
     default = build(model)
     if type(default) is not type(module):
         raise ValueError(f"the converter for {model!r} returned a {type(module).__name__}, "

@@ -470,3 +470,41 @@ def test_video_predictor_matches_official_dump():
             _close(np.asarray(e.maskmem, np.float32), z[c + "out/maskmem_features"][f, 0].transpose(1, 2, 0),
                    f"frame {f} maskmem (bf16)", rel=1e-2)
             _same_decisions(logits, z[c + "out/video_res_masks"][f, 0], f"frame {f} masks > 0")
+
+
+def test_registry_fetch_converts_once_and_loads_offline(tiny, tmp_path, monkeypatch):
+    """The registry path for SAM 2: a file in the official format (here tiny_test, from a local
+    mirror folder) is verified, converted once into $PEANUT_HOME and loaded back without network."""
+    import hashlib
+
+    torch = pytest.importorskip("torch")
+    from peanut_jax import weights as W
+
+    module, variables = tiny
+    sd = to_official("sam2", variables)
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    torch.save({"model": {k: torch.from_numpy(np.array(v)) for k, v in sd.items()}},
+               folder / "sam2_test.pt")
+    data = (folder / "sam2_test.pt").read_bytes()
+    monkeypatch.setenv("PEANUT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PEANUT_WEIGHTS_MIRROR", str(folder))
+    monkeypatch.setenv("PEANUT_OFFLINE", "1")
+    e = W.register(W.WeightEntry("test_sam2_tiny", "sam2", "sam2_test.pt", urls=("https://example.invalid/x.pt",),
+                                 sha256=hashlib.sha256(data).hexdigest()), replace=True)
+    try:
+        out = W.fetch(e.name, progress=False)
+        m2, v2 = W.load(e.name)
+        assert m2.cfg == module.cfg
+        for (p, a), (_, b) in zip(jax.tree_util.tree_leaves_with_path(variables),
+                                  jax.tree_util.tree_leaves_with_path(v2)):
+            assert np.array_equal(np.asarray(a), np.asarray(b)), p
+        (folder / "sam2_test.pt").unlink()        # converted once: the cache alone serves it now
+        assert W.fetch(e.name, progress=False) == out
+    finally:
+        W.unregister(e.name)
+    # every official SAM 2 / 2.1 size is registered with its official URL
+    names = {n for n in W.names() if n.startswith("sam2")}
+    assert names == {f"{p}_hiera_{s}" for p in ("sam2", "sam2.1") for s in ("tiny", "small", "base_plus", "large")}
+    assert W.get("sam2.1_hiera_base_plus").urls == (
+        "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_base_plus.pt",)
