@@ -8,6 +8,7 @@ flat memory.  Locally ($PEANUT_REFS): the official SAM 2.1 hiera-tiny dumps, end
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 import pytest
@@ -338,9 +339,19 @@ def test_live_track_equals_propagation(tiny):
         _close(lg, offline[t], f"live frame {t}", rel=1e-5)
 
 
+def _rss_bytes() -> int:
+    """Current resident set size (Linux), 0 where /proc is not available."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
 def test_state_and_compiled_shapes_do_not_grow_with_clip_length(tiny):
     """Streaming 1000 frames: the live device arrays, the host entries and the compiled shapes
-    after frame 1000 are those after frame 100 (the memory bank is bounded)."""
+    after frame 1000 are those after frame 100 (the memory bank is bounded), and the host RSS
+    (on CPU also the device memory) is within 5%."""
     module, variables = tiny
     s = 32
     base = _clip(n=10, s=s, seed=3)
@@ -349,13 +360,16 @@ def test_state_and_compiled_shapes_do_not_grow_with_clip_length(tiny):
     st = pred.init_state(video)
     pred.add_new_points_or_box(st, 0, 1, points=[[10, 10]], labels=[1])
     pred.add_new_points_or_box(st, 0, 2, points=[[20, 20]], labels=[1])
-    snapshots = {}
+    snapshots, rss = {}, {}
     for f, _, _ in pred.propagate_in_video(st):
         if f in (99, 999):
             jax.effects_barrier()
             snapshots[f] = (len(jax.live_arrays()), sum(a.nbytes for a in jax.live_arrays()),
                             [len(o.non_cond) + len(o.cond) for o in st.objects], pred._track._cache_size())
+            rss[f] = _rss_bytes()
     assert snapshots[99] == snapshots[999], snapshots
+    if rss[99]:
+        assert rss[999] <= 1.05 * rss[99], f"host RSS grew from {rss[99] / 2**20:.0f} to {rss[999] / 2**20:.0f} MiB"
 
 
 def test_padded_prompt_points_change_nothing(tiny):
