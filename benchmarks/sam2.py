@@ -19,7 +19,8 @@ pixels whose ``> 0`` decision differs.
 memory encoder + video-resolution output) for N objects; the official predictor runs objects one
 by one (``_run_single_frame_inference`` each, image features shared), ours batched.  Calls
 alternate, the first of each is warm-up, medians of ``--repeats``; wall and process CPU seconds;
-``--threads`` sets torch's and XLA's thread count (set before jax is imported).
+``--threads N`` pins the process to N cores (both frameworks then share exactly those) and sets
+torch's and XLA's thread counts.
 """
 from __future__ import annotations
 
@@ -49,6 +50,9 @@ def _parse():
 ARGS = _parse() if __name__ == "__main__" else None
 if ARGS is not None:
     n = ARGS.threads
+    # the same cores for both sides: pin the process (XLA's CPU client starts its own thread pool
+    # whatever the flags say; torch's is set to n threads below)
+    os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:n]))
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" --xla_cpu_multi_thread_eigen={n > 1} "
                                f"intra_op_parallelism_threads={n}").strip()
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
