@@ -36,6 +36,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from peanut_jax.layers.linear import layer_norm
+from peanut_jax.ops.attention import attention
+
 Dtype = Any
 
 # fairseq init_bert_params: Linear / Embedding weights N(0, 0.02), biases zero, padding row zero.
@@ -55,7 +58,7 @@ def _dense(features: int, name: str, dtype: Dtype, param_dtype: Dtype) -> nn.Den
 
 
 def _layer_norm(name: str, dtype: Dtype, param_dtype: Dtype) -> nn.LayerNorm:
-    return nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, dtype=dtype, param_dtype=param_dtype, name=name)
+    return layer_norm(1e-5, name=name, dtype=dtype, param_dtype=param_dtype)
 
 
 def make_positions(input_ids, padding_idx: int = 1):
@@ -86,12 +89,10 @@ class SelfAttention(nn.Module):
             return _dense(self.dim, name, dt, pdt)(x).reshape(b, n, self.heads, hd)
 
         q, k, v = proj("q_proj"), proj("k_proj"), proj("v_proj")
-        logits = jnp.einsum("bqhc,bkhc->bhqk", q, k).astype(jnp.float32) * (hd ** -0.5)
-        if padding_mask is not None:
-            logits = jnp.where(padding_mask[:, None, None, :], jnp.finfo(jnp.float32).min, logits)
-        w = jax.nn.softmax(logits, axis=-1)
-        w = nn.Dropout(self.attention_dropout)(w, deterministic=deterministic).astype(v.dtype)
-        out = jnp.einsum("bhqk,bkhc->bqhc", w, v).reshape(b, n, self.dim)
+        rate = 0.0 if deterministic else self.attention_dropout
+        rng = self.make_rng("dropout") if rate > 0.0 else None
+        out = attention(q, k, v, None if padding_mask is None else ~padding_mask, dropout_rate=rate,
+                        rng=rng).reshape(b, n, self.dim)
         return _dense(self.dim, "out_proj", dt, pdt)(out)
 
 

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from peanut_jax.layers.conv import Conv2d
 from peanut_jax.layers.linear import layer_norm, linear
 from peanut_jax.models.sam2.config import HieraConfig
+from peanut_jax.ops.attention import attention
 from peanut_jax.ops import interpolate
 
 Dtype = Any
@@ -112,16 +113,6 @@ def _layer_norm(name, dtype, param_dtype):
     return layer_norm(LN_EPS, name=name, dtype=dtype, param_dtype=param_dtype)
 
 
-def attention(q, k, v, precision=None):
-    """softmax(q k^T / sqrt(d)) v on (B, N, heads, d) arrays (torch SDPA, no mask)."""
-    if precision is None:
-        return jax.nn.dot_product_attention(q, k, v)
-    scale = q.shape[-1] ** -0.5
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, precision=precision) * jnp.asarray(scale, q.dtype)
-    p = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
-    return jnp.einsum("bhqk,bkhd->bqhd", p, v, precision=precision)
-
-
 class MultiScaleAttention(nn.Module):
     """``qkv`` -> optional 2x2 max-pool of q over the (window) grid -> attention -> ``proj``."""
     dim: int
@@ -144,7 +135,7 @@ class MultiScaleAttention(nn.Module):
             q = max_pool(q.reshape(b, hh, ww, -1), self.q_stride)
             hh, ww = q.shape[1:3]
             q = q.reshape(b, hh * ww, self.num_heads, -1)
-        y = attention(q, k, v, self.precision).reshape(b, hh, ww, -1)
+        y = attention(q, k, v, precision=self.precision).reshape(b, hh, ww, -1)
         return self.proj(y)
 
 

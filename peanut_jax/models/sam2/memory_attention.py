@@ -36,6 +36,7 @@ import jax.numpy as jnp
 
 from peanut_jax.layers.linear import layer_norm, linear
 from peanut_jax.models.sam2.config import SAM2Config
+from peanut_jax.ops.attention import attention
 from peanut_jax.ops.rope import apply_rope, axial_rope_tables
 
 Dtype = Any
@@ -50,44 +51,6 @@ def rope_grid(num_tokens: int) -> tuple[int, int]:
     if side * side != num_tokens:
         raise ValueError(f"SAM 2 RoPE assumes a square token map; {num_tokens} tokens is not a square")
     return side, side
-
-
-def _attention(q, k, v, key_valid, *, chunk: int | None, dropout_rate: float = 0.0, rng=None,
-               precision=None):
-    """softmax(q k^T / sqrt(D)) v over (B, H, N, D) heads; ``key_valid`` (B, Nk) bool or None.
-
-    Masked keys get zero weight (a row with no valid key averages all keys instead of NaN).  The
-    softmax runs in float32; queries are processed ``chunk`` at a time."""
-    scale = 1.0 / math.sqrt(q.shape[-1])
-    bias = None
-    if key_valid is not None:
-        bias = jnp.where(key_valid, 0.0, -1e30).astype(jnp.float32)[:, None, None, :]
-
-    def attend(qc, key):
-        logits = jnp.einsum("bhqd,bhkd->bhqk", qc, k, precision=precision,
-                            preferred_element_type=jnp.float32) * scale
-        if bias is not None:
-            logits = logits + bias
-        w = jax.nn.softmax(logits, axis=-1)
-        if dropout_rate > 0.0 and key is not None:
-            keep = jax.random.bernoulli(key, 1.0 - dropout_rate, w.shape)
-            w = jnp.where(keep, w / (1.0 - dropout_rate), 0.0)
-        return jnp.einsum("bhqk,bhkd->bhqd", w.astype(v.dtype), v, precision=precision)
-
-    n = q.shape[2]
-    if chunk is None or n <= chunk:
-        return attend(q, rng)
-    n_chunks = -(-n // chunk)
-    pad = n_chunks * chunk - n
-    qp = jnp.pad(q, ((0, 0), (0, 0), (0, pad), (0, 0))) if pad else q
-    qs = jnp.moveaxis(qp.reshape(*q.shape[:2], n_chunks, chunk, q.shape[-1]), 2, 0)
-    keys = jax.random.split(rng, n_chunks) if rng is not None else None
-    if keys is None:
-        out = jax.lax.map(lambda qc: attend(qc, None), qs)
-    else:
-        out = jax.lax.map(lambda a: attend(*a), (qs, keys))
-    out = jnp.moveaxis(out, 0, 2).reshape(*q.shape[:2], n_chunks * chunk, v.shape[-1])
-    return out[:, :, :n]
 
 
 class RoPEAttention(nn.Module):
@@ -119,7 +82,7 @@ class RoPEAttention(nn.Module):
         k = dense(internal, k.shape[-1], "k_proj")(k)
         v = dense(internal, v.shape[-1], "v_proj")(v)
 
-        def heads(x):
+        def heads(x):   # (B, heads, N, D): RoPE rotates along the token axis
             b, n, c = x.shape
             return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(0, 2, 1, 3)
 
@@ -133,10 +96,11 @@ class RoPEAttention(nn.Module):
 
         rate = 0.0 if deterministic else self.dropout
         rng = self.make_rng("dropout") if rate > 0.0 else None
-        out = _attention(q, k, v, key_valid, chunk=self.query_chunk, dropout_rate=rate, rng=rng,
-                         precision=self.precision)
-        b, h, n, c = out.shape
-        out = out.transpose(0, 2, 1, 3).reshape(b, n, h * c)
+        q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))
+        out = attention(q, k, v, key_valid, precision=self.precision, dropout_rate=rate, rng=rng,
+                        query_chunk=self.query_chunk)
+        b, n, h, c = out.shape
+        out = out.reshape(b, n, h * c)
         return dense(self.embedding_dim, internal, "out_proj")(out)
 
 

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from peanut_jax.layers.linear import layer_norm, linear
+from peanut_jax.ops.attention import attention
 
 Dtype = Any
 
@@ -81,11 +82,7 @@ class Attention(nn.Module):
         q = q.reshape(*q.shape[:2], self.num_heads, hd)
         k = k.reshape(*k.shape[:2], self.num_heads, hd)
         v = v.reshape(*v.shape[:2], self.num_heads, hd)
-        logits = jnp.einsum("bqhc,bkhc->bhqk", q, k) / jnp.sqrt(jnp.asarray(hd, q.dtype))
-        if key_mask is not None:
-            logits = jnp.where(key_mask[:, None, None, :], logits, jnp.finfo(logits.dtype).min)
-        w = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
-        out = jnp.einsum("bhqk,bkhc->bqhc", w, v).reshape(*q.shape[:2], internal)
+        out = attention(q, k, v, key_mask).reshape(*q.shape[:2], internal)
         return dense(self.embedding_dim, "out_proj", self.dtype, self.param_dtype)(out)
 
 
