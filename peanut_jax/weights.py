@@ -601,7 +601,7 @@ def _module_kwargs(model: str, module) -> dict:
     with a ``build_kwargs()`` method, e.g. SAM 2 with its configuration, describes itself)."""
     from peanut_jax.models import build
     if hasattr(module, "build_kwargs"):
-        return module.build_kwargs()
+        return {k: _jsonable(v, k) for k, v in module.build_kwargs().items()}
     default = build(model)
     if type(default) is not type(module):
         raise ValueError(f"the converter for {model!r} returned a {type(module).__name__}, "

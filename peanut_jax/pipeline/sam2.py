@@ -203,7 +203,7 @@ class _Frames:
         self._cache_size = cache
         self._array = self._source = None
         self._iter = None
-        self._next = 0
+        self._next = 0          # the next frame the video iterator yields; live input: the next index
         if video is None:
             self.num_frames, self.height, self.width = num_frames, None, None
             self.live = True
@@ -238,8 +238,8 @@ class _Frames:
         self._next += 1
         return frame
 
-    def put(self, idx: int, frame_u8: np.ndarray) -> None:
-        """Live input: register frame ``idx``."""
+    def append(self, frame_u8: np.ndarray) -> int:
+        """Live input: register the next frame; returns its index."""
         frame_u8 = np.asarray(frame_u8)
         if frame_u8.ndim != 3 or frame_u8.shape[2] != 3:
             raise ValueError(f"frame must be (H, W, 3) uint8 RGB, got shape {frame_u8.shape}")
@@ -248,7 +248,10 @@ class _Frames:
         elif frame_u8.shape[:2] != (self.height, self.width):
             raise ValueError(f"frame size {frame_u8.shape[1]}x{frame_u8.shape[0]} differs from the video's "
                              f"{self.width}x{self.height}")
+        idx = self._next
         self._store(idx, self._squash(frame_u8))
+        self._next += 1
+        return idx
 
     def _squash(self, frame: np.ndarray) -> np.ndarray:
         from PIL import Image
@@ -499,9 +502,7 @@ class SAM2VideoPredictor:
         """Live input: append ``frame_u8`` as the next frame and track every object on it."""
         if not state.frames.live:
             raise ValueError("track() is for live input: create the state with init_state(video=None)")
-        idx = getattr(state.frames, "_next_live", 0)
-        state.frames.put(idx, frame_u8)
-        state.frames._next_live = idx + 1
+        idx = state.frames.append(frame_u8)
         if not state.objects or not any(o.cond or o.temp for o in state.objects):
             return idx, state.obj_ids, np.zeros((len(state.objects), *state.video_hw), np.float32)
         self._preflight(state)
@@ -547,7 +548,8 @@ class SAM2VideoPredictor:
         return sel, {t: v for t, v in cond.items() if t not in sel}
 
     def _lookup(self, obj: _Object, f: int, reverse: bool, num_frames):
-        """(spatial memories [(tpos_index, entry)], pointers [(rel_pos, entry)], t_diff_max) for frame f."""
+        """(spatial memories [(tpos_index, entry)], pointers [(rel_pos, entry)], t_diff_max, number of
+        selected conditioning frames) for frame f."""
         nm = self.cfg.num_maskmem
         sel, unsel = self._select_cond(obj.cond, f)
         mems = [(nm - 1, e) for e in sel.values()]                      # t_pos 0 -> index nm-1
@@ -569,18 +571,16 @@ class SAM2VideoPredictor:
             e = obj.non_cond.get(t, unsel.get(t))
             if e is not None:
                 ptrs.append((t_diff, e))
-        return mems, ptrs, max(max_ptrs - 1, 1)
+        return mems, ptrs, max(max_ptrs - 1, 1), len(sel)
 
     def _memory_inputs(self, state: VideoState, objs: list, f: int, reverse: bool, n_slots: int):
         """Fixed-shape memory arguments of a step for ``objs`` (padded to ``n_slots`` objects)."""
         looked = [self._lookup(o, f, reverse, state.num_frames) for o in objs]
-        n_cond = max(len(self._select_cond(o.cond, f)[0]) for o in objs)
-        cb = _bucket(max(n_cond, 1))
+        cb = _bucket(max(max(n_sel for *_, n_sel in looked), 1))
         s_mem, s_ptr = cb + self.cfg.num_maskmem - 1, cb + MAX_PTRS - 1
         mem, tpos, mvalid, ptr, rel, pvalid = [], [], [], [], [], []
         for i in range(n_slots):
-            mems, ptrs, _ = looked[i] if i < len(looked) else ([], [], 1)
-            mems, ptrs = mems[:s_mem], ptrs[:s_ptr]
+            mems, ptrs = looked[i][:2] if i < len(looked) else ([], [])
             mem += [e.maskmem for _, e in mems] + [self._zero_mem] * (s_mem - len(mems))
             tpos.append([t for t, _ in mems] + [0] * (s_mem - len(mems)))
             mvalid.append([True] * len(mems) + [False] * (s_mem - len(mems)))

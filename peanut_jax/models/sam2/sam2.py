@@ -99,16 +99,20 @@ class SAM2(nn.Module):
         return {"high_res": (s0, s1), "vision": fpn[-1], "vision_pos": jnp.reshape(pos[-1], pos[-1].shape[-3:])}
 
     # ------------------------------------------------------------------ SAM heads
-    def sam_heads(self, pix_feat, high_res, point_coords, point_labels, mask_inputs=None,
+    def sam_heads(self, pix_feat, high_res, point_coords=None, point_labels=None, mask_inputs=None,
                   multimask: bool = False, point_mask=None):
         """``_forward_sam_heads``.  ``point_coords`` (B, N, 2) in input pixels (x, y),
-        ``point_labels`` (B, N) int (-1 = no point); ``mask_inputs`` (B, 4h, 4w) logits or None.
+        ``point_labels`` (B, N) int (-1 = no point); None = no points (one empty point, label -1,
+        as official); ``mask_inputs`` (B, 4h, 4w) logits or None.
         ``point_mask`` (B, N) bool, optional: False marks padding points (static-shape buckets),
         hidden from every attention so that they change nothing (the prompt encoder's own
         trailing pad point stays, as official).
 
         Returns dict(low_res_multimasks (B,M,4h,4w), ious (B,M), low_res_masks (B,4h,4w),
         obj_ptr (B,d), object_score_logits (B,1), best (B,) index of the chosen mask)."""
+        if point_coords is None:
+            b = pix_feat.shape[0]
+            point_coords, point_labels = jnp.zeros((b, 1, 2), jnp.float32), -jnp.ones((b, 1), jnp.int32)
         masks_in = None if mask_inputs is None else mask_inputs[..., None]
         sparse, dense = self.sam_prompt_encoder(points=(point_coords, point_labels), boxes=None, masks=masks_in)
         sparse_mask = None
@@ -144,8 +148,7 @@ class SAM2(nn.Module):
         high = m * MASK_OUT_SCALE + MASK_OUT_BIAS
         low = downsample_antialias(high, 4)
         b = m.shape[0]
-        no_pts = jnp.zeros((b, 1, 2), jnp.float32), -jnp.ones((b, 1), jnp.int32)
-        heads = self.sam_heads(pix_feat, high_res, *no_pts, mask_inputs=self.mask_downsample(m[..., None])[..., 0])
+        heads = self.sam_heads(pix_feat, high_res, mask_inputs=self.mask_downsample(m[..., None])[..., 0])
         lam = jnp.any(m.reshape(b, -1) > 0, axis=1, keepdims=True).astype(jnp.float32)
         score = MASK_OUT_SCALE * lam + MASK_OUT_BIAS
         return {"low_res_multimasks": low[:, None], "ious": jnp.ones((b, 1), jnp.float32), "low_res_masks": low,
@@ -236,14 +239,14 @@ class SAM2(nn.Module):
         high_res_b = tuple(jnp.broadcast_to(x, (b, *x.shape[1:])) for x in high_res)
         pix = self.condition_on_memory(vision_b, vision_pos, memory, memory_tpos, memory_valid, ptrs,
                                        ptr_rel_pos, ptr_valid, t_diff_max)
-        no_pts = jnp.zeros((b, 1, 2), jnp.float32), -jnp.ones((b, 1), jnp.int32)
-        out = self.sam_heads(pix, high_res_b, *no_pts, multimask=True)
+        out = self.sam_heads(pix, high_res_b, multimask=True)
         high = self.upsample_masks(out["low_res_masks"])
         out["maskmem_features"] = self.encode_memory(vision_b, high, out["object_score_logits"], False)
         return out
 
     def build_kwargs(self) -> dict:
-        """JSON-able arguments of ``models.build("sam2", **kwargs)`` that rebuild this module."""
+        """Arguments of ``models.build("sam2", **kwargs)`` that rebuild this module (the weights cache
+        records them; tuples become JSON lists and come back as tuples)."""
         import dataclasses
         cfg = self.cfg
         ref = get_config(cfg.size, cfg.version)
@@ -252,7 +255,7 @@ class SAM2(nn.Module):
                     if f.name not in ("size", "version", "hiera") and getattr(cfg, f.name) != getattr(ref, f.name)})
         if cfg.hiera != ref.hiera:
             raise ValueError("a SAM 2 module with a non-standard Hiera cannot be described by build arguments")
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+        return out
 
     def __call__(self, images):
         """Initialise every parameter: image encoding, heads on a prompt, memory, one track step."""
@@ -274,5 +277,4 @@ class SAM2(nn.Module):
 def build_sam2(size: str = "tiny", version: str = "2.1", dtype=jnp.float32, param_dtype=jnp.float32,
                **overrides) -> SAM2:
     """``models.build("sam2", size=..., version=...)``; ``overrides`` are SAM2Config fields."""
-    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
     return SAM2(get_config(size, version, **overrides), dtype=dtype, param_dtype=param_dtype)
