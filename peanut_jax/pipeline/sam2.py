@@ -403,7 +403,7 @@ class SAM2VideoPredictor:
         out = self._prompt(self.variables, feats, jnp.asarray(c_in), jnp.asarray(l_in), jnp.asarray(valid),
                            None if prev_logits is None else prev_logits[None], mem, multimask=multimask,
                            init=init)
-        obj.temp[frame_idx] = (init, self._entry(out, 0))
+        obj.temp[frame_idx] = (init, self._entries(out, 1)[0])
         return frame_idx, state.obj_ids, self._frame_output(state, frame_idx)
 
     def add_new_mask(self, state: VideoState, frame_idx, obj_id, mask):
@@ -426,14 +426,17 @@ class SAM2VideoPredictor:
         init = frame_idx not in obj.tracked
         feats = self._features(state, frame_idx)
         out = self._mask_prompt(self.variables, feats, m[None])
-        obj.temp[frame_idx] = (init, self._entry(out, 0))
+        obj.temp[frame_idx] = (init, self._entries(out, 1)[0])
         return frame_idx, state.obj_ids, self._frame_output(state, frame_idx)
 
-    def _entry(self, out, i, maskmem=None) -> _Entry:
-        masks = out["low_res_masks"][i]
+    def _entries(self, out, n: int) -> list[_Entry]:
+        """The first ``n`` objects' results of a step (hole filling: one host round trip for all)."""
+        masks = out["low_res_masks"][:n]
         if self.fill_hole_area > 0:
-            masks = jnp.asarray(fill_holes(np.asarray(masks)[None], self.fill_hole_area)[0])
-        return _Entry(masks, out["obj_ptr"][i], out["object_score_logits"][i], maskmem)
+            masks = jnp.asarray(fill_holes(np.asarray(masks), self.fill_hole_area))
+        mem = out.get("maskmem_features")
+        return [_Entry(masks[i], out["obj_ptr"][i], out["object_score_logits"][i], None if mem is None else mem[i])
+                for i in range(n)]
 
     def clear_all_prompts_in_frame(self, state: VideoState, frame_idx, obj_id, need_output=True):
         obj = self._obj(state, obj_id, create=False)
@@ -514,8 +517,8 @@ class SAM2VideoPredictor:
             feats = self._features(state, f)
             mem = self._memory_inputs(state, todo, f, reverse, _bucket(len(todo)))
             out = self._track(self.variables, feats, *mem)
-            for i, o in enumerate(todo):
-                o.non_cond[f] = self._entry(out, i, maskmem=out["maskmem_features"][i])
+            for o, e in zip(todo, self._entries(out, len(todo))):
+                o.non_cond[f] = e
         for o in state.objects:
             o.tracked[f] = reverse
             self._prune(o, f)
