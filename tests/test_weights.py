@@ -496,8 +496,13 @@ def test_resolve_checkpoint_with_file_and_converted_dir(env, server, spynet_ckpt
     assert W.resolve_checkpoint(f, "spynet") == f
     assert W.resolve_checkpoint(str(f), "spynet") == f
     _assert_params_equal(W.load(f, "spynet")[1], params)
+    module, variables = W.load(f)        # the official file says which model it holds
+    assert module.variant == "mmagic"
+    _assert_params_equal(variables, params)
+    from peanut_jax.convert.reader import save_safetensors
+    save_safetensors(tmp_path / "unknown.safetensors", {"w": np.zeros(2, np.float32)})
     with pytest.raises(ValueError, match="give model_name"):
-        W.load(f)
+        W.load(tmp_path / "unknown.safetensors")
 
     e = _served_entry(env, server, spynet_ckpt)
     out = W.fetch(e.name, progress=False)
@@ -516,14 +521,14 @@ def test_resolve_checkpoint_with_file_and_converted_dir(env, server, spynet_ckpt
 # --------------------------------------------------------------------------------------------
 
 def test_builtin_registry_is_consistent():
-    from peanut_jax.convert import _CONVERTERS
+    from peanut_jax.convert import converter_names
     from peanut_jax.models import names as model_names
     es = W.entries()
     assert len({e.name for e in es}) == len(es)
     want = {"spynet", "spynet_sniklaus", "e2fgvi", "e2fgvi_hq", "basicvsr_pp", "rife", "rife_hdv3", "vgg19"}
     assert want <= {e.model for e in es}
     for e in es:
-        assert e.model in model_names() and e.model in _CONVERTERS, e.name
+        assert e.model in model_names() and e.model in converter_names(), e.name
         assert e.sha256 is None and e.size is None  # nothing is published beyond the file-name prefixes
         if e.manual:
             assert not e.urls and e.pages, e.name

@@ -12,29 +12,26 @@ import importlib
 from peanut_jax.convert.common import CheckpointMismatchError
 from peanut_jax.convert.reader import CheckpointError, load_checkpoint
 
-# model name -> converter module; each exposes from_state_dict(sd, name, **kw) -> (module, variables),
-# to_state_dict(variables, name, **kw) -> dict[str, np.ndarray], and optionally detect(sd) -> name|None.
-_CONVERTERS = {
-    "spynet": "peanut_jax.convert.spynet",
-    "spynet_sniklaus": "peanut_jax.convert.spynet",
-    "e2fgvi": "peanut_jax.convert.e2fgvi",
-    "e2fgvi_hq": "peanut_jax.convert.e2fgvi",
-    "e2fgvi_discriminator": "peanut_jax.convert.e2fgvi",
-    "basicvsr_pp": "peanut_jax.convert.basicvsr_pp",
-    "rife": "peanut_jax.convert.rife",
-    "rife_hdv3": "peanut_jax.convert.rife",
-    "vgg19": "peanut_jax.convert.vgg",
-    "sam2": "peanut_jax.convert.sam2",
-    "roberta_base": "peanut_jax.convert.roberta",
-}
+# each converter module (named per model in peanut_jax.models' table) exposes from_state_dict(sd, name, **kw)
+# -> (module, variables), to_state_dict(variables, name, **kw) -> dict[str, np.ndarray], and optionally
+# detect(sd) -> name|None.
 
-__all__ = ["CheckpointError", "CheckpointMismatchError", "from_official", "load_checkpoint", "to_official"]
+__all__ = ["CheckpointError", "CheckpointMismatchError", "converter_names", "from_official", "load_checkpoint",
+           "to_official"]
+
+
+def converter_names() -> list[str]:
+    """Model names that have a converter of official checkpoints."""
+    from peanut_jax.models import converter_module, names
+    return [n for n in names() if converter_module(n)]
 
 
 def _converter(name: str):
-    if name not in _CONVERTERS:
-        raise ValueError(f"no converter for model {name!r}; known: {', '.join(sorted(_CONVERTERS))}")
-    return importlib.import_module(_CONVERTERS[name])
+    from peanut_jax.models import converter_module
+    mod = converter_module(name)
+    if mod is None:
+        raise ValueError(f"no converter for model {name!r}; known: {', '.join(converter_names())}")
+    return importlib.import_module(mod)
 
 
 def from_official(name: str, path, **overrides):

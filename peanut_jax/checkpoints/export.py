@@ -1,0 +1,185 @@
+"""The exported-weights folder: ``model.json`` (model name, constructor kwargs, metadata) +
+``params.safetensors``.  ``train.py`` runs, the converted registry cache and the bundled demo
+weights all use it; this module writes and reads it."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import pathlib
+from typing import Callable
+
+import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
+
+EXPORT_CONFIG = "model.json"
+EXPORT_PARAMS = "params.safetensors"
+
+
+def export_weights(directory, name: str, module_kwargs: dict, params, metadata: dict | None = None,
+                   dtype=np.float32) -> pathlib.Path:
+    """Write ``params`` of model ``name`` as ``model.json`` + ``params.safetensors`` (atomic)."""
+    from peanut_jax.convert.reader import save_safetensors
+    d = pathlib.Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    flat = {"/".join(k): np.asarray(v).astype(dtype) for k, v in flatten_dict(to_plain(params)).items()}
+    save_safetensors(d / EXPORT_PARAMS, flat)
+    cfg = {"model": name, "kwargs": module_kwargs, "metadata": metadata or {}}
+    tmp = d / (EXPORT_CONFIG + ".tmp")
+    tmp.write_text(json.dumps(cfg, indent=2, sort_keys=True))
+    os.replace(tmp, d / EXPORT_CONFIG)
+    return d
+
+
+def to_plain(tree):
+    """Nested mappings (FrozenDict, ...) as plain dicts."""
+    if hasattr(tree, "items"):
+        return {k: to_plain(v) for k, v in tree.items()}
+    return tree
+
+
+def load_exported(directory):
+    """(name, module, variables, metadata) from an :func:`export_weights` directory."""
+    from peanut_jax.convert.reader import load_checkpoint
+    from peanut_jax.models import build
+    d = pathlib.Path(directory)
+    cfg = json.loads((d / EXPORT_CONFIG).read_text())
+    flat = load_checkpoint(d / EXPORT_PARAMS)
+    params = unflatten_dict({tuple(k.split("/")): np.asarray(v, np.float32) for k, v in flat.items()})
+    module = build(cfg["model"], **lists_to_tuples(cfg.get("kwargs", {})))
+    return cfg["model"], module, {"params": params}, cfg.get("metadata", {})
+
+
+def lists_to_tuples(v):
+    """JSON lists back to the tuples the modules and configs were built with (modules must stay
+    hashable: jitted stage functions take them as static arguments)."""
+    if isinstance(v, dict):
+        return {k: lists_to_tuples(x) for k, x in v.items()}
+    return tuple(lists_to_tuples(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+
+def hashable(module):
+    """``module`` with list-valued fields turned into tuples (see :func:`lists_to_tuples`)."""
+    fix = {f.name: lists_to_tuples(getattr(module, f.name)) for f in dataclasses.fields(module)
+           if f.init and f.name not in ("parent", "name") and isinstance(getattr(module, f.name), list)}
+    return module.clone(**fix) if fix else module
+
+
+def _jsonable(value, field: str):
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v, field) for v in value]
+    raise ValueError(f"cannot record the module field {field}={value!r} in model.json")
+
+
+def module_kwargs(model: str, module) -> dict:
+    """Constructor arguments of ``module`` that differ from ``build(model)``'s defaults (a module
+    with a ``build_kwargs()`` method, e.g. SAM 2 with its configuration, describes itself)."""
+    from peanut_jax.models import build
+    if hasattr(module, "build_kwargs"):
+        return {k: _jsonable(v, k) for k, v in module.build_kwargs().items()}
+    default = build(model)
+    if type(default) is not type(module):
+        raise ValueError(f"the converter for {model!r} returned a {type(module).__name__}, "
+                         f"not a {type(default).__name__}")
+    out = {}
+    for f in dataclasses.fields(module):
+        if f.name in ("parent", "name") or not f.init:
+            continue
+        value, ref = getattr(module, f.name), getattr(default, f.name)
+        try:
+            same = bool(value == ref)
+        except Exception:
+            same = False
+        if not same:
+            out[f.name] = _jsonable(value, f.name)
+    return out
+
+
+def registry_name(module) -> str:
+    """The model name (``models.build``) of a trained stage module: E2FGVI(-HQ), BasicVSR++, RIFE."""
+    cls = type(module).__name__
+    if cls == "InpaintGenerator":
+        return "e2fgvi_hq" if module.hq else "e2fgvi"
+    names = {"BasicVSRPlusPlus": "basicvsr_pp", "IFNet": "rife", "IFNetHDv3": "rife_hdv3"}
+    if cls not in names:
+        raise ValueError(f"no demo stage uses a {cls}")
+    return names[cls]
+
+
+def abstract_params(module, name: str):
+    """Parameter shapes of ``module`` (eval_shape of its init at a small valid input)."""
+    import jax
+    import jax.numpy as jnp
+    key = jax.random.key(0)
+    if name.startswith("e2fgvi"):
+        x = jax.ShapeDtypeStruct((1, 2, 60, 108, 3), jnp.float32)
+        return jax.eval_shape(lambda k, a: module.init(k, a, 2), key, x)["params"]
+    if name == "basicvsr_pp":
+        x = jax.ShapeDtypeStruct((1, 2, 64, 64, 3), jnp.float32)
+        return jax.eval_shape(lambda k, a: module.init(k, a, is_mirror_extended=False), key, x)["params"]
+    x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
+    return jax.eval_shape(module.init, key, x, x)["params"]
+
+
+def read_workdir_config(workdir) -> dict:
+    """The ``config.json`` a ``train.py`` run wrote in ``workdir`` (as JSON: lists, not tuples)."""
+    cfg_path = pathlib.Path(workdir) / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{workdir}: no config.json (not a train.py work directory)")
+    return json.loads(cfg_path.read_text())
+
+
+def export_from_workdir(workdir, out, name: str, module_kwargs: dict | None = None, step: int | None = None,
+                        metadata: dict | None = None) -> pathlib.Path:
+    """Export the params of a ``train.py`` workdir's latest (or given) checkpoint with
+    :func:`export_weights`, recording the training step and config."""
+    from peanut_jax.checkpoints.orbax import read_tree
+    tree = read_tree(workdir, step)
+    meta = {"trained_steps": int(np.asarray(tree.get("step", -1))), "workdir_config": None}
+    cfg = pathlib.Path(workdir) / "config.json"
+    if cfg.exists():
+        meta["workdir_config"] = json.loads(cfg.read_text())
+    meta.update(metadata or {})
+    return export_weights(out, name, module_kwargs or {}, tree["params"], meta)
+
+
+def export_trained(workdir, out_dir, make_model: Callable, step: int | None = None,
+                   dtype: str = "float16") -> pathlib.Path:
+    """Export the parameters of a ``train.py`` run (its last orbax checkpoint, or ``step``) as demo
+    weights (:func:`export_weights`) with the training config, step and last evaluation metrics in
+    the metadata.  ``make_model(config)`` builds the trained module from the run's ``config.json``
+    (an ``ml_collections.ConfigDict``; the trainer's task ``make_model``: this package does not
+    import the trainer).  ``dtype``: the stored precision (float16 halves the size of what we ship;
+    loading gives float32 again)."""
+    import jax
+    import ml_collections
+
+    from peanut_jax.checkpoints.orbax import read_tree
+    workdir = pathlib.Path(workdir)
+    raw = read_workdir_config(workdir)
+    config = ml_collections.ConfigDict(lists_to_tuples(raw))
+    module = make_model(config)
+    name = registry_name(module)
+    tree = read_tree(workdir, step)
+    params = tree["params"]
+    # the checkpoint must fit the module exactly (names and shapes)
+    ref = flatten_dict(jax.tree.map(lambda a: a.shape, abstract_params(module, name)))
+    got = flatten_dict(jax.tree.map(lambda a: np.shape(a), params))
+    if set(ref) != set(got) or any(tuple(ref[k]) != tuple(got[k]) for k in ref):
+        diff = sorted(set(ref) ^ set(got))[:3] or [k for k in ref if tuple(ref[k]) != tuple(got[k])][:3]
+        raise ValueError(f"{workdir}: checkpoint parameters do not fit {name} {module_kwargs(name, module)}: "
+                         f"{['/'.join(map(str, k)) for k in diff]}")
+    last_eval = {}
+    mfile = workdir / "metrics.jsonl"
+    if mfile.is_file():
+        for line in mfile.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                rec = json.loads(line)
+                if any(str(k).startswith("eval") for k in rec):
+                    last_eval = rec
+    meta = {"trained_with": "train.py", "task": config.task, "step": int(np.asarray(tree.get("step", -1))),
+            "stored_dtype": dtype, "config": raw, "last_eval": last_eval}
+    return export_weights(out_dir, name, module_kwargs(name, module), params, metadata=meta, dtype=np.dtype(dtype))

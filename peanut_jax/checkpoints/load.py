@@ -1,0 +1,185 @@
+"""The one model-loading door: ``load(spec, family=None, **overrides) -> (module, variables)``
+for weight-registry names, official checkpoint files, exported folders and orbax workdirs.
+Every kind gets the same family check and a hashable (jit-static) module."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+from typing import Any
+
+from peanut_jax.checkpoints.export import EXPORT_CONFIG, hashable, lists_to_tuples, load_exported
+from peanut_jax.checkpoints.families import check_family, family
+from peanut_jax.checkpoints.orbax import read_params
+
+OFFICIAL_SUFFIXES = (".pth", ".pt", ".pkl", ".ckpt", ".bin", ".safetensors")
+
+__all__ = ["OFFICIAL_SUFFIXES", "detect_official", "load", "load_model", "recorded_model", "resolve",
+           "workdir_model"]
+
+
+def resolve(spec, family_of: str | None = None, flag: str = "--checkpoint", progress: bool = True):
+    """A ``--checkpoint`` value as a loadable path: registry names (``python -m peanut_jax.weights
+    list``) become their converted cache directory (fetched first unless ``PEANUT_OFFLINE``) or
+    their bundled folder; an existing file/directory, or anything that looks like a path, is
+    returned unchanged.  Weights that cannot be had now (manual download, offline) raise
+    :class:`~peanut_jax.checkpoints.registry.DownloadError` with one line saying what to do,
+    naming ``flag``."""
+    if isinstance(spec, str) and spec and not pathlib.Path(spec).expanduser().exists():
+        from peanut_jax.checkpoints import registry
+        if not registry.looks_like_path(spec):
+            try:
+                return registry.resolve_checkpoint(spec, family_of, progress=progress)
+            except registry.DownloadError as err:
+                demo = registry.DEMO_WEIGHTS.get(family(family_of or registry.get(spec).model))
+                hint = f"; or run offline with the bundled demo weights: {flag} {demo}" if demo else ""
+                raise type(err)(f"{flag} {spec}: {err}{hint}") from None
+            except (ValueError, FileNotFoundError) as err:
+                raise type(err)(f"{flag} {spec}: {err}") from None
+    return spec
+
+
+def workdir_model(path: pathlib.Path) -> tuple[str, dict] | None:
+    """(model name, constructor kwargs) recorded in the ``config.json`` of the ``train.py`` workdir
+    holding the orbax checkpoint ``path`` (a workdir, its ``checkpoints`` folder or a step folder)."""
+    for d in [path, *list(path.resolve().parents)[:3]]:
+        f = d / "config.json"
+        if f.is_file():
+            try:
+                cfg = json.loads(f.read_text())
+            except (OSError, json.JSONDecodeError):
+                return None
+            model = cfg.get("model") if isinstance(cfg, dict) else None
+            if not isinstance(model, dict):
+                return None
+            return str(model.get("name") or cfg.get("task") or ""), model
+    return None
+
+
+def _detectors():
+    import importlib
+
+    from peanut_jax.checkpoints.families import _DETECT
+    return {fam: importlib.import_module(mod) for fam, mod in _DETECT.items()}
+
+
+def detect_official(name: str, path: pathlib.Path) -> str:
+    """Model name of an official checkpoint file of family ``name`` (E2FGVI vs -HQ, ECCV IFNet vs
+    HDv3), checked against the family; ``name`` when the converter cannot tell."""
+    from peanut_jax.convert.reader import load_checkpoint
+    detectors = _detectors()
+    mod = detectors.get(family(name))
+    if mod is None:
+        return name
+    obj = load_checkpoint(path)
+    got = mod.detect(obj)
+    if got is None:
+        for fam, other in detectors.items():
+            if fam != family(name):
+                found = other.detect(obj)
+                if found:
+                    check_family(found, name, path)
+        return name
+    check_family(got, name, path)
+    if got.endswith("_discriminator"):
+        raise ValueError(f"{path}: holds a {got} checkpoint (a discriminator), not the {name} generator")
+    return got if family(name) != family("spynet") else name
+
+
+def recorded_model(path) -> str | None:
+    """The model a checkpoint says it holds without being told: an exported folder's ``model.json``,
+    an orbax workdir's ``config.json`` or an official file a converter recognises; None otherwise."""
+    path = pathlib.Path(path)
+    if path.is_dir():
+        if (path / EXPORT_CONFIG).is_file():
+            return str(json.loads((path / EXPORT_CONFIG).read_text()).get("model") or "") or None
+        rec = workdir_model(path)
+        return rec[0] if rec and rec[0] else None
+    if path.is_file():
+        from peanut_jax.convert.reader import load_checkpoint
+        obj = load_checkpoint(path)
+        for mod in _detectors().values():
+            found = mod.detect(obj)
+            if found:
+                return found
+    return None
+
+
+def load_model(name: str, checkpoint, **overrides) -> tuple[Any, dict]:
+    """(module, variables) of a model of ``name``'s family from any checkpoint kind (see :func:`load`)."""
+    return _load_path(name, pathlib.Path(resolve(checkpoint, name)), **overrides)
+
+
+def _load_path(name: str, path: pathlib.Path, **overrides) -> tuple[Any, dict]:
+    from peanut_jax.models import build
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        if (path / EXPORT_CONFIG).exists():
+            got, module, variables, _ = load_exported(path)
+            check_family(got, name, path)
+            return hashable(module.clone(**overrides) if overrides else module), variables
+        params = read_params(path)
+        recorded = workdir_model(path)
+        if recorded is not None and recorded[0]:
+            from peanut_jax.models import model_class
+            got, kwargs = recorded
+            check_family(got, name, path)
+            cls = model_class(got)
+            fields = ({f.name for f in dataclasses.fields(cls) if f.init} if dataclasses.is_dataclass(cls) else set())
+            fields -= {"dtype", "param_dtype", "parent", "name"}   # inference runs in float32
+            module = build(got, **{**{k: lists_to_tuples(v) for k, v in kwargs.items() if k in fields}, **overrides})
+        else:
+            module = build(name, **overrides)
+        return hashable(module), {"params": params}
+    from peanut_jax.convert import from_official
+    module, variables = from_official(detect_official(name, path), path, **overrides)
+    return hashable(module), variables
+
+
+def load(spec, family: str | None = None, *, flag: str | None = None, progress: bool = True,
+         dtype: str | None = None, precision: str | None = None, **overrides) -> tuple[Any, dict]:
+    """``(module, variables)`` from ``spec``: a registry name (``python -m peanut_jax.weights
+    list``, including the bundled ``*_demo`` weights; fetched and converted once), an official
+    checkpoint file, an exported folder (``model.json`` + ``params.safetensors``) or an orbax
+    ``train.py`` workdir / checkpoint folder.
+
+    ``family``: a model name (``"e2fgvi"``, ``"rife"``, ...); the weights must be of its family, and
+    it is the model built when the checkpoint does not record one.  Default: the model the registry
+    entry or the checkpoint names.  ``flag``: the command-line flag the value came from; errors then
+    read ``FLAG SPEC: ...``.  ``dtype`` (compute dtype, ``float32`` = as stored) and ``precision``
+    (``None``/``"default"`` = the module's) and ``overrides`` are module fields to set."""
+    if family is None:
+        family = _model_of(spec)
+    if dtype is not None and str(dtype) != "float32":
+        import jax.numpy as jnp
+        overrides["dtype"] = jnp.dtype(dtype)
+    if precision not in (None, "default"):
+        overrides["precision"] = precision
+    path = pathlib.Path(resolve(spec, family, flag or "--checkpoint", progress=progress))
+    if flag is None:
+        return _load_path(family, path, **overrides)
+    try:
+        return _load_path(family, path, **overrides)
+    except (ValueError, FileNotFoundError) as err:
+        msg = str(err)
+        msg = msg[len(f"{path}: "):] if msg.startswith(f"{path}: ") else msg
+        raise type(err)(f"{flag} {spec}: {msg}") from None
+
+
+def _model_of(spec) -> str:
+    from peanut_jax.checkpoints import registry
+    if spec is None or str(spec).strip() == "":
+        raise ValueError("no checkpoint given: pass a registry name, an official file or a converted directory")
+    is_path = isinstance(spec, os.PathLike)
+    if not is_path and not registry.looks_like_path(str(spec)) and registry.known(str(spec)):
+        return registry.get(str(spec)).model
+    path = pathlib.Path(os.fspath(spec)).expanduser()
+    if not path.exists():
+        registry.resolve_checkpoint(spec)   # the registry's "not found" / "unknown name" error
+    got = recorded_model(path)
+    if got is None:
+        raise ValueError(f"load({spec!r}): give model_name (the family argument) for a checkpoint path that does "
+                         "not record its model")
+    return got
