@@ -8,8 +8,15 @@ import pytest
 from scipy.ndimage import correlate
 
 from peanut_jax.data import generate_clip
-from peanut_jax.metrics import (consistency_occlusion, epe, gaussian_kernel_1d, psnr, rgb_to_y,
-                                ssim, warping_error)
+from peanut_jax.metrics import (
+    consistency_occlusion,
+    epe,
+    gaussian_kernel_1d,
+    psnr,
+    rgb_to_y,
+    ssim,
+    warping_error,
+)
 
 
 def images(seed, shape=(2, 24, 30, 3)):
@@ -37,7 +44,7 @@ def ref_ssim_channel(x, y, data_range):
     """One channel, float64: 2-D Gaussian window correlation (scipy), then the 5-px valid crop."""
     g = np.exp(-((np.arange(11) - 5.0) ** 2) / (2 * 1.5 ** 2))
     win = np.outer(g, g) / np.outer(g, g).sum()
-    f = lambda z: correlate(z, win, mode="mirror")[5:-5, 5:-5]  # noqa: E731
+    f = lambda z: correlate(z, win, mode="mirror")[5:-5, 5:-5]
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     mx, my = f(x), f(y)
     sxx, syy, sxy = f(x * x) - mx ** 2, f(y * y) - my ** 2, f(x * y) - mx * my
@@ -243,8 +250,8 @@ def test_warping_error_bad_shapes():
 # Frozen transcriptions of the copies that lived in pipeline/erase.py, pipeline/evaluate_vsr.py,
 # pipeline/demo.py, pipeline/interpolate.py, train/tasks/{rife,e2fgvi}.py and metrics/{image,
 # ssim_matlab}.py before issue 12: each call site's replacement must give the same bits.
-from peanut_jax.metrics import box_region, ssim_matlab  # noqa: E402
-from peanut_jax.metrics.image import SSIM_K1, SSIM_K2  # noqa: E402
+from peanut_jax.metrics import box_region, ssim_matlab
+from peanut_jax.metrics.image import SSIM_K1, SSIM_K2
 
 
 def old_psnr_e2fgvi(a, b):
@@ -364,7 +371,7 @@ def old_image_ssim_np(a, b, data_range=1.0):
 
 def old_ssim_matlab(img1, img2, val_range=None, window_size=11, reduce="mean"):
     img1, img2 = jnp.asarray(img1, jnp.float32), jnp.asarray(img2, jnp.float32)
-    n, h, w, _ = img1.shape
+    h, w = img1.shape[1:3]
     axes = (1, 2, 3) if reduce == "none" else (0, 1, 2, 3)
     if val_range is None:
         L = (jnp.where(jnp.max(img1, axis=axes, keepdims=True) > 128, 255.0, 1.0)
@@ -517,14 +524,14 @@ def test_matlab_protocol_is_bit_identical():
 
 def test_metric_options_fail_loudly():
     a, b = images(8, (2, 20, 20, 3))
-    for kw in (dict(reduction="mean"), dict(formula="db"), dict(mse_floor=0.0), dict(mask=np.ones((2, 20, 19), bool)),
-               dict(mask=np.ones((2, 20, 20))), dict(data_range=0)):
+    for kw in ({"reduction": "mean"}, {"formula": "db"}, {"mse_floor": 0.0}, {"mask": np.ones((2, 20, 19), bool)},
+               {"mask": np.ones((2, 20, 20))}, {"data_range": 0}):
         with pytest.raises(ValueError):
             psnr(a, b, **kw)
-    for kw in (dict(window="box"), dict(reduction="none"), dict(data_range=None), dict(window_size=0),
-               dict(window="matlab", mask=np.ones((2, 20, 20), bool)), dict(window="uniform", mask=np.ones((2, 20, 20), bool)),
-               dict(box_margin=4), dict(window="matlab", reduction="map"), dict(window="matlab", data_range=None,
-                                                                               y_channel=True)):
+    for kw in ({"window": "box"}, {"reduction": "none"}, {"data_range": None}, {"window_size": 0},
+               {"window": "matlab", "mask": np.ones((2, 20, 20), bool)}, {"window": "uniform", "mask": np.ones((2, 20, 20), bool)},
+               {"box_margin": 4}, {"window": "matlab", "reduction": "map"}, {"window": "matlab", "data_range": None,
+                                                                               "y_channel": True}):
         with pytest.raises(ValueError):
             ssim(a, b, **kw)
     with pytest.raises(ValueError, match="same shape"):

@@ -16,7 +16,8 @@ import jax.numpy as jnp
 
 def _warp(img, flow, padding="zeros"):
     """Backward warp with leading axes flattened: img (..., H, W, C), flow (..., H, W, 2)."""
-    from peanut_jax.ops import warp   # imported here to keep `import peanut_jax.metrics` light
+    # imported here to keep `import peanut_jax.metrics` light
+    from peanut_jax.ops import warp
     lead = img.shape[:-3]
     h, w, c = img.shape[-3:]
     out = warp(img.reshape((-1, h, w, c)), flow.reshape((-1, h, w, 2)), padding=padding)

@@ -366,7 +366,7 @@ def _ssim_matlab(a, b, data_range, crop_border, y_channel, window_size, reductio
     a, b, _ = _prepare(jnp, a, b, crop_border, y_channel, data_range, "ssim")
     if a.ndim != 4:
         raise ValueError(f"ssim: window='matlab' needs (N, H, W, C) arrays of the same shape, got {a.shape}")
-    n, h, w, _ = a.shape
+    h, w = a.shape[1:3]
     per_sample = reduction != "all"
     axes = (1, 2, 3) if per_sample else (0, 1, 2, 3)
     if data_range is None:
