@@ -8,7 +8,7 @@ from PIL import Image
 tfds = pytest.importorskip("tensorflow_datasets")
 
 from peanut_jax.data.degrade import bd_downsample, imresize  # noqa: E402
-from peanut_jax.data.tfds import vimeo_triplet, vsr  # noqa: E402
+from peanut_jax.data.tfds import common, vimeo_triplet, vsr  # noqa: E402
 
 
 def _png(path: pathlib.Path, img: np.ndarray) -> None:
@@ -54,9 +54,9 @@ def test_reds_builder_splits_table_and_lr(tmp_path):
                 rec = src[start + i]
                 assert rec["clip"].decode() == clip and int(rec["frame"]) == i
                 assert int(rec["clip_start"]) == start and int(rec["clip_len"]) == n
-                gt = vsr.decode_png(rec["gt"])
+                gt = common.decode_png(rec["gt"])
                 np.testing.assert_array_equal(gt, gts[(clip, i)])
-                lq = vsr.decode_png(rec["lq"])
+                lq = common.decode_png(rec["lq"])
                 if clip in ("000", "001"):      # official LR files stored as found
                     np.testing.assert_array_equal(lq, gt[::4, ::4])
                 else:                           # computed: MATLAB imresize of the uint8 GT
@@ -70,7 +70,7 @@ def test_reds_bd_config_and_registration(tmp_path):
     src = tfds.data_source("reds_vsr/bd", data_dir=str(tmp_path / "tfds"), split="train")
     assert len(src) == 2
     rec = src[1]
-    np.testing.assert_array_equal(vsr.decode_png(rec["lq"]), bd_downsample(gts[("005", 1)], 4))
+    np.testing.assert_array_equal(common.decode_png(rec["lq"]), bd_downsample(gts[("005", 1)], 4))
 
 
 def test_reds_errors(tmp_path):
@@ -119,8 +119,8 @@ def test_vimeo_septuplet_builder(tmp_path):
     assert len(train) == 2 and len(test) == 1
     rec = train[1]
     assert rec["name"].decode() == "00002/0001"
-    gt = vsr.decode_many(rec["gt"])
-    lq = vsr.decode_many(rec["lq"])
+    gt = common.decode_many(rec["gt"])
+    lq = common.decode_many(rec["lq"])
     assert gt.shape == (7, 16, 24, 3) and lq.shape == (7, 4, 6, 3)
     np.testing.assert_array_equal(gt, np.stack(data["00002/0001"]))
     np.testing.assert_array_equal(lq[3], imresize(gt[3], 0.25))
@@ -137,7 +137,7 @@ def test_vimeo_septuplet_uses_precomputed_lr_and_checks_files(tmp_path):
         _png(root / "BDx4" / "00001/0001" / f"im{i + 1}.png", lr)
     vsr.build("vimeo90k_septuplet", root, tmp_path / "tfds", config="bd")
     src, _ = vsr.open_split("vimeo90k_septuplet", tmp_path / "tfds", "train", "bd")
-    np.testing.assert_array_equal(vsr.decode_many(src[0]["lq"]), np.stack(lrs))
+    np.testing.assert_array_equal(common.decode_many(src[0]["lq"]), np.stack(lrs))
     (root / "sequences" / "00001/0001" / "im5.png").unlink()
     with pytest.raises(FileNotFoundError, match="im5.png"):
         vsr.build("vimeo90k_septuplet", root, tmp_path / "tfds2", config="bd")
@@ -157,7 +157,7 @@ def test_vimeo_triplet_builder_rife_splits(tmp_path):
     val, _ = vsr.open_split("vimeo90k_triplet", tmp_path / "tfds", "validation", None)
     rec = val[1]
     assert rec["name"].decode() == names[20]
-    np.testing.assert_array_equal(vsr.decode_many(rec["frames"]), np.stack(data[names[20]]))
+    np.testing.assert_array_equal(common.decode_many(rec["frames"]), np.stack(data[names[20]]))
     # a triplet with frames of different sizes is refused, naming it
     _png(root / "sequences" / names[0] / "im2.png", np.zeros((4, 4, 3), np.uint8))
     with pytest.raises(ValueError, match=f"{names[0]}: im2.png is 4x4"):

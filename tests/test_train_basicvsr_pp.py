@@ -1,7 +1,6 @@
 """BasicVSR++ training task: optimiser (SPyNet lr multiplier and freezing vs torch), schedule, data
 pipeline invariants, a few real train steps, and (slow) a tiny run that beats bicubic."""
 import math
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +10,8 @@ import pytest
 from PIL import Image
 
 from configs import basicvsr_pp as cfg_lib
+from peanut_jax.data import augment as aug
+from peanut_jax.train import batching
 from peanut_jax.train.tasks import basicvsr_pp as task
 
 
@@ -131,19 +132,19 @@ def test_crop_and_augment_keep_lq_gt_aligned():
     seen = set()
     for seed in range(24):
         r = np.random.default_rng(seed)
-        a, b = task.paired_random_crop(lq, gt, 6, 4, r)
-        a, b = task.augment(a, b, r)
+        a, b = aug.paired_random_crop(lq, gt, 6, 4, r)
+        a, b = aug.flip_transpose(a, b, r)
         assert a.shape == (3, 6, 6, 3) and b.shape == (3, 24, 24, 3)
         np.testing.assert_array_equal(a, b[:, ::4, ::4])      # LR pixel = its GT block, after every transform
         seen.add(a.tobytes())
     assert len(seen) > 12                                       # crops/flips actually vary
     x = np.arange(24).reshape(1, 2, 3, 4)
-    flips = {task.augment(x, x, np.random.default_rng(s))[0].tobytes() for s in range(64)}
+    flips = {aug.flip_transpose(x, x, np.random.default_rng(s))[0].tobytes() for s in range(64)}
     assert len(flips) == 8                                      # the 8 flip/transpose combinations
-    m = task.mirror_sequence(np.arange(3)[:, None])
+    m = aug.mirror_sequence(np.arange(3)[:, None])
     assert m[:, 0].tolist() == [0, 1, 2, 2, 1, 0]
     with pytest.raises(ValueError, match="smaller than the crop"):
-        task.paired_random_crop(lq, gt, 11, 4, rng)
+        aug.paired_random_crop(lq, gt, 11, 4, rng)
 
 
 def test_synthetic_batches_deterministic_and_bi_degraded():
@@ -200,13 +201,14 @@ def test_reds_source_windows_crops_and_eval(tmp_path):
                            "data.eval_batch_size": 1, "data.eval_num_frames": 5})
     task._open.cache_clear()
     # lq_size 8 < 64 is refused for the model, so check the example pipeline directly
-    source = task._open(task._data_items(c.data), "train")
+    source = task._open(batching.config_items(c.data), "train")
     assert [x[0] for x in source.items] == ["003", "007"]
     for seed in range(6):
-        lq, gt = task.train_example(c, source, source[seed % 2], (0, 0, seed, 0))
+        ex = task.train_example(c, source, source[seed % 2], (0, 0, seed, 0))
+        lq, gt = ex["lq"], ex["gt"]
         assert lq.shape == (4, 8, 8, 3) and gt.shape == (4, 32, 32, 3)
         np.testing.assert_array_equal(lq, gt[:, ::4, ::4])
-    ev = task._open(task._data_items(c.data), "reds4")
+    ev = task._open(batching.config_items(c.data), "reds4")
     lq, gt = ev.load(ev[0], 5, None, first=0)
     assert ev[0][0] == "000" and lq.shape == (5, 16, 20, 3)
     # windows are consecutive frames of one clip (marker = frame index, before augmentation)

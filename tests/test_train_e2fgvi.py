@@ -10,9 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax.traverse_util import flatten_dict
 
 from configs.e2fgvi import get_config
+from peanut_jax.train import batching
 from peanut_jax.train.tasks import e2fgvi as task
 
 # Compile the test steps without XLA's expensive CPU passes: about half the compile time, and these
@@ -136,7 +136,7 @@ def test_synthetic_example_ground_truth(mode):
         # object removal: the ground truth is the clean background, the masks are the objects
         rng = np.random.default_rng((0, 0, 5, 1, 11))
         idx = task.sample_indices(rng, int(c.data.video_length), 3, 2)
-        clip = make_scene((0, 0, 5, 1), int(c.data.video_length), 60, 108, **task._scene_kwargs(c.data)).render(idx)
+        clip = make_scene((0, 0, 5, 1), int(c.data.video_length), 60, 108, **batching.scene_kwargs(c.data)).render(idx)
         np.testing.assert_array_equal(ex["frames"], clip.background)
         np.testing.assert_array_equal(ex["masks"][..., 0] > 0, clip.object_mask)
 
@@ -177,24 +177,28 @@ def test_blur_fill_fills_holes_from_visible_pixels():
     assert np.isfinite(out).all()
 
 
-def test_psnr_helpers_against_numpy():
+def test_clip_psnr_protocol_against_numpy():
+    """The per-clip PSNR the task reports (MSE over the clip, or over its hole pixels) against numpy."""
+    from peanut_jax.metrics import psnr, ssim
     rng = np.random.default_rng(1)
     a = rng.random((2, 3, 8, 9, 3)).astype(np.float32)
     b = rng.random((2, 3, 8, 9, 3)).astype(np.float32)
     m = (rng.random((2, 3, 8, 9, 1)) > 0.6).astype(np.float32)
-    got = np.asarray(task.psnr_hole(jnp.asarray(a), jnp.asarray(b), jnp.asarray(m)))
+    got = np.asarray(psnr(jnp.asarray(a), jnp.asarray(b), mask=jnp.asarray(m), empty=0.0, **task.CLIP_PSNR))
     for i in range(2):
         sel = np.broadcast_to(m[i], a[i].shape) > 0
         want = 10 * np.log10(1.0 / np.mean((a[i][sel] - b[i][sel]) ** 2))
         assert abs(got[i] - want) < 1e-3
-    np.testing.assert_allclose(np.asarray(task.psnr_clip(jnp.asarray(a), jnp.asarray(b))),
+    np.testing.assert_allclose(np.asarray(psnr(jnp.asarray(a), jnp.asarray(b), **task.CLIP_PSNR)),
                                [10 * np.log10(1 / np.mean((a[i] - b[i]) ** 2)) for i in range(2)], atol=1e-3)
-    # the SSIM map agrees with the package SSIM (its mean over the valid region)
-    from peanut_jax.metrics import ssim
+    # no hole pixels: 0, not inf/nan
+    zero = psnr(jnp.asarray(a), jnp.asarray(b), mask=jnp.zeros_like(m), empty=0.0, **task.CLIP_PSNR)
+    np.testing.assert_array_equal(np.asarray(zero), 0.0)
+    # the SSIM map averages to the package SSIM (its mean over the valid region)
     x = rng.random((2, 24, 24, 3)).astype(np.float32)
     y = np.clip(x + 0.1 * rng.standard_normal(x.shape), 0, 1).astype(np.float32)
-    np.testing.assert_allclose(np.asarray(jnp.mean(task.ssim_map(jnp.asarray(x), jnp.asarray(y)), axis=(1, 2, 3))),
-                               ssim(x, y), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(jnp.mean(ssim(jnp.asarray(x), jnp.asarray(y), reduction="map"),
+                                                   axis=(1, 2, 3))), ssim(x, y), atol=1e-4)
 
 
 # ------------------------------------------------------------------------------------- train step

@@ -11,6 +11,8 @@ import pytest
 from PIL import Image
 
 from configs import rife as cfg_lib
+from peanut_jax.data import augment as aug
+from peanut_jax.train import batching
 from peanut_jax.train.tasks import rife as task
 
 
@@ -98,7 +100,7 @@ def test_augment_keeps_frames_and_flow_consistent():
     kinds = set()
     for seed in range(40):
         r = np.random.default_rng(seed)
-        a, g, b, t, f = task.augment(img0, gt, img1, 0.5, r, None, None, flow)
+        a, g, b, t, f = aug.triplet(img0, gt, img1, 0.5, r, None, None, flow)
         assert a.shape == img0.shape and f.shape == flow.shape and t == 0.5
         # flips, rotations and the temporal swap are permutations: the warping errors are the same
         # multiset of values as before (up to the order of float sums)
@@ -118,7 +120,7 @@ def test_augment_crop_channel_flip_and_rotation_rules():
     img0, gt, img1 = (rng.random((96, 128, 3)).astype(np.float32) for _ in range(3))
     only = {k: False for k in ("channel_flip", "vflip", "hflip", "temporal_flip", "rotate")}
     for seed in range(10):
-        a, g, b, t, _ = task.augment(img0, gt, img1, 0.5, np.random.default_rng(seed), (64, 64), only)
+        a, g, b, t, _ = aug.triplet(img0, gt, img1, 0.5, np.random.default_rng(seed), (64, 64), only)
         # a pure crop: the same window of all three frames
         pos = np.argwhere(np.all(img0[:, :, None] == a[0, 0][None, None, None], axis=-1))
         y, x = pos[0][:2]
@@ -126,16 +128,16 @@ def test_augment_crop_channel_flip_and_rotation_rules():
         np.testing.assert_array_equal(g, gt[y:y + 64, x:x + 64])
         np.testing.assert_array_equal(b, img1[y:y + 64, x:x + 64])
     cf = dict(only, channel_flip=True)
-    outs = {task.augment(img0, gt, img1, 0.5, np.random.default_rng(s), None, cf)[0][0, 0, 0] for s in range(20)}
+    outs = {aug.triplet(img0, gt, img1, 0.5, np.random.default_rng(s), None, cf)[0][0, 0, 0] for s in range(20)}
     assert outs == {img0[0, 0, 0], img0[0, 0, 2]}
     tf = dict(only, temporal_flip=True)
     for s in range(8):
-        a, g, b, t, _ = task.augment(img0, gt, img1, 0.25, np.random.default_rng(s), None, tf)
+        a, g, b, t, _ = aug.triplet(img0, gt, img1, 0.25, np.random.default_rng(s), None, tf)
         assert (t == 0.75 and a is not None and np.array_equal(a, img1)) or (t == 0.25 and np.array_equal(a, img0))
     with pytest.raises(ValueError, match="square crops"):
         rot = dict(only, rotate=True)
         for s in range(20):
-            task.augment(img0, gt, img1, 0.5, np.random.default_rng(s), None, rot)
+            aug.triplet(img0, gt, img1, 0.5, np.random.default_rng(s), None, rot)
 
 
 def test_synthetic_batches_deterministic_with_flow():
@@ -171,7 +173,7 @@ def test_vimeo_source(tmp_path):
     ev = list(task.eval_batches(c, 0, 1))           # validation = the last 5% (here 1 of 4)
     assert len(ev) == 1 and ev[0]["gt"].shape == (1, 96, 160, 3)
     # every epoch visits every training triplet (3 = int(0.95 * 4)) once
-    src = task._open(task._data_items(c.data), "train")
+    src = task._open(batching.config_items(c.data), "train")
     assert len(src) == 3
 
 

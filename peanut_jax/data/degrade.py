@@ -18,7 +18,8 @@
     the blur at the centre of its 4x4 block, and ``[1:-1:4]`` slicing).
 
 Images are (H, W) or (H, W, C); a leading frame axis (T, H, W, C) is accepted by
-:func:`degrade_clip`.
+:func:`degrade_clip`.  :func:`degrade_uint8` is the official LR of a dataset frame,
+:func:`bicubic_upsample` the bicubic baseline of an LR clip.
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ import math
 
 import numpy as np
 
-__all__ = ["bd_downsample", "cubic_kernel", "degrade_clip", "gaussian_kernel1d", "imresize", "resize_weights"]
+__all__ = ["bd_downsample", "bicubic_upsample", "cubic_kernel", "degrade_clip", "degrade_uint8", "gaussian_kernel1d",
+           "imresize", "resize_weights"]
 
 
 def cubic_kernel(x, a: float = -0.5):
@@ -179,3 +181,23 @@ def degrade_clip(frames, kind: str = "BI", scale: int = 4, **kw) -> np.ndarray:
     if kind == "BD":
         return np.stack([bd_downsample(f, scale, **kw) for f in frames])
     raise ValueError(f"degrade_clip: kind must be 'BI' or 'BD', got {kind!r}")
+
+
+def degrade_uint8(gt: np.ndarray, kind: str, scale: int = 4) -> np.ndarray:
+    """The official LR of a uint8 (H, W, 3) GT frame: ``'BI'`` MATLAB ``imresize(gt, 1/scale)``
+    (uint8 in, rounded uint8 out) or ``'BD'`` Gaussian blur sigma 1.6 + subsampling (MATLAB variant)."""
+    h, w = gt.shape[:2]
+    if h % scale or w % scale:
+        raise ValueError(f"GT frame of {h}x{w} is not divisible by the scale {scale}")
+    if kind == "BI":
+        return imresize(gt, 1.0 / scale)
+    if kind == "BD":
+        return bd_downsample(gt, scale)
+    raise ValueError(f"degradation must be 'BI' or 'BD', got {kind!r}")
+
+
+def bicubic_upsample(lq: np.ndarray, scale: int) -> np.ndarray:
+    """MATLAB bicubic ``imresize(lq, scale)`` of float (T, h, w, 3) frames, clamped to [0, 1] (float32):
+    the baseline a super-resolution network must beat."""
+    out = np.stack([imresize(np.asarray(f, np.float64), float(scale)) for f in lq])
+    return np.clip(out, 0.0, 1.0).astype(np.float32)

@@ -25,7 +25,10 @@ def list_images(folder: str | os.PathLike, extensions: Sequence[str] = MASK_EXTE
                   key=lambda p: p.name)
 
 
-def _mask_files(source: pathlib.Path) -> list[pathlib.Path]:
+def mask_files(source: str | os.PathLike) -> list[pathlib.Path]:
+    """The mask images of ``source``: the file itself, or a folder's images sorted by name
+    (:func:`list_images`); FileNotFoundError / ValueError naming the path when there are none."""
+    source = pathlib.Path(source)
     if not source.exists():
         raise FileNotFoundError(f"mask path not found: {source}")
     if source.is_file():
@@ -34,6 +37,9 @@ def _mask_files(source: pathlib.Path) -> list[pathlib.Path]:
     if not files:
         raise ValueError(f"{source}: no mask images ({', '.join(MASK_EXTENSIONS)}) in the folder")
     return files
+
+
+_mask_files = mask_files  # SHIM: made public (issue 12)
 
 
 def _read_one(path: pathlib.Path, size: tuple[int, int] | None, resize: bool,
@@ -77,7 +83,7 @@ def read_masks(source: str | os.PathLike, num_frames: int | None = None,
       message names that option (a command passes its flag, e.g. ``--resize-masks``).
     """
     source = pathlib.Path(source)
-    files = _mask_files(source)
+    files = mask_files(source)
     if num_frames is not None:
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")

@@ -56,6 +56,7 @@ from peanut_jax.train import checkpoint as ckpt_lib
 from peanut_jax.train import logging as log_lib
 from peanut_jax.train import parallel
 from peanut_jax.train import tasks as tasks_lib
+from peanut_jax.train.config import config_get
 
 
 class NonFiniteLossError(RuntimeError):
@@ -97,13 +98,6 @@ class TrainResult:
     steps_per_sec: float | None  # mean over the run, excluding the first (compiling) step and eval
     trace_count: int           # times the (cached) train step was traced: 1 = never retraced
     start_step: int = 0        # the step this run started from (> 0: resumed)
-
-
-def _cfg(block, key, default):
-    try:
-        return block.get(key, default)
-    except AttributeError:
-        return default
 
 
 CONFIG_FILE = "config.json"
@@ -403,8 +397,8 @@ def train_and_evaluate(config, workdir: str | os.PathLike, *, task=None, devices
     is_main = pi == 0
     tcfg = config.train
     num_steps = int(tcfg.num_steps)
-    log_every = max(int(_cfg(tcfg, "log_every", 50)), 1)
-    eval_every = int(_cfg(tcfg, "eval_every", 0))
+    log_every = max(int(config_get(tcfg, "log_every", 50)), 1)
+    eval_every = int(config_get(tcfg, "eval_every", 0))
     if num_steps < 0:
         raise ValueError(f"config.train.num_steps must be >= 0, got {num_steps}")
     if config.parallel not in parallel.STRATEGIES:
@@ -419,9 +413,9 @@ def train_and_evaluate(config, workdir: str | os.PathLike, *, task=None, devices
 
     prepare_workdir(workdir)
     ckpt = ckpt_lib.Checkpointer(
-        ckpt_lib.checkpoint_dir(workdir), max_to_keep=int(_cfg(tcfg, "keep_checkpoints", 3)),
-        save_interval_steps=int(_cfg(tcfg, "checkpoint_every", 1000)),
-        async_save=bool(_cfg(tcfg, "async_checkpoint", True)))
+        ckpt_lib.checkpoint_dir(workdir), max_to_keep=int(config_get(tcfg, "keep_checkpoints", 3)),
+        save_interval_steps=int(config_get(tcfg, "checkpoint_every", 1000)),
+        async_save=bool(config_get(tcfg, "async_checkpoint", True)))
     writer = progress = batches = None
     interrupt = _SigintFlag(enabled=handle_sigint and pc == 1)
     try:
@@ -443,7 +437,7 @@ def train_and_evaluate(config, workdir: str | os.PathLike, *, task=None, devices
             start = 0
         n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params))
         progress = log_lib.Progress(num_steps, start,
-                                    enabled=is_main and bool(_cfg(tcfg, "progress", True)))
+                                    enabled=is_main and bool(config_get(tcfg, "progress", True)))
         if is_main:
             describe = getattr(task, "describe", None)
             msg = (f"{describe(config) if callable(describe) else getattr(task, '__name__', task)}"
@@ -456,7 +450,7 @@ def train_and_evaluate(config, workdir: str | os.PathLike, *, task=None, devices
 
         strategy = build_strategy(task, config, mesh)
         writer = log_lib.MetricWriter(workdir, enabled=is_main, resume_step=start,
-                                      tensorboard=bool(_cfg(tcfg, "tensorboard", True)))
+                                      tensorboard=bool(config_get(tcfg, "tensorboard", True)))
         last_eval: dict = {}
         last_train: dict = {}
         end = num_steps if stop_at is None else min(num_steps, int(stop_at))
@@ -464,7 +458,7 @@ def train_and_evaluate(config, workdir: str | os.PathLike, *, task=None, devices
         with strategy.context():
             dev_state = strategy.put_state(state)
             del state
-            if (start == 0 and eval_every > 0 and bool(_cfg(tcfg, "eval_at_start", True))
+            if (start == 0 and eval_every > 0 and bool(config_get(tcfg, "eval_at_start", True))
                     and not interrupt.is_set()):
                 last_eval = evaluate(strategy, task, dev_state, config, pi, pc)
                 writer.write(0, last_eval, "eval")
@@ -472,7 +466,7 @@ def train_and_evaluate(config, workdir: str | os.PathLike, *, task=None, devices
                     logging.info("eval @0: %s", _fmt(last_eval))
                     progress.write(f"eval @0: {_fmt(last_eval)}")
             batches = _prefetch(iter(task.train_batches(config, start, pi, pc)),
-                                int(_cfg(tcfg, "prefetch", 2)))
+                                int(config_get(tcfg, "prefetch", 2)))
             acc: dict[str, float] = {}
             acc_n = 0
             pending = None               # (step, device metrics) not yet checked
@@ -518,7 +512,7 @@ def train_and_evaluate(config, workdir: str | os.PathLike, *, task=None, devices
                                           latest=ckpt.latest_step())
 
             stop_if_interrupted()
-            nan_step = int(_cfg(tcfg, "debug_nan_at_step", -1))
+            nan_step = int(config_get(tcfg, "debug_nan_at_step", -1))
             for step in range(start + 1, end + 1):
                 host_batch = next(batches)
                 if step == nan_step:

@@ -59,7 +59,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
-from tensorflow_datasets.core import utils as tfds_utils
+
+from peanut_jax.data.tfds.common import ManualBuilder
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
 MASK_EXTENSIONS = (".png",)
@@ -275,21 +276,8 @@ _CONFIGS = [
 ]
 
 
-class _InpaintingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+class _InpaintingBuilder(ManualBuilder, skip_registration=True):
     BUILDER_CONFIGS = _CONFIGS
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("file_format", "array_record")
-        super().__init__(*args, **kwargs)
-
-    @tfds_utils.classproperty
-    @classmethod
-    def url_infos(cls):
-        # nothing is downloaded, so there are no checksums to look up (TFDS' lookup next to the code
-        # needs the ``importlib_resources`` backport for classes inside a package)
-        return None
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(builder=self, features=_features(), description=self.__doc__)
@@ -298,11 +286,7 @@ class _InpaintingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
         raise NotImplementedError
 
     def _split_generators(self, dl_manager):
-        root = getattr(dl_manager, "manual_dir", None)
-        if root is None or not pathlib.Path(root).is_dir():
-            raise FileNotFoundError(f"{self.name}: manual_dir {root} is not a folder; see the layout in "
-                                    f"peanut_jax.data.tfds.inpainting")
-        layout = self._layout(pathlib.Path(root))
+        layout = self._layout(self._root(dl_manager))
         return {split: self._generate_examples(videos) for split, videos in layout.items()}
 
     def _generate_examples(self, videos: list[_Video]) -> Iterator[tuple[str, dict]]:

@@ -1,7 +1,7 @@
 """TFDS builder for Vimeo-90K triplets (frame interpolation), from a local ``manual_dir``.
 
 ``vimeo90k_triplet`` -- one record per triplet, ``array_record``, built and read without TensorFlow
-(frames stored as the source PNG bytes; decode with :func:`peanut_jax.data.tfds.vsr.decode_many`)::
+(frames stored as the source PNG bytes; decode with :func:`peanut_jax.data.tfds.common.decode_many`)::
 
     manual_dir/sequences/<a>/<b>/im1.png im2.png im3.png     448x256
     manual_dir/tri_trainlist.txt, tri_testlist.txt          lines "<a>/<b>"
@@ -20,7 +20,7 @@ from typing import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from peanut_jax.data.tfds.vsr import _PNGBuilder, _read_image_bytes, read_list
+from peanut_jax.data.tfds.common import ManualBuilder, read_image_bytes, read_list
 
 TRIPLET_FRAMES = ("im1.png", "im2.png", "im3.png")
 TRAIN_FRACTION = 0.95
@@ -32,7 +32,7 @@ def rife_splits(trainlist: list[str]) -> tuple[list[str], list[str]]:
     return trainlist[:cnt], trainlist[cnt:]
 
 
-class Vimeo90kTriplet(_PNGBuilder):
+class Vimeo90kTriplet(ManualBuilder):
     """Vimeo-90K triplets for frame interpolation (RIFE's train/validation split, test list)."""
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
     Unzip vimeo_triplet.zip and pass its vimeo_triplet/ folder (sequences/, tri_trainlist.txt,
@@ -47,10 +47,7 @@ class Vimeo90kTriplet(_PNGBuilder):
                 "frames": tfds.features.Sequence(tfds.features.Tensor(shape=(), dtype=np.object_), length=3)}))
 
     def _split_generators(self, dl_manager):
-        root = self._root(dl_manager)
-        if not (root / "sequences").is_dir():
-            raise FileNotFoundError(f"{root / 'sequences'}: missing (expected vimeo_triplet/: sequences/, "
-                                    "tri_trainlist.txt, tri_testlist.txt)")
+        root = self._vimeo_root(dl_manager, "vimeo_triplet", ("tri_trainlist.txt", "tri_testlist.txt"))
         out = {}
         if (root / "tri_trainlist.txt").is_file():
             train, val = rife_splits(read_list(root / "tri_trainlist.txt"))
@@ -70,7 +67,7 @@ class Vimeo90kTriplet(_PNGBuilder):
                 p = root / "sequences" / name / fn
                 if not p.is_file():
                     raise FileNotFoundError(f"{self.name}: sequence {name}: {p} missing")
-                data, hw = _read_image_bytes(p)
+                data, hw = read_image_bytes(p)
                 if hw0 is None:
                     hw0 = hw
                 elif hw != hw0:

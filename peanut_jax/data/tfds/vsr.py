@@ -4,7 +4,7 @@ Both write ``array_record`` files, readable by random access without TensorFlow
 (``builder.as_data_source(split)`` / ``tfds.data_source``, then grain).  Building needs no TensorFlow
 either: images are stored as *encoded PNG bytes* (``tfds.features.Tensor`` of ``np.object_``; the
 source files' bytes unchanged where they are PNGs), so TFDS never encodes or decodes an image.
-:func:`decode_png` / :func:`decode_many` decode them on the host.
+:func:`peanut_jax.data.tfds.common.decode_many` decodes them on the host.
 
 ``reds_vsr`` (configs ``bi``, ``bd``) -- one record per *frame*::
 
@@ -47,99 +47,34 @@ Read::
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
 import pathlib
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
-from PIL import Image
-from tensorflow_datasets.core import utils as tfds_utils
+
+from peanut_jax.data.degrade import degrade_uint8
+from peanut_jax.data.tfds import vimeo_triplet
+from peanut_jax.data.tfds.common import (ManualBuilder, decode_png, encode_png, png_files, read_image_bytes,
+                                         read_list)
 
 REDS4_CLIPS = ("000", "011", "015", "020")
 REDS_NUM_TRAIN_CLIPS = 240     # validation clips are renumbered from here (mmagic)
 SCALE = 4
 VIMEO_SEPTUPLET_FRAMES = tuple(f"im{i}.png" for i in range(1, 8))
-IMAGE_EXTENSIONS = (".png",)
-
-
-# ------------------------------------------------------------------------------------ image helpers
-def decode_png(data: bytes, where: str = "image") -> np.ndarray:
-    """Encoded image bytes -> (H, W, 3) uint8 RGB."""
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            return np.asarray(img.convert("RGB"))
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{where}: cannot decode image ({e})") from None
-
-
-def decode_many(items: Sequence[bytes], where: str = "record") -> np.ndarray:
-    """Decode a sequence of encoded frames to (T, H, W, 3) uint8 (all frames must share one size)."""
-    frames = [decode_png(b, f"{where} frame {i}") for i, b in enumerate(items)]
-    shapes = {f.shape for f in frames}
-    if len(shapes) != 1:
-        raise ValueError(f"{where}: frames of different sizes {sorted(shapes)}")
-    return np.stack(frames)
-
-
-def encode_png(img: np.ndarray) -> bytes:
-    """(H, W, 3) uint8 -> PNG bytes (lossless)."""
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(img, dtype=np.uint8), mode="RGB").save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def degrade_uint8(gt: np.ndarray, kind: str, scale: int = SCALE) -> np.ndarray:
-    """The official LR of a uint8 (H, W, 3) GT frame: ``'BI'`` MATLAB ``imresize(gt, 1/scale)``
-    (uint8 in, rounded uint8 out) or ``'BD'`` Gaussian blur sigma 1.6 + subsampling (MATLAB variant)."""
-    from peanut_jax.data.degrade import bd_downsample, imresize
-    h, w = gt.shape[:2]
-    if h % scale or w % scale:
-        raise ValueError(f"GT frame of {h}x{w} is not divisible by the scale {scale}")
-    if kind == "BI":
-        return imresize(gt, 1.0 / scale)
-    if kind == "BD":
-        return bd_downsample(gt, scale)
-    raise ValueError(f"degradation must be 'BI' or 'BD', got {kind!r}")
-
-
-def _png_files(folder: pathlib.Path) -> list[pathlib.Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                  and not p.name.startswith("."))
-
-
-def _read_image_bytes(path: pathlib.Path) -> tuple[bytes, tuple[int, int]]:
-    """(PNG bytes, (H, W)); a non-PNG file is re-encoded as PNG (lossless from its decoded pixels)."""
-    data = path.read_bytes()
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            hw = (img.height, img.width)
-            if img.format != "PNG" or img.mode != "RGB":
-                return encode_png(np.asarray(img.convert("RGB"))), hw
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: cannot decode image ({e})") from None
-    return data, hw
 
 
 def _lq_bytes(gt_bytes: bytes, gt_hw, lq_path: pathlib.Path | None, kind: str, where: str) -> bytes:
     """The LR frame: the file at ``lq_path`` when given (checked to be GT/4), else computed."""
     if lq_path is not None:
-        data, hw = _read_image_bytes(lq_path)
+        data, hw = read_image_bytes(lq_path)
         want = (gt_hw[0] // SCALE, gt_hw[1] // SCALE)
         if hw != want:
             raise ValueError(f"{where}: LR frame {lq_path} is {hw[0]}x{hw[1]}, expected {want[0]}x{want[1]} "
                              f"(GT {gt_hw[0]}x{gt_hw[1]} / {SCALE})")
         return data
     return encode_png(degrade_uint8(decode_png(gt_bytes, where), kind))
-
-
-def read_list(path: pathlib.Path) -> list[str]:
-    """Non-empty stripped lines of a Vimeo-90K list file (``sep_trainlist.txt`` / ``tri_testlist.txt``)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: list file not found")
-    return [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
 
 
 # ------------------------------------------------------------------------------------- builders
@@ -154,28 +89,6 @@ _VSR_CONFIGS = [
     VSRConfig(name="bd", degradation="BD",
               description="BD x4: Gaussian blur sigma 1.6 then x4 subsampling (MATLAB variant)"),
 ]
-
-
-class _PNGBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """array_record, no downloads, manual_dir required."""
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("file_format", "array_record")
-        super().__init__(*args, **kwargs)
-
-    @tfds_utils.classproperty
-    @classmethod
-    def url_infos(cls):
-        return None  # nothing is downloaded
-
-    def _root(self, dl_manager) -> pathlib.Path:
-        root = getattr(dl_manager, "manual_dir", None)
-        if root is None or not pathlib.Path(root).is_dir():
-            raise FileNotFoundError(f"{self.name}: manual_dir {root} is not a folder; see the layout in "
-                                    f"{type(self).__module__}")
-        return pathlib.Path(root)
 
 
 @dataclasses.dataclass
@@ -202,7 +115,7 @@ def _reds_clips(root: pathlib.Path) -> list[_RedsClip]:
                 num = int(d.name)
             except ValueError:
                 raise ValueError(f"{d}: REDS clip folders are numbers (000, 001, ...)") from None
-            files = _png_files(d)
+            files = png_files(d)
             if not files:
                 raise ValueError(f"{d}: no PNG frames")
             name = f"{num + offset:03d}"
@@ -213,7 +126,7 @@ def _reds_clips(root: pathlib.Path) -> list[_RedsClip]:
     return clips
 
 
-class RedsVsr(_PNGBuilder):
+class RedsVsr(ManualBuilder):
     """REDS (NTIRE 2019) for x4 video super-resolution; REDS4 held out."""
     BUILDER_CONFIGS = _VSR_CONFIGS
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
@@ -253,7 +166,7 @@ class RedsVsr(_PNGBuilder):
             start = key
             for i, f in enumerate(c.files):
                 where = f"{self.name}: clip {c.name} frame {f.name}"
-                gt, hw = _read_image_bytes(f)
+                gt, hw = read_image_bytes(f)
                 if hw0 is None:
                     hw0 = hw
                 lq_path = None
@@ -266,7 +179,7 @@ class RedsVsr(_PNGBuilder):
                 key += 1
 
 
-class Vimeo90kSeptuplet(_PNGBuilder):
+class Vimeo90kSeptuplet(ManualBuilder):
     """Vimeo-90K septuplets for x4 video super-resolution (test list = Vimeo-90K-T)."""
     BUILDER_CONFIGS = _VSR_CONFIGS
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
@@ -282,10 +195,7 @@ class Vimeo90kSeptuplet(_PNGBuilder):
             features=tfds.features.FeaturesDict({"name": tfds.features.Text(), "gt": seq, "lq": seq}))
 
     def _split_generators(self, dl_manager):
-        root = self._root(dl_manager)
-        if not (root / "sequences").is_dir():
-            raise FileNotFoundError(f"{root / 'sequences'}: missing (expected vimeo_septuplet/: sequences/, "
-                                    "sep_trainlist.txt, sep_testlist.txt)")
+        root = self._vimeo_root(dl_manager, "vimeo_septuplet", ("sep_trainlist.txt", "sep_testlist.txt"))
         out = {}
         for split, fname in (("train", "sep_trainlist.txt"), ("test", "sep_testlist.txt")):
             if (root / fname).is_file():
@@ -306,7 +216,7 @@ class Vimeo90kSeptuplet(_PNGBuilder):
                 p = root / "sequences" / name / fn
                 if not p.is_file():
                     raise FileNotFoundError(f"{where}: {p} missing")
-                gt, hw = _read_image_bytes(p)
+                gt, hw = read_image_bytes(p)
                 lq_path = lq_root / name / fn if lq_root.is_dir() else None
                 if lq_path is not None and not lq_path.is_file():
                     raise FileNotFoundError(f"{where}: {lq_path} missing (the LR folder {lq_root} exists)")
@@ -319,7 +229,6 @@ BUILDERS = {"reds_vsr": RedsVsr, "vimeo90k_septuplet": Vimeo90kSeptuplet}
 
 
 def _builder(name: str, data_dir, config: str | None):
-    from peanut_jax.data.tfds import vimeo_triplet
     builders = {**BUILDERS, **vimeo_triplet.BUILDERS}
     if name not in builders:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(builders))}")

@@ -9,9 +9,10 @@ Objective and optimiser (mmagic ``basicvsr-pp_c64n7_8xb1-600k_reds4.py``):
   *frozen* for the first ``optim.fix_iter`` iterations (mmagic ``train_cfg.fix_iter``; ``<= 0``:
   never).  Frozen means what ``requires_grad_(False)`` means to torch's Adam: no update and no
   optimiser-state change, so SPyNet's Adam moments and bias correction start at the first trainable
-  step (:func:`freeze_until`).  While frozen, SPyNet's backward pass is skipped: statically when it
-  is frozen for the whole run (``fix_iter >= train.num_steps``), otherwise, with
-  ``optim.skip_frozen_backward`` (default), by a ``lax.cond`` between the two gradient programs.
+  step (:func:`peanut_jax.train.state.build_grouped_optimizer`).  While frozen, SPyNet's backward pass
+  is skipped: statically when it is frozen for the whole run (``fix_iter >= train.num_steps``),
+  otherwise, with ``optim.skip_frozen_backward`` (default), by a ``lax.cond`` between the two gradient
+  programs.
 
 Data (``data.source``):
 
@@ -46,19 +47,20 @@ batches also hold ``'bicubic'`` (like ``gt``).
 from __future__ import annotations
 
 import functools
-import itertools
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from peanut_jax.train.state import TrainState, build_schedule
-from peanut_jax.train.tasks._config import config_dtype as _dtype
-from peanut_jax.train.tasks._config import config_get as _get
+from peanut_jax.data import augment as aug
+from peanut_jax.data.degrade import bicubic_upsample, degrade_clip
+from peanut_jax.train import batching
+from peanut_jax.train.config import config_dtype as _dtype
+from peanut_jax.train.config import config_get as _get
+from peanut_jax.train.state import TrainState, build_grouped_optimizer
 
-TRAIN_STREAM, EVAL_STREAM = 0, 1
 SOURCES = ("synthetic", "reds", "vimeo90k")
 SPYNET = "spynet"
 
@@ -82,32 +84,6 @@ def output_scale(config) -> int:
 
 
 # -------------------------------------------------------------------------------------- optimizer
-class FreezeState(NamedTuple):
-    count: jax.Array   # updates seen (frozen or not)
-    inner: Any         # the wrapped transformation's state, untouched while frozen
-
-
-def freeze_until(inner: optax.GradientTransformation, steps: int) -> optax.GradientTransformation:
-    """``inner`` with zero updates and an unchanged state for its first ``steps`` calls.
-
-    torch semantics of a parameter with ``requires_grad=False``: Adam neither moves it nor updates
-    its moments/step count, so after unfreezing its bias correction starts from step 1.
-    """
-    steps = int(steps)
-
-    def init(params):
-        return FreezeState(jnp.zeros([], jnp.int32), inner.init(params))
-
-    def update(updates, state, params=None):
-        frozen = state.count < steps
-        new_updates, new_inner = inner.update(updates, state.inner, params)
-        new_updates = jax.tree.map(lambda u: jnp.where(frozen, jnp.zeros_like(u), u), new_updates)
-        new_inner = jax.tree.map(lambda old, new: jnp.where(frozen, old, new), state.inner, new_inner)
-        return new_updates, FreezeState(optax.safe_int32_increment(state.count), new_inner)
-
-    return optax.GradientTransformation(init, update)
-
-
 def param_labels(params):
     """``'spynet'`` for every leaf under the top-level ``spynet`` collection, ``'default'`` otherwise
     (mmagic ``paramwise_cfg.custom_keys={'spynet': ...}`` matches parameter names containing it)."""
@@ -116,26 +92,15 @@ def param_labels(params):
 
 def build_vsr_optimizer(config) -> tuple[optax.GradientTransformation, Any]:
     """``(tx, schedule)``: Adam on everything, SPyNet's updates times ``spynet_lr_mult`` and frozen for
-    ``fix_iter`` steps, then one global learning-rate schedule (so SPyNet's rate is always
-    ``spynet_lr_mult * schedule(step)``, as mmagic's per-group ``lr_mult``)."""
+    ``fix_iter`` steps (:func:`~peanut_jax.train.state.build_grouped_optimizer`), then one global
+    learning-rate schedule (so SPyNet's rate is always ``spynet_lr_mult * schedule(step)``, as
+    mmagic's per-group ``lr_mult``)."""
     o = config.optim
     name = _get(o, "name", "adam")
     if name != "adam":
         raise ValueError(f"config.optim.name must be 'adam' for basicvsr_pp, got {name!r}")
-    sched = build_schedule(o, int(config.train.num_steps))
-    b1, b2, eps = float(_get(o, "b1", 0.9)), float(_get(o, "b2", 0.99)), float(_get(o, "eps", 1e-8))
-    mult = float(_get(o, "spynet_lr_mult", 0.25))
-    fix_iter = int(_get(o, "fix_iter", 0))
-    spy = optax.chain(optax.scale_by_adam(b1, b2, eps), optax.scale(mult))
-    if fix_iter > 0:
-        spy = freeze_until(spy, fix_iter)
-    parts = []
-    clip = float(_get(o, "grad_clip_norm", 0.0))
-    if clip > 0:
-        parts.append(optax.clip_by_global_norm(clip))
-    parts += [optax.multi_transform({SPYNET: spy, "default": optax.scale_by_adam(b1, b2, eps)}, param_labels),
-              optax.scale_by_learning_rate(sched)]
-    return optax.chain(*parts), sched
+    group = dict(lr_mult=float(_get(o, "spynet_lr_mult", 0.25)), frozen_steps=max(int(_get(o, "fix_iter", 0)), 0))
+    return build_grouped_optimizer(o, int(config.train.num_steps), param_labels, {SPYNET: group})
 
 
 def spynet_mode(config) -> str:
@@ -151,85 +116,33 @@ def spynet_mode(config) -> str:
 
 
 # ------------------------------------------------------------------------------------------- data
-def _rows(global_batch: int, process_index: int, process_count: int) -> range:
-    b = global_batch // process_count
-    return range(process_index * b, (process_index + 1) * b)
-
-
-def augment(lq: np.ndarray, gt: np.ndarray, rng: np.random.Generator, flip: bool = True, transpose: bool = True):
-    """mmagic ``Flip`` (horizontal, then vertical) and ``RandomTransposeHW``, p = 0.5 each, the same
-    for every frame of the (T, H, W, C) clips ``lq`` and ``gt``."""
-    u = rng.random(3)
-    if flip and u[0] < 0.5:
-        lq, gt = lq[:, :, ::-1], gt[:, :, ::-1]
-    if flip and u[1] < 0.5:
-        lq, gt = lq[:, ::-1], gt[:, ::-1]
-    if transpose and u[2] < 0.5:
-        lq, gt = lq.transpose(0, 2, 1, 3), gt.transpose(0, 2, 1, 3)
-    return np.ascontiguousarray(lq), np.ascontiguousarray(gt)
-
-
-def paired_random_crop(lq: np.ndarray, gt: np.ndarray, lq_size: int, scale: int, rng: np.random.Generator,
-                       where: str = "clip"):
-    """mmagic ``PairedRandomCrop``: an ``lq_size`` LR patch at a random position and the aligned
-    ``scale * lq_size`` GT patch."""
-    h, w = lq.shape[1:3]
-    if gt.shape[1:3] != (h * scale, w * scale):
-        raise ValueError(f"{where}: GT {gt.shape[1]}x{gt.shape[2]} is not {scale} x LR {h}x{w}")
-    if h < lq_size or w < lq_size:
-        raise ValueError(f"{where}: LR frames {h}x{w} are smaller than the crop data.lq_size={lq_size}")
-    top, left = int(rng.integers(0, h - lq_size + 1)), int(rng.integers(0, w - lq_size + 1))
-    s = scale
-    return (lq[:, top:top + lq_size, left:left + lq_size],
-            gt[:, top * s:(top + lq_size) * s, left * s:(left + lq_size) * s])
-
-
-def mirror_sequence(x: np.ndarray) -> np.ndarray:
-    """mmagic ``MirrorSequence``: the clip followed by its reverse (T -> 2T)."""
-    return np.concatenate([x, x[::-1]], axis=0)
-
-
-def degrade(gt_uint8: np.ndarray, kind: str, scale: int) -> np.ndarray:
-    """(T, H, W, 3) uint8 GT -> uint8 LR (``BI``: MATLAB imresize, ``BD``: blur + subsample)."""
-    from peanut_jax.data.tfds.vsr import degrade_uint8
-    return np.stack([degrade_uint8(f, kind, scale) for f in gt_uint8])
-
-
-def bicubic_upsample(lq: np.ndarray, scale: int) -> np.ndarray:
-    """MATLAB bicubic ``imresize(lq, scale)`` of float (T, h, w, 3) frames, clamped to [0, 1]."""
-    from peanut_jax.data.degrade import imresize
-    out = np.stack([imresize(np.asarray(f, np.float64), float(scale)) for f in lq])
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
-
-
-def _scene_kwargs(d) -> dict:
-    return dict(num_objects=int(d.num_objects), camera_speed=float(d.camera_speed),
-                object_speed=tuple(float(v) for v in d.object_speed),
-                camera_zoom=float(d.camera_zoom), camera_rotation=float(d.camera_rotation))
-
-
 def synthetic_clip(d, seed: tuple, scale: int) -> tuple[np.ndarray, np.ndarray]:
     """(lq, gt) uint8 of one synthetic clip: ``data.num_frames`` frames of ``scale * data.lq_size``
     pixels, quantised to uint8, degraded by ``data.degradation``."""
     from peanut_jax.data.synthetic import generate_clip
     size = int(d.lq_size) * scale
-    clip = generate_clip(seed, int(d.num_frames), size, size, **_scene_kwargs(d))
+    clip = generate_clip(seed, int(d.num_frames), size, size, **batching.scene_kwargs(d))
     gt = np.round(np.clip(clip.frames, 0.0, 1.0) * 255.0).astype(np.uint8)
-    return degrade(gt, d.degradation, scale), gt
+    return degrade_clip(gt, d.degradation, scale), gt
 
 
 def _to_float(x: np.ndarray) -> np.ndarray:
     return x.astype(np.float32) / np.float32(255.0)
 
 
-def _finish(d, lq: np.ndarray, gt: np.ndarray, rng: np.random.Generator, scale: int, train: bool, where: str):
-    """Crop (training), augment (training), mirror (``data.mirror_sequence``), to float32."""
+def _finish(d, lq: np.ndarray, gt: np.ndarray, rng: np.random.Generator, scale: int, train: bool,
+            where: str) -> dict:
+    """Crop (training), augment (training), mirror (``data.mirror_sequence``), to float32; evaluation
+    examples also get the ``bicubic`` baseline."""
     if train:
-        lq, gt = paired_random_crop(lq, gt, int(d.lq_size), scale, rng, where)
-        lq, gt = augment(lq, gt, rng, bool(_get(d, "flip", True)), bool(_get(d, "transpose", True)))
+        lq, gt = aug.paired_random_crop(lq, gt, int(d.lq_size), scale, rng, where)
+        lq, gt = aug.flip_transpose(lq, gt, rng, bool(_get(d, "flip", True)), bool(_get(d, "transpose", True)))
     if bool(_get(d, "mirror_sequence", False)):
-        lq, gt = mirror_sequence(lq), mirror_sequence(gt)
-    return _to_float(lq), _to_float(gt)
+        lq, gt = aug.mirror_sequence(lq), aug.mirror_sequence(gt)
+    out = {"lq": _to_float(lq), "gt": _to_float(gt)}
+    if not train:
+        out["bicubic"] = bicubic_upsample(out["lq"], scale)
+    return out
 
 
 class _Source:
@@ -258,7 +171,7 @@ class _Source:
     def load(self, item, num_frames: int, rng: np.random.Generator | None, first: int | None = None):
         """(lq, gt) uint8 of ``num_frames`` frames of an item: a random window (``rng``) or from
         ``first``; a Vimeo-90K septuplet always gives its 7 frames."""
-        from peanut_jax.data.tfds.vsr import decode_many
+        from peanut_jax.data.tfds.common import decode_many
         if self.source == "reds":
             clip, start, n = item
             if num_frames > n:
@@ -277,15 +190,7 @@ class _Source:
 
 @functools.lru_cache(maxsize=4)
 def _open(items: tuple, split: str) -> _Source:
-    return _Source(_Plain(items), split)
-
-
-class _Plain(dict):
-    __getattr__ = dict.__getitem__
-
-
-def _data_items(d) -> tuple:
-    return tuple(sorted((k, tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in d.items()))
+    return _Source(batching.Plain(items), split)
 
 
 def _check_data(config) -> None:
@@ -306,7 +211,7 @@ def _check_data(config) -> None:
         raise ValueError(f"config.data.tfds_data_dir is required for data.source={d.source!r}")
 
 
-def train_example(config, source: _Source | None, item, seed: tuple) -> tuple[np.ndarray, np.ndarray]:
+def train_example(config, source: _Source | None, item, seed: tuple) -> dict:
     d = config.data
     scale = output_scale(config)
     rng = np.random.default_rng(seed + (7,))
@@ -319,50 +224,23 @@ def train_example(config, source: _Source | None, item, seed: tuple) -> tuple[np
     return _finish(d, lq, gt, rng, scale, True, where)
 
 
-def _stack(pairs, with_bicubic: int = 0) -> dict:
-    lqs, gts = zip(*pairs)
-    out = {"lq": np.stack(lqs).astype(np.float32), "gt": np.stack(gts).astype(np.float32)}
-    if with_bicubic:
-        out["bicubic"] = np.stack([bicubic_upsample(x, with_bicubic) for x in lqs])
-    return out
-
-
 def train_batches(config, start_step: int, process_index: int, process_count: int):
     _check_data(config)
     d = config.data
-    rows = _rows(int(d.batch_size), process_index, process_count)
-    seed = int(config.seed)
-    b = int(d.batch_size)
-    if d.source == "synthetic":
-        for step in itertools.count(start_step + 1):
-            yield _stack([train_example(config, None, None, (seed, TRAIN_STREAM, step, r)) for r in rows])
-    else:
-        import grain
-        source = _open(_data_items(d), str(_get(d, "train_split", "train")))
-        items = grain.MapDataset.range(len(source)).shuffle(seed=seed).repeat()
-        for step in itertools.count(start_step + 1):
-            yield _stack([train_example(config, source, source[int(items[(step - 1) * b + r])],
-                                        (seed, TRAIN_STREAM, step, r)) for r in rows])
+    source = n = None
+    if d.source != "synthetic":
+        source = _open(batching.config_items(d), str(_get(d, "train_split", "train")))
+        n = len(source)
+    yield from batching.train_batches(
+        config, start_step, process_index, process_count,
+        lambda seed, i: train_example(config, source, None if i is None else source[i], seed), n, np.float32)
 
 
 @functools.lru_cache(maxsize=4)
 def _synthetic_eval_set(items: tuple, n: int, seed: int, scale: int) -> dict:
-    d = _Plain(items)
-    pairs = []
-    for i in range(n):
-        lq, gt = synthetic_clip(d, (seed, EVAL_STREAM, i), scale)
-        pairs.append(_finish(d, lq, gt, None, scale, False, f"synthetic eval clip {i}"))
-    return _stack(pairs, with_bicubic=scale)
-
-
-def _center_crop(lq, gt, size: int, scale: int):
-    h, w = lq.shape[1:3]
-    if not size or (h <= size and w <= size):
-        return lq, gt
-    sh, sw = min(size, h), min(size, w)
-    top, left = (h - sh) // 2, (w - sw) // 2
-    return (lq[:, top:top + sh, left:left + sw],
-            gt[:, top * scale:(top + sh) * scale, left * scale:(left + sw) * scale])
+    d = batching.Plain(items)
+    return batching.stack([_finish(d, *synthetic_clip(d, (seed, batching.EVAL_STREAM, i), scale), None, scale, False,
+                                   f"synthetic eval clip {i}") for i in range(n)], np.float32)
 
 
 def eval_batches(config, process_index: int, process_count: int):
@@ -370,32 +248,26 @@ def eval_batches(config, process_index: int, process_count: int):
     d = config.data
     scale = output_scale(config)
     eb = int(d.eval_batch_size)
-    rows = _rows(eb, process_index, process_count)
     if d.source == "synthetic":
         n = int(d.eval_clips)
-        if n % eb:
-            raise ValueError(f"config.data.eval_clips={n} must be a multiple of config.data.eval_batch_size={eb}")
-        data = _synthetic_eval_set(_data_items(d), n, int(d.eval_seed), scale)
-        for start in range(0, n, eb):
-            yield {k: v[[start + r for r in rows]] for k, v in data.items()}
+        batching.check_eval_clips(n, eb)
+        data = _synthetic_eval_set(batching.config_items(d), n, int(d.eval_seed), scale)
+        yield from batching.slices(data, n, eb, process_index, process_count)
         return
-    source = _open(_data_items(d), str(_get(d, "eval_split", "reds4" if d.source == "reds" else "test")))
-    n = len(source) if int(_get(d, "eval_clips", 0) or 0) <= 0 else min(int(d.eval_clips), len(source))
-    n -= n % eb
-    if n == 0:
-        raise ValueError(f"the evaluation split has {len(source)} items, fewer than data.eval_batch_size={eb}")
+    source = _open(batching.config_items(d), str(_get(d, "eval_split", "reds4" if d.source == "reds" else "test")))
+    n = batching.eval_size(d, len(source), "items")
     frames = int(_get(d, "eval_num_frames", 0) or 0)
-    for start in range(0, n, eb):
-        pairs = []
-        for r in rows:
-            item = source[start + r]
-            if d.source == "reds":
-                lq, gt = source.load(item, frames or item[2], None, first=0)
-            else:
-                lq, gt = source.load(item, 7, None)
-            lq, gt = _center_crop(lq, gt, int(_get(d, "eval_lq_size", 0) or 0), scale)
-            pairs.append(_finish(d, lq, gt, None, scale, False, f"eval item {start + r}"))
-        yield _stack(pairs, with_bicubic=scale)
+
+    def example(i):
+        item = source[i]
+        if d.source == "reds":
+            lq, gt = source.load(item, frames or item[2], None, first=0)
+        else:
+            lq, gt = source.load(item, 7, None)
+        lq, gt = aug.paired_center_crop(lq, gt, int(_get(d, "eval_lq_size", 0) or 0), scale)
+        return _finish(d, lq, gt, None, scale, False, f"eval item {i}")
+
+    yield from batching.eval_batches(n, eb, process_index, process_count, example, np.float32)
 
 
 def sample_batch(config) -> dict:

@@ -59,7 +59,6 @@ of its frame at the smallest scale sigma in 1, 2, 4, ... 64 px where they carry 
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 
 import jax
@@ -69,12 +68,15 @@ import optax
 from flax.traverse_util import flatten_dict, unflatten_dict
 from jax import lax
 
+from peanut_jax.data import augment as aug
+from peanut_jax.data.augment import sample_indices
+from peanut_jax.metrics import psnr, ssim
+from peanut_jax.train import batching
+from peanut_jax.train.config import config_dtype as _dtype
+from peanut_jax.train.config import config_get as _get
 from peanut_jax.train.state import TrainState, build_optimizer
-from peanut_jax.train.tasks._config import config_dtype as _dtype
-from peanut_jax.train.tasks._config import config_get as _get
 from peanut_jax.train.tasks.spynet import zero_flow_heads
 
-TRAIN_STREAM, EVAL_STREAM = 0, 1
 MASK_MODES = ("object", "random", "mixed")
 SOURCES = ("synthetic", "tfds")
 MODELS = ("e2fgvi", "e2fgvi_hq")
@@ -121,25 +123,6 @@ def _num_frames(config) -> tuple[int, int]:
 
 
 # -------------------------------------------------------------------------------------------- data
-def sample_indices(rng: np.random.Generator, length: int, num_local: int, num_ref: int) -> list[int]:
-    """The official ``_sample_index``: a run of ``num_local`` consecutive frames at a random pivot,
-    then ``num_ref`` sorted frames drawn without replacement from the others."""
-    if length < num_local + num_ref:
-        raise ValueError(f"a video of {length} frames is shorter than num_local_frames + num_ref_frames = "
-                         f"{num_local + num_ref}")
-    pivot = int(rng.integers(0, length - num_local + 1))
-    local = list(range(pivot, pivot + num_local))
-    remain = [i for i in range(length) if i < pivot or i >= pivot + num_local]
-    ref = sorted(int(i) for i in rng.choice(remain, size=num_ref, replace=False)) if num_ref else []
-    return local + ref
-
-
-def _scene_kwargs(d) -> dict:
-    return dict(num_objects=int(d.num_objects), camera_speed=float(d.camera_speed),
-                object_speed=tuple(float(v) for v in d.object_speed), camera_zoom=float(d.camera_zoom),
-                camera_rotation=float(d.camera_rotation))
-
-
 def synthetic_example(d, seed: tuple, num_local: int, num_ref: int, mask_mode: str) -> dict:
     """One synthetic training clip (``d`` = the ``data`` config block); see the module docstring."""
     from peanut_jax.data.masks import dilate_masks, random_video_masks
@@ -150,7 +133,7 @@ def synthetic_example(d, seed: tuple, num_local: int, num_ref: int, mask_mode: s
     length = int(d.video_length)
     h, w = int(d.height), int(d.width)
     idx = sample_indices(rng, length, num_local, num_ref)
-    scene = make_scene(tuple(seed), length, h, w, **_scene_kwargs(d))
+    scene = make_scene(tuple(seed), length, h, w, **batching.scene_kwargs(d))
     clip = scene.render(idx)
     if mask_mode == "mixed":
         mask_mode = "object" if rng.random() < float(d.object_mask_prob) else "random"
@@ -208,18 +191,9 @@ def tfds_example(d, record: dict, seed: tuple, num_local: int, num_ref: int, tra
         masks = dilate_masks(decode_masks(record["masks"], idx, size=(w, h)) > 0, 4)
     else:
         masks = random_video_masks(rng, n, h, w)[idx]
-    if train and bool(_get(d, "random_flip", True)) and rng.random() < 0.5:
-        frames, masks = frames[:, :, ::-1], masks[:, :, ::-1]
+    if train and bool(_get(d, "random_flip", True)):
+        frames, masks = aug.random_hflip(rng, frames, masks)
     return {"frames": np.ascontiguousarray(frames), "masks": np.ascontiguousarray(masks[..., None], np.float32)}
-
-
-def _stack(examples: list[dict]) -> dict:
-    return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
-
-
-def _rows(global_batch: int, process_index: int, process_count: int) -> range:
-    b = global_batch // process_count
-    return range(process_index * b, (process_index + 1) * b)
 
 
 def _check_data(config) -> None:
@@ -234,29 +208,18 @@ def train_batches(config, start_step: int, process_index: int, process_count: in
     _check_data(config)
     d = config.data
     lt, rt = _num_frames(config)
-    rows = _rows(int(d.batch_size), process_index, process_count)
-    seed = int(config.seed)
     if d.source == "synthetic":
-        for step in itertools.count(start_step + 1):
-            yield _stack([synthetic_example(d, (seed, TRAIN_STREAM, step, r), lt, rt, d.mask_mode) for r in rows])
+        example, n = (lambda seed, _: synthetic_example(d, seed, lt, rt, d.mask_mode)), None
     else:
-        import grain
         src = _tfds_source(d.tfds_name, d.tfds_data_dir, d.split)
-        ds = grain.MapDataset.source(src).shuffle(seed=seed).repeat()
-        b = int(d.batch_size)
-        for step in itertools.count(start_step + 1):
-            yield _stack([tfds_example(d, ds[(step - 1) * b + r], (seed, TRAIN_STREAM, step, r), lt, rt)
-                          for r in rows])
-
-
-class _Plain(dict):
-    __getattr__ = dict.__getitem__
+        example, n = (lambda seed, i: tfds_example(d, src[i], seed, lt, rt)), len(src)
+    yield from batching.train_batches(config, start_step, process_index, process_count, example, n)
 
 
 @functools.lru_cache(maxsize=4)
 def _synthetic_eval_set(items: tuple, n: int, seed: int, lt: int, rt: int, mask_mode: str) -> dict:
-    d = _Plain(items)
-    return _stack([synthetic_example(d, (seed, EVAL_STREAM, i), lt, rt, mask_mode) for i in range(n)])
+    d = batching.Plain(items)
+    return batching.stack([synthetic_example(d, (seed, batching.EVAL_STREAM, i), lt, rt, mask_mode) for i in range(n)])
 
 
 def eval_batches(config, process_index: int, process_count: int):
@@ -264,22 +227,19 @@ def eval_batches(config, process_index: int, process_count: int):
     d = config.data
     lt, rt = _num_frames(config)
     n, eb = int(d.eval_clips), int(d.eval_batch_size)
-    if n % eb:
-        raise ValueError(f"config.data.eval_clips={n} must be a multiple of config.data.eval_batch_size={eb}")
-    rows = _rows(eb, process_index, process_count)
+    batching.check_eval_clips(n, eb)
     if d.source == "synthetic":
-        keys = ("height", "width", "video_length", "mask_dilation", "object_mask_prob") + tuple(_scene_kwargs(d))
-        items = tuple(sorted((k, tuple(d[k]) if isinstance(d[k], (list, tuple)) else d[k]) for k in keys))
-        data = _synthetic_eval_set(items, n, int(d.eval_seed), lt, rt, _get(d, "eval_mask_mode", None) or d.mask_mode)
-        for start in range(0, n, eb):
-            yield {k: v[[start + r for r in rows]] for k, v in data.items()}
+        keys = ("height", "width", "video_length", "mask_dilation", "object_mask_prob") + batching.SCENE_KEYS
+        data = _synthetic_eval_set(batching.config_items(d, keys), n, int(d.eval_seed), lt, rt,
+                                   _get(d, "eval_mask_mode", None) or d.mask_mode)
+        yield from batching.slices(data, n, eb, process_index, process_count)
     else:
         src = _tfds_source(d.tfds_name, d.tfds_data_dir, d.eval_split)
         if len(src) == 0:
             raise ValueError(f"config.data.eval_split={d.eval_split!r} of {d.tfds_name!r} is empty")
-        for start in range(0, n, eb):
-            yield _stack([tfds_example(d, src[(start + r) % len(src)], (int(d.eval_seed), EVAL_STREAM, start + r),
-                                       lt, rt, train=False) for r in rows])
+        seed = int(d.eval_seed)
+        yield from batching.eval_batches(n, eb, process_index, process_count, lambda i: tfds_example(
+            d, src[i % len(src)], (seed, batching.EVAL_STREAM, i), lt, rt, train=False))
 
 
 # ------------------------------------------------------------------------------------------- state
@@ -379,20 +339,8 @@ def _to01(x):
     return (x + 1.0) / 2.0
 
 
-def psnr_hole(comp01, gt01, masks):
-    """Per-clip PSNR (dB) over the hole pixels: (B,); 0 for a clip without hole pixels."""
-    m = jnp.broadcast_to(masks, comp01.shape)
-    axes = tuple(range(1, comp01.ndim))
-    num = jnp.sum(m * jnp.square(comp01 - gt01), axis=axes)
-    den = jnp.sum(m, axis=axes)
-    mse = jnp.maximum(num / jnp.maximum(den, 1.0), 1e-10)
-    return jnp.where(den > 0, -10.0 * jnp.log10(mse), 0.0)
-
-
-def psnr_clip(comp01, gt01):
-    """Per-clip PSNR (dB) from the MSE over all pixels of the clip, capped at 100 dB: (B,)."""
-    mse = jnp.mean(jnp.square(comp01 - gt01), axis=tuple(range(1, comp01.ndim)))
-    return -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))
+# per-clip PSNR of [0, 1] clips (B, T, H, W, 3), capped at 100 dB; over the hole: ``mask=``, 0 without holes
+CLIP_PSNR = dict(reduction="sample", formula="rife", mse_floor=1e-10)
 
 
 def spynet_flows(spynet_params, frames01):
@@ -497,8 +445,8 @@ def train_step(state: TrainState, batch, config, grad_reduce):
     new_extra = dict(extra, disc_params=d_params, disc_spectral=d_spec, disc_opt_state=d_opt)
     state = state.replace(params=params, opt_state=opt_state, extra=new_extra)
     metrics.update(terms)
-    metrics.update(loss=g_loss, psnr_hole=jnp.mean(psnr_hole(_to01(comp), batch["frames"], masks)),
-                   grad_norm=optax.global_norm(g_grads), lr=sched(state.step))
+    hole = psnr(_to01(comp), batch["frames"], mask=masks, empty=0.0, **CLIP_PSNR)
+    metrics.update(loss=g_loss, psnr_hole=jnp.mean(hole), grad_norm=optax.global_norm(g_grads), lr=sched(state.step))
     return state, metrics
 
 
@@ -548,36 +496,16 @@ def blur_fill(frames01, masks, sigmas=BLUR_SIGMAS):
     return frames01 * vis + out * masks
 
 
-def ssim_map(a, b):
-    """mmagic SSIM map (N, H-10, W-10, C) (Gaussian 11x11, sigma 1.5, valid region), data range 1."""
-    from peanut_jax.metrics.image import SSIM_K1, SSIM_K2, gaussian_kernel_1d
-    g = jnp.asarray(gaussian_kernel_1d(), jnp.float32)
-    c = a.shape[-1]
-
-    def filt(x):
-        for shape in ((11, 1, 1, 1), (1, 11, 1, 1)):
-            kern = jnp.broadcast_to(g.reshape(shape), shape[:2] + (1, c))
-            x = lax.conv_general_dilated(x, kern, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                         feature_group_count=c, precision=lax.Precision.HIGHEST)
-        return x
-    c1, c2 = SSIM_K1 ** 2, SSIM_K2 ** 2
-    mu1, mu2 = filt(a), filt(b)
-    s1 = filt(a * a) - mu1 * mu1
-    s2 = filt(b * b) - mu2 * mu2
-    s12 = filt(a * b) - mu1 * mu2
-    return ((2 * mu1 * mu2 + c1) * (2 * s12 + c2)) / ((mu1 * mu1 + mu2 * mu2 + c1) * (s1 + s2 + c2))
-
-
 def _quality(comp01, gt01, masks, stc_args) -> dict:
     """PSNR/SSIM overall and in the hole, Ewarp, for (B, L, H, W, 3) composited local frames."""
     from peanut_jax.metrics import warping_error
     b, t, h, w, c = comp01.shape
-    smap = ssim_map(comp01.reshape(-1, h, w, c), gt01.reshape(-1, h, w, c))
-    mcrop = jnp.broadcast_to(masks.reshape(-1, h, w, 1)[:, 5:h - 5, 5:w - 5], smap.shape)
-    ssim_hole = jnp.sum(smap * mcrop) / jnp.maximum(jnp.sum(mcrop), 1.0)
+    frames, ref = comp01.reshape(-1, h, w, c), gt01.reshape(-1, h, w, c)
     fw, bw, occ = stc_args
-    return {"psnr": jnp.mean(psnr_clip(comp01, gt01)), "psnr_hole": jnp.mean(psnr_hole(comp01, gt01, masks)),
-            "ssim": jnp.mean(smap), "ssim_hole": ssim_hole,
+    return {"psnr": jnp.mean(psnr(comp01, gt01, **CLIP_PSNR)),
+            "psnr_hole": jnp.mean(psnr(comp01, gt01, mask=masks, empty=0.0, **CLIP_PSNR)),
+            "ssim": ssim(frames, ref, reduction="all"),
+            "ssim_hole": ssim(frames, ref, mask=masks.reshape(-1, h, w, 1), reduction="all"),
             "ewarp": warping_error(comp01, fw, bw, occ)}
 
 

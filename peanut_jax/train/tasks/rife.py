@@ -44,18 +44,19 @@ for synthetic data with ``loss.epe > 0``).
 from __future__ import annotations
 
 import functools
-import itertools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from peanut_jax.data import augment as aug
+from peanut_jax.metrics import psnr, ssim
+from peanut_jax.train import batching
+from peanut_jax.train.config import config_dtype as _dtype
+from peanut_jax.train.config import config_get as _get
 from peanut_jax.train.state import TrainState, build_optimizer
-from peanut_jax.train.tasks._config import config_dtype as _dtype
-from peanut_jax.train.tasks._config import config_get as _get
 
-TRAIN_STREAM, EVAL_STREAM = 0, 1
 SOURCES = ("synthetic", "vimeo90k")
 
 
@@ -81,70 +82,6 @@ def make_optimizer(config):
 
 
 # ------------------------------------------------------------------------------------------- data
-def _rows(global_batch: int, process_index: int, process_count: int) -> range:
-    b = global_batch // process_count
-    return range(process_index * b, (process_index + 1) * b)
-
-
-def augment(img0: np.ndarray, gt: np.ndarray, img1: np.ndarray, t: float, rng: np.random.Generator,
-            crop: tuple[int, int] | None, d=None, flow: np.ndarray | None = None):
-    """The official ``VimeoDataset.__getitem__`` augmentation on (H, W, 3) frames (see the module
-    docstring).  Returns ``(img0, gt, img1, t, flow)``; all flags on unless ``d`` (the data config)
-    switches them off (``channel_flip``, ``vflip``, ``hflip``, ``temporal_flip``, ``rotate``).
-
-    ``flow`` (H, W, 4) (from ``gt`` to img0 in channels 0:2, to img1 in 2:4, x first) is transformed
-    consistently: cropped, flipped and rotated as a field *and* as vectors, halves swapped by the
-    temporal swap (so ``warp(img0, flow[..., :2]) ~ gt`` still holds after augmentation).
-    """
-    on = (lambda k: bool(_get(d, k, True))) if d is not None else (lambda k: True)  # noqa: E731
-    if crop is not None:
-        ch, cw = crop
-        h, w = img0.shape[:2]
-        if h < ch or w < cw:
-            raise ValueError(f"frames of {h}x{w} are smaller than the crop {ch}x{cw} (data.crop)")
-        x, y = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-        img0, gt, img1 = (a[x:x + ch, y:y + cw] for a in (img0, gt, img1))
-        if flow is not None:
-            flow = flow[x:x + ch, y:y + cw]
-    u = rng.random(5)
-    if on("channel_flip") and u[0] < 0.5:
-        img0, gt, img1 = img0[:, :, ::-1], gt[:, :, ::-1], img1[:, :, ::-1]
-    if on("vflip") and u[1] < 0.5:
-        img0, gt, img1 = img0[::-1], gt[::-1], img1[::-1]
-        if flow is not None:
-            flow = flow[::-1] * np.array([1, -1, 1, -1], flow.dtype)
-    if on("hflip") and u[2] < 0.5:
-        img0, gt, img1 = img0[:, ::-1], gt[:, ::-1], img1[:, ::-1]
-        if flow is not None:
-            flow = flow[:, ::-1] * np.array([-1, 1, -1, 1], flow.dtype)
-    if on("temporal_flip") and u[3] < 0.5:
-        img0, img1, t = img1, img0, 1.0 - t
-        if flow is not None:
-            flow = np.concatenate([flow[..., 2:], flow[..., :2]], -1)
-    if on("rotate"):
-        p = u[4]
-        k = 3 if p < 0.25 else 2 if p < 0.5 else 1 if p < 0.75 else 0  # cv2 90 CW / 180 / 90 CCW / none
-        if k:
-            if k % 2 and img0.shape[0] != img0.shape[1]:
-                raise ValueError(f"90-degree rotations need square crops, got {img0.shape[0]}x{img0.shape[1]}")
-            img0, gt, img1 = (np.rot90(a, k) for a in (img0, gt, img1))
-            if flow is not None:
-                flow = np.rot90(flow, k)
-                fx, fy = flow[..., 0::2], flow[..., 1::2]
-                # np.rot90 by k=1 (counter-clockwise) maps a displacement (dx, dy) to (dy, -dx)
-                for _ in range(k):
-                    fx, fy = fy, -fx
-                flow = np.stack([fx[..., 0], fy[..., 0], fx[..., 1], fy[..., 1]], -1)
-    c = np.ascontiguousarray
-    return c(img0), c(gt), c(img1), float(t), (None if flow is None else c(flow, dtype=np.float32))
-
-
-def _scene_kwargs(d) -> dict:
-    return dict(num_objects=int(d.num_objects), camera_speed=float(d.camera_speed),
-                object_speed=tuple(float(v) for v in d.object_speed),
-                camera_zoom=float(d.camera_zoom), camera_rotation=float(d.camera_rotation))
-
-
 def synthetic_triplet(d, seed: tuple, t: float = 0.5, with_flow: bool = False):
     """(img0, gt, img1, flow|None) float32 of a synthetic triplet rendered at times 0, t*gap, gap.
 
@@ -154,7 +91,7 @@ def synthetic_triplet(d, seed: tuple, t: float = 0.5, with_flow: bool = False):
     from peanut_jax.data.synthetic import make_scene
     gap = float(_get(d, "gap", 1.0))
     h, w = int(d.height), int(d.width)
-    scene = make_scene(seed, 2, h, w, duration=gap, **_scene_kwargs(d))
+    scene = make_scene(seed, 2, h, w, duration=gap, **batching.scene_kwargs(d))
     clip = scene.render([0.0, t * gap, gap])
     f = clip.frames.astype(np.float32)
     # quantise like 8-bit video frames
@@ -186,24 +123,16 @@ class _Source:
         return len(self.src)
 
     def load(self, i: int):
-        from peanut_jax.data.tfds.vsr import decode_many
+        from peanut_jax.data.tfds.common import decode_many
         rec = self.src[int(i)]
         name = rec["name"].decode() if isinstance(rec["name"], bytes) else str(rec["name"])
         f = decode_many(list(rec["frames"]), f"vimeo90k_triplet {name}")
         return f[0], f[1], f[2]
 
 
-class _Plain(dict):
-    __getattr__ = dict.__getitem__
-
-
-def _data_items(d) -> tuple:
-    return tuple(sorted((k, tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in d.items()))
-
-
 @functools.lru_cache(maxsize=4)
 def _open(items: tuple, split: str) -> _Source:
-    return _Source(_Plain(items), split)
+    return _Source(batching.Plain(items), split)
 
 
 def _crop(d):
@@ -248,73 +177,52 @@ def train_example(config, source, item, seed: tuple) -> dict:
     else:
         img0, gt, img1 = (_to_float(a) for a in source.load(item))
         t = 0.5
-    img0, gt, img1, t, flow = augment(img0, gt, img1, t, rng, _crop(d), d, flow)
+    img0, gt, img1, t, flow = aug.triplet(img0, gt, img1, t, rng, _crop(d), d, flow)
     out = {"img0": img0, "img1": img1, "gt": gt, "timestep": np.float32(t)}
     if flow is not None:
         out["flow"] = flow
     return out
 
 
-def _stack(examples) -> dict:
-    keys = examples[0].keys()
-    return {k: np.stack([e[k] for e in examples]).astype(np.float32) for k in keys}
-
-
 def train_batches(config, start_step: int, process_index: int, process_count: int):
     _check(config)
     d = config.data
-    rows = _rows(int(d.batch_size), process_index, process_count)
-    seed = int(config.seed)
-    b = int(d.batch_size)
-    if d.source == "synthetic":
-        for step in itertools.count(start_step + 1):
-            yield _stack([train_example(config, None, None, (seed, TRAIN_STREAM, step, r)) for r in rows])
-    else:
-        import grain
-        source = _open(_data_items(d), str(_get(d, "train_split", "train")))
-        items = grain.MapDataset.range(len(source)).shuffle(seed=seed).repeat()
-        for step in itertools.count(start_step + 1):
-            yield _stack([train_example(config, source, int(items[(step - 1) * b + r]),
-                                        (seed, TRAIN_STREAM, step, r)) for r in rows])
+    source, n = None, None
+    if d.source != "synthetic":
+        source = _open(batching.config_items(d), str(_get(d, "train_split", "train")))
+        n = len(source)
+    yield from batching.train_batches(config, start_step, process_index, process_count,
+                                      lambda seed, item: train_example(config, source, item, seed), n, np.float32)
+
+
+def _plain_example(img0, gt, img1, flow=None) -> dict:
+    e = {"img0": img0, "img1": img1, "gt": gt, "timestep": np.float32(0.5)}
+    if flow is not None:
+        e["flow"] = flow
+    return e
 
 
 @functools.lru_cache(maxsize=4)
 def _synthetic_eval_set(items: tuple, n: int, seed: int, with_flow: bool) -> dict:
-    d = _Plain(items)
-    ex = []
-    for i in range(n):
-        img0, gt, img1, flow = synthetic_triplet(d, (seed, EVAL_STREAM, i), 0.5, with_flow)
-        e = {"img0": img0, "img1": img1, "gt": gt, "timestep": np.float32(0.5)}
-        if flow is not None:
-            e["flow"] = flow
-        ex.append(e)
-    return _stack(ex)
+    d = batching.Plain(items)
+    return batching.stack([_plain_example(*synthetic_triplet(d, (seed, batching.EVAL_STREAM, i), 0.5, with_flow))
+                           for i in range(n)], np.float32)
 
 
 def eval_batches(config, process_index: int, process_count: int):
     _check(config)
     d = config.data
     eb = int(d.eval_batch_size)
-    rows = _rows(eb, process_index, process_count)
     if d.source == "synthetic":
         n = int(d.eval_clips)
-        if n % eb:
-            raise ValueError(f"config.data.eval_clips={n} must be a multiple of config.data.eval_batch_size={eb}")
-        data = _synthetic_eval_set(_data_items(d), n, int(d.eval_seed), _needs_flow(config))
-        for start in range(0, n, eb):
-            yield {k: v[[start + r for r in rows]] for k, v in data.items()}
+        batching.check_eval_clips(n, eb)
+        data = _synthetic_eval_set(batching.config_items(d), n, int(d.eval_seed), _needs_flow(config))
+        yield from batching.slices(data, n, eb, process_index, process_count)
         return
-    source = _open(_data_items(d), str(_get(d, "eval_split", "validation")))
-    n = len(source) if int(_get(d, "eval_clips", 0) or 0) <= 0 else min(int(d.eval_clips), len(source))
-    n -= n % eb
-    if n == 0:
-        raise ValueError(f"the evaluation split has {len(source)} triplets, fewer than data.eval_batch_size={eb}")
-    for start in range(0, n, eb):
-        ex = []
-        for r in rows:
-            img0, gt, img1 = (_to_float(a) for a in source.load(start + r))
-            ex.append({"img0": img0, "img1": img1, "gt": gt, "timestep": np.float32(0.5)})
-        yield _stack(ex)
+    source = _open(batching.config_items(d), str(_get(d, "eval_split", "validation")))
+    n = batching.eval_size(d, len(source), "triplets")
+    yield from batching.eval_batches(n, eb, process_index, process_count,
+                                     lambda i: _plain_example(*(_to_float(a) for a in source.load(i))), np.float32)
 
 
 def sample_batch(config) -> dict:
@@ -407,19 +315,14 @@ def train_step(state: TrainState, batch, config, grad_reduce):
     return state, {"loss": loss, **terms, "lr": lr, "grad_norm": optax.global_norm(grads)}
 
 
-def _psnr(a, b):
-    mse = jnp.mean(jnp.square(a - b), axis=(1, 2, 3))
-    return -10.0 * jnp.log10(mse)
-
-
 def eval_step(state: TrainState, batch, config):
-    from peanut_jax.metrics import ssim
     model = make_model(config)
     gt = batch["gt"]
     out = model.apply({"params": state.params}, batch["img0"], batch["img1"], gt=gt, timestep=batch["timestep"])
     avg = 0.5 * (batch["img0"] + batch["img1"])
-    m = {"psnr": jnp.mean(_psnr(out.merged[2], gt)), "psnr_teacher": jnp.mean(_psnr(out.merged_teacher, gt)),
-         "psnr_average": jnp.mean(_psnr(avg, gt)), "ssim": jnp.mean(ssim(out.merged[2], gt)),
+    m = {"psnr": jnp.mean(psnr(out.merged[2], gt, formula="rife")),
+         "psnr_teacher": jnp.mean(psnr(out.merged_teacher, gt, formula="rife")),
+         "psnr_average": jnp.mean(psnr(avg, gt, formula="rife")), "ssim": jnp.mean(ssim(out.merged[2], gt)),
          "ssim_average": jnp.mean(ssim(avg, gt))}
     m["psnr_gain"] = m["psnr"] - m["psnr_average"]
     return m

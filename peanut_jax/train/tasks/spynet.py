@@ -18,17 +18,15 @@ Batches: ``{'ref': (B, H, W, 3), 'supp': (B, H, W, 3), 'flow': (B, H, W, 2)}`` f
 from __future__ import annotations
 
 import functools
-import itertools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from peanut_jax.train import batching
+from peanut_jax.train.config import config_dtype as _dtype
 from peanut_jax.train.state import TrainState, build_optimizer
-from peanut_jax.train.tasks._config import config_dtype as _dtype
-
-TRAIN_STREAM, EVAL_STREAM = 0, 1
 
 
 def make_model(config):
@@ -38,63 +36,34 @@ def make_model(config):
                   param_dtype=_dtype(m.get("param_dtype", "float32")))
 
 
-def _scene_kwargs(d) -> dict:
-    return dict(num_objects=int(d.num_objects), camera_speed=float(d.camera_speed),
-                object_speed=tuple(float(v) for v in d.object_speed),
-                camera_zoom=float(d.camera_zoom), camera_rotation=float(d.camera_rotation))
-
-
-def make_example(d, seed: tuple, allow_reverse: bool):
-    """(ref, supp, flow) float32 for one synthetic pair (``d`` = the ``data`` config block)."""
+def make_example(d, seed: tuple, allow_reverse: bool) -> dict:
+    """``{'ref', 'supp', 'flow'}`` for one synthetic pair (``d`` = the ``data`` config block)."""
     from peanut_jax.data.synthetic import generate_clip
-    clip = generate_clip(seed, 2, int(d.height), int(d.width), **_scene_kwargs(d))
+    clip = generate_clip(seed, 2, int(d.height), int(d.width), **batching.scene_kwargs(d))
     if allow_reverse and np.random.default_rng(seed + (7,)).random() < 0.5:
-        return clip.frames[1], clip.frames[0], clip.flow_backward[0]
-    return clip.frames[0], clip.frames[1], clip.flow_forward[0]
-
-
-def _stack(examples) -> dict:
-    refs, supps, flows = zip(*examples)
-    return {"ref": np.stack(refs).astype(np.float32), "supp": np.stack(supps).astype(np.float32),
-            "flow": np.stack(flows).astype(np.float32)}
-
-
-def _rows(global_batch: int, process_index: int, process_count: int) -> range:
-    b = global_batch // process_count
-    return range(process_index * b, (process_index + 1) * b)
+        return {"ref": clip.frames[1], "supp": clip.frames[0], "flow": clip.flow_backward[0]}
+    return {"ref": clip.frames[0], "supp": clip.frames[1], "flow": clip.flow_forward[0]}
 
 
 def train_batches(config, start_step: int, process_index: int, process_count: int):
     d = config.data
-    rows = _rows(int(d.batch_size), process_index, process_count)
     reverse = bool(d.random_reverse)
-    for step in itertools.count(start_step + 1):
-        yield _stack([make_example(d, (int(config.seed), TRAIN_STREAM, step, r), reverse)
-                      for r in rows])
+    yield from batching.train_batches(config, start_step, process_index, process_count,
+                                      lambda seed, _: make_example(d, seed, reverse), dtype=np.float32)
 
 
 @functools.lru_cache(maxsize=4)
-def _eval_set(h, w, n, seed, scene_items):
-    d = _Plain(height=h, width=w, **dict(scene_items))
-    return _stack([make_example(d, (seed, EVAL_STREAM, i), False) for i in range(n)])
-
-
-class _Plain(dict):
-    __getattr__ = dict.__getitem__
+def _eval_set(items: tuple, n: int, seed: int) -> dict:
+    d = batching.Plain(items)
+    return batching.stack([make_example(d, (seed, batching.EVAL_STREAM, i), False) for i in range(n)], np.float32)
 
 
 def eval_batches(config, process_index: int, process_count: int):
     d = config.data
     n, eb = int(d.eval_clips), int(d.eval_batch_size)
-    if n % eb:
-        raise ValueError(f"config.data.eval_clips={n} must be a multiple of "
-                         f"config.data.eval_batch_size={eb}")
-    scene = tuple(sorted((k, v) for k, v in _scene_kwargs(d).items()))
-    data = _eval_set(int(d.height), int(d.width), n, int(d.eval_seed), scene)
-    rows = _rows(eb, process_index, process_count)
-    for start in range(0, n, eb):
-        idx = [start + r for r in rows]
-        yield {k: v[idx] for k, v in data.items()}
+    batching.check_eval_clips(n, eb)
+    data = _eval_set(batching.config_items(d, ("height", "width") + batching.SCENE_KEYS), n, int(d.eval_seed))
+    yield from batching.slices(data, n, eb, process_index, process_count)
 
 
 def init_state(rng, config, sample_batch) -> TrainState:

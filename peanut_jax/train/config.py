@@ -1,4 +1,7 @@
-"""Config helpers shared by the training tasks."""
+"""Reading the run's config: one lookup with a default and one dtype parser for the trainer and tasks.
+
+Blocks are ``ml_collections.ConfigDict``s in a run, plain dicts or attribute objects in tests and tools.
+"""
 from __future__ import annotations
 
 import jax.numpy as jnp
