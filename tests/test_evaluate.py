@@ -65,6 +65,27 @@ def test_inpainting_protocol_matches_the_erase_module_evaluation():
         inpainting.evaluate(None, None, [], runner=fake_window_model, model="e2fgvi_hq")
 
 
+def test_inpainting_a_better_model_scores_better_on_every_metric():
+    from peanut_jax.pipeline import erase
+    cfg = erase.EraseConfig(mode="official", neighbor_stride=2, ref_length=3)
+    items = _items()
+    grey = inpainting.evaluate(None, None, items, config=cfg, runner=fake_window_model, model="e2fgvi_hq")
+
+    class CopyGT:
+        """Outputs the (padded) ground truth of each window in [-1, 1]."""
+
+        def __init__(self, gt):
+            self.queue = [erase.pad_frames(gt[list(w.local)].astype(np.float32) / 127.5 - 1 + 1e-4)
+                          for w in erase.plan_windows(len(gt), cfg)]
+
+        def __call__(self, x, num_local):
+            return self.queue.pop(0)
+
+    for it, g in zip(items, grey["per_video"]):
+        b = inpainting.evaluate(None, None, [it], config=cfg, runner=CopyGT(it["ground_truth"]), model="e2fgvi_hq")
+        assert b["psnr"] > g["psnr"] + 3 and b["ssim"] > g["ssim"] and b["ewarp"] < g["ewarp"]
+
+
 def test_inpainting_flow_fn_is_used_without_item_flows():
     items = [{k: v for k, v in _items(4)[0].items() if k not in ("flow_forward", "occlusion")}]
     calls = []

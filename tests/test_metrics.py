@@ -438,6 +438,26 @@ def test_e2fgvi_protocol_is_bit_identical():
     assert per.shape == (2,) and per[1] == ssim(b, a, 255.0, window="uniform", window_size=9)
 
 
+def test_uniform_window_is_skimage_compare_ssim():
+    """Against skimage's formulation written with scipy.ndimage.uniform_filter and the valid crop."""
+    from scipy import ndimage as ndi
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (80, 97, 3)).astype(np.float64)
+    b = np.clip(a + rng.normal(0, 20, a.shape), 0, 255)
+    ref = []
+    for c in range(3):
+        x, y = b[..., c], a[..., c]
+        f = lambda z: ndi.uniform_filter(z, 65)[32:-32, 32:-32]
+        cov = 65 ** 2 / (65 ** 2 - 1)
+        ux, uy = f(x), f(y)
+        vx, vy, vxy = cov * (f(x * x) - ux * ux), cov * (f(y * y) - uy * uy), cov * (f(x * y) - ux * uy)
+        c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+        ref.append((((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux ** 2 + uy ** 2 + c1) * (vx + vy + c2))).mean())
+    got = ssim(b, a, 255.0, window="uniform", window_size=65, reduction="all")
+    assert got == pytest.approx(float(np.mean(ref)), abs=1e-10) and 0.0 < got < 0.99
+    assert ssim(a, a, 255.0, window="uniform", window_size=65, reduction="all") == pytest.approx(1.0)
+
+
 def test_vsr_and_region_protocols_are_bit_identical():
     rng = np.random.default_rng(5)
     for _ in range(20):
