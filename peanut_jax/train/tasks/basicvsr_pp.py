@@ -39,7 +39,7 @@ the LR input (``*_bicubic``), the baseline a trained network must beat.  Synthet
 clips from seeds ``(data.eval_seed, 1, i)`` (disjoint from training); REDS: the ``reds4`` split
 (first ``data.eval_num_frames`` frames of each clip, optional centre crop ``data.eval_lq_size``);
 Vimeo-90K: the ``test`` split, every (mirrored) frame measured.  The official benchmark protocols
-(8-bit rounding, Vimeo-90K-T centre frame) are in ``peanut_jax.pipeline.evaluate_vsr``.
+(8-bit rounding, Vimeo-90K-T centre frame) are in ``peanut_jax.evaluate.vsr``.
 
 Batches: ``{'lq': (B, T, h, w, 3), 'gt': (B, T, s*h, s*w, 3)}`` float32 in [0, 1]; evaluation
 batches also hold ``'bicubic'`` (like ``gt``).
@@ -281,9 +281,9 @@ def sample_batch(config) -> dict:
 
 # ------------------------------------------------------------------------------------------ state
 def _load_official(name: str, path: str, what: str):
-    from peanut_jax.pipeline.common import load_model
+    from peanut_jax.checkpoints import load
     try:
-        return load_model(name, path)[1]["params"]
+        return load(path, name)[1]["params"]
     except FileNotFoundError:
         raise FileNotFoundError(f"{what}: checkpoint not found: {path}") from None
 

@@ -245,10 +245,9 @@ def init_params(config) -> dict:
     model = make_model(config)
     ckpt = _get(config.model, "init_checkpoint", "") or ""
     if ckpt:
-        from peanut_jax.pipeline.common import load_model
-        name = "rife"
+        from peanut_jax.checkpoints import load
         try:
-            _, variables = load_model(name, ckpt, timestep_input=model.timestep_input)
+            _, variables = load(ckpt, "rife", timestep_input=model.timestep_input)
         except FileNotFoundError:
             raise FileNotFoundError(f"config.model.init_checkpoint: checkpoint not found: {ckpt}") from None
         params = variables["params"]
