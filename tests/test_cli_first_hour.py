@@ -258,8 +258,8 @@ def test_odd_frame_size_is_kept_and_reported_wxh(tmp_path):
         name, needs_masks = "erase", True
 
         def __call__(self, items, info):
-            for f, m in items:
-                yield np.where(m[..., None], 255 - f, f)
+            for fr in items:
+                yield fr.replace(image=np.where(fr.mask[..., None], 255 - fr.image, fr.image), mask=None)
 
     odd = frames(4, 77, 101)
     s = R.Chain([Invert()]).run(R.ArraySource(odd), tmp_path / "o.mp4", R.ArrayMasks(masks(4, 77, 101)),
@@ -323,8 +323,8 @@ def test_degenerate_mask_sets_are_reported(tmp_path, clip, value, says, capsys):
         name, needs_masks = "erase", True
 
         def __call__(self, items, info):
-            for f, _ in items:
-                yield f
+            for fr in items:
+                yield fr.replace(mask=None)
 
     R.Chain([Copy()]).run(R.ArraySource(frames()), tmp_path / "c.mp4", R.ArrayMasks(masks(value=value)),
                           progress=False, warmup=False)

@@ -564,9 +564,9 @@ def test_cli_end_to_end_equals_library(tmp_path, hq_export, hq, cli_env, capsys)
     fdir, mdir = _write_clip(tmp_path, frames, masks)
     out = tmp_path / "out"
     rc = run_cli("--input", fdir, "--masks", mdir, "--output", out, "--checkpoint", hq_export,
-                 "--neighbor-stride", 2, "--ref-length", 2)
+                 "--neighbor-stride", 2, "--ref-length", 2, "--erase-mode", "official")
     assert rc == 0, capsys.readouterr().err
-    assert "2 compiled shapes" in capsys.readouterr().out
+    assert "5 frames 100x50 @ 25 fps -> 5 frames 100x50 (WxH)" in capsys.readouterr().out
     got = np.stack([np.asarray(Image.open(p)) for p in sorted(out.iterdir())])
     want = E.inpaint_arrays(module, variables, frames, masks, HQ_CFG, runner=runner)
     np.testing.assert_array_equal(got, np.stack([c.astype(np.uint8) for c in want]))
@@ -608,7 +608,7 @@ def test_cli_bad_inputs(tmp_path, hq_export, cli_env, capsys):
 
     # mask count != frame count
     (mdir / "00005.png").unlink()
-    assert "5 mask files but the video has 6 frames" in err()
+    assert "5 mask files for 6 video frames" in err()
     Image.fromarray(masks[5].astype(np.uint8) * 255).save(mdir / "00005.png")
     # mask size != frame size
     m2 = tmp_path / "m2"

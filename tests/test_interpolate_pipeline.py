@@ -292,7 +292,7 @@ def test_cli_interpolate_matches_library_and_refuses_bad_input(tmp_path, hd_vars
     out = tmp_path / "out"
     assert infer.main(["interpolate", "--input", str(tmp_path / "in"), "--output", str(out),
                        "--checkpoint", str(w), "--multi", "4", "--batch", "2", "--in-fps", "10"]) == 0
-    assert "4 -> 13 frames at 40 fps" in capsys.readouterr().out
+    assert "4 frames 56x40 @ 10 fps -> 13 frames 56x40 (WxH) @ 40 fps" in capsys.readouterr().out
     got = np.stack(list(open_video(out)))
     want = np.stack(list(interpolate_video(frames, HD, hd_vars, 4, batch_size=3)))
     assert got.shape == (13, H, W, 3)

@@ -17,7 +17,9 @@ from conftest import shared_path
 from PIL import Image
 
 from peanut_jax.data.video_io import VideoWriter, open_video, read_frames
+from peanut_jax.pipeline import erase as E
 from peanut_jax.pipeline import run as R
+from peanut_jax.pipeline.telemetry import run_parallel
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -33,13 +35,13 @@ class FakeErase(R.Stage):
         self.fail_at, self.exc, self.seen = fail_at, exc, 0
 
     def __call__(self, items, info):
-        for i, (f, m) in enumerate(items):
+        for i, fr in enumerate(items):
             if self.fail_at is not None and i == self.fail_at:
                 raise self.exc("simulated failure in the middle of the clip")
             self.seen += 1
-            out = f.copy()
-            out[m] = 128
-            yield out
+            out = fr.image.copy()
+            out[fr.mask] = 128
+            yield R.Frame(out, None, i)
 
 
 class FakeUpscale(R.Stage):
@@ -51,12 +53,13 @@ class FakeUpscale(R.Stage):
 
     def __call__(self, items, info):
         buf = []
-        for f in items:
-            buf.append(f)
+        for fr in items:
+            buf.append(fr)
             if len(buf) > 3:
-                yield buf.pop(0).repeat(2, 0).repeat(2, 1)
+                f = buf.pop(0)
+                yield f.replace(image=f.image.repeat(2, 0).repeat(2, 1), mask=None)
         for f in buf:
-            yield f.repeat(2, 0).repeat(2, 1)
+            yield f.replace(image=f.image.repeat(2, 0).repeat(2, 1), mask=None)
 
 
 class FakeInterp(R.Stage):
@@ -67,11 +70,14 @@ class FakeInterp(R.Stage):
         return R.StreamInfo((info.num_frames - 1) * 2 + 1, info.height, info.width, info.fps * 2)
 
     def __call__(self, items, info):
-        prev = None
-        for f in items:
+        prev, j = None, 0
+        for fr in items:
+            f = fr.image
             if prev is not None:
-                yield ((prev.astype(np.uint16) + f + 1) // 2).astype(np.uint8)
-            yield f
+                yield R.Frame(((prev.astype(np.uint16) + f + 1) // 2).astype(np.uint8), None, j)
+                j += 1
+            yield R.Frame(f, None, j)
+            j += 1
             prev = f
 
 
@@ -230,7 +236,7 @@ def test_warmup_runs_compile_jobs_in_parallel_once(job):
     def boom():
         raise ValueError("cannot compile")
     with pytest.raises(ValueError, match="cannot compile"):
-        list(R._run_parallel([lambda: None, boom, lambda: None], 2))
+        list(run_parallel([lambda: None, boom, lambda: None], 2))
 
 
 @pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
@@ -348,8 +354,8 @@ def test_manifest_batch_csv_and_json(job):
 
 
 def make_av(path, seconds=1.0, rate=10, size="48x32"):
-    from peanut_jax.data.video_io import _ffmpeg_exe
-    subprocess.run([_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i", f"testsrc=size={size}:rate={rate}",
+    from peanut_jax.data.video_io import ffmpeg_exe
+    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i", f"testsrc=size={size}:rate={rate}",
                     "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=8000", "-t", str(seconds), "-c:v", "libx264",
                     "-pix_fmt", "yuv420p", "-c:a", "aac", str(path)], check=True)
     return path
@@ -489,7 +495,7 @@ def tiny_models():
 def real_chain(tiny_models):
     """One loaded chain (compiled once) whose stages the sub-chain tests pick from."""
     chain = R.build_chain(list(R.STAGE_ORDER), models=tiny_models, upscale=2, interpolate=2,
-                          erase_options=dict(config=R._erase.EraseConfig(mode="streaming", neighbor_stride=2,
+                          erase_options=dict(config=E.EraseConfig(mode="streaming", neighbor_stride=2,
                                                                         ref_length=4, stream_refs=1)),
                           upscale_options=dict(chunk=2, overlap=1), progress=False)
     return {s.name: s for s in chain.stages}
@@ -514,9 +520,9 @@ def test_real_sub_chains_match_the_stages_run_one_after_another(real_chain, synt
     full = R.Chain([er, up, it]).run(src, None, R.ArrayMasks(masks), frames_out=tmp_path / "full", progress=False)
     assert full.compiled_shapes >= 4 and full.stream_compiles == 0, (full.compiled_shapes, full.stream_compiles)
     # stage by stage, through uint8 arrays
-    comps = list(R._erase.inpaint(R._erase.ArrayClip(frames, masks, (60, 108), 4), er.runner, er.config))
+    comps = list(E.inpaint(E.ArrayClip(frames, masks, (60, 108), 4), er.runner, er.config))
     erased = np.stack([c.astype(np.uint8) for _, c in comps])
-    dil = R._erase.process_mask(masks[0], (60, 108), 4)
+    dil = E.process_mask(masks[0], (60, 108), 4)
     np.testing.assert_array_equal(erased[0][~dil], frames[0][~dil])        # composite keeps the outside
     assert np.abs(erased[0][dil].astype(int) - frames[0][dil]).mean() > 1   # and fills the inside
     upscaled = np.stack([to_uint8(f) for f in upscale_video(iter(erased), up.module, up.variables, chunk=up.chunk,
@@ -568,7 +574,7 @@ def test_demo_prefers_cached_official_weights(tmp_path, monkeypatch):
     """With a converted official checkpoint in $PEANUT_HOME the demo uses it (and says so); otherwise,
     or with --demo-weights bundled, the shipped weights; without those a clear error."""
     from peanut_jax import weights
-    from peanut_jax.pipeline import demo
+    from peanut_jax.cli import demo
     monkeypatch.setenv("PEANUT_HOME", str(tmp_path / "home"))
     assets = tmp_path / "assets"
     monkeypatch.setattr(demo, "bundled_asset", lambda *p: assets.joinpath(*p))
@@ -592,7 +598,7 @@ def test_demo_prefers_cached_official_weights(tmp_path, monkeypatch):
 def test_demo_with_shipped_weights_reproduces_recorded_metrics(tmp_path, capsys, monkeypatch):
     """``infer.py --demo`` with the shipped weights: loads them, runs the full chain, prints the
     metrics, writes the result and the before/after video, and reproduces demo_metrics.json."""
-    from peanut_jax.pipeline import demo
+    from peanut_jax.cli import demo
     rec = demo.recorded()
     if rec is None:
         pytest.skip("demo weights not shipped (scripts/train_demo_weights.sh records demo_metrics.json)")

@@ -36,7 +36,7 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 FRAME_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 
 
-def _ffmpeg_exe() -> str:
+def ffmpeg_exe() -> str:
     """The ffmpeg binary shipped with ``imageio-ffmpeg`` (only its path is used: see ``_run_ffmpeg``)."""
     import imageio_ffmpeg
     return imageio_ffmpeg.get_ffmpeg_exe()
@@ -189,7 +189,7 @@ _ERROR_LINE = re.compile(r"error|invalid|corrupt|partial file|truncat|missing", 
 
 
 def _run_ffmpeg(args: list[str], stdout=subprocess.DEVNULL) -> subprocess.CompletedProcess:
-    return subprocess.run([_ffmpeg_exe(), "-hide_banner", *args], stdin=subprocess.DEVNULL, stdout=stdout,
+    return subprocess.run([ffmpeg_exe(), "-hide_banner", *args], stdin=subprocess.DEVNULL, stdout=stdout,
                           stderr=subprocess.PIPE, start_new_session=True)
 
 
@@ -245,7 +245,7 @@ class _FFmpegFrames:
 
     def __init__(self, path: pathlib.Path):
         self._err = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen([_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(path),
+        self.proc = subprocess.Popen([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(path),
                                       "-map", "0:v:0", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._err,
                                      start_new_session=True)
@@ -470,7 +470,7 @@ class VideoWriter:
             raise ValueError(f"{self.path}: ffmpeg stopped: {self._ffmpeg_error()}") from None
 
     def _start_ffmpeg(self, h: int, w: int) -> None:
-        cmd = [_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-vcodec", "rawvideo",
+        cmd = [ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-vcodec", "rawvideo",
                "-s", f"{w}x{h}", "-pix_fmt", "rgb24", "-r", f"{self.fps:g}", "-i", "-", "-an",
                "-vcodec", self.codec, "-pix_fmt", self.pix_fmt]
         if self.crf is not None:

@@ -1,4 +1,5 @@
-"""Optical flow of a video with SPyNet: colour-coded flow video out (``infer.py flow``).
+"""Optical flow of a video with SPyNet: colour-coded flow video out (``infer.py flow``, a chain of one
+:class:`FlowStage`).
 
 Pairs (t, t+1) are processed in fixed-size batches by one jitted function (the last batch is
 padded, never recompiled); frames are decoded lazily and flow images are written as soon as they
@@ -6,13 +7,13 @@ are ready, so memory does not grow with the clip length.
 """
 from __future__ import annotations
 
-import pathlib
-import time
 from typing import Iterable, Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from peanut_jax.pipeline.chain import Frame, Stage
 
 DEMO_WEIGHTS = ("spynet_demo",)
 
@@ -57,93 +58,82 @@ def demo_clip(num_frames: int = 16, height: int = 96, width: int = 128, seed: in
     return generate_clip(seed, num_frames=num_frames, height=height, width=width, num_objects=3)
 
 
+class FlowStage(Stage):
+    """SPyNet flow of every consecutive pair, emitted as colour-coded images (``side_by_side``: next
+    to the first frame of the pair).  ``reference``: exact flows (T-1, H, W, 2) (the demo clip's):
+    a third panel, and the end-point errors are collected in ``errors``."""
+    name = "flow"
+
+    def __init__(self, module, variables, weights: str = "", batch: int = 4, max_flow: float | None = None,
+                 side_by_side: bool = True, reference=None):
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        self.module, self.variables, self.weights = module, variables, weights
+        self.batch, self.max_flow, self.side_by_side, self.reference = batch, max_flow, side_by_side, reference
+        self.errors: list[float] = []
+
+    def check(self, info):
+        if info.num_frames < 2:
+            raise ValueError(f"optical flow needs at least 2 frames, the video has {info.num_frames}")
+
+    def output_info(self, info):
+        panels = 1 + (2 if self.reference is not None else 1) * self.side_by_side
+        return info.replace(num_frames=info.num_frames - 1, width=info.width * panels)
+
+    def __call__(self, frames, info):
+        from peanut_jax.data.flow_viz import flow_to_color
+        from peanut_jax.metrics.flow import epe
+        kept: list = []   # the first frame of each pair, for the side-by-side view, without decoding twice
+
+        def tee(it):
+            for fr in it:
+                kept.append(fr.image)
+                yield fr.image
+
+        for i, flow in enumerate(estimate_flows(self.module, self.variables, tee(frames), self.batch)):
+            vis = flow_to_color(flow, max_flow=self.max_flow)
+            if self.side_by_side:
+                panels = [kept[i], vis]
+                if self.reference is not None:
+                    panels.append(flow_to_color(self.reference[i], max_flow=self.max_flow))
+                vis = np.concatenate(panels, axis=1)
+            if self.reference is not None:
+                self.errors.append(float(epe(flow, self.reference[i])))
+            kept[i] = None  # release the frame
+            yield Frame(vis, None, i)
+
+
 def run_flow(input_path, output, checkpoint=None, batch: int = 4, overwrite: bool = False,
              max_flow: float | None = None, side_by_side: bool = True, demo: bool = False,
              progress: bool = True) -> dict:
-    """The ``infer.py flow`` job.  Returns a summary dict (frames, seconds, EPE for the demo)."""
-    from tqdm import tqdm
-
-    from peanut_jax.data.flow_viz import flow_to_color
-    from peanut_jax.data.video_io import VideoWriter, check_output, open_video
+    """The ``infer.py flow`` job (a one-stage chain).  Returns a summary dict (pairs, seconds, EPE for
+    the demo)."""
     from peanut_jax.metrics.flow import epe
+    from peanut_jax.pipeline.chain import Chain
     from peanut_jax.pipeline.common import bundled_asset, load_model
+    from peanut_jax.pipeline.outputs import check_output
+    from peanut_jax.pipeline.sources import ArraySource, open_source
 
     check_output(output, overwrite, "--output", inputs=() if demo else (input_path,))   # before loading anything
-    gt_flows = None
+    reference = None
     if demo:
         clip = demo_clip()
-        frames = (np.clip(clip.frames * 255.0 + 0.5, 0, 255)).astype(np.uint8)
-        gt_flows = clip.flow_forward
-        total, fps = len(frames), 12.0
-        source = iter(frames)
+        source = ArraySource((np.clip(clip.frames * 255.0 + 0.5, 0, 255)).astype(np.uint8), fps=12.0,
+                             name="synthetic flow demo clip")
+        reference = clip.flow_forward
         checkpoint = checkpoint or bundled_asset(*DEMO_WEIGHTS)
     else:
-        video = open_video(input_path)
-        total, fps = len(video), video.fps or 25.0
-        if total < 2:
-            raise ValueError(f"{input_path}: optical flow needs at least 2 frames, the video has {total}")
-        source = iter(video)
+        source = open_source(input_path)
+        if len(source) < 2:
+            raise ValueError(f"{input_path}: optical flow needs at least 2 frames, the video has {len(source)}")
         if checkpoint is None:
             raise ValueError("--checkpoint is required (a registry name such as spynet or the bundled spynet_demo, an "
                              "official SPyNet .pth, or an exported/orbax directory)")
     module, variables = load_model("spynet", checkpoint)
-
-    # keep the frames of each pair for the side-by-side view without decoding twice
-    kept: list[np.ndarray] = []
-
-    def tee(it):
-        for f in it:
-            kept.append(f)
-            yield f
-
-    errors, t0 = [], time.perf_counter()
-    bar = tqdm(total=total - 1, unit="pair", desc="flow", disable=not progress)
-    with VideoWriter(output, fps=fps, overwrite=overwrite) as writer:
-        for i, flow in enumerate(estimate_flows(module, variables, tee(source), batch)):
-            vis = flow_to_color(flow, max_flow=max_flow)
-            if side_by_side:
-                panels = [kept[i], vis]
-                if gt_flows is not None:
-                    panels.append(flow_to_color(gt_flows[i], max_flow=max_flow))
-                vis = np.concatenate(panels, axis=1)
-            writer.write(vis)
-            if gt_flows is not None:
-                errors.append(float(epe(flow, gt_flows[i])))
-            kept[i] = None  # release the frame
-            bar.update(1)
-    bar.close()
-    summary = {"pairs": total - 1, "seconds": time.perf_counter() - t0, "output": str(output),
-               "checkpoint": str(checkpoint)}
-    if errors:
-        zero = float(np.mean([float(epe(np.zeros_like(g), g)) for g in gt_flows]))
-        summary.update(epe=float(np.mean(errors)), epe_zero_flow=zero)
+    stage = FlowStage(module, variables, str(checkpoint), batch, max_flow, side_by_side, reference)
+    s = Chain([stage]).run(source, output, overwrite=overwrite, progress=progress, copy_audio=False)
+    summary = {"pairs": s.frames_out, "seconds": s.seconds, "output": str(output), "checkpoint": str(checkpoint)}
+    if stage.errors:
+        zero = float(np.mean([float(epe(np.zeros_like(g), g)) for g in reference]))
+        summary.update(epe=float(np.mean(stage.errors)), epe_zero_flow=zero)
     return summary
-
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("flow", help="estimate optical flow with SPyNet and write a colour-coded video")
-    p.add_argument("--input", help="video file or frame folder (omit with --demo)")
-    p.add_argument("--output", required=True, help="output .mp4 (or a folder name for PNG frames)")
-    p.add_argument("--checkpoint", help="registry name (e.g. spynet), official SPyNet .pth (mmagic or sniklaus), "
-                   "exported or orbax directory")
-    p.add_argument("--demo", action="store_true",
-                   help="run on the bundled procedural clip with the bundled demo weights and report EPE")
-    p.add_argument("--batch", type=int, default=4, help="frame pairs per jitted call")
-    p.add_argument("--max-flow", type=float, default=None, help="flow magnitude mapped to full saturation")
-    p.add_argument("--flow-only", action="store_true", help="write only the flow image (no side-by-side)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    p.set_defaults(func=_main)
-
-
-def _main(args) -> int:
-    if not args.demo and not args.input:
-        raise ValueError("--input is required unless --demo is given")
-    if args.batch < 1:
-        raise ValueError(f"--batch must be >= 1, got {args.batch}")
-    s = run_flow(args.input, pathlib.Path(args.output), args.checkpoint, args.batch, args.overwrite,
-                 args.max_flow, not args.flow_only, args.demo)
-    line = f"wrote {s['output']}: {s['pairs']} flow frames in {s['seconds']:.1f} s (weights: {s['checkpoint']})"
-    if "epe" in s:
-        line += f"\nEPE vs exact flow: {s['epe']:.3f} px (zero-flow baseline {s['epe_zero_flow']:.3f} px)"
-    print(line)
-    return 0

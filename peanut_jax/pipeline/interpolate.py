@@ -36,12 +36,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from peanut_jax.metrics.ssim_matlab import ssim_matlab
+from peanut_jax.pipeline.chain import Frame, Stage
 from peanut_jax.models.rife import required_multiple
 from peanut_jax.ops import interpolate as _resize
 
 __all__ = [
     "interpolate_pair", "interpolate_video", "model_multiple", "pad_to_multiple", "crop", "scale_list_for",
-    "has_timestep_input", "scene_ssim", "output_frame_count", "run_interpolate", "register_cli",
+    "has_timestep_input", "scene_ssim", "output_frame_count", "schedule", "InterpolateStage",
 ]
 
 SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
@@ -264,7 +265,7 @@ CLI_NAMES = {"multi": "--multi", "fps": "--fps", "in_fps": "--in-fps",
                                "take any factor"}
 
 
-def _schedule(multi, fps, in_fps, timestep_model: bool, model_name: str, flags: dict | None = None):
+def schedule(multi, fps, in_fps, timestep_model: bool, model_name: str, flags: dict | None = None):
     """-> (step Fraction: source frames per output frame, depth for bisection or None).  ``flags``
     renames the arguments in error messages (see :data:`API_NAMES`)."""
     f = {**API_NAMES, **(flags or {})}
@@ -319,7 +320,7 @@ def interpolate_video(frames: Iterable, module, variables, multi: int | None = 2
     """
     name = type(module).__name__
     tsm = has_timestep_input(module)
-    step, depth = _schedule(multi, fps, in_fps, tsm, name)
+    step, depth = schedule(multi, fps, in_fps, tsm, name)
     scale_list_for(scale)
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
@@ -358,27 +359,38 @@ def _progress(progress, total):
     return tqdm(total=total, desc="interpolate", unit="frame")
 
 
-def _stream(it, runner, mult, step, depth, tsm, bs, scene_detect, dup_thr, cut_thr, on_dup, progress, total):
-    bar = _progress(progress, total)
+def _chunks(it, bs: int) -> Iterator:
+    """Read ``it`` in chunks of up to ``bs + 1`` frames, consecutive
+    chunks sharing one frame: yields ``(base, frames, last)``, ``base`` the index of ``frames[0]``.
+    Refuses an empty or one-frame clip and frames of another size than the first."""
     first = _read(it, None, 0)
     if first is None:
         raise ValueError("interpolate_video: the clip has no frames (needs at least 2)")
-    shape, uint8 = first.shape, first.dtype == np.uint8
-    frames = [first]  # frames[0] = index `base`
-    base = 0
-    j = 0  # next output index; its source position is j * step
-    exhausted = False
+    frames, base, exhausted = [first], 0, False
     while True:
         while not exhausted and len(frames) < bs + 1:
-            f = _read(it, shape, base + len(frames))
+            f = _read(it, first.shape, base + len(frames))
             if f is None:
                 exhausted = True
             else:
                 frames.append(f)
         if base == 0 and len(frames) < 2:
             raise ValueError("interpolate_video: the clip has a single frame; interpolation needs at least 2")
+        yield base, frames, exhausted
+        if exhausted:
+            return
+        base += len(frames) - 1
+        frames = frames[-1:]
+
+
+def _stream(it, runner, mult, step, depth, tsm, bs, scene_detect, dup_thr, cut_thr, on_dup, progress, total):
+    bar = _progress(progress, total)
+    j = 0  # next output index; its source position is j * step
+    uint8 = None
+    for base, frames, last_chunk in _chunks(it, bs):
+        if uint8 is None:
+            shape, uint8 = frames[0].shape, frames[0].dtype == np.uint8
         n_pairs = len(frames) - 1
-        last_chunk = exhausted
         # outputs whose position lies in [base, base + n_pairs) (+ the final frame on the last chunk)
         jobs = []  # (pair index, t) in output order, t == 0 -> the source frame
         limit = base + n_pairs
@@ -415,10 +427,6 @@ def _stream(it, runner, mult, step, depth, tsm, bs, scene_detect, dup_thr, cut_t
             yield _from_float(out, uint8)
         if bar is not None:
             bar.update(n_pairs + (1 if last_chunk else 0))
-        if last_chunk:
-            break
-        base += n_pairs
-        frames = frames[-1:]
     if bar is not None:
         bar.close()
 
@@ -434,25 +442,12 @@ def _stream_compat(it, runner, mult, step, depth, tsm, bs, scene_detect, dup_thr
     """CogVideoX ``ssim_interpolation_rife`` (exp = depth), streamed with one frame of look-ahead."""
     del step, tsm, on_dup
     bar = _progress(progress, total)
-    first = _read(it, None, 0)
-    if first is None:
-        raise ValueError("interpolate_video: the clip has no frames (needs at least 2)")
-    shape, uint8 = first.shape, first.dtype == np.uint8
-    hw = shape[:2]
     n_mid = (2 ** depth - 1) if depth else 0
     ts = [k / 2 ** depth for k in range(1, 2 ** depth)] if depth else []
-    frames = [first]
-    base = 0
-    exhausted = False
-    while True:
-        while not exhausted and len(frames) < bs + 1:
-            f = _read(it, shape, base + len(frames))
-            if f is None:
-                exhausted = True
-            else:
-                frames.append(f)
-        if base == 0 and len(frames) < 2:
-            raise ValueError("interpolate_video: the clip has a single frame; interpolation needs at least 2")
+    uint8 = None
+    for base, frames, exhausted in _chunks(it, bs):
+        if uint8 is None:
+            hw, uint8 = frames[0].shape[:2], frames[0].dtype == np.uint8
         # frames b in this chunk: all but the look-ahead; on the last chunk all of them (the last pairs with itself)
         count = len(frames) if exhausted else len(frames) - 1
         padded = [pad_to_multiple(_to_float(f), mult)[0] for f in frames]
@@ -479,90 +474,69 @@ def _stream_compat(it, runner, mult, step, depth, tsm, bs, scene_detect, dup_thr
                 yield _from_float(_nearest_unpad(m, hw), uint8)
         if bar is not None:
             bar.update(count)
-        if exhausted:
-            break
-        base += count
-        frames = frames[-1:]
     if bar is not None:
         bar.close()
 
 
 # ---------------------------------------------------------------------------------------------
-# command line: python infer.py interpolate --input VIDEO|DIR --output OUT --checkpoint W --multi 2
+# the chain's stage
 
-def run_interpolate(input_path, output, checkpoint, multi: int | None = 2, *, fps: float | None = None,
-                    in_fps: float | None = None, scale: float = 1.0, tta: bool = False, batch_size: int = 4,
-                    scene_detect: bool = True, on_duplicate: str = "copy", overwrite: bool = False,
-                    progress: bool = True, flags: dict | None = None) -> dict:
-    """The ``infer.py interpolate`` job: one clip (video file or frame folder) -> ``output``
-    (``.mp4``/``.gif``/... or a frame folder), written atomically.  Returns a summary."""
-    import pathlib
-    import time
+class InterpolateStage(Stage):
+    """RIFE frame interpolation on the chain's frames: x ``multi``, or to a target ``fps`` (the
+    input rate comes from the stream).  ``flags`` names the options in messages."""
+    name = "interpolate"
 
-    from peanut_jax.data.video_io import VideoWriter, check_output, open_video
-    from peanut_jax.pipeline.common import load_model
+    def __init__(self, module, variables, weights: str = "", multi: int | None = 2, *, fps: float | None = None,
+                 batch_size: int = 4, scale: float = 1.0, tta: bool = False, scene_detect: bool = True,
+                 on_duplicate: str = "copy", flags: dict | None = None):
+        self.flags = flags if flags is not None else {**CLI_NAMES, "multi": "--interpolate"}
+        self.timestep_model = has_timestep_input(module)
+        if fps is None:
+            schedule(multi, None, None, self.timestep_model, type(module).__name__, self.flags)   # validates multi
+        scale_list_for(scale)
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        self.module, self.variables, self.weights = module, variables, weights
+        self.multi = None if fps is not None else int(2 if multi is None else multi)
+        self.fps, self.batch_size, self.scale, self.tta = fps, int(batch_size), scale, tta
+        self.scene_detect, self.on_duplicate = scene_detect, on_duplicate
 
-    src, dst = pathlib.Path(input_path), pathlib.Path(output)
-    if not src.exists():
-        raise FileNotFoundError(f"--input not found: {src}")
-    check_output(dst, overwrite, "--output", inputs=(src,))   # before loading or compiling anything
-    video = open_video(src, fps=in_fps)
-    n = len(video)
-    if n < 2:
-        raise ValueError(f"--input {src}: {n} frame(s); interpolation needs at least two frames")
-    rate = float(in_fps or video.fps or 25.0)
-    module, variables = load_model("rife", checkpoint)
-    if fps is not None:
-        multi = None
-    step, _ = _schedule(multi, fps, rate if fps is not None else None, has_timestep_input(module),
-                        type(module).__name__, flags)
-    out_fps = float(fps) if fps is not None else rate / float(step)
-    total = int(math.floor((n - 1) / step)) + 1
-    t0 = time.perf_counter()
-    frames = interpolate_video(iter(video), module, variables, multi, fps=fps, in_fps=rate if fps else None,
-                               scale=scale, tta=tta, batch_size=batch_size, scene_detect=scene_detect,
-                               on_duplicate=on_duplicate, progress=progress, total=total)
-    written = 0
-    with VideoWriter(dst, fps=out_fps, overwrite=overwrite) as writer:
-        for frame in frames:
-            writer.write(np.asarray(frame))
-            written += 1
-    return {"input": str(src), "output": str(dst), "frames_in": n, "frames_out": written, "fps": out_fps,
-            "model": type(module).__name__, "seconds": time.perf_counter() - t0}
+    def _step(self, info) -> Fraction:
+        step, _ = schedule(self.multi, self.fps, info.fps if self.fps is not None else None, self.timestep_model,
+                           type(self.module).__name__, self.flags)
+        return step
 
+    def output_info(self, info):
+        step = self._step(info)
+        fps = float(self.fps) if self.fps is not None else info.fps / float(step)
+        return info.replace(num_frames=int(math.floor((info.num_frames - 1) / step)) + 1, fps=fps)
 
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("interpolate", help="frame interpolation with RIFE (2x/4x/8x or a target fps)")
-    p.add_argument("--input", required=True, help="video file or frame folder")
-    p.add_argument("--output", required=True, help="output .mp4 (or a frame folder)")
-    p.add_argument("--checkpoint", required=True,
-                   help="registry name (rife, rife_hdv3), official flownet.pkl / RIFE_trained_model "
-                        "folder file, or an exported / orbax directory")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--multi", type=int, default=None,
-                   help="frame-rate factor (default 2; a power of two for models without timestep input)")
-    g.add_argument("--fps", type=float, default=None, help="target frame rate instead of --multi")
-    p.add_argument("--in-fps", type=float, default=None,
-                   help="input frame rate (default: the video's, 25 for frame folders)")
-    p.add_argument("--scale", type=float, default=1.0, choices=SCALES,
-                   help="RIFE scale: 0.5 for 4K input, 1.0 otherwise (the official --scale)")
-    p.add_argument("--tta", action="store_true", help="flip test-time augmentation (average with the flipped pair)")
-    p.add_argument("--batch", type=int, default=4, help="frame pairs per jitted call")
-    p.add_argument("--no-scene-detect", dest="scene_detect", action="store_false",
-                   help="interpolate across scene cuts too (default: cuts are repeated, not morphed)")
-    p.add_argument("--on-duplicate", choices=("copy", "interpolate"), default="copy",
-                   help="near-duplicate pairs: copy the first frame (default) or interpolate")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    p.set_defaults(func=_main)
+    def check(self, info):
+        if info.num_frames < 2 and self.multi != 1:
+            raise ValueError(f"interpolation needs at least two frames, the clip has {info.num_frames}")
+        self._step(info)
 
+    def compile_jobs(self, info):
+        if self.multi == 1:
+            return []
+        m = model_multiple(self.module, self.scale)
+        bs, h, w = self.batch_size, info.height, info.width
+        z = np.zeros((bs, h, w, 3), np.float32)
+        jobs = [(("interpolate", id(self.module), bs, -(-h // m) * m, -(-w // m) * m, self.tta),
+                 lambda: interpolate_pair(self.module, self.variables, z, z, 0.5, scale=self.scale, tta=self.tta,
+                                          batch_size=bs))]
+        if self.scene_detect:
+            jobs.append((("scene_ssim", bs, h, w), lambda: scene_ssim(z, z)))
+        return jobs
 
-def _main(args) -> int:
-    if args.multi is not None and args.multi < 1:
-        raise ValueError(f"--multi must be >= 1, got {args.multi}")
-    s = run_interpolate(args.input, args.output, args.checkpoint, args.multi if args.fps is None else None,
-                        fps=args.fps, in_fps=args.in_fps, scale=args.scale, tta=args.tta, batch_size=args.batch,
-                        scene_detect=args.scene_detect, on_duplicate=args.on_duplicate, overwrite=args.overwrite,
-                        flags=CLI_NAMES)
-    print(f"wrote {s['output']}: {s['frames_in']} -> {s['frames_out']} frames at {s['fps']:g} fps "
-          f"({s['model']}, {s['seconds']:.1f} s)")
-    return 0
+    def __call__(self, frames, info):
+        if self.multi == 1:
+            yield from frames
+            return
+        images = (fr.image for fr in frames)
+        out = interpolate_video(images, self.module, self.variables, self.multi, fps=self.fps,
+                                in_fps=info.fps if self.fps is not None else None, scale=self.scale, tta=self.tta,
+                                batch_size=self.batch_size, scene_detect=self.scene_detect,
+                                on_duplicate=self.on_duplicate)
+        for i, f in enumerate(out):
+            yield Frame(f, None, i)

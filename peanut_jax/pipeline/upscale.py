@@ -30,14 +30,13 @@ from __future__ import annotations
 
 import collections
 import functools
-import os
-import pathlib
-import time
 from typing import Iterable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from peanut_jax.pipeline.chain import Frame, Stage
 
 DEFAULT_CHUNK = 16
 DEFAULT_OVERLAP = 8
@@ -154,7 +153,7 @@ class Upscaler:
         self.calls = 0
         self.shapes: set = set()  # input shapes run (each compiled once per model configuration)
 
-    def _padded_size(self, h: int, w: int) -> tuple[int, int]:
+    def padded_size(self, h: int, w: int) -> tuple[int, int]:
         def one(v):
             v = max(v, self.min_side)
             return -(-v // self.multiple) * self.multiple
@@ -163,7 +162,7 @@ class Upscaler:
     def _run_block(self, clip: np.ndarray) -> np.ndarray:
         """(T, h, w, 3) -> (T, h*s, w*s, 3), padding to the model's constraints."""
         t, h, w, _ = clip.shape
-        hp, wp = self._padded_size(h, w)
+        hp, wp = self.padded_size(h, w)
         if (hp, wp) != (h, w):
             if not self.pad_small:
                 raise ValueError(f"frames of {h}x{w} are below the model minimum {self.min_side} px per side"
@@ -305,110 +304,48 @@ def to_uint8(frame: np.ndarray) -> np.ndarray:
     return np.clip(np.round(np.asarray(frame) * 255.0), 0, 255).astype(np.uint8)
 
 
-# ----------------------------------------------------------------------------------- CLI
-def _list_jobs(input_path: pathlib.Path, output: pathlib.Path) -> list[tuple[pathlib.Path, pathlib.Path]]:
-    """One (source, target) pair, or one per clip when ``input_path`` is a folder of clips."""
-    from peanut_jax.data.video_io import FRAME_EXTENSIONS, VIDEO_EXTENSIONS
-    if not input_path.exists():
-        raise FileNotFoundError(f"input not found: {input_path}")
-    if input_path.is_file():
-        return [(input_path, output)]
-    has_frames = any(p.suffix.lower() in FRAME_EXTENSIONS for p in input_path.iterdir() if p.is_file())
-    if has_frames:
-        return [(input_path, output)]
-    clips = sorted(p for p in input_path.iterdir()
-                   if (p.is_dir() and any(q.suffix.lower() in FRAME_EXTENSIONS for q in p.iterdir()))
-                   or (p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS))
-    if not clips:
-        raise ValueError(f"{input_path}: no frames, videos or frame folders to upscale")
-    if output.suffix:
-        raise ValueError(f"--output must be a folder when --input holds several clips ({input_path}), got {output}")
-    return [(c, output / c.name) for c in clips]
+# ----------------------------------------------------------------------------------- the chain's stage
+class UpscaleStage(Stage):
+    """BasicVSR++ in overlapping chunks (:func:`upscale_video`) on the chain's frames.
+    ``scale``: the expected factor (a checkpoint that does not produce it is refused)."""
+    name = "upscale"
 
+    def __init__(self, module, variables, weights: str = "", scale: int | None = None,
+                 chunk: int | None = DEFAULT_CHUNK, overlap: int = DEFAULT_OVERLAP, blend: int = 0, tile=None,
+                 tile_overlap: int = 16, tile_blend: int = 0, flag: str = "--upscale"):
+        self.runner = Upscaler(module, variables, tile=tile, tile_overlap=tile_overlap, tile_blend=tile_blend)
+        if scale is not None and int(scale) != self.runner.scale:
+            raise ValueError(f"{weights or 'upscale checkpoint'}: the model produces x{self.runner.scale} output, "
+                             f"but {flag} {scale} was requested")
+        if chunk is not None and int(chunk) < 1:
+            raise ValueError(f"chunk must be >= 1 (or None for the whole clip), got {chunk}")
+        if overlap < 0:
+            raise ValueError(f"overlap must be >= 0, got {overlap}")
+        if chunk is not None and (blend < 0 or blend % 2 or blend > 2 * overlap or blend > chunk):
+            raise ValueError(f"blend must be even, <= 2 * overlap ({2 * overlap}) and <= chunk ({chunk}); got {blend}")
+        self.module, self.variables, self.weights = module, variables, weights
+        self.chunk, self.overlap, self.blend = chunk, overlap, blend
+        self.scale = self.runner.scale
 
-def _check_outputs(jobs, output: pathlib.Path, batch: bool, overwrite: bool) -> None:
-    """Every output location is usable (see :func:`peanut_jax.data.video_io.check_output`)."""
-    from peanut_jax.data.video_io import check_output
-    if batch:
-        if output.exists() and not output.is_dir():
-            raise FileExistsError(f"--output {output}: batch mode writes into a folder, and this is a file")
-        if not output.exists():
-            check_output(output, True, "--output")   # its parent folder exists and is writable
-            return
-        if not os.access(output, os.W_OK | os.X_OK):
-            raise PermissionError(f"--output {output}: folder is not writable")
-    for src, dst in jobs:
-        check_output(dst, overwrite, "--output", inputs=(src,))
+    def output_info(self, info):
+        return info.replace(height=info.height * self.scale, width=info.width * self.scale)
 
+    def compile_jobs(self, info):
+        r = self.runner
+        if r.tile is not None:
+            return []   # tile shapes depend on the tiling plan
+        n = info.num_frames
+        length = n if self.chunk is None else min(n, self.chunk + 2 * self.overlap)
+        hp, wp = r.padded_size(info.height, info.width)
+        fwd = jitted_forward(self.module)   # the runner's shared jitted forward: compile without running
 
-def run_upscale(input_path, output, checkpoint, scale: int | None = None, chunk: int | None = DEFAULT_CHUNK,
-                overlap: int = DEFAULT_OVERLAP, blend: int = 0, tile=None, tile_overlap: int = 16,
-                tile_blend: int = 0, overwrite: bool = False, progress: bool = True, fps: float | None = None) -> dict:
-    """The ``infer.py upscale`` job (one clip, or every clip of a folder).  Returns a summary."""
-    from tqdm import tqdm
+        def job():
+            x = jnp.asarray(np.zeros((1, length, hp, wp, 3), np.float32))   # (also compiles the host->device staging)
+            fwd.lower(r.variables, x).compile()
+        return [(("upscale", id(fwd), length, hp, wp), job)]
 
-    from peanut_jax.data.video_io import VideoWriter, open_video
-    from peanut_jax.pipeline.common import load_model
-
-    jobs = _list_jobs(pathlib.Path(input_path), pathlib.Path(output))
-    batch = jobs[0][1] != pathlib.Path(output)
-    _check_outputs(jobs, pathlib.Path(output), batch, overwrite)   # before loading or compiling anything
-    module, variables = load_model("basicvsr_pp", checkpoint)
-    runner = Upscaler(module, variables, tile, tile_overlap, tile_blend)
-    if scale is not None and int(scale) != runner.scale:
-        raise ValueError(f"{checkpoint}: the checkpoint produces x{runner.scale} output, not x{scale}")
-    if batch:
-        pathlib.Path(output).mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    done = []
-    for src, dst in jobs:
-        video = open_video(src, fps=fps)
-        total = len(video)
-        bar = tqdm(total=total, unit="frame", desc=f"upscale {src.name}", disable=not progress)
-        with VideoWriter(dst, fps=video.fps or fps or 25.0, overwrite=overwrite) as writer:
-            for frame in upscale_video(iter(video), module, variables, chunk=chunk, overlap=overlap, blend=blend,
-                                       upscaler=runner):
-                writer.write(to_uint8(frame))
-                bar.update(1)
-        bar.close()
-        done.append({"input": str(src), "output": str(dst), "frames": total})
-    return {"clips": done, "seconds": time.perf_counter() - t0, "scale": runner.scale,
-            "jitted_calls": runner.calls}
-
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("upscale", help="video super-resolution / restoration with BasicVSR++")
-    p.add_argument("--input", required=True,
-                   help="video file, frame folder, or a folder of clips (videos or frame folders) for batch mode")
-    p.add_argument("--output", required=True,
-                   help="output .mp4 or frame folder (batch mode: a folder that receives one output per clip)")
-    p.add_argument("--checkpoint", required=True,
-                   help="registry name (e.g. basicvsr_pp_reds4), official BasicVSR++ .pth "
-                        "(mmagic/mmedit), or an exported / orbax directory")
-    p.add_argument("--scale", type=int, default=None, help="expected scale (refused if the checkpoint differs)")
-    p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK,
-                   help="frames per streaming chunk (0 = whole clip in one call, the official behaviour)")
-    p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help="context frames on each side of a chunk")
-    p.add_argument("--blend", type=int, default=0, help="cross-fade width at chunk borders (even, <= 2*overlap)")
-    p.add_argument("--tile", type=int, nargs="+", default=None, metavar="PX",
-                   help="spatial tile size in input pixels (one value or H W) for large frames")
-    p.add_argument("--tile-overlap", type=int, default=16, help="context pixels on each side of a tile")
-    p.add_argument("--tile-blend", type=int, default=0, help="feathering width at tile borders (even)")
-    p.add_argument("--fps", type=float, default=None, help="frame rate for frame-folder inputs (default 25)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.set_defaults(func=_main)
-
-
-def _main(args) -> int:
-    tile = None
-    if args.tile:
-        if len(args.tile) > 2:
-            raise ValueError(f"--tile takes one or two sizes, got {args.tile}")
-        tile = tuple(args.tile) if len(args.tile) == 2 else args.tile[0]
-    chunk = None if args.chunk == 0 else args.chunk
-    s = run_upscale(args.input, args.output, args.checkpoint, args.scale, chunk, args.overlap, args.blend, tile,
-                    args.tile_overlap, args.tile_blend, args.overwrite, fps=args.fps)
-    for c in s["clips"]:
-        print(f"wrote {c['output']}: {c['frames']} frames x{s['scale']}")
-    print(f"{len(s['clips'])} clip(s) in {s['seconds']:.1f} s")
-    return 0
+    def __call__(self, frames, info):
+        images = (fr.image for fr in frames)
+        for i, f in enumerate(upscale_video(images, self.module, self.variables, chunk=self.chunk,
+                                            overlap=self.overlap, blend=self.blend, upscaler=self.runner)):
+            yield Frame(to_uint8(f), None, i)
