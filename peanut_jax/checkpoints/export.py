@@ -11,7 +11,6 @@ import pathlib
 from typing import Callable
 
 import numpy as np
-from flax.traverse_util import flatten_dict, unflatten_dict
 
 EXPORT_CONFIG = "model.json"
 EXPORT_PARAMS = "params.safetensors"
@@ -20,6 +19,8 @@ EXPORT_PARAMS = "params.safetensors"
 def export_weights(directory, name: str, module_kwargs: dict, params, metadata: dict | None = None,
                    dtype=np.float32) -> pathlib.Path:
     """Write ``params`` of model ``name`` as ``model.json`` + ``params.safetensors`` (atomic)."""
+    from flax.traverse_util import flatten_dict
+
     from peanut_jax.convert.reader import save_safetensors
     d = pathlib.Path(directory)
     d.mkdir(parents=True, exist_ok=True)
@@ -41,6 +42,8 @@ def to_plain(tree):
 
 def load_exported(directory):
     """(name, module, variables, metadata) from an :func:`export_weights` directory."""
+    from flax.traverse_util import unflatten_dict
+
     from peanut_jax.convert.reader import load_checkpoint
     from peanut_jax.models import build
     d = pathlib.Path(directory)
@@ -124,6 +127,14 @@ def abstract_params(module, name: str):
     return jax.eval_shape(module.init, key, x, x)["params"]
 
 
+def read_json(path) -> dict:
+    """A JSON object file (``model.json``, download state), or ``{}`` when it is missing or unreadable."""
+    try:
+        return json.loads(pathlib.Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def read_workdir_config(workdir) -> dict:
     """The ``config.json`` a ``train.py`` run wrote in ``workdir`` (as JSON: lists, not tuples)."""
     cfg_path = pathlib.Path(workdir) / "config.json"
@@ -156,6 +167,7 @@ def export_trained(workdir, out_dir, make_model: Callable, step: int | None = No
     loading gives float32 again)."""
     import jax
     import ml_collections
+    from flax.traverse_util import flatten_dict
 
     from peanut_jax.checkpoints.orbax import read_tree
     workdir = pathlib.Path(workdir)

@@ -1,6 +1,12 @@
-"""Model families: which models, converter, registry weights, stage and default checkpoint belong
-together.  ``family("e2fgvi_hq") == "e2fgvi"``: weights of one family load into each other's names."""
+"""The model-family table: for each family its models (rows of :mod:`peanut_jax.models`' table,
+which also names each model's converter), its downloadable and bundled weights, the ``infer.py``
+stage it serves and that stage's default checkpoint.  Adding weights or a family touches one
+:class:`Family` here; ``family("e2fgvi_hq") == "e2fgvi"``."""
 from __future__ import annotations
+
+import dataclasses
+
+from peanut_jax.checkpoints.entry import WeightEntry
 
 
 def family(name: str) -> str:
@@ -15,6 +21,142 @@ def check_family(got: str, name: str, where) -> None:
         raise ValueError(f"{where}: holds weights of model {got!r}, not {name!r}")
 
 
-# family -> converter module whose ``detect`` recognises official files (model variant, wrong family)
-_DETECT = {"e2fgvi": "peanut_jax.convert.e2fgvi", "basicvsr": "peanut_jax.convert.basicvsr_pp",
-           "rife": "peanut_jax.convert.rife", "spynet": "peanut_jax.convert.spynet"}
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """``models[0]`` is the model a stage loads (and builds when a checkpoint does not say which);
+    ``detect``: official files of this family are recognised (variant, wrong family refused)."""
+    name: str
+    models: tuple[str, ...]
+    weights: tuple[WeightEntry, ...] = ()
+    stage: str | None = None
+    default: str | None = None
+    demo: str | None = None
+    detect: bool = False
+
+
+_MMAGIC = "https://download.openmmlab.com/mmediting/restorers/"
+_MMAGIC_LICENSE = "Apache-2.0 (OpenMMLab mmagic/mmediting model zoo)"
+_SPYNET_NC = "SPyNet models: free for non-commercial scientific research (anuragranj/spynet licence terms)"
+
+
+def _demo(stage: str, model: str, what: str) -> WeightEntry:
+    """Small models of the official architectures trained with train.py on the synthetic videos
+    (scripts/train_demo_weights.sh), shipped with the package: offline runs and the demo."""
+    return WeightEntry(
+        f"{stage}_demo", model, "params.safetensors", bundled=f"{stage}_demo", license="same as peanut_jax",
+        source="peanut_jax/assets (trained with train.py: scripts/train_demo_weights.sh)",
+        notes=f"bundled demo weights: tiny {what} trained on synthetic videos (offline; not the official quality)")
+
+
+_SPYNET = Family("spynet", ("spynet", "spynet_sniklaus"), demo="spynet_demo", detect=True, weights=(
+    WeightEntry(
+        "spynet", "spynet", "spynet_20210409-c6c1bd09.pth",
+        urls=(_MMAGIC + "basicvsr/spynet_20210409-c6c1bd09.pth",), sha256_prefix="c6c1bd09",
+        license=_MMAGIC_LICENSE,
+        source="mmagic configs/basicvsr_pp/README.md; E2FGVI model/modules/flow_comp.py",
+        notes="mmagic SPyNet used (and fine-tuned) by BasicVSR++ and E2FGVI"),
+    *[WeightEntry(
+        f"spynet_sniklaus_{v.replace('-', '_')}", "spynet_sniklaus", f"network-{v}.pytorch",
+        urls=(f"http://content.sniklaus.com/github/pytorch-spynet/network-{v}.pytorch",),
+        license=_SPYNET_NC, source="sniklaus/pytorch-spynet run.py",
+        notes=f"sniklaus pytorch-spynet '{v}' (converted from the Torch7 originals)")
+      for v in ("sintel-final", "sintel-clean", "chairs-final", "chairs-clean", "kitti-final")],
+    _demo("spynet", "spynet", "SPyNet")))
+
+_E2FGVI = Family("e2fgvi", ("e2fgvi", "e2fgvi_hq", "e2fgvi_discriminator"), stage="erase", default="e2fgvi_hq",
+                 demo="erase_demo", detect=True, weights=(
+    WeightEntry(
+        "e2fgvi", "e2fgvi", "E2FGVI-CVPR22.pth", manual=True,
+        pages=("https://drive.google.com/file/d/1tNJMTJ2gmWdIXJoHVi5-H504uImUiJW9/view?usp=sharing",
+               "https://pan.baidu.com/s/1qXAErbilY_n_Fh9KB8UF7w?pwd=lsjw"),
+        license="CC BY-NC 4.0 (non-commercial use only)", source="MCG-NKU/E2FGVI README.md",
+        notes="E2FGVI generator (432x240 input); Google Drive / Baidu only"),
+    WeightEntry(
+        "e2fgvi_hq", "e2fgvi_hq", "E2FGVI-HQ-CVPR22.pth", manual=True,
+        pages=("https://drive.google.com/file/d/10wGdKSUOie0XmCr8SQ2A2FeDe-mfn5w3/view?usp=sharing",
+               "https://pan.baidu.com/s/1jfm1oFU1eIy-IRfuHP8YXw?pwd=ssb3"),
+        license="CC BY-NC 4.0 (non-commercial use only)", source="MCG-NKU/E2FGVI README.md",
+        notes="E2FGVI-HQ generator (arbitrary resolution); Google Drive / Baidu only"),
+    _demo("erase", "e2fgvi_hq", "E2FGVI-HQ")))
+
+_BASICVSR = Family("basicvsr", ("basicvsr_pp",), stage="upscale", default="basicvsr_pp", demo="upscale_demo",
+                   detect=True, weights=(
+    *[WeightEntry(
+        f"basicvsr_pp_{key}", "basicvsr_pp", f"basicvsr_plusplus_{stem}-{h}.pth",
+        urls=(f"{_MMAGIC}basicvsr_plusplus/basicvsr_plusplus_{stem}-{h}.pth",), sha256_prefix=h,
+        license=_MMAGIC_LICENSE, source="mmagic configs/basicvsr_pp/README.md", notes=notes)
+      for key, stem, h, notes in (
+          ("reds4", "c64n7_8x1_600k_reds4_20210217", "db622b2f", "BasicVSR++ x4 VSR, REDS (BI)"),
+          ("vimeo90k_bi", "c64n7_8x1_300k_vimeo90k_bi_20210305", "4ef437e2", "BasicVSR++ x4 VSR, Vimeo-90K (BI)"),
+          ("vimeo90k_bd", "c64n7_8x1_300k_vimeo90k_bd_20210305", "ab315ab1", "BasicVSR++ x4 VSR, Vimeo-90K (BD)"),
+          ("ntire_vsr", "c128n25_ntire_vsr_20210311", "1ff35292", "BasicVSR++ c128n25 x4, NTIRE 2021 VSR"),
+          ("ntire_decompress_track1", "c128n25_ntire_decompress_track1_20210223", "7b2eba02",
+           "BasicVSR++ c128n25 same-size restoration, NTIRE 2021 compressed video track 1"),
+          ("ntire_decompress_track2", "c128n25_ntire_decompress_track2_20210314", "eeae05e6",
+           "BasicVSR++ c128n25 same-size restoration, NTIRE 2021 compressed video track 2"),
+          ("ntire_decompress_track3", "c128n25_ntire_decompress_track3_20210304", "6daf4a40",
+           "BasicVSR++ c128n25 same-size restoration, NTIRE 2021 compressed video track 3"))],
+    _demo("upscale", "basicvsr_pp", "BasicVSR++ x4")))
+
+_RIFE = Family("rife", ("rife", "rife_hdv3"), stage="interpolate", default="rife_hdv3", demo="interpolate_demo",
+               detect=True, weights=(
+    WeightEntry(
+        "rife", "rife", "flownet.pkl", archive="RIFE_train_log.zip",
+        urls=("https://huggingface.co/hzwer/RIFE/resolve/main/RIFE_train_log.zip",),
+        pages=("https://drive.google.com/file/d/1h42aGYPNJn2q8j_GVkS_yDu__G_UZ2GX/view?usp=sharing",),
+        license="MIT (hzwer/ECCV2022-RIFE)",
+        source="ECCV2022-RIFE README.md (Evaluation: 'RIFE model' Google Drive link); Hugging Face hzwer/RIFE",
+        notes="ECCV RIFE (IFNet) paper model; the zip from the author's Hugging Face repository is assumed to "
+              "match the README's Google Drive file (not checked byte for byte)"),
+    WeightEntry(
+        "rife_hdv3", "rife_hdv3", "flownet.pkl",
+        urls=("https://huggingface.co/AlexWortega/RIFE/resolve/main/flownet.pkl",),
+        pages=("https://drive.google.com/file/d/1APIzVeI-4ZZCEuIRE1m6WYfSCaOsi_7_/view?usp=sharing",),
+        license="MIT (hzwer/ECCV2022-RIFE HD models)",
+        source="CogVideo inference/gradio_composite_demo/app.py (snapshot_download AlexWortega/RIFE); "
+               "ECCV2022-RIFE README.md (HD model link)",
+        notes="RIFE IFNet_HDv3 as used by the CogVideoX demo"),
+    _demo("interpolate", "rife", "RIFE IFNet")))
+
+_VGG = Family("vgg19", ("vgg19",), weights=(
+    WeightEntry(
+        "vgg19", "vgg19", "vgg19-dcbb9e9d.pth",
+        urls=("https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",), sha256_prefix="dcbb9e9d",
+        license="BSD-3-Clause (torchvision); trained on ImageNet", source="torchvision VGG19_Weights.IMAGENET1K_V1",
+        notes="VGG19 features for the perceptual loss"),))
+
+# SAM 2 (07/2024) and SAM 2.1 (09/2024), click/box/mask segmentation; no checksum is published
+_SAM2 = Family("sam2", ("sam2",), weights=tuple(
+    WeightEntry(
+        f"{prefix}_hiera_{size}", "sam2", f"{prefix}_hiera_{size}.pt",
+        urls=(f"https://dl.fbaipublicfiles.com/segment_anything_2/{date}/{prefix}_hiera_{size}.pt",),
+        license="Apache-2.0 (facebookresearch/sam2)",
+        source="facebookresearch/sam2 checkpoints/download_ckpts.sh, README.md",
+        notes=f"SAM {version} Hiera-{size.replace('_plus', '+')}")
+    for prefix, date, version in (("sam2", "072824", "2"), ("sam2.1", "092824", "2.1"))
+    for size in ("tiny", "small", "base_plus", "large")))
+
+_ROBERTA = Family("roberta", ("roberta_base",))
+
+#: family name -> :class:`Family`
+FAMILIES: dict[str, Family] = {f.name: f for f in (_E2FGVI, _BASICVSR, _RIFE, _SPYNET, _VGG, _SAM2, _ROBERTA)}
+
+#: the model each ``infer.py`` stage loads (its family) and the stage's default checkpoint
+STAGE_FAMILY = {f.stage: f.models[0] for f in FAMILIES.values() if f.stage}
+STAGE_DEFAULT = {f.stage: f.default for f in FAMILIES.values() if f.stage}
+
+#: the bundled demo weights of each model family (what to suggest when official weights are missing)
+DEMO_WEIGHTS = {f.name: f.demo for f in FAMILIES.values() if f.demo}
+
+
+def of(model: str) -> Family:
+    """The family of model ``model``."""
+    fam = FAMILIES.get(family(model))
+    if fam is None:
+        raise ValueError(f"model {model!r} belongs to no family; known families: {', '.join(FAMILIES)}")
+    return fam
+
+
+def builtin_weights() -> list[WeightEntry]:
+    """Every registry entry of every family."""
+    return [e for f in FAMILIES.values() for e in f.weights]

@@ -28,9 +28,10 @@ def resolve(spec, family_of: str | None = None, flag: str = "--checkpoint", prog
     naming ``flag``."""
     if isinstance(spec, str) and spec and not pathlib.Path(spec).expanduser().exists():
         from peanut_jax.checkpoints import registry
+        from peanut_jax.checkpoints.download import resolve_checkpoint
         if not registry.looks_like_path(spec):
             try:
-                return registry.resolve_checkpoint(spec, family_of, progress=progress)
+                return resolve_checkpoint(spec, family_of, progress=progress)
             except registry.DownloadError as err:
                 demo = registry.DEMO_WEIGHTS.get(family(family_of or registry.get(spec).model))
                 hint = f"; or run offline with the bundled demo weights: {flag} {demo}" if demo else ""
@@ -60,8 +61,9 @@ def workdir_model(path: pathlib.Path) -> tuple[str, dict] | None:
 def _detectors():
     import importlib
 
-    from peanut_jax.checkpoints.families import _DETECT
-    return {fam: importlib.import_module(mod) for fam, mod in _DETECT.items()}
+    from peanut_jax.checkpoints.families import FAMILIES
+    from peanut_jax.models import converter_module
+    return {f.name: importlib.import_module(converter_module(f.models[0])) for f in FAMILIES.values() if f.detect}
 
 
 def detect_official(name: str, path: pathlib.Path) -> str:
@@ -170,6 +172,7 @@ def load(spec, family: str | None = None, *, flag: str | None = None, progress: 
 
 def _model_of(spec) -> str:
     from peanut_jax.checkpoints import registry
+    from peanut_jax.checkpoints.download import resolve_checkpoint
     if spec is None or str(spec).strip() == "":
         raise ValueError("no checkpoint given: pass a registry name, an official file or a converted directory")
     is_path = isinstance(spec, os.PathLike)
@@ -177,7 +180,7 @@ def _model_of(spec) -> str:
         return registry.get(str(spec)).model
     path = pathlib.Path(os.fspath(spec)).expanduser()
     if not path.exists():
-        registry.resolve_checkpoint(spec)   # the registry's "not found" / "unknown name" error
+        resolve_checkpoint(spec)   # the registry's "not found" / "unknown name" error
     got = recorded_model(path)
     if got is None:
         raise ValueError(f"load({spec!r}): give model_name (the family argument) for a checkpoint path that does "
