@@ -34,8 +34,9 @@ def _items(n_frames=6):
 
 def test_inpainting_protocol_matches_the_erase_module_evaluation():
     from peanut_jax.pipeline import erase
+    from peanut_jax.pipeline import erase_windows as engine
     items = _items()
-    cfg = erase.EraseConfig(mode="official", neighbor_stride=2, ref_length=3)
+    cfg = engine.EraseConfig(mode="official", neighbor_stride=2, ref_length=3)
     new = inpainting.evaluate(None, None, items, config=cfg, runner=fake_window_model, model="e2fgvi_hq")
     if hasattr(erase, "evaluate"):      # the old copy (removed at the end of issue 12)
         old = erase.evaluate(None, None, items, config=cfg, runner=fake_window_model, model="e2fgvi_hq")
@@ -43,7 +44,7 @@ def test_inpainting_protocol_matches_the_erase_module_evaluation():
     # the numbers from first principles: official composites, per-frame metrics, Ewarp of the saved frames
     psnrs, ssims, ews = [], [], []
     for it in items:
-        comps = erase.inpaint_arrays(None, None, it["frames"], it["masks"], cfg, model="e2fgvi_hq",
+        comps = engine.inpaint_arrays(None, None, it["frames"], it["masks"], cfg, model="e2fgvi_hq",
                                      runner=fake_window_model)
         gt = it["ground_truth"].astype(np.float64)
         for c, g in zip(comps, gt):
@@ -66,8 +67,8 @@ def test_inpainting_protocol_matches_the_erase_module_evaluation():
 
 
 def test_inpainting_a_better_model_scores_better_on_every_metric():
-    from peanut_jax.pipeline import erase
-    cfg = erase.EraseConfig(mode="official", neighbor_stride=2, ref_length=3)
+    from peanut_jax.pipeline import erase_windows as engine
+    cfg = engine.EraseConfig(mode="official", neighbor_stride=2, ref_length=3)
     items = _items()
     grey = inpainting.evaluate(None, None, items, config=cfg, runner=fake_window_model, model="e2fgvi_hq")
 
@@ -75,8 +76,8 @@ def test_inpainting_a_better_model_scores_better_on_every_metric():
         """Outputs the (padded) ground truth of each window in [-1, 1]."""
 
         def __init__(self, gt):
-            self.queue = [erase.pad_frames(gt[list(w.local)].astype(np.float32) / 127.5 - 1 + 1e-4)
-                          for w in erase.plan_windows(len(gt), cfg)]
+            self.queue = [engine.pad_frames(gt[list(w.local)].astype(np.float32) / 127.5 - 1 + 1e-4)
+                          for w in engine.plan_windows(len(gt), cfg)]
 
         def __call__(self, x, num_local):
             return self.queue.pop(0)

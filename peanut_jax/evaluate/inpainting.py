@@ -1,9 +1,10 @@
 """Video-inpainting evaluation (E2FGVI / E2FGVI-HQ), the official ``evaluate.py`` protocol.
 
-The window engine of the erase stage in its ``'official'`` mode (every reference frame, as the
-official ``test.py``) inpaints each video; PSNR (``20 log10(255 / sqrt(mse))``) and SSIM (skimage
-``compare_ssim``, uniform 65x65 window) per frame against the uint8 ground truth, and the warping
-error (Ewarp) of the saved frames along the ground truth's flow.
+The erase window engine (:mod:`peanut_jax.pipeline.erase_windows`) in its ``'official'`` mode
+(every reference frame, as the official ``test.py``) inpaints each video; PSNR
+(``20 log10(255 / sqrt(mse))``) and SSIM (skimage ``compare_ssim``, uniform 65x65 window) per frame
+against the uint8 ground truth, and the warping error (Ewarp) of the saved frames along the ground
+truth's flow.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from peanut_jax.pipeline.erase import (
+from peanut_jax.pipeline.erase_windows import (
     EraseConfig,
     WindowModel,
     inpaint_arrays,
@@ -54,7 +55,7 @@ def evaluate(module, variables, dataset: Iterable[dict], *, config: EraseConfig 
     [0, 1], occluded pixels excluded) of the uint8-saved composites with the ground truth's flow:
     the item's flows, else ``flow_fn(gt_frames_float01) -> (fw, bw)``, else the generator's own
     fine-tuned SPyNet (:func:`spynet_flows`); averaged over all frame pairs of all videos.
-    ``runner``: the window model (default :class:`~peanut_jax.pipeline.erase.WindowModel` of
+    ``runner``: the window model (default :class:`~peanut_jax.pipeline.erase_windows.WindowModel` of
     ``module``); ``model``: 'e2fgvi' / 'e2fgvi_hq' (default from ``module.hq``).
     Returns ``{'psnr', 'ssim', 'ewarp', 'frames', 'videos', 'per_video': [...]}``.
     """
