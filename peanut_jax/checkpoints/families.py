@@ -65,18 +65,17 @@ _SPYNET = Family("spynet", ("spynet", "spynet_sniklaus"), demo="spynet_demo", de
 
 _E2FGVI = Family("e2fgvi", ("e2fgvi", "e2fgvi_hq", "e2fgvi_discriminator"), stage="erase", default="e2fgvi_hq",
                  demo="erase_demo", detect=True, weights=(
-    WeightEntry(
-        "e2fgvi", "e2fgvi", "E2FGVI-CVPR22.pth", manual=True,
-        pages=("https://drive.google.com/file/d/1tNJMTJ2gmWdIXJoHVi5-H504uImUiJW9/view?usp=sharing",
-               "https://pan.baidu.com/s/1qXAErbilY_n_Fh9KB8UF7w?pwd=lsjw"),
+    *[WeightEntry(
+        name, name, f"{stem}-CVPR22.pth", manual=True, pages=pages,
         license="CC BY-NC 4.0 (non-commercial use only)", source="MCG-NKU/E2FGVI README.md",
-        notes="E2FGVI generator (432x240 input); Google Drive / Baidu only"),
-    WeightEntry(
-        "e2fgvi_hq", "e2fgvi_hq", "E2FGVI-HQ-CVPR22.pth", manual=True,
-        pages=("https://drive.google.com/file/d/10wGdKSUOie0XmCr8SQ2A2FeDe-mfn5w3/view?usp=sharing",
-               "https://pan.baidu.com/s/1jfm1oFU1eIy-IRfuHP8YXw?pwd=ssb3"),
-        license="CC BY-NC 4.0 (non-commercial use only)", source="MCG-NKU/E2FGVI README.md",
-        notes="E2FGVI-HQ generator (arbitrary resolution); Google Drive / Baidu only"),
+        notes=f"{what}; Google Drive / Baidu only")
+      for name, stem, what, pages in (
+          ("e2fgvi", "E2FGVI", "E2FGVI generator (432x240 input)",
+           ("https://drive.google.com/file/d/1tNJMTJ2gmWdIXJoHVi5-H504uImUiJW9/view?usp=sharing",
+            "https://pan.baidu.com/s/1qXAErbilY_n_Fh9KB8UF7w?pwd=lsjw")),
+          ("e2fgvi_hq", "E2FGVI-HQ", "E2FGVI-HQ generator (arbitrary resolution)",
+           ("https://drive.google.com/file/d/10wGdKSUOie0XmCr8SQ2A2FeDe-mfn5w3/view?usp=sharing",
+            "https://pan.baidu.com/s/1jfm1oFU1eIy-IRfuHP8YXw?pwd=ssb3")))],
     _demo("erase", "e2fgvi_hq", "E2FGVI-HQ")))
 
 _BASICVSR = Family("basicvsr", ("basicvsr_pp",), stage="upscale", default="basicvsr_pp", demo="upscale_demo",
@@ -98,6 +97,10 @@ _BASICVSR = Family("basicvsr", ("basicvsr_pp",), stage="upscale", default="basic
            "BasicVSR++ c128n25 same-size restoration, NTIRE 2021 compressed video track 3"))],
     _demo("upscale", "basicvsr_pp", "BasicVSR++ x4")))
 
+# The two RIFE URLs follow a moving branch ("resolve/main") of Hugging Face model repositories; not
+# pinned yet: pinning needs the Hugging Face commit and the file's sha256, and neither repository
+# (hzwer/RIFE, AlexWortega/RIFE on huggingface.co) could be brought here (github:hzwer/RIFE is the
+# code repository, without the weights).  Pin as resolve/<commit>/FILE with sha256= when known.
 _RIFE = Family("rife", ("rife", "rife_hdv3"), stage="interpolate", default="rife_hdv3", demo="interpolate_demo",
                detect=True, weights=(
     WeightEntry(
