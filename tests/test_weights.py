@@ -21,7 +21,9 @@ import numpy as np
 import pytest
 from flax.traverse_util import flatten_dict
 
-from peanut_jax import weights as W
+from peanut_jax.checkpoints import download as D
+from peanut_jax.checkpoints import load
+from peanut_jax.checkpoints import registry as R
 from peanut_jax.convert import to_official
 from peanut_jax.models import build
 
@@ -148,14 +150,14 @@ def env(tmp_path, monkeypatch):
     added = []
 
     def reg(**kw):
-        e = W.register(W.WeightEntry(**kw), replace=True)
+        e = R.register(R.WeightEntry(**kw), replace=True)
         added.append(e.name)
         return e
 
     home.reg = reg
     yield home
     for n in added:
-        W.unregister(n)
+        R.unregister(n)
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +213,7 @@ def _leftovers(env, name):
 def test_fetch_verifies_converts_caches_then_loads_without_network(env, server, spynet_ckpt, monkeypatch):
     fname, data, params = spynet_ckpt
     e = _served_entry(env, server, spynet_ckpt)
-    out = W.fetch(e.name, progress=False)
+    out = D.fetch(e.name, progress=False)
     assert out == env / e.name
     cfg = json.loads((out / "model.json").read_text())
     assert cfg["model"] == "spynet" and cfg["kwargs"] == {}
@@ -223,16 +225,16 @@ def test_fetch_verifies_converts_caches_then_loads_without_network(env, server, 
 
     server.stop()
     monkeypatch.setenv("PEANUT_OFFLINE", "1")
-    assert W.fetch(e.name, progress=False) == out
-    assert W.resolve_checkpoint(e.name, "spynet") == out
-    module, variables = W.load(e.name)
+    assert D.fetch(e.name, progress=False) == out
+    assert D.resolve_checkpoint(e.name, "spynet") == out
+    module, variables = load(e.name)
     assert module.variant == "mmagic"
     _assert_params_equal(variables, params)
     assert len(server.requests) == 1
 
     # a registry change (different published hash) invalidates the converted copy
-    W.register(W.WeightEntry(**{**e.__dict__, "sha256": "0" * 64}), replace=True)
-    assert W.converted_dir(e.name) is None
+    R.register(R.WeightEntry(**{**e.__dict__, "sha256": "0" * 64}), replace=True)
+    assert R.converted_dir(e.name) is None
 
 
 def test_redirect_prefix_check_and_alias(env, server, spynet_ckpt):
@@ -241,17 +243,17 @@ def test_redirect_prefix_check_and_alias(env, server, spynet_ckpt):
     e = env.reg(name="test_redirect", model="spynet", filename=fname, urls=(server.url("/redirect/" + fname),),
                 sha256_prefix=_sha(data)[:8])
     assert e.check == "sha256-prefix"
-    out = W.fetch(e.name, progress=False)
+    out = D.fetch(e.name, progress=False)
     assert [p for p, _ in server.requests] == ["/redirect/" + fname, "/files/" + fname]
-    _assert_params_equal(W.load(out, "spynet")[1], params)
+    _assert_params_equal(load(out, "spynet")[1], params)
 
 
 def test_force_downloads_and_converts_again(env, server, spynet_ckpt):
     e = _served_entry(env, server, spynet_ckpt)
-    out = W.fetch(e.name, progress=False)
+    out = D.fetch(e.name, progress=False)
     stamp = (out / "params.safetensors").stat().st_mtime_ns
-    assert W.fetch(e.name, progress=False) == out and len(server.requests) == 1
-    assert W.fetch(e.name, progress=False, force=True) == out
+    assert D.fetch(e.name, progress=False) == out and len(server.requests) == 1
+    assert D.fetch(e.name, progress=False, force=True) == out
     assert len(server.requests) == 2
     assert (out / "params.safetensors").stat().st_mtime_ns != stamp
     assert not list(env.glob(f".{e.name}*"))  # no temporary / old directories left
@@ -269,23 +271,23 @@ def test_corrupted_download_rejected_deleted_not_cached(env, server, spynet_ckpt
     server.put("/files/" + fname, bytes(bad))
     kw = {"sha256": _sha(data)} if check == "sha256" else {"sha256_prefix": _sha(data)[:8]}
     e = env.reg(name="test_corrupt", model="spynet", filename=fname, urls=(server.url("/files/" + fname),), **kw)
-    with pytest.raises(W.ChecksumError) as ei:
-        W.fetch(e.name, progress=False)
+    with pytest.raises(R.ChecksumError) as ei:
+        D.fetch(e.name, progress=False)
     msg = str(ei.value)
     assert isinstance(ei.value, ValueError) and "\n" not in msg
     assert fname in msg and _sha(bytes(bad)) in msg and _sha(data)[:8] in msg
     if check == "sha256":
         assert _sha(data) in msg
     assert _leftovers(env, e.name) == []
-    assert not (env / e.name).exists() and W.converted_dir(e.name) is None
+    assert not (env / e.name).exists() and R.converted_dir(e.name) is None
 
 
 def test_wrong_size_rejected_before_saving(env, server, spynet_ckpt):
     fname, data, _ = spynet_ckpt
     e = _served_entry(env, server, spynet_ckpt, size=len(data) + 10)
-    with pytest.raises(W.ChecksumError, match=r"size mismatch .*%d bytes.*%d" % (len(data), len(data) + 10)):
-        W.fetch(e.name, progress=False)
-    assert _leftovers(env, e.name) == [] and W.converted_dir(e.name) is None
+    with pytest.raises(R.ChecksumError, match=r"size mismatch .*%d bytes.*%d" % (len(data), len(data) + 10)):
+        D.fetch(e.name, progress=False)
+    assert _leftovers(env, e.name) == [] and R.converted_dir(e.name) is None
 
 
 def test_unverifiable_download_that_does_not_convert_is_deleted(env, server, spynet_ckpt):
@@ -294,15 +296,15 @@ def test_unverifiable_download_that_does_not_convert_is_deleted(env, server, spy
     e = env.reg(name="test_junk", model="spynet", filename="junk.pth", urls=(server.url("/files/junk.pth"),))
     assert e.check == "none"
     with pytest.raises(ValueError, match="not a valid spynet checkpoint and was deleted"):
-        W.fetch(e.name, progress=False)
-    assert _leftovers(env, e.name) == [] and W.converted_dir(e.name) is None
+        D.fetch(e.name, progress=False)
+    assert _leftovers(env, e.name) == [] and R.converted_dir(e.name) is None
 
 
 def test_html_page_is_not_saved(env, server, spynet_ckpt):
     server.html.add("/drive/file")
     env.reg(name="test_html", model="spynet", filename="x.pth", urls=(server.url("/drive/file"),))
-    with pytest.raises(W.DownloadError, match="HTML page"):
-        W.fetch("test_html", progress=False, retries=0)
+    with pytest.raises(R.DownloadError, match="HTML page"):
+        D.fetch("test_html", progress=False, retries=0)
     assert _leftovers(env, "test_html") == []
 
 
@@ -315,29 +317,29 @@ def test_interrupted_download_keeps_part_and_resumes_with_range(env, server, spy
     e = _served_entry(env, server, spynet_ckpt)
     cut = len(data) // 3
     server.drop_after["/files/" + fname] = [cut]
-    with pytest.raises(W.DownloadError) as ei:
-        W.fetch(e.name, progress=False, retries=0)
+    with pytest.raises(R.DownloadError) as ei:
+        D.fetch(e.name, progress=False, retries=0)
     assert ei.value.transient and "kept for resume" in str(ei.value)
     part = env / "downloads" / e.name / (fname + ".part")
     assert part.stat().st_size == cut
-    assert W.converted_dir(e.name) is None and not (env / e.name).exists()
+    assert R.converted_dir(e.name) is None and not (env / e.name).exists()
     assert server.ranged() == []
 
-    out = W.fetch(e.name, progress=False, retries=0)
+    out = D.fetch(e.name, progress=False, retries=0)
     assert server.ranged() == [f"bytes={cut}-"]
     assert server.sent == len(data)  # nothing downloaded twice
     assert _leftovers(env, e.name) == [fname]
-    _assert_params_equal(W.load(out, "spynet")[1], params)
+    _assert_params_equal(load(out, "spynet")[1], params)
 
 
 def test_retries_resume_within_one_call(env, server, spynet_ckpt):
     fname, data, params = spynet_ckpt
     e = _served_entry(env, server, spynet_ckpt)
     server.drop_after["/files/" + fname] = [1000, 200_000]
-    out = W.fetch(e.name, progress=False, retries=2, retry_wait=0)
+    out = D.fetch(e.name, progress=False, retries=2, retry_wait=0)
     assert server.ranged() == ["bytes=1000-", "bytes=201000-"]
     assert server.sent == len(data)
-    _assert_params_equal(W.load(out, "spynet")[1], params)
+    _assert_params_equal(load(out, "spynet")[1], params)
 
 
 @pytest.mark.parametrize("case", ["server_ignores_range", "file_changed", "part_complete"])
@@ -358,11 +360,11 @@ def test_resume_edge_cases(env, server, spynet_ckpt, case):
     else:
         part.write_bytes(data)
     (d / (fname + ".part.json")).write_text(json.dumps(meta))
-    out = W.fetch(e.name, progress=False, retries=0)
+    out = D.fetch(e.name, progress=False, retries=0)
     assert server.ranged() == [f"bytes={len(data) if case == 'part_complete' else 5000}-"]
     assert server.sent == (0 if case == "part_complete" else len(data))
     assert (d / fname).read_bytes() == data
-    _assert_params_equal(W.load(out, "spynet")[1], params)
+    _assert_params_equal(load(out, "spynet")[1], params)
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,8 +373,8 @@ def test_resume_edge_cases(env, server, spynet_ckpt, case):
 
 def test_http_404_and_unreachable_host_are_one_line_errors(env, server):
     env.reg(name="test_404", model="spynet", filename="missing.pth", urls=(server.url("/files/missing.pth"),))
-    with pytest.raises(W.DownloadError) as ei:
-        W.fetch("test_404", progress=False, retries=0)
+    with pytest.raises(R.DownloadError) as ei:
+        D.fetch("test_404", progress=False, retries=0)
     assert "HTTP 404" in str(ei.value) and "/files/missing.pth" in str(ei.value) and "\n" not in str(ei.value)
     assert not ei.value.transient
 
@@ -381,36 +383,36 @@ def test_http_404_and_unreachable_host_are_one_line_errors(env, server):
     port = s.getsockname()[1]
     s.close()  # nothing listens there now
     env.reg(name="test_refused", model="spynet", filename="x.pth", urls=(f"http://127.0.0.1:{port}/x.pth",))
-    with pytest.raises(W.DownloadError, match=f"cannot reach http://127.0.0.1:{port}/x.pth"):
-        W.fetch("test_refused", progress=False, retries=0, timeout=5)
+    with pytest.raises(R.DownloadError, match=f"cannot reach http://127.0.0.1:{port}/x.pth"):
+        D.fetch("test_refused", progress=False, retries=0, timeout=5)
 
 
 def test_unknown_name(env):
     with pytest.raises(ValueError, match=r"unknown weights 'no_such_model'; known: .*spynet"):
-        W.fetch("no_such_model")
+        D.fetch("no_such_model")
     with pytest.raises(ValueError, match=r"neither a file/directory nor a registry name; known names: .*vgg19"):
-        W.resolve_checkpoint("no_such_model", "spynet")
+        D.resolve_checkpoint("no_such_model", "spynet")
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
-        W.resolve_checkpoint("./no/such/file.pth", "spynet")
+        D.resolve_checkpoint("./no/such/file.pth", "spynet")
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
-        W.resolve_checkpoint(pathlib.Path("spynet"), "spynet")  # a Path is never a registry name
-    assert W.get("basicvsr_pp").name == "basicvsr_pp_reds4"
+        D.resolve_checkpoint(pathlib.Path("spynet"), "spynet")  # a Path is never a registry name
+    assert R.get("basicvsr_pp").name == "basicvsr_pp_reds4"
 
 
 def test_offline_mode_names_the_file_and_never_connects(env, server, spynet_ckpt, monkeypatch):
     fname, data, params = spynet_ckpt
     e = _served_entry(env, server, spynet_ckpt)
     monkeypatch.setenv("PEANUT_OFFLINE", "1")
-    with pytest.raises(W.OfflineError) as ei:
-        W.resolve_checkpoint(e.name, "spynet")
+    with pytest.raises(R.OfflineError) as ei:
+        D.resolve_checkpoint(e.name, "spynet")
     msg = str(ei.value)
-    assert "PEANUT_OFFLINE" in msg and fname in msg and str(W.download_path(e.name)) in msg
+    assert "PEANUT_OFFLINE" in msg and fname in msg and str(R.download_path(e.name)) in msg
     assert server.requests == [] and not (env / "downloads").exists()
     # a file put where the message says is verified and converted without the network
-    W.download_path(e.name).parent.mkdir(parents=True)
-    W.download_path(e.name).write_bytes(data)
-    out = W.resolve_checkpoint(e.name, "spynet")
-    _assert_params_equal(W.load(out, "spynet")[1], params)
+    R.download_path(e.name).parent.mkdir(parents=True)
+    R.download_path(e.name).write_bytes(data)
+    out = D.resolve_checkpoint(e.name, "spynet")
+    _assert_params_equal(load(out, "spynet")[1], params)
     assert server.requests == []
 
 
@@ -418,10 +420,10 @@ def test_manual_entry_explains_then_imports_file_or_zip(env, server, spynet_ckpt
     fname, data, params = spynet_ckpt
     page = "https://drive.google.com/file/d/EXAMPLE/view"
     e = env.reg(name="test_manual", model="spynet", filename=fname, manual=True, pages=(page,))
-    with pytest.raises(W.ManualDownloadError) as ei:
-        W.fetch(e.name)
+    with pytest.raises(R.ManualDownloadError) as ei:
+        D.fetch(e.name)
     msg = str(ei.value)
-    assert page in msg and "import test_manual" in msg and str(W.download_path(e.name)) in msg
+    assert page in msg and "import test_manual" in msg and str(R.download_path(e.name)) in msg
     assert not (env / "downloads").exists()
 
     # a zip archive as Google Drive delivers it (the member is found by its name)
@@ -429,25 +431,25 @@ def test_manual_entry_explains_then_imports_file_or_zip(env, server, spynet_ckpt
     with zipfile.ZipFile(z, "w") as zf:
         zf.writestr("release_model/README.txt", "hello")
         zf.writestr("release_model/" + fname, data)
-    out = W.import_file(e.name, z)
-    _assert_params_equal(W.load(e.name)[1], params)
+    out = D.import_file(e.name, z)
+    _assert_params_equal(load(e.name)[1], params)
     assert (env / "downloads" / e.name / fname).read_bytes() == data  # extracted copy kept
-    assert out == W.converted_dir(e.name)
+    assert out == R.converted_dir(e.name)
     assert not [p for p in (env / "downloads" / e.name).iterdir() if p.name.endswith(".extract")]
 
     # a bare file whose hash does not match the registry is refused
     env.reg(name="test_manual2", model="spynet", filename=fname, manual=True, sha256="1" * 64)
     f = tmp_path / fname
     f.write_bytes(data)
-    with pytest.raises(W.ChecksumError, match="checksum mismatch for .*" + re.escape(_sha(data))):
-        W.import_file("test_manual2", f)
-    assert W.converted_dir("test_manual2") is None
+    with pytest.raises(R.ChecksumError, match="checksum mismatch for .*" + re.escape(_sha(data))):
+        D.import_file("test_manual2", f)
+    assert R.converted_dir("test_manual2") is None
 
     # a per-entry URL override makes a manual entry fetchable
     server.put("/private/" + fname, data)
     monkeypatch.setenv("PEANUT_WEIGHTS_URL_TEST_MANUAL2", server.url("/private/" + fname))
     env.reg(name="test_manual2", model="spynet", filename=fname, manual=True, sha256=_sha(data))
-    W.fetch("test_manual2", progress=False)
+    D.fetch("test_manual2", progress=False)
     assert server.requests[-1][0] == "/private/" + fname
 
 
@@ -457,7 +459,7 @@ def test_mirror_url_and_local_mirror_folder(env, server, spynet_ckpt, tmp_path, 
                 sha256=_sha(data))
     server.put("/mirror/" + fname, data)
     monkeypatch.setenv("PEANUT_WEIGHTS_MIRROR", server.url("/mirror/"))
-    W.fetch(e.name, progress=False)
+    D.fetch(e.name, progress=False)
     assert [p for p, _ in server.requests] == ["/mirror/" + fname]
 
     folder = tmp_path / "mirror"
@@ -465,8 +467,8 @@ def test_mirror_url_and_local_mirror_folder(env, server, spynet_ckpt, tmp_path, 
     (folder / fname).write_bytes(data)
     monkeypatch.setenv("PEANUT_WEIGHTS_MIRROR", str(folder))
     monkeypatch.setenv("PEANUT_OFFLINE", "1")  # a local folder is not the network
-    out = W.fetch(e.name, progress=False, force=True)
-    _assert_params_equal(W.load(out, "spynet")[1], params)
+    out = D.fetch(e.name, progress=False, force=True)
+    _assert_params_equal(load(out, "spynet")[1], params)
     assert len(server.requests) == 1
 
 
@@ -479,9 +481,9 @@ def test_archive_entry_extracts_member(env, server, spynet_ckpt):
     server.put("/files/bundle.zip", buf.getvalue())
     e = env.reg(name="test_archive", model="spynet", filename=fname, archive="bundle.zip",
                 urls=(server.url("/files/bundle.zip"),), sha256=_sha(buf.getvalue()))
-    out = W.fetch(e.name, progress=False)
+    out = D.fetch(e.name, progress=False)
     assert _leftovers(env, e.name) == ["bundle.zip"]
-    _assert_params_equal(W.load(e.name)[1], params)
+    _assert_params_equal(load(e.name)[1], params)
     assert json.loads((out / "model.json").read_text())["metadata"]["source_file"] == "bundle.zip"
 
 
@@ -493,27 +495,27 @@ def test_resolve_checkpoint_with_file_and_converted_dir(env, server, spynet_ckpt
     fname, data, params = spynet_ckpt
     f = tmp_path / fname
     f.write_bytes(data)
-    assert W.resolve_checkpoint(f, "spynet") == f
-    assert W.resolve_checkpoint(str(f), "spynet") == f
-    _assert_params_equal(W.load(f, "spynet")[1], params)
-    module, variables = W.load(f)        # the official file says which model it holds
+    assert D.resolve_checkpoint(f, "spynet") == f
+    assert D.resolve_checkpoint(str(f), "spynet") == f
+    _assert_params_equal(load(f, "spynet")[1], params)
+    module, variables = load(f)        # the official file says which model it holds
     assert module.variant == "mmagic"
     _assert_params_equal(variables, params)
     from peanut_jax.convert.reader import save_safetensors
     save_safetensors(tmp_path / "unknown.safetensors", {"w": np.zeros(2, np.float32)})
     with pytest.raises(ValueError, match="give model_name"):
-        W.load(tmp_path / "unknown.safetensors")
+        load(tmp_path / "unknown.safetensors")
 
     e = _served_entry(env, server, spynet_ckpt)
-    out = W.fetch(e.name, progress=False)
-    assert W.resolve_checkpoint(out, "spynet") == out
-    _assert_params_equal(W.load(str(out), "spynet")[1], params)
+    out = D.fetch(e.name, progress=False)
+    assert D.resolve_checkpoint(out, "spynet") == out
+    _assert_params_equal(load(str(out), "spynet")[1], params)
     with pytest.raises(ValueError, match="holds weights of model 'spynet', not 'rife'"):
-        W.resolve_checkpoint(e.name, "rife")
+        D.resolve_checkpoint(e.name, "rife")
     with pytest.raises(FileNotFoundError, match="not in the cache"):
-        W.unregister(e.name)
+        R.unregister(e.name)
         env.reg(**{**e.__dict__, "name": "test_not_cached"})
-        W.resolve_checkpoint("test_not_cached", "spynet", fetch_missing=False)
+        D.resolve_checkpoint("test_not_cached", "spynet", fetch_missing=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -523,7 +525,7 @@ def test_resolve_checkpoint_with_file_and_converted_dir(env, server, spynet_ckpt
 def test_builtin_registry_is_consistent():
     from peanut_jax.convert import converter_names
     from peanut_jax.models import names as model_names
-    es = W.entries()
+    es = R.entries()
     assert len({e.name for e in es}) == len(es)
     want = {"spynet", "spynet_sniklaus", "e2fgvi", "e2fgvi_hq", "basicvsr_pp", "rife", "rife_hdv3", "vgg19"}
     assert want <= {e.model for e in es}
@@ -540,36 +542,38 @@ def test_builtin_registry_is_consistent():
             assert m and e.sha256_prefix == m.group(1), e.name
         else:
             assert e.sha256_prefix is None, e.name
-    assert W.get("e2fgvi_hq").manual and W.get("e2fgvi").manual
-    assert W.get("spynet").sha256_prefix == "c6c1bd09" and W.get("vgg19").sha256_prefix == "dcbb9e9d"
+    assert R.get("e2fgvi_hq").manual and R.get("e2fgvi").manual
+    assert R.get("spynet").sha256_prefix == "c6c1bd09" and R.get("vgg19").sha256_prefix == "dcbb9e9d"
 
 
 def test_register_validates_entries(env):
     with pytest.raises(ValueError, match="already exists"):
-        W.register(W.WeightEntry("spynet", "spynet", "x.pth", urls=("https://a/x.pth",)))
+        R.register(R.WeightEntry("spynet", "spynet", "x.pth", urls=("https://a/x.pth",)))
     with pytest.raises(ValueError, match="unknown model 'nope'"):
-        W.register(W.WeightEntry("test_x", "nope", "x.pth", urls=("https://a/x.pth",)))
+        R.register(R.WeightEntry("test_x", "nope", "x.pth", urls=("https://a/x.pth",)))
     with pytest.raises(ValueError, match="sha256 must be 64 hex"):
-        W.WeightEntry("test_x", "spynet", "x.pth", urls=("https://a/x.pth",), sha256="abc")
+        R.WeightEntry("test_x", "spynet", "x.pth", urls=("https://a/x.pth",), sha256="abc")
     with pytest.raises(ValueError, match="give urls or mark it manual"):
-        W.WeightEntry("test_x", "spynet", "x.pth")
+        R.WeightEntry("test_x", "spynet", "x.pth")
     with pytest.raises(ValueError, match="not http"):
-        W.WeightEntry("test_x", "spynet", "x.pth", urls=("ftp://a/x.pth",))
+        R.WeightEntry("test_x", "spynet", "x.pth", urls=("ftp://a/x.pth",))
     with pytest.raises(ValueError, match="plain file name"):
-        W.WeightEntry("test_x", "spynet", "../x.pth", urls=("https://a/x.pth",))
+        R.WeightEntry("test_x", "spynet", "../x.pth", urls=("https://a/x.pth",))
 
 
-def _cli(*args, env_home, extra_env=None):
+def _cli(*args, env_home, extra_env=None, module="peanut_jax.weights"):
     e = {k: v for k, v in os.environ.items() if not k.startswith("PEANUT_")}
     e.update({"PEANUT_HOME": str(env_home), "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"})
     e.update(extra_env or {})
-    return subprocess.run([sys.executable, "-m", "peanut_jax.weights", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
                           env=e, timeout=120, cwd=REPO)
 
 
 def test_cli_list_and_one_line_errors(env, tmp_path, spynet_ckpt):
     r = _cli("list", env_home=env)
     assert r.returncode == 0, r.stderr
+    alias = _cli("list", env_home=env, module="peanut_jax.checkpoints")   # the same command, two names
+    assert alias.returncode == 0 and alias.stdout == r.stdout, alias.stderr
     assert re.search(r"^e2fgvi_hq\s+e2fgvi_hq\s+E2FGVI-HQ-CVPR22.pth\s+-\s+manual\s+-$", r.stdout, re.M)
     assert re.search(r"^spynet\s+spynet\s+spynet_20210409-c6c1bd09.pth\s+prefix:c6c1bd09\s+http", r.stdout, re.M)
 
@@ -606,15 +610,16 @@ def test_cli_import_then_offline_fetch_uses_the_converted_copy(env, tmp_path, sp
     assert r.returncode == 0 and pathlib.Path(r.stdout.strip()) == out, r.stderr
     r = _cli("list", env_home=env)
     assert re.search(r"^spynet_sniklaus_sintel_final\s.*\sconverted$", r.stdout, re.M)
-    module, variables = W.load("spynet_sniklaus")
+    module, variables = load("spynet_sniklaus")
     assert module.variant == "sniklaus"
     _assert_params_equal(variables, params)
 
 
 def test_stage_loaders_accept_registry_names(env, server, spynet_ckpt, monkeypatch):
-    """``--checkpoint NAME`` on every command: pipeline.common.load_model resolves registry names to
+    """``--checkpoint NAME`` on every command: checkpoints.load_model resolves registry names to
     the converted cache (fetching once), paths stay paths, a wrong family is refused by name."""
-    from peanut_jax.pipeline.common import load_model, resolve_weights
+    from peanut_jax.checkpoints.load import load_model
+    from peanut_jax.checkpoints.load import resolve as resolve_weights
     from peanut_jax.pipeline.erase import load_eraser
     _, _, params = spynet_ckpt
     e = _served_entry(env, server, spynet_ckpt)
