@@ -8,8 +8,8 @@ and keep the newest ``max_to_keep``.  All processes call every method; Orbax coo
 multi-process write.
 
 Restoring needs the abstract state (shapes, dtypes, shardings), which the loop gets from
-``jax.eval_shape`` of the task's ``init_state``.  :func:`load_tree` reads a checkpoint *without*
-knowing its structure (nested dicts of numpy arrays), e.g. for inference tools.
+``jax.eval_shape`` of the task's ``init_state``.  :func:`load_tree` (``peanut_jax.checkpoints.orbax.read_tree``)
+reads a checkpoint *without* knowing its structure (nested dicts of numpy arrays), e.g. for tools.
 """
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ import pathlib
 from typing import Any
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
+
+from peanut_jax.checkpoints.orbax import read_tree as load_tree  # noqa: F401  (the trainer's name for it)
 
 
 class Checkpointer:
@@ -80,35 +81,3 @@ def abstract_like(tree, sharding) -> Any:
 
 def checkpoint_dir(workdir: str | os.PathLike) -> pathlib.Path:
     return pathlib.Path(workdir) / "checkpoints"
-
-
-def load_tree(path: str | os.PathLike, step: int | None = None) -> dict:
-    """Read a training checkpoint as nested dicts of numpy arrays, without its Python structure.
-
-    ``path`` is a workdir, its ``checkpoints`` folder or one step folder.  Returns the saved
-    ``TrainState`` fields as a dict (``{'params': ..., 'opt_state': ..., 'step': ..., ...}``).
-    """
-    p = pathlib.Path(path).expanduser().absolute()   # orbax wants absolute paths
-    if not p.exists():
-        raise FileNotFoundError(f"checkpoint path does not exist: {p}")
-    if (p / "checkpoints").is_dir():
-        p = p / "checkpoints"
-    if (p / "default").is_dir():
-        item = p / "default"
-    else:
-        steps = sorted(int(d.name) for d in p.iterdir() if d.is_dir() and d.name.isdigit())
-        if not steps:
-            raise FileNotFoundError(f"no orbax checkpoint steps under {p}")
-        chosen = steps[-1] if step is None else step
-        if chosen not in steps:
-            raise FileNotFoundError(f"checkpoint step {step} not in {p} (have {steps})")
-        item = p / str(chosen) / "default"
-    from etils import epath
-    handler = ocp.PyTreeCheckpointHandler()
-    try:
-        meta = handler.metadata(epath.Path(item))
-        tree = getattr(meta, "tree", meta)
-        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-        return handler.restore(epath.Path(item), args=ocp.args.PyTreeRestore(restore_args=restore_args))
-    finally:
-        handler.close()

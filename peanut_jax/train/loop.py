@@ -41,17 +41,17 @@ import json
 import math
 import os
 import pathlib
-import queue
 import signal
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from peanut_jax.data.prefetch import prefetch
 from peanut_jax.train import checkpoint as ckpt_lib
 from peanut_jax.train import logging as log_lib
 from peanut_jax.train import parallel
@@ -162,44 +162,6 @@ def _fmt_changes(changes, limit: int = 6) -> str:
     shown = [f"{k} {v(old)} -> {v(new)}" for k, old, new in changes[:limit]]
     more = len(changes) - limit
     return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
-
-
-def _prefetch(it: Iterator, size: int) -> Iterator:
-    """Run ``it`` on a daemon thread, ``size`` items ahead (order and values are unchanged)."""
-    if size <= 0:
-        yield from it
-        return
-    q: queue.Queue = queue.Queue(maxsize=size)
-    stop = threading.Event()
-    done = object()
-
-    def worker():
-        try:
-            for item in it:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(done)
-        except BaseException as e:  # surfaced in the consumer
-            q.put(e)
-
-    t = threading.Thread(target=worker, name="train-batches", daemon=True)
-    t.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
 
 
 def _nonfinite(metrics: dict) -> dict:
@@ -465,8 +427,8 @@ def train_and_evaluate(config, workdir: str | os.PathLike, *, task=None, devices
                 if is_main:
                     logging.info("eval @0: %s", _fmt(last_eval))
                     progress.write(f"eval @0: {_fmt(last_eval)}")
-            batches = _prefetch(iter(task.train_batches(config, start, pi, pc)),
-                                int(config_get(tcfg, "prefetch", 2)))
+            batches = prefetch(task.train_batches(config, start, pi, pc), int(config_get(tcfg, "prefetch", 2)),
+                               "train-batches")
             acc: dict[str, float] = {}
             acc_n = 0
             pending = None               # (step, device metrics) not yet checked
