@@ -6,7 +6,7 @@
 # 1. train the tiny configuration of each stage with our own train.py on the procedural synthetic
 #    dataset (configs/<model>.py:tiny; deterministic: same seed, same data order);
 # 2. export the final checkpoint of each run to peanut_jax/assets/<stage>_demo/
-#    (model.json + params.safetensors, peanut_jax.pipeline.common.export_weights);
+#    (model.json + params.safetensors, peanut_jax.checkpoints.export.export_trained);
 # 3. run the demo with the exported weights and record its settings and metrics in
 #    peanut_jax/assets/demo_metrics.json (the CI test reruns the demo and compares).
 #
@@ -24,9 +24,9 @@ for pair in "erase e2fgvi" "upscale basicvsr_pp" "interpolate rife"; do
   read -r stage model <<<"$pair"
   echo "== $stage: train.py --config configs/$model.py:tiny"
   "$PY" train.py --config "configs/$model.py:tiny" --workdir "$RUNS/$model" "$@"
-  "$PY" -m peanut_jax.pipeline.demo export --workdir "$RUNS/$model" --out "peanut_jax/assets/${stage}_demo"
+  "$PY" -m peanut_jax.cli.demo export --workdir "$RUNS/$model" --out "peanut_jax/assets/${stage}_demo"
 done
 
 echo "== recording the demo metrics"
-"$PY" -m peanut_jax.pipeline.demo record
+"$PY" -m peanut_jax.cli.demo record
 du -sh peanut_jax/assets/*_demo
