@@ -1,0 +1,289 @@
+"""SAMWISE (CVPR 2025): SAM 2 + RoBERTa fused by CMT adapters, as pure Flax methods.
+
+Data flow for one clip of T frames (<= 8 in the released setting) and P prompts (batched):
+
+1. ``encode_clip``: Hiera patch/position embedding and stage 1 run once for the clip (shared by
+   the prompts); then Hiera stages 2..4 and RoBERTa layer groups ``(0,1), (1,4), (4,8), (8,12)``
+   run in lockstep, each pair followed by a CMT adapter whose outputs are added to both streams
+   (``_early_fusion_stage``).  The four stage maps go through SAM 2's FPN neck and
+   ``conv_s0``/``conv_s1``; the prompt's state is RoBERTa's ``<s>`` token after the last group.
+2. ``frame_step`` (``lax.scan`` over the frames via ``nn.scan``): memory attention over a bounded
+   bank (the 6 previous frames' maskmem features + 15 previous object pointers, fixed slots with
+   validity flags; frame 0 of a video uses ``vision + no_mem_embed``), SAM heads with the sparse
+   prompt ``[not_a_point, not_a_point, project_text(state)]`` and ``multimask_output=False``,
+   object-score gating, object pointer; optional CME (every ``cme_window`` frames at most: a
+   memory-less decode, the CME decides whether to re-weight the high-res logits that are written
+   to memory; the frame's own output is unchanged); memory encoding of the sigmoid mask.
+3. ``postprocess``: low-res logits -> bilinear to the padded square -> crop -> bilinear to the
+   output size (``postprocess_masks``).
+
+``__call__(frames, input_ids, padding_mask)`` runs one clip with a fresh bank: frames (T, h, w, 3)
+ImageNet-normalised with max(h, w) <= image_size (the predictor resizes like ``Resize(1020,
+max_size=1024)``), zero-padded bottom/right here; returns ``pred_masks`` (T, h, w) logits for one
+prompt ((P, T, h, w) for several) plus the per-frame heads outputs (T, P, ...).
+
+Parameters: ``sam`` (SAM 2 v1.0 layout), ``text_encoder`` (RoBERTa), ``cmt_adapters_{0,1,2}``,
+``project_text`` (``sam.sam_prompt_encoder.project_text`` in the checkpoint) and
+``conditional_memory_encoder``; ``batch_stats`` hold the adapters' BatchNorm running statistics.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from peanut_jax.models.roberta import RobertaEncoder
+from peanut_jax.models.sam2.hiera import stage_cuts
+from peanut_jax.models.sam2.position_encoding import sine_2d
+from peanut_jax.models.sam2.sam2 import NO_OBJ_SCORE, SAM2
+from peanut_jax.models.sam2.two_way_transformer import MLP, TwoWayAttentionBlock
+from peanut_jax.models.samwise.adapter import CMTAdapter, ConditionalMemoryEncoder
+from peanut_jax.models.samwise.config import SAMWISEConfig, get_config
+from peanut_jax.ops import interpolate
+
+Dtype = Any
+
+__all__ = ["SAMWISE", "build_samwise", "init_bank", "pad_frames"]
+
+
+def init_bank(cfg: SAMWISEConfig, num_prompts: int, dtype=jnp.float32) -> dict:
+    """An empty memory bank for ``num_prompts`` prompts (the scan carry; fixed shapes).
+
+    ``mem`` (P, R, h, w, mem_dim): slot j holds frame ``frame - R + j``; ``ptrs`` (P, Q, d) likewise;
+    validity flags are shared by the prompts (they all see the same frames); ``last_switch`` (P,)
+    is the frame of the last CME switch (0 at the start, as official); ``frame`` the next frame."""
+    sc = cfg.sam2
+    h = sc.embedding_size
+    p, r, q = num_prompts, cfg.num_recent, cfg.num_pointers
+    return {"mem": jnp.zeros((p, r, h, h, sc.mem_dim), dtype), "mem_valid": jnp.zeros((r,), bool),
+            "ptrs": jnp.zeros((p, q, sc.d_model), jnp.float32), "ptr_valid": jnp.zeros((q,), bool),
+            "last_switch": jnp.zeros((p,), jnp.int32), "frame": jnp.zeros((), jnp.int32)}
+
+
+def pad_frames(frames, size: int):
+    """(T, h, w, 3) normalised frames -> (T, size, size, 3), zeros bottom/right (``preprocess``)."""
+    t, h, w, _ = frames.shape
+    if h > size or w > size:
+        raise ValueError(f"samwise: frames of {h}x{w} exceed the {size}x{size} input; resize them first")
+    return jnp.pad(frames, ((0, 0), (0, size - h), (0, size - w), (0, 0)))
+
+
+def _shift_in(buf, new, axis: int):
+    """Drop the oldest slot of ``buf`` along ``axis`` and append ``new`` as the most recent."""
+    head = jax.lax.slice_in_dim(buf, 1, buf.shape[axis], axis=axis)
+    return jnp.concatenate([head, jnp.expand_dims(jnp.asarray(new, buf.dtype), axis)], axis=axis)
+
+
+class SAMWISE(nn.Module):
+    cfg: SAMWISEConfig = SAMWISEConfig()
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    hiera_per_frame: bool = True      # run Hiera stages frame by frame (bounds the global-attention memory)
+
+    def setup(self):
+        cfg = self.cfg.check()
+        sc = cfg.sam2
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        self.sam = SAM2(sc, **kw)
+        self.text_encoder = RobertaEncoder(num_layers=cfg.text_layers, dim=cfg.text_dim, heads=cfg.text_heads,
+                                           ffn=cfg.text_ffn, vocab_size=cfg.vocab_size,
+                                           max_positions=cfg.max_positions, **kw)
+        ch = sc.hiera.channels
+        self.cmt_adapters = [CMTAdapter(ch[i + 1], cfg.text_dim, cfg.adapter_dim, cfg.adapter_heads,
+                                        cfg.hsa_patch_sizes[i], cfg.hsa, cfg.attend_text_padding, **kw)
+                             for i in range(3)]
+        self.project_text = MLP(sc.d_model, sc.d_model, 3, **kw)
+        if cfg.use_cme:
+            self.conditional_memory_encoder = ConditionalMemoryEncoder(sc.d_model, cfg.cme_heads, cfg.cme_ffn, **kw)
+
+    # ------------------------------------------------------------------ backbone + text
+    def encode_clip(self, frames, input_ids, padding_mask=None, debug: bool = False):
+        """frames (T, S, S, 3) padded and normalised, input_ids (P, L) -> (per-frame features, each
+        (T, P, ...): vision, s0, s1, state; intermediates dict (empty unless ``debug``))."""
+        cfg, sc = self.cfg, self.cfg.sam2
+        t = frames.shape[0]
+        ids = jnp.asarray(input_ids)
+        p = ids.shape[0]
+        enc, text = self.sam.image_encoder, self.text_encoder
+        cuts, tc = stage_cuts(sc.hiera), cfg.text_cuts
+        inter = {}
+        vis = self._blocks(enc.embed(frames.astype(self.dtype)), cuts[0], cuts[1])    # shared by prompts
+        txt, pm = text.embed(ids, padding_mask)
+        if debug:
+            inter["text_embedding"] = txt
+        txt = text.run_layers(txt, pm, tc[0], tc[1])
+        if debug:
+            inter[f"txt_layers_{tc[0]}_{tc[1] - 1}"] = txt
+        vis = jnp.broadcast_to(vis[None], (p, *vis.shape))
+        stages = [vis]
+        for i, adapter in enumerate(self.cmt_adapters):
+            v = self._blocks(vis.reshape(p * t, *vis.shape[2:]), cuts[i + 1], cuts[i + 2])
+            v = v.reshape(p, t, *v.shape[1:])
+            txt = text.run_layers(txt, pm, tc[i + 1], tc[i + 2])
+            dv, dt = adapter(v, txt, pm)
+            if debug:
+                inter[f"vis_blocks_{cuts[i + 1]}_{cuts[i + 2] - 1}"] = v
+                inter[f"txt_layers_{tc[i + 1]}_{tc[i + 2] - 1}"] = txt
+                inter[f"cmt{i}_vis_out"], inter[f"cmt{i}_txt_out"] = dv, dt
+            vis, txt = v + dv, txt + dt
+            stages.append(vis)
+        state = txt[:, 0]
+        if debug:
+            for i, s in enumerate(stages):
+                inter[f"vis_out_stage{i}"] = s
+            inter["state"] = state
+        fpn = enc.neck_from_trunk([s.reshape(p * t, *s.shape[2:]) for s in stages])["backbone_fpn"]
+        s0, s1 = self.sam.sam_mask_decoder.high_res_features(fpn[0], fpn[1])
+
+        def per_frame(a):
+            return jnp.swapaxes(a.reshape(p, t, *a.shape[1:]), 0, 1)
+
+        feats = {"vision": per_frame(fpn[-1]), "s0": per_frame(s0), "s1": per_frame(s1),
+                 "state": jnp.broadcast_to(state[None], (t, *state.shape))}
+        if debug:
+            inter.update(backbone_fpn0=feats["s0"], backbone_fpn1=feats["s1"], backbone_fpn2=feats["vision"])
+        return feats, inter
+
+    def _blocks(self, x, start: int, end: int):
+        """Hiera blocks start..end-1 on (N, H, W, C), one image at a time when ``hiera_per_frame``."""
+        if not self.hiera_per_frame or x.shape[0] == 1:
+            return self.sam.image_encoder.run_blocks(x, start, end)
+
+        def body(mdl, carry, xi):
+            return carry, mdl.sam.image_encoder.run_blocks(xi[None], start, end)[0]
+
+        scan = nn.scan(body, variable_broadcast="params", split_rngs={"params": False})
+        return scan(self, jnp.zeros((), x.dtype), x)[1]
+
+    # ------------------------------------------------------------------ SAM heads
+    def decode(self, pix, high_res, state):
+        """``_forward_sam_heads`` with the text prompt, ``multimask_output=False`` (eval): pix (P, h, w, d)
+        -> dict(low_res_masks (P, 4h, 4w), ious (P, 1), obj_ptr (P, d), object_score_logits (P, 1),
+        early_token (P, d): mask token 0 after the first two-way layer, raw)."""
+        p = pix.shape[0]
+        pe = self.sam.sam_prompt_encoder
+        sparse, dense = pe(points=(jnp.zeros((p, 1, 2), jnp.float32), -jnp.ones((p, 1), jnp.int32)),
+                           boxes=None, masks=None)
+        sparse = jnp.concatenate([sparse, self.project_text(state)[:, None].astype(sparse.dtype)], axis=1)
+        early = {}
+
+        def grab_first_layer(next_fun, args, kwargs, ctx):
+            out = next_fun(*args, **kwargs)
+            if (isinstance(ctx.module, TwoWayAttentionBlock) and ctx.method_name == "__call__"
+                    and ctx.module.name == "layers_0"):
+                early["queries"] = out[0]
+            return out
+
+        with nn.intercept_methods(grab_first_layer):
+            masks, ious, tokens, score = self.sam.sam_mask_decoder(
+                pix, pe.dense_pe(), sparse, dense, multimask_output=False, repeat_image=False,
+                high_res_features=high_res)
+        is_obj = score > 0
+        low = jnp.where(is_obj[:, :, None, None], masks, NO_OBJ_SCORE).astype(jnp.float32)[:, 0]
+        lam = is_obj.astype(jnp.float32)
+        ptr = lam * self.sam.obj_ptr_proj(tokens[:, 0]) + (1.0 - lam) * self.sam.no_obj_ptr.astype(jnp.float32)
+        # output tokens are [obj_score, iou, mask_0..]: mask token 0 sits at index 2
+        return {"low_res_masks": low, "ious": ious, "obj_ptr": ptr, "object_score_logits": score,
+                "early_token": early["queries"][:, 2]}
+
+    # ------------------------------------------------------------------ one frame
+    def frame_step(self, bank, x, debug: bool = False):
+        """One frame for P prompts: ``bank`` (``init_bank``) and x (vision, s0, s1, state; each (P, ...))
+        -> (new bank, outputs)."""
+        cfg = self.cfg
+        vision, high_res, state = x["vision"], (x["s0"], x["s1"]), x["state"]
+        p, h, w, d = vision.shape
+        r, q = cfg.num_recent, cfg.num_pointers
+        f = bank["frame"]
+        tpos = jnp.broadcast_to(jnp.arange(r - 1, -1, -1, dtype=jnp.int32)[None], (p, r))
+        mem_valid = jnp.broadcast_to(bank["mem_valid"][None], (p, r))
+        ptr_valid = jnp.broadcast_to(bank["ptr_valid"][None], (p, q))
+        pix_mem = self.sam.condition_on_memory(vision, sine_2d(h, w, d), bank["mem"], tpos, mem_valid, bank["ptrs"],
+                                               jnp.zeros((p, q), jnp.float32), ptr_valid, 1.0)
+        no_mem = self.sam.add_no_memory(vision)
+        pix = jnp.where(jnp.any(bank["mem_valid"]) | jnp.any(bank["ptr_valid"]), pix_mem, no_mem)
+        out = self.decode(pix, high_res, state)
+        high = self.sam.upsample_masks(out["low_res_masks"])
+        high_mem, last = high, bank["last_switch"]
+        extra = {}
+        if cfg.use_cme:
+            nm = self.decode(no_mem, high_res, state)
+            logits = self.conditional_memory_encoder(out["obj_ptr"], nm["early_token"])
+            run = ((f - last) >= cfg.cme_window - 1) & (f > cfg.cme_window)
+            switch = run & (jnp.argmax(logits, axis=-1) == 1)
+            hm = self.sam.upsample_masks(nm["low_res_masks"])
+            if cfg.switch_mem == "reweight":
+                alt = jnp.where(hm > 0, 10.0 * hm, high)
+            elif cfg.switch_mem == "all_mask":
+                alt = hm
+            else:
+                alt = (high + hm) / 2
+            high_mem = jnp.where(switch[:, None, None], alt, high)
+            last = jnp.where(switch, f, last)
+            extra = {"cme_logits": logits, "cme_run": run, "cme_switch": switch,
+                     "nomem_low_res_masks": nm["low_res_masks"], "nomem_early_obj_ptr": nm["early_token"],
+                     "nomem_object_score_logits": nm["object_score_logits"]}
+        maskmem = self.sam.encode_memory(vision, high_mem, out["object_score_logits"], False)
+        new_bank = {"mem": _shift_in(bank["mem"], maskmem, 1), "mem_valid": _shift_in(bank["mem_valid"], True, 0),
+                    "ptrs": _shift_in(bank["ptrs"], out["obj_ptr"], 1),
+                    "ptr_valid": _shift_in(bank["ptr_valid"], True, 0), "last_switch": last, "frame": f + 1}
+        res = {k: out[k] for k in ("low_res_masks", "ious", "obj_ptr", "object_score_logits")}
+        if debug:
+            res.update(extra, maskmem_features=maskmem, pix_feat_with_mem=pix, high_res_masks_for_mem=high_mem)
+        return new_bank, res
+
+    # ------------------------------------------------------------------ one clip
+    def run_clip(self, frames, input_ids, padding_mask, bank, debug: bool = False):
+        """frames (T, S, S, 3) padded + normalised, input_ids/padding_mask (P, L), bank from ``init_bank``
+        or a previous clip -> (outputs (T, P, ...), new bank, intermediates)."""
+        feats, inter = self.encode_clip(frames, input_ids, padding_mask, debug)
+
+        def body(mdl, carry, x):
+            return mdl.frame_step(carry, x, debug)
+
+        scan = nn.scan(body, variable_broadcast="params", split_rngs={"params": False}, in_axes=0, out_axes=0)
+        bank, outs = scan(self, bank, feats)
+        return outs, bank, inter
+
+    def postprocess(self, low_res, input_hw, output_hw=None):
+        """(..., 4h, 4w) logits -> bilinear to S x S, crop to ``input_hw``, bilinear to ``output_hw``."""
+        s = self.cfg.sam2.image_size
+        lead = low_res.shape[:-2]
+        x = low_res.reshape(-1, *low_res.shape[-2:], 1).astype(jnp.float32)
+        x = interpolate(x, size=(s, s), mode="bilinear", align_corners=False)[:, :input_hw[0], :input_hw[1]]
+        if output_hw is not None and tuple(output_hw) != tuple(input_hw):
+            x = interpolate(x, size=tuple(output_hw), mode="bilinear", align_corners=False)
+        return x[..., 0].reshape(*lead, *x.shape[1:3])
+
+    def __call__(self, frames, input_ids, padding_mask=None, debug: bool = False):
+        """One clip with a fresh memory bank (see the module docstring)."""
+        t, h, w, _ = frames.shape
+        ids = jnp.asarray(input_ids)
+        p = ids.shape[0]
+        if self.is_initializing():        # part of the SAM 2 checkpoint, unused by SAMWISE
+            self.sam.mask_downsample(jnp.zeros((1, 4, 4, 1), self.dtype))
+        bank = init_bank(self.cfg, p)
+        outs, bank, inter = self.run_clip(pad_frames(frames, self.cfg.sam2.image_size), ids, padding_mask,
+                                          bank, debug)
+        masks = jnp.swapaxes(self.postprocess(outs["low_res_masks"], (h, w)), 0, 1)     # (P, T, h, w)
+        res = dict(outs, pred_masks=masks[0] if p == 1 else masks)
+        if debug:
+            res["intermediates"] = inter
+        return res
+
+    def build_kwargs(self) -> dict:
+        """Arguments of ``build_samwise(**kwargs)`` that rebuild this module."""
+        import dataclasses
+        ref = get_config(self.cfg.sam2_size)
+        return {f.name: getattr(self.cfg, f.name) for f in dataclasses.fields(self.cfg)
+                if f.name == "sam2_size" or getattr(self.cfg, f.name) != getattr(ref, f.name)}
+
+
+def build_samwise(sam2_size: str = "base_plus", hsa: bool = True, use_cme: bool = True, motion_prompt: bool = False,
+                  dtype=jnp.float32, param_dtype=jnp.float32, **overrides) -> SAMWISE:
+    """``models.build("samwise", sam2_size=..., hsa=..., use_cme=..., motion_prompt=False)``; ``overrides``
+    are SAMWISEConfig fields (``sam2_size="tiny_test"`` gives the CPU test miniature)."""
+    cfg = get_config(sam2_size, hsa=hsa, use_cme=use_cme, motion_prompt=motion_prompt, **overrides)
+    return SAMWISE(cfg, dtype=dtype, param_dtype=param_dtype)

@@ -1,0 +1,166 @@
+"""SAMWISE on the tiny test configuration (CPU): converter round trip and strictness, one clip,
+text-padding / batch invariance, and the streaming predictor.  Parity with the official model is in
+``test_samwise_parity.py`` (needs PEANUT_REFS)."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax.traverse_util import flatten_dict
+
+from peanut_jax.convert.common import CheckpointMismatchError
+from peanut_jax.convert.samwise import detect, detect_config, from_state_dict, to_state_dict
+from peanut_jax.models.samwise import SAMWISE, build_samwise, init_bank, pad_frames
+from peanut_jax.pipeline.samwise import SAMWISEPredictor
+
+S = 128          # tiny_test input size
+
+
+def random_variables(shapes, seed=0):
+    """Host-drawn weights for a ``jax.eval_shape(module.init, ...)`` tree (no minute-long init)."""
+    rng = np.random.default_rng(seed)
+    flat = {}
+    for path, s in flatten_dict(shapes).items():
+        if path[-1] == "var":
+            v = rng.uniform(0.5, 1.5, s.shape)
+        elif path[-1] == "scale":
+            v = 1.0 + 0.1 * rng.standard_normal(s.shape)
+        else:
+            v = 0.2 * rng.standard_normal(s.shape)
+        flat[path] = np.asarray(v, s.dtype)
+    from flax.traverse_util import unflatten_dict
+    return unflatten_dict(flat)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    module = build_samwise("tiny_test")
+    shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, S, S, 3), jnp.float32),
+                            jax.ShapeDtypeStruct((1, 4), jnp.int32))
+    return module, random_variables(shapes)
+
+
+@pytest.fixture(scope="module")
+def official_sd(tiny):
+    """The tiny weights in the official checkpoint layout, with the keys the official file also has."""
+    sd = {f"module.{k}": v for k, v in to_state_dict(tiny[1]).items()}
+    sd["module.text_encoder._float_tensor"] = np.zeros(1, np.float32)
+    sd["module.text_encoder.model.encoder.sentence_encoder.version"] = np.ones(1, np.float32)
+    sd["module.text_encoder.model.encoder.lm_head.bias"] = np.zeros(120, np.float32)
+    sd["module.cmt_adapters.0.proj_vis_down.1.num_batches_tracked"] = np.zeros((), np.int64)
+    return sd
+
+
+def test_converter_round_trip_bit_exact(tiny, official_sd):
+    module, variables = tiny
+    assert detect({"model": official_sd}) == "samwise"
+    assert detect_config({"model": official_sd})["sam2_size"] == "tiny_test"
+    m2, v2 = from_state_dict({"model": official_sd, "epoch": 3})
+    assert m2.cfg == module.cfg
+    a, b = flatten_dict(variables), flatten_dict(v2)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k
+    back = to_state_dict(v2)
+    for k, v in back.items():
+        assert np.array_equal(v, official_sd[f"module.{k}"]), k
+    assert not any(k.endswith("num_batches_tracked") or "lm_head" in k for k in back)
+
+
+@pytest.mark.parametrize("key", ["cmt_adapters.1.hsa.linear.weight", "cmt_adapters.2.proj_vis_up.1.running_var",
+                                 "conditional_memory_encoder.decision_token.weight",
+                                 "sam.sam_prompt_encoder.project_text.layers.2.bias"])
+def test_converter_is_strict(official_sd, key):
+    sd = {k: v for k, v in official_sd.items() if k != f"module.{key}"}
+    with pytest.raises(CheckpointMismatchError, match="missing keys") as e:
+        from_state_dict({"model": sd})
+    assert key in str(e.value)
+
+
+def test_converter_without_cme(official_sd):
+    sd = {k: v for k, v in official_sd.items() if "conditional_memory_encoder" not in k}
+    with pytest.raises(CheckpointMismatchError, match="conditional_memory_encoder.decision_class_head"):
+        from_state_dict({"model": sd})
+    module, variables = from_state_dict({"model": sd}, use_cme=False)
+    assert not module.cfg.use_cme and "conditional_memory_encoder" not in variables["params"]
+    module, variables = from_state_dict({"model": official_sd}, use_cme=False)      # CME weights ignored
+    assert "conditional_memory_encoder" not in variables["params"]
+
+
+class _Tok:
+    """Stand-in tokenizer: characters -> ids (the predictor only needs ``tok(prompts) -> (ids, mask)``)."""
+
+    def __call__(self, prompts):
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        rows = [[0] + [4 + ord(c) % 100 for c in p] + [2] for p in prompts]
+        n = max(map(len, rows))
+        ids = np.array([r + [1] * (n - len(r)) for r in rows], np.int32)
+        return ids, ids == 1
+
+
+@pytest.fixture(scope="module")
+def video():
+    return np.random.default_rng(3).integers(0, 256, (6, 60, 80, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def clip_runs(tiny, video):
+    """``module.apply`` on the first 4 frames (resized 60x80 -> 96x128 as the predictor does) for
+    prompt "ab" alone and for the batch ["ab", "cde"] ("ab" padded by one token)."""
+    from peanut_jax.pipeline.samwise import IMAGENET_MEAN, IMAGENET_STD, resize_frames
+
+    module, variables = tiny
+    run = jax.jit(lambda v, f, i, p: module.apply(v, f, i, p))
+    fr = (resize_frames(video[:4], (96, S)).astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    alone_ids, alone_pm = _Tok()("ab")
+    batch_ids, batch_pm = _Tok()(["ab", "cde"])
+    assert batch_pm[0, -1] and not alone_pm.any()
+    return run(variables, fr, alone_ids, alone_pm), run(variables, fr, batch_ids, batch_pm)
+
+
+def test_clip_padding_and_batch_invariance(clip_runs):
+    """A prompt gives the same result alone and padded in a batch with a longer prompt."""
+    alone, both = (jax.tree_util.tree_map(np.asarray, r) for r in clip_runs)
+    assert alone["pred_masks"].shape == (4, 96, S) and both["pred_masks"].shape == (2, 4, 96, S)
+    assert alone["low_res_masks"].shape == (4, 1, S // 4, S // 4)
+    assert np.isfinite(alone["pred_masks"]).all()
+    np.testing.assert_allclose(both["pred_masks"][0], alone["pred_masks"], atol=1e-5)
+    for k in ("low_res_masks", "obj_ptr", "object_score_logits"):
+        np.testing.assert_allclose(both[k][:, :1], alone[k], atol=1e-5, err_msg=k)
+    assert np.abs(both["pred_masks"][1] - both["pred_masks"][0]).max() > 1e-3
+
+
+def test_predictor_streams_clips(tiny, video, clip_runs):
+    module, variables = tiny
+    pred = SAMWISEPredictor(module, variables, _Tok(), clip_window=4)
+    got = list(pred.segment_video(iter(video), ["ab", "cde"]))
+    assert [i for i, _ in got] == list(range(6))
+    assert all(x.shape == (2, 60, 80) and x.dtype == np.float32 for _, x in got)
+    # the first clip = the module on the same frames, logits resized back to the video size
+    from peanut_jax.ops import interpolate
+    ref = np.asarray(interpolate(jnp.asarray(clip_runs[1]["pred_masks"]).reshape(8, 96, S, 1), size=(60, 80),
+                                 mode="bilinear", align_corners=False)).reshape(2, 4, 60, 80)
+    np.testing.assert_allclose(np.stack([x for _, x in got[:4]], axis=1), ref, atol=1e-5)
+    # streaming by hand gives the same frames, and the bank keeps its shapes
+    state = pred.init_state(["ab", "cde"], 60, 80)
+    assert state["in_hw"] == (96, 128)
+    first = pred.segment_clip(state, video[:4])
+    second = pred.segment_clip(state, video[4:])
+    np.testing.assert_allclose(np.concatenate([first, second], 1), np.stack([x for _, x in got], 1), atol=1e-6)
+    bank0 = jax.tree_util.tree_map(jnp.shape, init_bank(module.cfg, 2))
+    assert jax.tree_util.tree_map(jnp.shape, state["bank"]) == bank0       # memory flat in the video length
+    assert int(state["bank"]["frame"]) == 6
+    assert pred.masks(first).dtype == bool
+    with pytest.raises(ValueError, match="threshold"):
+        SAMWISEPredictor(module, variables, _Tok(), threshold=1.5)
+    with pytest.raises(ValueError, match="frame size"):
+        pred.segment_clip(state, video[:2, :50])
+
+
+def test_clip_shapes_static(tiny):
+    module, _ = tiny
+    assert pad_frames(jnp.zeros((2, 96, 128, 3)), S).shape == (2, S, S, 3)
+    with pytest.raises(ValueError, match="exceed"):
+        pad_frames(jnp.zeros((1, 130, 128, 3)), S)
+    assert isinstance(module, SAMWISE)
