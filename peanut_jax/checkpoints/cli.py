@@ -33,8 +33,9 @@ def _table(rows: Sequence[Sequence[str]]) -> str:
 
 def _cmd_list(args) -> int:
     if args.json:
-        print(json.dumps([{**dataclasses.asdict(e), "status": _status(e),
-                           "download_path": str(registry.download_path(e.name))} for e in registry.entries()], indent=2))
+        rows = [{**dataclasses.asdict(e), "status": _status(e), "download_path": str(registry.download_path(e.name))}
+                for e in registry.entries()]
+        print(json.dumps(rows, indent=2))
         return 0
     rows = [("NAME", "MODEL", "FILE", "CHECK", "GET", "STATUS")]
     for e in registry.entries():

@@ -9,31 +9,28 @@ import os
 import pathlib
 from typing import Any
 
+from peanut_jax.checkpoints import registry
+from peanut_jax.checkpoints.download import resolve_checkpoint
 from peanut_jax.checkpoints.export import EXPORT_CONFIG, hashable, lists_to_tuples, load_exported
-from peanut_jax.checkpoints.families import check_family, family
+from peanut_jax.checkpoints.families import FAMILIES, check_family, family
 from peanut_jax.checkpoints.orbax import read_params
 
-OFFICIAL_SUFFIXES = (".pth", ".pt", ".pkl", ".ckpt", ".bin", ".safetensors")
-
-__all__ = ["OFFICIAL_SUFFIXES", "detect_official", "load", "load_model", "recorded_model", "resolve",
-           "workdir_model"]
+__all__ = ["detect_official", "load", "load_model", "recorded_model", "resolve", "workdir_model"]
 
 
-def resolve(spec, family_of: str | None = None, flag: str = "--checkpoint", progress: bool = True):
+def resolve(spec, model: str | None = None, flag: str = "--checkpoint", progress: bool = True):
     """A ``--checkpoint`` value as a loadable path: registry names (``python -m peanut_jax.weights
     list``) become their converted cache directory (fetched first unless ``PEANUT_OFFLINE``) or
     their bundled folder; an existing file/directory, or anything that looks like a path, is
     returned unchanged.  Weights that cannot be had now (manual download, offline) raise
     :class:`~peanut_jax.checkpoints.registry.DownloadError` with one line saying what to do,
-    naming ``flag``."""
+    naming ``flag``.  ``model``: the weights must be of its family."""
     if isinstance(spec, str) and spec and not pathlib.Path(spec).expanduser().exists():
-        from peanut_jax.checkpoints import registry
-        from peanut_jax.checkpoints.download import resolve_checkpoint
         if not registry.looks_like_path(spec):
             try:
-                return resolve_checkpoint(spec, family_of, progress=progress)
+                return resolve_checkpoint(spec, model, progress=progress)
             except registry.DownloadError as err:
-                demo = registry.DEMO_WEIGHTS.get(family(family_of or registry.get(spec).model))
+                demo = registry.DEMO_WEIGHTS.get(family(model or registry.get(spec).model))
                 hint = f"; or run offline with the bundled demo weights: {flag} {demo}" if demo else ""
                 raise type(err)(f"{flag} {spec}: {err}{hint}") from None
             except (ValueError, FileNotFoundError) as err:
@@ -61,7 +58,6 @@ def workdir_model(path: pathlib.Path) -> tuple[str, dict] | None:
 def _detectors():
     import importlib
 
-    from peanut_jax.checkpoints.families import FAMILIES
     from peanut_jax.models import converter_module
     return {f.name: importlib.import_module(converter_module(f.models[0])) for f in FAMILIES.values() if f.detect}
 
@@ -171,8 +167,6 @@ def load(spec, family: str | None = None, *, flag: str | None = None, progress: 
 
 
 def _model_of(spec) -> str:
-    from peanut_jax.checkpoints import registry
-    from peanut_jax.checkpoints.download import resolve_checkpoint
     if spec is None or str(spec).strip() == "":
         raise ValueError("no checkpoint given: pass a registry name, an official file or a converted directory")
     is_path = isinstance(spec, os.PathLike)

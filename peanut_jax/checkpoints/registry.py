@@ -19,13 +19,15 @@ from peanut_jax.checkpoints.export import EXPORT_CONFIG, EXPORT_PARAMS, read_jso
 from peanut_jax.checkpoints.families import DEMO_WEIGHTS, builtin_weights  # noqa: F401 - part of the API
 
 __all__ = [
-    "CACHE_VERSION", "ChecksumError", "DEMO_WEIGHTS", "DownloadError", "ManualDownloadError", "OfflineError",
-    "WeightEntry", "aliases", "cache_path", "cache_valid", "cached_metadata", "converted_dir", "download_path", "entries",
-    "env_key", "get", "home", "is_offline", "known", "looks_like_path", "names", "register", "sources",
-    "unregister",
+    "CACHE_VERSION", "ChecksumError", "DEMO_WEIGHTS", "DownloadError", "ManualDownloadError", "OFFICIAL_SUFFIXES",
+    "OfflineError", "WeightEntry", "aliases", "cache_path", "cache_valid", "cached_metadata", "converted_dir",
+    "download_path", "entries", "env_key", "get", "home", "is_offline", "known", "looks_like_path", "names",
+    "register", "sources", "unregister",
 ]
 
 CACHE_VERSION = 1
+#: file suffixes of official checkpoints (what ``peanut_jax.convert.load_checkpoint`` reads)
+OFFICIAL_SUFFIXES = (".pth", ".pt", ".pkl", ".ckpt", ".bin", ".safetensors")
 
 _REGISTRY: dict[str, WeightEntry] = {e.name: e for e in builtin_weights()}
 _ALIASES = {"basicvsr_pp": "basicvsr_pp_reds4", "spynet_sniklaus": "spynet_sniklaus_sintel_final"}
@@ -147,5 +149,4 @@ def looks_like_path(spec: str) -> bool:
     """Whether a ``--checkpoint`` string is meant as a path (a separator, a leading ``.``/``~`` or a
     checkpoint suffix) rather than a registry name."""
     return (os.sep in spec or "/" in spec or spec.startswith((".", "~"))
-            or pathlib.PurePath(spec).suffix.lower() in (".pth", ".pt", ".pkl", ".ckpt", ".bin", ".safetensors",
-                                                          ".zip"))
+            or pathlib.PurePath(spec).suffix.lower() in (*OFFICIAL_SUFFIXES, ".zip"))
