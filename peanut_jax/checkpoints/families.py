@@ -1,7 +1,8 @@
-"""The model-family table: for each family its models (rows of :mod:`peanut_jax.models`' table,
-which also names each model's converter), its downloadable and bundled weights, the ``infer.py``
-stage it serves and that stage's default checkpoint.  Adding weights or a family touches one
-:class:`Family` here; ``family("e2fgvi_hq") == "e2fgvi"``."""
+"""The model-family table: for each family its downloadable and bundled weights, the ``infer.py``
+stage it serves and that stage's default checkpoint.  Its models are the rows of
+:mod:`peanut_jax.models`' table (builder + converter) whose names start with the family name:
+``family("e2fgvi_hq") == "e2fgvi"``.  A new model variant is one row there; new weights or a new
+family one :class:`Family` here."""
 from __future__ import annotations
 
 import dataclasses
@@ -23,15 +24,21 @@ def check_family(got: str, name: str, where) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Family:
-    """``models[0]`` is the model a stage loads (and builds when a checkpoint does not say which);
+    """``model``: what a stage loads as (and builds when a checkpoint does not say which model);
     ``detect``: official files of this family are recognised (variant, wrong family refused)."""
     name: str
-    models: tuple[str, ...]
+    model: str
     weights: tuple[WeightEntry, ...] = ()
     stage: str | None = None
     default: str | None = None
     demo: str | None = None
     detect: bool = False
+
+    @property
+    def models(self) -> list[str]:
+        """The family's rows of the model table."""
+        from peanut_jax.models import names
+        return [m for m in names() if family(m) == self.name]
 
 
 _MMAGIC = "https://download.openmmlab.com/mmediting/restorers/"
@@ -48,7 +55,7 @@ def _demo(stage: str, model: str, what: str) -> WeightEntry:
         notes=f"bundled demo weights: tiny {what} trained on synthetic videos (offline; not the official quality)")
 
 
-_SPYNET = Family("spynet", ("spynet", "spynet_sniklaus"), demo="spynet_demo", detect=True, weights=(
+_SPYNET = Family("spynet", "spynet", demo="spynet_demo", detect=True, weights=(
     WeightEntry(
         "spynet", "spynet", "spynet_20210409-c6c1bd09.pth",
         urls=(_MMAGIC + "basicvsr/spynet_20210409-c6c1bd09.pth",), sha256_prefix="c6c1bd09",
@@ -63,7 +70,7 @@ _SPYNET = Family("spynet", ("spynet", "spynet_sniklaus"), demo="spynet_demo", de
       for v in ("sintel-final", "sintel-clean", "chairs-final", "chairs-clean", "kitti-final")],
     _demo("spynet", "spynet", "SPyNet")))
 
-_E2FGVI = Family("e2fgvi", ("e2fgvi", "e2fgvi_hq", "e2fgvi_discriminator"), stage="erase", default="e2fgvi_hq",
+_E2FGVI = Family("e2fgvi", "e2fgvi", stage="erase", default="e2fgvi_hq",
                  demo="erase_demo", detect=True, weights=(
     *[WeightEntry(
         name, name, f"{stem}-CVPR22.pth", manual=True, pages=pages,
@@ -78,7 +85,7 @@ _E2FGVI = Family("e2fgvi", ("e2fgvi", "e2fgvi_hq", "e2fgvi_discriminator"), stag
             "https://pan.baidu.com/s/1jfm1oFU1eIy-IRfuHP8YXw?pwd=ssb3")))],
     _demo("erase", "e2fgvi_hq", "E2FGVI-HQ")))
 
-_BASICVSR = Family("basicvsr", ("basicvsr_pp",), stage="upscale", default="basicvsr_pp", demo="upscale_demo",
+_BASICVSR = Family("basicvsr", "basicvsr_pp", stage="upscale", default="basicvsr_pp", demo="upscale_demo",
                    detect=True, weights=(
     *[WeightEntry(
         f"basicvsr_pp_{key}", "basicvsr_pp", f"basicvsr_plusplus_{stem}-{h}.pth",
@@ -101,7 +108,7 @@ _BASICVSR = Family("basicvsr", ("basicvsr_pp",), stage="upscale", default="basic
 # pinned yet: pinning needs the Hugging Face commit and the file's sha256, and neither repository
 # (hzwer/RIFE, AlexWortega/RIFE on huggingface.co) could be brought here (github:hzwer/RIFE is the
 # code repository, without the weights).  Pin as resolve/<commit>/FILE with sha256= when known.
-_RIFE = Family("rife", ("rife", "rife_hdv3"), stage="interpolate", default="rife_hdv3", demo="interpolate_demo",
+_RIFE = Family("rife", "rife", stage="interpolate", default="rife_hdv3", demo="interpolate_demo",
                detect=True, weights=(
     WeightEntry(
         "rife", "rife", "flownet.pkl", archive="RIFE_train_log.zip",
@@ -121,7 +128,7 @@ _RIFE = Family("rife", ("rife", "rife_hdv3"), stage="interpolate", default="rife
         notes="RIFE IFNet_HDv3 as used by the CogVideoX demo"),
     _demo("interpolate", "rife", "RIFE IFNet")))
 
-_VGG = Family("vgg19", ("vgg19",), weights=(
+_VGG = Family("vgg19", "vgg19", weights=(
     WeightEntry(
         "vgg19", "vgg19", "vgg19-dcbb9e9d.pth",
         urls=("https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",), sha256_prefix="dcbb9e9d",
@@ -129,7 +136,7 @@ _VGG = Family("vgg19", ("vgg19",), weights=(
         notes="VGG19 features for the perceptual loss"),))
 
 # SAM 2 (07/2024) and SAM 2.1 (09/2024), click/box/mask segmentation; no checksum is published
-_SAM2 = Family("sam2", ("sam2",), weights=tuple(
+_SAM2 = Family("sam2", "sam2", weights=tuple(
     WeightEntry(
         f"{prefix}_hiera_{size}", "sam2", f"{prefix}_hiera_{size}.pt",
         urls=(f"https://dl.fbaipublicfiles.com/segment_anything_2/{date}/{prefix}_hiera_{size}.pt",),
@@ -139,25 +146,17 @@ _SAM2 = Family("sam2", ("sam2",), weights=tuple(
     for prefix, date, version in (("sam2", "072824", "2"), ("sam2.1", "092824", "2.1"))
     for size in ("tiny", "small", "base_plus", "large")))
 
-_ROBERTA = Family("roberta", ("roberta_base",))
+_ROBERTA = Family("roberta", "roberta_base")
 
 #: family name -> :class:`Family`
 FAMILIES: dict[str, Family] = {f.name: f for f in (_E2FGVI, _BASICVSR, _RIFE, _SPYNET, _VGG, _SAM2, _ROBERTA)}
 
 #: the model each ``infer.py`` stage loads (its family) and the stage's default checkpoint
-STAGE_FAMILY = {f.stage: f.models[0] for f in FAMILIES.values() if f.stage}
+STAGE_FAMILY = {f.stage: f.model for f in FAMILIES.values() if f.stage}
 STAGE_DEFAULT = {f.stage: f.default for f in FAMILIES.values() if f.stage}
 
 #: the bundled demo weights of each model family (what to suggest when official weights are missing)
 DEMO_WEIGHTS = {f.name: f.demo for f in FAMILIES.values() if f.demo}
-
-
-def of(model: str) -> Family:
-    """The family of model ``model``."""
-    fam = FAMILIES.get(family(model))
-    if fam is None:
-        raise ValueError(f"model {model!r} belongs to no family; known families: {', '.join(FAMILIES)}")
-    return fam
 
 
 def builtin_weights() -> list[WeightEntry]:

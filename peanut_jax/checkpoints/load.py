@@ -59,7 +59,7 @@ def _detectors():
     import importlib
 
     from peanut_jax.models import converter_module
-    return {f.name: importlib.import_module(converter_module(f.models[0])) for f in FAMILIES.values() if f.detect}
+    return {f.name: importlib.import_module(converter_module(f.model)) for f in FAMILIES.values() if f.detect}
 
 
 def detect_official(name: str, path: pathlib.Path) -> str:
