@@ -182,7 +182,8 @@ def test_every_command_runs_with_every_checkpoint_kind(tmp_path, clip, command, 
 def test_interpolate_without_multi_uses_the_default_2(tmp_path, clip, capsys):
     out = tmp_path / "i.mp4"
     assert main("interpolate", "--input", clip / "clip.mp4", "--output", out, "--checkpoint", "interpolate_demo") == 0
-    assert "8 -> 15 frames at 50 fps" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "@ 25 fps -> 15 frames" in out and "@ 50 fps" in out
     src = open_video(out)
     assert len(src) == 15 and src.fps == 50
 

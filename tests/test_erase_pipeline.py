@@ -627,7 +627,7 @@ def test_cli_bad_inputs(tmp_path, hq_export, cli_env, capsys):
     from peanut_jax.convert.reader import save_safetensors
     bad = tmp_path / "spynet.safetensors"
     save_safetensors(bad, {"basic_module.0.basic_module.0.conv.weight": np.zeros((32, 8, 7, 7), np.float32)})
-    assert "not an E2FGVI generator" in err(ckpt=bad)
+    assert "not 'e2fgvi'" in err(ckpt=bad)
     assert "not found" in err(ckpt=tmp_path / "missing.pth")
     assert "e2fgvi_hq" in err("--model", "e2fgvi", ckpt=hq_export)
     assert "minimum" in err("--size", "20x40")
@@ -662,7 +662,7 @@ def test_cli_empty_masks_gray_frames_and_batch(tmp_path, hq_export, cli_env, cap
         m.rename(mks / name)
     outdir = tmp_path / "batch_out"
     assert run_cli("--input", vids, "--masks", mks, "--output", outdir, "--checkpoint", hq_export) == 0
-    assert sorted(p.name for p in outdir.iterdir()) == ["a.mp4", "b.mp4"]
+    assert sorted(p.name for p in outdir.iterdir()) == ["a", "b"]   # frame folders in, frame folders out
     # a missing mask folder is reported before anything runs
     (vids / "c").mkdir()
     Image.fromarray(frames[0]).save(vids / "c" / "00000.png")

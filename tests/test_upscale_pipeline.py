@@ -228,7 +228,7 @@ def test_cli_upscale_folder_and_errors(tmp_path, tiny, capsys):
     assert "exists" in capsys.readouterr().err
     assert infer.main(["upscale", "--input", str(frames_dir), "--output", str(tmp_path / "o2"), "--checkpoint",
                        str(ckpt), "--scale", "2"]) == 2
-    assert "not x2" in capsys.readouterr().err and not (tmp_path / "o2").exists()
+    assert "produces x4 output, but --upscale 2" in capsys.readouterr().err and not (tmp_path / "o2").exists()
     spy = tmp_path / "spynet.pth"
     torch.save({k: torch.zeros(1) for k in ("basic_module.0.basic_module.0.conv.weight",)}, spy)
     assert infer.main(["upscale", "--input", str(frames_dir), "--output", str(tmp_path / "o3"), "--checkpoint",

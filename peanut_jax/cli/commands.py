@@ -96,13 +96,6 @@ def _precheck(args, stages: list[str]):
     return source, masks
 
 
-def _overrides(args) -> dict:
-    if getattr(args, "dtype", "float32") == "float32":
-        return {}
-    import jax.numpy as jnp
-    return {"dtype": jnp.dtype(args.dtype)}
-
-
 def _stage_options(args, name: str) -> dict:
     from peanut_jax.pipeline.erase_windows import EraseConfig, parse_size
     if name == "erase":
@@ -135,13 +128,13 @@ def _load(args, name: str, progress: bool):
     from peanut_jax.pipeline.build import DEFAULT_CHECKPOINTS, load_stage_model
     if args.command == "run":
         spec = getattr(args, f"checkpoint_{name}") or DEFAULT_CHECKPOINTS[name]
-        return load_stage_model(name, spec, progress=progress, **_overrides(args))
+        return load_stage_model(name, spec, progress=progress, dtype=args.dtype)
     spec = args.checkpoint or DEFAULT_CHECKPOINTS[name]
     if name == "erase":
         from peanut_jax.pipeline.erase import load_eraser
         _, module, variables = load_eraser(spec, args.model, args.dtype)
         return module, variables, str(spec)
-    return load_stage_model(name, spec, progress=progress, flag="--checkpoint", **_overrides(args))
+    return load_stage_model(name, spec, progress=progress, flag="--checkpoint", dtype=args.dtype)
 
 
 def chain_command(args: argparse.Namespace) -> int:

@@ -27,7 +27,6 @@ the CI test reruns the demo with the shipped weights and compares.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import pathlib
 import sys
@@ -73,7 +72,7 @@ def demo_clip(s: dict | None = None):
 def choose_weights(mode: str = "auto", stages=("erase", "upscale", "interpolate")) -> dict:
     """``{stage: (path, label, official)}``: cached official weights when ``mode='auto'`` and they are
     converted in ``$PEANUT_HOME``, else the bundled demo weights."""
-    from peanut_jax import weights as registry
+    from peanut_jax.checkpoints import registry
     if mode not in ("auto", "bundled"):
         raise ValueError(f"--demo-weights must be 'auto' or 'bundled', got {mode!r}")
     out = {}
@@ -176,94 +175,12 @@ def format_result(result: dict, summary=None) -> str:
     return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------------------------- export
-def registry_name(module) -> str:
-    """``peanut_jax.models`` registry name of a stage module instance."""
-    cls = type(module).__name__
-    if cls == "InpaintGenerator":
-        return "e2fgvi_hq" if module.hq else "e2fgvi"
-    names = {"BasicVSRPlusPlus": "basicvsr_pp", "IFNet": "rife", "IFNetHDv3": "rife_hdv3"}
-    if cls not in names:
-        raise ValueError(f"no demo stage uses a {cls}")
-    return names[cls]
-
-
-def export_trained(workdir, out_dir, step: int | None = None, dtype: str = "float16") -> pathlib.Path:
-    """Export the parameters of a ``train.py`` run (its last orbax checkpoint, or ``step``) as demo
-    weights: ``model.json`` + ``params.safetensors`` (:func:`peanut_jax.pipeline.common.export_weights`)
-    with the training config, step and last evaluation metrics in the metadata.  The model comes
-    from the run's own ``config.json`` through its task's ``make_model``.  ``dtype``: the stored
-    precision (float16 halves the size of what we ship; loading gives float32 again, and the recorded
-    demo metrics are those of the stored weights)."""
-    import jax
-    import ml_collections
-    from flax.traverse_util import flatten_dict
-
-    from peanut_jax.pipeline.common import export_weights
-    from peanut_jax.train import tasks
-    from peanut_jax.train.checkpoint import load_tree
-    from peanut_jax.weights import _module_kwargs
-    workdir = pathlib.Path(workdir)
-    cfg_path = workdir / "config.json"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{workdir}: no config.json (not a train.py work directory)")
-    raw = json.loads(cfg_path.read_text())
-    config = ml_collections.ConfigDict(_lists_to_tuples(raw))
-    task = tasks.get(config.task)
-    if not hasattr(task, "make_model"):
-        raise ValueError(f"task {config.task!r} has no make_model(config); cannot tell which module it trains")
-    module = task.make_model(config)
-    name = registry_name(module)
-    tree = load_tree(workdir, step)
-    params = tree["params"]
-    # the checkpoint must fit the module exactly (names and shapes)
-    ref = flatten_dict(jax.tree.map(lambda a: a.shape, _abstract_params(module, name)))
-    got = flatten_dict(jax.tree.map(lambda a: np.shape(a), params))
-    if set(ref) != set(got) or any(tuple(ref[k]) != tuple(got[k]) for k in ref):
-        diff = sorted(set(ref) ^ set(got))[:3] or [k for k in ref if tuple(ref[k]) != tuple(got[k])][:3]
-        raise ValueError(f"{workdir}: checkpoint parameters do not fit {name} {_module_kwargs(name, module)}: "
-                         f"{['/'.join(map(str, k)) for k in diff]}")
-    last_eval = {}
-    mfile = workdir / "metrics.jsonl"
-    if mfile.is_file():
-        for line in mfile.read_text().splitlines():
-            with contextlib.suppress(ValueError):
-                rec = json.loads(line)
-                if any(str(k).startswith("eval") for k in rec):
-                    last_eval = rec
-    meta = {"trained_with": "train.py", "task": config.task, "step": int(np.asarray(tree.get("step", -1))),
-            "stored_dtype": dtype, "config": raw, "last_eval": last_eval}
-    return export_weights(out_dir, name, _module_kwargs(name, module), params, metadata=meta, dtype=np.dtype(dtype))
-
-
-def _lists_to_tuples(obj):
-    if isinstance(obj, dict):
-        return {k: _lists_to_tuples(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return tuple(_lists_to_tuples(v) for v in obj)
-    return obj
-
-
-def _abstract_params(module, name: str):
-    """Parameter shapes of ``module`` (eval_shape of its init at a small valid input)."""
-    import jax
-    import jax.numpy as jnp
-    key = jax.random.key(0)
-    if name.startswith("e2fgvi"):
-        x = jax.ShapeDtypeStruct((1, 2, 60, 108, 3), jnp.float32)
-        return jax.eval_shape(lambda k, a: module.init(k, a, 2), key, x)["params"]
-    if name == "basicvsr_pp":
-        x = jax.ShapeDtypeStruct((1, 2, 64, 64, 3), jnp.float32)
-        return jax.eval_shape(lambda k, a: module.init(k, a, is_mirror_extended=False), key, x)["params"]
-    x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
-    return jax.eval_shape(module.init, key, x, x)["params"]
-
-
 def main(argv=None) -> int:
     """``python -m peanut_jax.cli.demo export --workdir RUN --out peanut_jax/assets/erase_demo``
     and ``... record`` (rerun the demo with the bundled weights and write demo_metrics.json)."""
     import argparse
 
+    from peanut_jax.checkpoints.export import export_trained
     from peanut_jax.pipeline.outputs import write_json
     p = argparse.ArgumentParser(prog="python -m peanut_jax.cli.demo")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -277,7 +194,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         if args.cmd == "export":
-            d = export_trained(args.workdir, args.out, args.step, args.dtype)
+            d = export_trained(args.workdir, args.out, _make_model, args.step, args.dtype)
             size = sum(f.stat().st_size for f in d.iterdir())
             print(f"exported {args.workdir} -> {d} ({size / 2**20:.2f} MiB)")
             return 0
@@ -294,6 +211,15 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as err:
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2
+
+
+def _make_model(config):
+    """The module a ``train.py`` run trains (its task's ``make_model``), for the export."""
+    from peanut_jax.train import tasks
+    task = tasks.get(config.task)
+    if not hasattr(task, "make_model"):
+        raise ValueError(f"task {config.task!r} has no make_model(config); cannot tell which module it trains")
+    return task.make_model(config)
 
 
 def main_from_args(args) -> int:

@@ -65,9 +65,10 @@ def is_frame_folder(path) -> bool:
     return path.is_dir() and any(p.is_file() and p.suffix.lower() in FRAME_EXTENSIONS for p in path.iterdir())
 
 
-def folder_rows(input_dir, masks_dir, output_dir, needs_masks: bool, suffix: str = ".mp4") -> list[dict]:
-    """Rows for every video / frame folder of ``input_dir``: output ``output_dir/<name><suffix>``,
-    masks ``masks_dir/<name>`` (``<name>``: the video's file stem or the folder's name)."""
+def folder_rows(input_dir, masks_dir, output_dir, needs_masks: bool) -> list[dict]:
+    """Rows for every video / frame folder of ``input_dir``: the output has the input's name under
+    ``output_dir`` (a video stays a video, a frame folder a lossless frame folder), the masks are
+    ``masks_dir/<name>`` (``<name>``: the video's file stem or the folder's name)."""
     from peanut_jax.data.video_io import VIDEO_EXTENSIONS
     input_dir, output_dir = pathlib.Path(input_dir), pathlib.Path(output_dir)
     if output_dir.suffix.lower() in VIDEO_EXTENSIONS or output_dir.is_file():
@@ -90,7 +91,7 @@ def folder_rows(input_dir, masks_dir, output_dir, needs_masks: bool, suffix: str
             if not masks.exists():
                 raise FileNotFoundError(f"--masks {masks_dir}: no mask folder {name!r} for {p.name}")
         rows.append({"name": name, "video": str(p), "masks": None if masks is None else str(masks),
-                     "output": str(output_dir / f"{name}{suffix}")})
+                     "output": str(output_dir / p.name)})
     if not rows:
         raise ValueError(f"--input {input_dir}: no videos ({', '.join(VIDEO_EXTENSIONS)}) or frame folders")
     return rows

@@ -8,13 +8,14 @@ from __future__ import annotations
 import pathlib
 from typing import Sequence
 
+from peanut_jax.checkpoints.families import STAGE_DEFAULT, STAGE_FAMILY
 from peanut_jax.pipeline.chain import STAGE_ORDER, Chain, Stage
 from peanut_jax.pipeline.outputs import DEFAULT_QUEUE
 
 __all__ = ["DEFAULT_CHECKPOINTS", "MODEL_FAMILY", "parse_stages", "load_stage_model", "make_stage", "build_chain"]
 
-DEFAULT_CHECKPOINTS = {"erase": "e2fgvi_hq", "upscale": "basicvsr_pp", "interpolate": "rife_hdv3"}
-MODEL_FAMILY = {"erase": "e2fgvi", "upscale": "basicvsr_pp", "interpolate": "rife"}
+DEFAULT_CHECKPOINTS = STAGE_DEFAULT   # stage -> default registry name
+MODEL_FAMILY = STAGE_FAMILY          # stage -> the model family its weights must be
 
 
 def parse_stages(spec: str | Sequence[str] | None, upscale: int | None = None,
@@ -34,18 +35,15 @@ def parse_stages(spec: str | Sequence[str] | None, upscale: int | None = None,
     return sorted(names, key=STAGE_ORDER.index)
 
 
-def load_stage_model(stage: str, spec, progress: bool = True, flag: str | None = None, **overrides):
+def load_stage_model(stage: str, spec, progress: bool = True, flag: str | None = None, dtype: str | None = None):
     """(module, variables, label) for a stage's checkpoint spec (registry name, file or folder),
-    through the one loading door; errors name ``flag`` (default ``--checkpoint-<stage>``)."""
-    from peanut_jax.pipeline.common import load_model, resolve_weights
+    through the one loading door :func:`peanut_jax.checkpoints.load`; errors name ``flag``
+    (default ``--checkpoint-<stage>``)."""
+    from peanut_jax.checkpoints import load
+    from peanut_jax.checkpoints.load import resolve
     flag = flag or f"--checkpoint-{stage}"
-    path = pathlib.Path(resolve_weights(spec, MODEL_FAMILY[stage], flag, progress=progress))
-    try:
-        module, variables = load_model(MODEL_FAMILY[stage], path, **overrides)
-    except (ValueError, FileNotFoundError) as err:
-        msg = str(err)
-        msg = msg[len(f"{path}: "):] if msg.startswith(f"{path}: ") else msg
-        raise type(err)(f"{flag} {spec}: {msg}") from None
+    module, variables = load(spec, MODEL_FAMILY[stage], flag=flag, progress=progress, dtype=dtype)
+    path = pathlib.Path(resolve(spec, MODEL_FAMILY[stage], flag, progress=False))
     return module, variables, f"{spec}" if str(spec) == str(path) else f"{spec} ({path})"
 
 
@@ -79,7 +77,7 @@ def build_chain(stages: Sequence[str] = ("erase",), checkpoints: dict | None = N
     built: list[Stage] = []
     for name in parse_stages(list(stages), upscale, interpolate):
         if name in models:
-            from peanut_jax.pipeline.common import hashable
+            from peanut_jax.checkpoints.export import hashable
             module, variables, *label = models[name]
             module = hashable(module)
             label = label[0] if label else type(module).__name__

@@ -1,4 +1,5 @@
-"""Helpers shared by the stage runners: CLI errors, bundled assets, compilation cache, Ctrl-C.
+"""Helpers shared by the stages and the commands: bundled assets, the persistent compilation cache
+(and saying when a first compilation is slow), and a clean Ctrl-C.
 (Loading and exporting weights live in :mod:`peanut_jax.checkpoints`.)"""
 from __future__ import annotations
 
@@ -10,12 +11,6 @@ from peanut_jax.checkpoints.export import export_weights, hashable, load_exporte
 from peanut_jax.checkpoints.families import check_family  # noqa: F401  # SHIM: moved (issue 12)
 from peanut_jax.checkpoints.load import load_model  # noqa: F401  # SHIM: moved (issue 12)
 from peanut_jax.checkpoints.load import resolve as resolve_weights  # noqa: F401  # SHIM: moved (issue 12)
-
-
-def fail(message: str, code: int = 2):
-    """Print one clear line to stderr and exit non-zero (CLI error path)."""
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(code)
 
 
 def bundled_asset(*parts) -> pathlib.Path:

@@ -7,8 +7,7 @@ memory stays flat in the clip length.  The protocol details are in ``docs/erase.
 """
 from __future__ import annotations
 
-import pathlib
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -95,55 +94,19 @@ class EraseStage(Stage):
 
 
 def load_eraser(checkpoint, model: str | None = None, dtype: str = "float32", precision: str | None = None):
-    """(model name, module, variables) from an official E2FGVI(-HQ) file, an exported or orbax dir.
-
-    ``model=None`` detects E2FGVI vs E2FGVI-HQ from an official file (``sc.bias`` vs ``sc.bias_conv``)."""
-    import jax.numpy as jnp
-
-    from peanut_jax.pipeline.common import load_model
+    """(model name, module, variables) of E2FGVI(-HQ) weights through the one loading door
+    (:func:`peanut_jax.checkpoints.load`); ``model`` refuses weights of the other E2FGVI model
+    (default: whichever the checkpoint holds)."""
+    from peanut_jax.checkpoints import load
     if checkpoint is None:
         raise ValueError("--checkpoint is required (E2FGVI-CVPR22.pth / E2FGVI-HQ-CVPR22.pth, or an exported "
                          "or orbax directory)")
-    from peanut_jax.pipeline.common import resolve_weights
-    path = pathlib.Path(resolve_weights(checkpoint, model or "e2fgvi"))
-    if not path.exists():
-        raise FileNotFoundError(f"--checkpoint: file not found: {path}")
-    overrides: dict[str, Any] = {}
-    if dtype != "float32":
-        overrides["dtype"] = jnp.dtype(dtype)
-    if precision not in (None, "default"):
-        overrides["precision"] = precision
-    if path.is_file():
-        from peanut_jax.convert import from_official
-        from peanut_jax.convert import e2fgvi as conv
-        from peanut_jax.convert.reader import load_checkpoint
-        obj = load_checkpoint(path)
-        found = conv.detect(obj)
-        if found not in MODELS:
-            what = "a T-PatchGAN discriminator" if found else "not an E2FGVI generator checkpoint"
-            raise ValueError(f"--checkpoint {path}: {what} (expected E2FGVI-CVPR22.pth or E2FGVI-HQ-CVPR22.pth)")
-        if model is not None and model != found:
-            raise ValueError(f"--checkpoint {path} holds {found} weights but --model {model} was given")
-        from peanut_jax.pipeline.common import hashable
-        module, variables = from_official(found, obj, **overrides)
-        return found, hashable(module), variables
-    name = model or "e2fgvi"
-    if (path / "model.json").exists():
-        import json
-        from peanut_jax.pipeline.common import check_family
-        found = json.loads((path / "model.json").read_text()).get("model")
-        check_family(str(found), "e2fgvi", f"--checkpoint {path}")
-        if found not in MODELS:
-            raise ValueError(f"--checkpoint {path}: holds weights of model {found!r}, not an E2FGVI generator")
-        if model is not None and model != found:
-            raise ValueError(f"--checkpoint {path} holds {found} weights but --model {model} was given")
-        name = found
-    if name not in MODELS:
-        raise ValueError(f"--model must be one of {MODELS}, got {name!r}")
-    module, variables = load_model(name, path, **overrides)
-    got = "e2fgvi_hq" if getattr(module, "hq", False) else "e2fgvi"   # an orbax workdir records its model
+    if model is not None and model not in MODELS:
+        raise ValueError(f"--model must be one of {MODELS}, got {model!r}")
+    module, variables = load(checkpoint, model or "e2fgvi", flag="--checkpoint", dtype=dtype, precision=precision)
+    got = "e2fgvi_hq" if getattr(module, "hq", False) else "e2fgvi"
     if model is not None and model != got:
-        raise ValueError(f"--checkpoint {path} holds {got} weights but --model {model} was given")
+        raise ValueError(f"--checkpoint {checkpoint} holds {got} weights but --model {model} was given")
     return got, module, variables
 
 

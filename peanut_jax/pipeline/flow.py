@@ -110,7 +110,8 @@ def run_flow(input_path, output, checkpoint=None, batch: int = 4, overwrite: boo
     the demo)."""
     from peanut_jax.metrics.flow import epe
     from peanut_jax.pipeline.chain import Chain
-    from peanut_jax.pipeline.common import bundled_asset, load_model
+    from peanut_jax.checkpoints import load
+    from peanut_jax.pipeline.common import bundled_asset
     from peanut_jax.pipeline.outputs import check_output
     from peanut_jax.pipeline.sources import ArraySource, open_source
 
@@ -129,7 +130,7 @@ def run_flow(input_path, output, checkpoint=None, batch: int = 4, overwrite: boo
         if checkpoint is None:
             raise ValueError("--checkpoint is required (a registry name such as spynet or the bundled spynet_demo, an "
                              "official SPyNet .pth, or an exported/orbax directory)")
-    module, variables = load_model("spynet", checkpoint)
+    module, variables = load(checkpoint, "spynet", flag="--checkpoint", progress=progress)
     stage = FlowStage(module, variables, str(checkpoint), batch, max_flow, side_by_side, reference)
     s = Chain([stage]).run(source, output, overwrite=overwrite, progress=progress, copy_audio=False)
     summary = {"pairs": s.frames_out, "seconds": s.seconds, "output": str(output), "checkpoint": str(checkpoint)}
