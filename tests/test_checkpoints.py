@@ -135,6 +135,33 @@ def test_export_round_trip_records_only_non_default_fields(tmp_path):
     _same_params(got_vars, variables)
 
 
+def test_export_trained_checks_the_module_and_records_the_run(tmp_path):
+    from peanut_jax.checkpoints.export import export_trained
+    from peanut_jax.models import build
+    run = _orbax_workdir(tmp_path / "run", ASSETS / "interpolate_demo")
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n{"step": 1, "eval/psnr": 30.0}\n')
+    kwargs = json.loads((ASSETS / "interpolate_demo" / "model.json").read_text())["kwargs"]
+    seen = []
+
+    def make_model(config):
+        seen.append(config)
+        return build("rife", **{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()})
+
+    out = export_trained(run, tmp_path / "out", make_model, dtype="float16")
+    assert seen[0].task == "rife" and isinstance(seen[0].model.widths, tuple)   # JSON lists back to tuples
+    name, _, variables, meta = load_exported(out)
+    assert name == "rife" and meta["step"] == 1 and meta["stored_dtype"] == "float16"
+    assert meta["last_eval"] == {"step": 1, "eval/psnr": 30.0} and meta["task"] == "rife"
+    ref = load_exported(ASSETS / "interpolate_demo")[2]
+    for k, v in flatten_dict(dict(variables["params"])).items():
+        want = flatten_dict(dict(ref["params"]))[k]
+        np.testing.assert_array_equal(v, np.asarray(want, np.float16).astype(np.float32))
+    with pytest.raises(ValueError, match="checkpoint parameters do not fit rife"):
+        export_trained(run, tmp_path / "bad", lambda config: build("rife", context_c=8))
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        export_trained(tmp_path, tmp_path / "bad", make_model)
+
+
 # ------------------------------------------------------------------------------ the family table
 def test_family_table_is_the_one_place_per_family():
     from peanut_jax.convert import converter_names

@@ -24,7 +24,7 @@ def export_weights(directory, name: str, module_kwargs: dict, params, metadata: 
     from peanut_jax.convert.reader import save_safetensors
     d = pathlib.Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    flat = {"/".join(k): np.asarray(v).astype(dtype) for k, v in flatten_dict(to_plain(params)).items()}
+    flat = {"/".join(k): np.asarray(v).astype(dtype) for k, v in flatten_dict(_to_plain(params)).items()}
     save_safetensors(d / EXPORT_PARAMS, flat)
     cfg = {"model": name, "kwargs": module_kwargs, "metadata": metadata or {}}
     tmp = d / (EXPORT_CONFIG + ".tmp")
@@ -33,10 +33,10 @@ def export_weights(directory, name: str, module_kwargs: dict, params, metadata: 
     return d
 
 
-def to_plain(tree):
+def _to_plain(tree):
     """Nested mappings (FrozenDict, ...) as plain dicts."""
     if hasattr(tree, "items"):
-        return {k: to_plain(v) for k, v in tree.items()}
+        return {k: _to_plain(v) for k, v in tree.items()}
     return tree
 
 
@@ -135,26 +135,12 @@ def read_json(path) -> dict:
         return {}
 
 
-def read_workdir_config(workdir) -> dict:
+def _workdir_config(workdir) -> dict:
     """The ``config.json`` a ``train.py`` run wrote in ``workdir`` (as JSON: lists, not tuples)."""
     cfg_path = pathlib.Path(workdir) / "config.json"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{workdir}: no config.json (not a train.py work directory)")
     return json.loads(cfg_path.read_text())
-
-
-def export_from_workdir(workdir, out, name: str, module_kwargs: dict | None = None, step: int | None = None,
-                        metadata: dict | None = None) -> pathlib.Path:
-    """Export the params of a ``train.py`` workdir's latest (or given) checkpoint with
-    :func:`export_weights`, recording the training step and config."""
-    from peanut_jax.checkpoints.orbax import read_tree
-    tree = read_tree(workdir, step)
-    meta = {"trained_steps": int(np.asarray(tree.get("step", -1))), "workdir_config": None}
-    cfg = pathlib.Path(workdir) / "config.json"
-    if cfg.exists():
-        meta["workdir_config"] = json.loads(cfg.read_text())
-    meta.update(metadata or {})
-    return export_weights(out, name, module_kwargs or {}, tree["params"], meta)
 
 
 def export_trained(workdir, out_dir, make_model: Callable, step: int | None = None,
@@ -171,7 +157,7 @@ def export_trained(workdir, out_dir, make_model: Callable, step: int | None = No
 
     from peanut_jax.checkpoints.orbax import read_tree
     workdir = pathlib.Path(workdir)
-    raw = read_workdir_config(workdir)
+    raw = _workdir_config(workdir)
     config = ml_collections.ConfigDict(lists_to_tuples(raw))
     module = make_model(config)
     name = registry_name(module)
