@@ -104,10 +104,11 @@ _BASICVSR = Family("basicvsr", "basicvsr_pp", stage="upscale", default="basicvsr
            "BasicVSR++ c128n25 same-size restoration, NTIRE 2021 compressed video track 3"))],
     _demo("upscale", "basicvsr_pp", "BasicVSR++ x4")))
 
-# The two RIFE URLs follow a moving branch ("resolve/main") of Hugging Face model repositories; not
-# pinned yet: pinning needs the Hugging Face commit and the file's sha256, and neither repository
-# (hzwer/RIFE, AlexWortega/RIFE on huggingface.co) could be brought here (github:hzwer/RIFE is the
-# code repository, without the weights).  Pin as resolve/<commit>/FILE with sha256= when known.
+# rife_hdv3 is pinned to the Hugging Face commit that added flownet.pkl (the repository's last
+# commit; sha256 and size from that commit's Git LFS pointer).  The ECCV zip still follows the
+# moving "main" of huggingface.co/hzwer/RIFE: its commit and sha256 could not be looked up here
+# (github:hzwer/RIFE is the code repository, without the weights); pin it as
+# resolve/<commit>/RIFE_train_log.zip with sha256= when they are known.
 _RIFE = Family("rife", "rife", stage="interpolate", default="rife_hdv3", demo="interpolate_demo",
                detect=True, weights=(
     WeightEntry(
@@ -120,7 +121,8 @@ _RIFE = Family("rife", "rife", stage="interpolate", default="rife_hdv3", demo="i
               "match the README's Google Drive file (not checked byte for byte)"),
     WeightEntry(
         "rife_hdv3", "rife_hdv3", "flownet.pkl",
-        urls=("https://huggingface.co/AlexWortega/RIFE/resolve/main/flownet.pkl",),
+        urls=("https://huggingface.co/AlexWortega/RIFE/resolve/440cdec905de98e1d7e81f65d2c88a08da7cb4e2/flownet.pkl",),
+        sha256="fe854fc8996547c953f732aaa3b78cae76cc0a12833ae856ea0749c4c570d7d8", size=12186817,
         pages=("https://drive.google.com/file/d/1APIzVeI-4ZZCEuIRE1m6WYfSCaOsi_7_/view?usp=sharing",),
         license="MIT (hzwer/ECCV2022-RIFE HD models)",
         source="CogVideo inference/gradio_composite_demo/app.py (snapshot_download AlexWortega/RIFE); "
