@@ -6,7 +6,9 @@
 * ``parallel.py``: ``('data',)`` mesh + ``jit`` (default) and ``jax.pmap`` step wrappers.
 * ``checkpoint.py``: Orbax v0 ``CheckpointManager`` wrapper, :func:`load_tree` for tools.
 * ``logging.py``: process-0 JSONL / TensorBoard writer and progress bar.
-* ``tasks/``: one file per stage; the task protocol is documented in ``tasks/__init__.py``.
+* ``batching.py``: the deterministic (seed, step, row) sampler every task builds its batches with;
+  ``config.py``: the one config lookup.
+* ``tasks/``: one file per stage (example -> loss / metrics / evaluation); protocol: ``docs/training.md``.
 """
 from peanut_jax.train.checkpoint import Checkpointer, load_tree
 from peanut_jax.train.loop import (ConfigChangedError, NonFiniteLossError, TrainingInterrupted,

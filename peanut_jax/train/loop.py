@@ -1,7 +1,7 @@
 """The generic training loop: ``train_and_evaluate(config, workdir)``.
 
 One loop for every stage; a stage plugs in as a task (``peanut_jax/train/tasks/<name>.py``, the
-protocol is documented in ``peanut_jax.train.tasks``).  What the loop does:
+protocol is documented in ``docs/training.md``).  What the loop does:
 
 1. builds a ``('data',)`` mesh over all devices of all processes and the step wrapper chosen by
    ``config.parallel`` (``'mesh'``: ``jit`` + ``NamedSharding``; ``'pmap'``: ``jax.pmap`` +
