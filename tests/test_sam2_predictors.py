@@ -10,19 +10,25 @@ from __future__ import annotations
 import functools
 import os
 
-import numpy as np
-import pytest
-
 import jax
 import jax.numpy as jnp
-
+import numpy as np
+import pytest
 from conftest import ref_dump
+
 from peanut_jax.convert import from_official, to_official
 from peanut_jax.convert.common import CheckpointMismatchError
 from peanut_jax.models import build
 from peanut_jax.models.sam2.sam2 import SAM2, normalize_u8
-from peanut_jax.pipeline.sam2 import (SAM2ImagePredictor, SAM2VideoPredictor, fill_holes, mask_step, memory_step,
-                                      prompt_step, track_step)
+from peanut_jax.pipeline.sam2 import (
+    SAM2ImagePredictor,
+    SAM2VideoPredictor,
+    fill_holes,
+    mask_step,
+    memory_step,
+    prompt_step,
+    track_step,
+)
 
 
 def _close(ours, ref, name, rel=2e-4):
@@ -65,12 +71,12 @@ def tiny():
 
     params = jax.tree_util.tree_map_with_path(draw, shapes["params"])
     head = params["sam_mask_decoder"]["pred_obj_score_head"]
-    last = sorted(k for k in head if k.startswith("layers_"))[-1]
+    last = max(k for k in head if k.startswith("layers_"))
     head[last]["bias"] = head[last]["bias"] + 3.0
     return module, {"params": params}
 
 
-def _clip(n=12, s=96, seed=0):
+def moving_shapes(n=12, s=96, seed=0):
     """A moving bright square and a moving dark disc on a textured background."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:s, 0:s]
@@ -238,8 +244,8 @@ class _Reference:
             nb = _bucket(len(todo))
             empty = self.memory({"cond": {}, "non": {}}, f, reverse, cb)
             mems += [empty] * (nb - len(todo))
-            batch = (sum((m[0] for m in mems), []), np.concatenate([m[1] for m in mems]),
-                     np.concatenate([m[2] for m in mems]), sum((m[3] for m in mems), []),
+            batch = ([x for m in mems for x in m[0]], np.concatenate([m[1] for m in mems]),
+                     np.concatenate([m[2] for m in mems]), [x for m in mems for x in m[3]],
                      np.concatenate([m[4] for m in mems]), np.concatenate([m[5] for m in mems]), mems[0][6])
             out = self._track(self.v, self.feats(f), *batch)
             for i, o in enumerate(todo):
@@ -270,7 +276,7 @@ def test_bounded_state_equals_unbounded_reference(tiny):
     added mid-video; a reverse pass.  keep_frames='all': equal to the unbounded reference."""
     module, variables = tiny
     n, size = 40, 64
-    frames = _clip(n=n, s=size)
+    frames = moving_shapes(n=n, s=size)
     pred = SAM2VideoPredictor(module, variables, fill_hole_area=0, keep_frames="all")
     state = pred.init_state(frames)
     ref = _Reference(module, variables, np.stack([state.frames.get(i) for i in range(n)]))
@@ -295,21 +301,22 @@ def test_bounded_state_equals_unbounded_reference(tiny):
     # a correction click on a tracked frame (memory-conditioned, previous logits as mask input)
     both_points(12, "click", [[50, 30]], [1], points=[[50, 30]], labels=[1], clear_old_points=False)
     # an object added mid-video: its first prompt is an initial conditioning frame
-    both_points(25, "late", [[40, 10]], [1], points=[[40, 10]], labels=[1])
+    both_points(20, "late", [[40, 10]], [1], points=[[40, 10]], labels=[1])
     worst = max(worst, _propagate_both(pred, state, ref, "again", tol))                      # 0 .. 39
     worst = max(worst, _propagate_both(pred, state, ref, "reverse", tol, start_frame_idx=n - 1, reverse=True))
     assert worst < tol
-    # far entries live on the host, near ones on the device
+    # entries far from the position (0) and from every conditioning frame (0, 20) live on the host
     o = state.objects[0]
     assert isinstance(o.non_cond[39].obj_ptr, np.ndarray) and isinstance(o.non_cond[1].obj_ptr, jax.Array)
 
 
-def test_window_state_is_bounded_and_equals_reference_forward(tiny):
-    """keep_frames='window' (default): forward tracking equals the reference while only the last
-    16 non-conditioning frames are kept."""
+def test_window_state_is_bounded_and_equals_reference(tiny):
+    """keep_frames='window' (default): forward tracking, then reverse from the prompted frame (the
+    official order), equals the reference while only the non-conditioning frames within 16 of the
+    tracking position or of the prompted frame are kept."""
     module, variables = tiny
-    n, size = 24, 64
-    frames = _clip(n=n, s=size, seed=1)
+    n, size = 40, 64
+    frames = moving_shapes(n=n, s=size, seed=1)
     pred = SAM2VideoPredictor(module, variables, fill_hole_area=0)
     state = pred.init_state(frames)
     ref = _Reference(module, variables, np.stack([state.frames.get(i) for i in range(n)]))
@@ -318,12 +325,14 @@ def test_window_state_is_bounded_and_equals_reference_forward(tiny):
     ref.points(1, 3, np.array([[20, 20]], np.float32) * k, np.array([1], np.int32))
     assert _propagate_both(pred, state, ref, "window") < 1e-6
     o = state.objects[0]
-    assert sorted(o.non_cond) == list(range(n - 17, n)) and sorted(o.cond) == [3]
+    assert sorted(o.non_cond) == [*range(4, 20), *range(n - 17, n)] and sorted(o.cond) == [3]
+    assert _propagate_both(pred, state, ref, "window reverse", reverse=True) < 1e-6
+    assert sorted(o.non_cond) == [0, 1, 2, *range(4, 20)]
 
 
 def test_live_track_equals_propagation(tiny):
     module, variables = tiny
-    frames = _clip(n=20, s=64, seed=2)
+    frames = moving_shapes(n=20, s=64, seed=2)
     pred = SAM2VideoPredictor(module, variables, fill_hole_area=0)
     st = pred.init_state(frames)
     pred.add_new_points_or_box(st, 0, 1, points=[[20, 30]], labels=[1])
@@ -337,6 +346,24 @@ def test_live_track_equals_propagation(tiny):
         idx, _, lg = pred.track(live, frames[t])
         assert idx == t
         _close(lg, offline[t], f"live frame {t}", rel=1e-5)
+
+
+def test_video_file_read_backwards_in_chunks(tiny, tmp_path):
+    """A reverse pass over a video file: the same frames as forward, without restarting the
+    decoder (which always decodes from the start) for every frame."""
+    from peanut_jax.data.video_io import write_video
+    module, variables = tiny
+    path = write_video(tmp_path / "v.mp4", moving_shapes(n=40, s=64, seed=9), fps=10)
+    pred = SAM2VideoPredictor(module, variables)
+    fw = pred.init_state(path).frames
+    forward = [fw.get(i) for i in range(40)]
+    frames = pred.init_state(path).frames
+    starts = []
+    real = frames._source.iter_frames
+    frames._source.iter_frames = lambda start=0: (starts.append(start), real(start))[1]
+    for i in range(39, -1, -1):
+        assert np.array_equal(frames.get(i), forward[i]), i
+    assert len(starts) <= 40 // 16 + 2, starts
 
 
 def _rss_bytes() -> int:
@@ -354,7 +381,7 @@ def test_state_and_compiled_shapes_do_not_grow_with_clip_length(tiny):
     (on CPU also the device memory) is within 5%."""
     module, variables = tiny
     s = 32
-    base = _clip(n=10, s=s, seed=3)
+    base = moving_shapes(n=10, s=s, seed=3)
     video = np.concatenate([base[np.arange(100) % 10]] * 10)      # 1000 frames, 3 MB
     pred = SAM2VideoPredictor(module, variables, fill_hole_area=0)
     st = pred.init_state(video)
@@ -376,7 +403,7 @@ def test_padded_prompt_points_change_nothing(tiny):
     module, variables = tiny
     s = module.cfg.image_size
     ft = jax.jit(lambda v, x: module.apply(v, normalize_u8(x)[None], method=SAM2.encode_image))(
-        variables, jnp.asarray(_clip(n=1, s=s)[0]))
+        variables, jnp.asarray(moving_shapes(n=1, s=s)[0]))
     pix = module.apply(variables, ft["vision"], method=SAM2.add_no_memory)
     heads = jax.jit(lambda v, *a, point_mask=None: module.apply(v, *a, point_mask=point_mask, method=SAM2.sam_heads))
     coords = jnp.asarray([[[30.0, 40.0], [90.0, 70.0], [60.0, 60.0]]])
@@ -394,7 +421,7 @@ def test_padded_prompt_points_change_nothing(tiny):
 
 def test_padded_object_axis_and_objects_run_alone(tiny):
     module, variables = tiny
-    frames = _clip(n=6, s=96)
+    frames = moving_shapes(n=6, s=96)
     prompts = {"a": np.array([[20.0, 40.0]]), "b": np.array([[70.0, 60.0]]), "c": np.array([[40.0, 20.0]])}
     pred = SAM2VideoPredictor(module, variables, fill_hole_area=0)
     st = pred.init_state(frames)
@@ -410,16 +437,16 @@ def test_padded_object_axis_and_objects_run_alone(tiny):
 
 
 @pytest.mark.parametrize("bad, match", [
-    (dict(frame_idx=99), "frame_idx 99 is outside the video"),
-    (dict(points=[1, 2, 3]), r"points must be an \(N, 2\) array"),
-    (dict(labels=[2]), "labels must be 0 .* or 1"),
-    (dict(box=[10, 10, 5, 20], points=None, labels=None), "x0 < x1 and y0 < y1"),
+    ({"frame_idx": 99}, "frame_idx 99 is outside the video"),
+    ({"points": [1, 2, 3]}, r"points must be an \(N, 2\) array"),
+    ({"labels": [2]}, "labels must be 0 .* or 1"),
+    ({"box": [10, 10, 5, 20], "points": None, "labels": None}, "x0 < x1 and y0 < y1"),
 ])
 def test_bad_prompts_are_refused_and_leave_state_unchanged(tiny, bad, match):
     module, variables = tiny
     pred = SAM2VideoPredictor(module, variables, max_objects=2)
-    st = pred.init_state(_clip(n=3, s=64))
-    kw = dict(frame_idx=0, obj_id=1, points=[[10, 10]], labels=[1])
+    st = pred.init_state(moving_shapes(n=3, s=64))
+    kw = {"frame_idx": 0, "obj_id": 1, "points": [[10, 10]], "labels": [1]}
     kw.update(bad)
     with pytest.raises(ValueError, match=match):
         pred.add_new_points_or_box(st, **kw)
@@ -429,7 +456,7 @@ def test_bad_prompts_are_refused_and_leave_state_unchanged(tiny, bad, match):
 def test_more_objects_than_max_and_propagating_without_prompts(tiny):
     module, variables = tiny
     pred = SAM2VideoPredictor(module, variables, max_objects=1)
-    st = pred.init_state(_clip(n=3, s=64))
+    st = pred.init_state(moving_shapes(n=3, s=64))
     with pytest.raises(RuntimeError, match="No input points or masks"):
         next(pred.propagate_in_video(st))
     pred.add_new_points_or_box(st, 0, 1, points=[[10, 10]], labels=[1])
@@ -452,11 +479,11 @@ def test_image_predictor_matches_official_dump():
         pred = SAM2ImagePredictor(module, variables)
         pred.set_image(z["c1_image_1024/in/image"])
         c = "c1_image_1024/"
-        kw = {0: dict(point_coords=z[c + "in/p0_point_coords"], point_labels=z[c + "in/p0_point_labels"],
-                      multimask_output=True),
-              1: dict(box=z[c + "in/p1_box"], multimask_output=False),
-              2: dict(box=z[c + "in/p2_box"], point_coords=z[c + "in/p2_point_coords"],
-                      point_labels=z[c + "in/p2_point_labels"], multimask_output=False)}
+        kw = {0: {"point_coords": z[c + "in/p0_point_coords"], "point_labels": z[c + "in/p0_point_labels"],
+                      "multimask_output": True},
+              1: {"box": z[c + "in/p1_box"], "multimask_output": False},
+              2: {"box": z[c + "in/p2_box"], "point_coords": z[c + "in/p2_point_coords"],
+                      "point_labels": z[c + "in/p2_point_labels"], "multimask_output": False}}
         for i, k in kw.items():
             masks, ious, low = pred.predict(**k, return_logits=True)
             _close(masks, z[c + f"out/p{i}_masks"], f"p{i} masks")

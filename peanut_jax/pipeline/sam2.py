@@ -6,10 +6,11 @@ and return the same arrays.  Differences in the video predictor, by design:
 - **Bounded state.** The official predictor keeps every frame (float32, on the device) and every
   object's memories for every tracked frame.  Here frames are read lazily; a frame's image encoding
   is computed once and shared by all objects; only the memories a later frame can read stay on the
-  device: conditioning frames, and non-conditioning frames within the last 16 of the tracking
-  position.  Older entries are dropped (``keep_frames="window"``, default) or moved to host memory
-  (``keep_frames="all"``: re-clicks and reverse passes far from the current position then see
-  exactly what the official predictor sees).
+  device: conditioning frames, and non-conditioning frames within 16 of the tracking position or
+  of a conditioning frame (so the official reverse pass from the first prompted frame after the
+  forward pass is exact).  Others are dropped (``keep_frames="window"``, default) or moved to host
+  memory (``keep_frames="all"``: re-clicks and reverse passes elsewhere then see exactly what the
+  official predictor sees).
 - **Static shapes.** A frame step attends over a fixed set of memory slots (conditioning slots in
   buckets of 1, 2, 4, ... + 6 recent frames; pointers: conditioning + 15) with validity masks, and
   all objects run in one batched call, the object axis padded to 1, 2, 4, 8, 16...  Compiled shapes
@@ -27,7 +28,8 @@ import dataclasses
 import functools
 import os
 import pathlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -41,6 +43,7 @@ __all__ = ["SAM2ImagePredictor", "SAM2VideoPredictor", "VideoState", "fill_holes
 
 MAX_PTRS = 16           # max_obj_ptrs_in_encoder
 WINDOW = 16             # non-conditioning entries kept around the tracking position ("window")
+BACK = 16               # frames of a video file decoded at once when reading backwards
 
 
 def _bucket(n: int) -> int:
@@ -225,6 +228,8 @@ class _Frames:
             except ValueError as err:
                 raise ValueError(f"video: {err}") from None
             self.height, self.width = self._source.size
+            if self._source.kind == "video":
+                self._cache_size = max(cache, BACK)
         if num_frames is not None and num_frames != self.num_frames:
             raise ValueError(f"num_frames={num_frames} but the video has {self.num_frames} frames")
 
@@ -272,6 +277,11 @@ class _Frames:
             return self._cache[idx]
         if self.live:
             raise ValueError(f"frame {idx} is no longer held (live input keeps the last {self._cache_size})")
+        if self._source is not None and self._source.kind == "video" and idx < self._next:
+            # a video file decodes from its start: going backwards (reverse pass), decode the BACK
+            # frames up to idx in one go rather than restarting the decoder for every frame
+            for j in range(max(0, idx - BACK + 1), idx):
+                self._store(j, self._squash(self._raw(j)))
         frame = self._squash(self._raw(idx))
         self._store(idx, frame)
         return frame
@@ -519,14 +529,17 @@ class SAM2VideoPredictor:
             out = self._track(self.variables, feats, *mem)
             for o, e in zip(todo, self._entries(out, len(todo))):
                 o.non_cond[f] = e
+        cond = {c for o in state.objects for c in o.cond}
         for o in state.objects:
             o.tracked[f] = reverse
-            self._prune(o, f)
+            self._prune(o, f, cond)
         return self._frame_output(state, f)
 
-    def _prune(self, obj: _Object, f: int) -> None:
-        """Keep the non-conditioning entries a later frame can read near ``f`` on the device."""
-        for t in [t for t in obj.non_cond if abs(t - f) > WINDOW]:
+    def _prune(self, obj: _Object, f: int, cond: set) -> None:
+        """Keep on the device the non-conditioning entries a later step can read: those near ``f``
+        and near any conditioning frame (a reverse pass from the first prompted frame after a
+        forward pass, or a re-click there, reads the forward results next to it)."""
+        for t in [t for t in obj.non_cond if abs(t - f) > WINDOW and all(abs(t - c) > WINDOW for c in cond)]:
             if self.keep_frames == "window":
                 del obj.non_cond[t]
             else:
@@ -652,3 +665,12 @@ def memory_step(module, variables, feats, low_res, score):
         high = m.upsample_masks(low_res)
         return m.encode_memory(feats["vision"], high, score, True).astype(jnp.bfloat16)
     return module.apply(variables, feats, low_res, score, method=f)
+
+
+def __getattr__(name):
+    """``PromptMasks`` (the mask stage's source) lives in :mod:`peanut_jax.pipeline.mask`, which
+    imports this module; it is reachable here too, loaded on first use (no import cycle)."""
+    if name == "PromptMasks":
+        from peanut_jax.pipeline import mask
+        return mask.PromptMasks
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
