@@ -19,6 +19,7 @@ from peanut_jax.data.masks import read_masks
 from peanut_jax.data.video_io import open_video
 from peanut_jax.pipeline import mask as M
 from peanut_jax.pipeline.sam2 import SAM2VideoPredictor
+from peanut_jax.pipeline.sources import ArraySource
 
 S = 64
 
@@ -129,7 +130,7 @@ def test_later_prompts_track_forward_then_reverse(pred, tmp_path):
     m[40:58, 20:44] = 255
     Image.fromarray(m).save(tmp_path / "m.png")
     ps = M.parse_prompts(clicks=["25,40@3"], boxes=["30,20,55,45@6:2"], masks=[f"{tmp_path / 'm.png'}@3:3"])
-    pm = M.PromptMasks(ps, predictor=pred, video=video, workdir=tmp_path)
+    pm = M.PromptMasks(ps, predictor=pred, video=open_video(video), workdir=tmp_path)   # the chain's source
     pm.prepare(info(frames))
     assert not pm.single_pass and pm.first_frame == 3
     # the official order through the predictor's API
@@ -151,10 +152,10 @@ def test_later_prompts_track_forward_then_reverse(pred, tmp_path):
 def test_run_mask_palette_round_trip_and_overlay(pred, tmp_path):
     frames = moving_shapes(n=6, s=S, seed=6)
     video = write_folder(frames, tmp_path / "video")
-    ps = M.parse_prompts(clicks=["20,40@0", "60,60@0:2"])
+    ps = M.parse_prompts(clicks=["20,40@0", "60,60@2:2"])
     out = M.run_mask(video, tmp_path / "masks", ps, predictor=pred, per_object=True, overlay=tmp_path / "o.mp4",
                      progress=False)
-    pm = M.PromptMasks(ps, predictor=pred)
+    pm = M.PromptMasks(ps, predictor=pred, video=frames)
     pm.prepare(info(frames))
     want = [lab for _, lab in pm.attach_labels(iter(frames))]
     files = sorted(out.iterdir())
@@ -211,7 +212,7 @@ def test_memory_and_compiled_shapes_do_not_depend_on_clip_length(pred):
         peaks, sizes = {}, []
         for n in (8, 24, 40, 80, 40):
             frames = base[np.arange(n) % 8]
-            pm = M.PromptMasks(M.parse_prompts(clicks), predictor=pred, video=frames)
+            pm = M.PromptMasks(M.parse_prompts(clicks), predictor=pred, video=ArraySource(frames))
             pm.prepare(info(frames))
             tracemalloc.start()
             for _ in pm.attach(f for f in frames):
@@ -254,3 +255,10 @@ def test_flags_parse_into_prompts():
     assert args.sam2_checkpoint == "sam2.1_hiera_tiny" and M.prompts_from_args(args) == []
     with pytest.raises(SystemExit):
         chain.parse_args(["--per-object"])
+
+
+def test_entry_point_in_sam2_module():
+    from peanut_jax.pipeline import sam2
+    assert sam2.PromptMasks is M.PromptMasks
+    with pytest.raises(AttributeError, match="no attribute 'PromptMask'"):
+        sam2.PromptMask  # noqa: B018

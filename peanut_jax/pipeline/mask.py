@@ -226,27 +226,25 @@ class PromptMasks:
 
     ``prompts``: :class:`Prompt` records (see :func:`parse_prompts`).  The model comes from
     ``checkpoint`` (:func:`load_sam2`), from ``module``/``variables``, or a ready ``predictor``.
-    ``video``: the source (path or uint8 array), needed when a prompt sits after frame 0 (a first
-    pass tracks forward then backward before the chain's pass; masks wait in ``workdir``, a
-    temporary folder, one PNG per frame).  ``attach`` yields ``(frame, mask)`` with the union of
+    ``video``: the source (path, uint8 array or the chain's source object), needed when a prompt
+    sits after frame 0 (a first pass tracks forward then backward before the chain's pass; the
+    masks wait in a temporary folder under ``workdir``, one PNG per frame).  ``attach`` yields ``(frame, mask)`` with the union of
     the objects; ``attach_labels`` yields ``(frame, labels)`` with object ids (uint8, 0 = none).
     Predictor options (``fill_hole_area``, ``max_objects``, ``dtype``, ...) go to
     :class:`~peanut_jax.pipeline.sam2.SAM2VideoPredictor`.
     """
 
     def __init__(self, prompts: Sequence[Prompt], checkpoint=None, *, module=None, variables=None, predictor=None,
-                 video=None, per_object: bool = False, workdir=None, progress: bool = False,
-                 checkpoint_flag: str = "--checkpoint", **predictor_options):
+                 video=None, workdir=None, progress: bool = False, checkpoint_flag: str = "--checkpoint",
+                 **predictor_options):
         self.prompts = list(prompts)
         self.checkpoint = checkpoint
-        self.per_object = per_object
         self.video = video
         self.workdir = workdir
         self.progress = progress
         self.checkpoint_flag = checkpoint_flag
         self.options = predictor_options
-        self.max_objects = predictor.max_objects if predictor is not None else predictor_options.get("max_objects",
-                                                                                                     16)
+        self.max_objects = predictor.max_objects if predictor is not None else predictor_options.get("max_objects", 16)
         self._predictor = predictor
         self._model = (module, variables) if module is not None else None
         if (module is None) != (variables is None):
@@ -339,7 +337,6 @@ class PromptMasks:
         """Prompts on frame 0 only: live tracking over the given frames (one pass, bounded state)."""
         pred = self.predictor
         state = pred.init_state(None, num_frames=n)
-        ids = self.object_ids
         for i, frame in enumerate(frames):
             if i >= n:
                 raise ValueError(f"{self.describe()}: more frames than the {n} prepared")
@@ -347,10 +344,9 @@ class PromptMasks:
             if i == 0:
                 pred.track(state, frame)
                 logits = self._add_prompts(state, self.groups)
-                order = state.obj_ids
             else:
-                _, order, logits = pred.track(state, frame)
-            yield frame, label_map(logits, order if order else ids)
+                _, _, logits = pred.track(state, frame)
+            yield frame, label_map(logits, state.obj_ids)
 
     def _first_pass(self) -> None:
         """Track forward from the earliest prompted frame, then backward from it (the official
@@ -358,8 +354,7 @@ class PromptMasks:
         pred = self.predictor
         self._tmp = pathlib.Path(tempfile.mkdtemp(prefix="peanut_masks_", dir=self.workdir))
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(self._tmp), True)
-        video = self.video if isinstance(self.video, np.ndarray) else os.fspath(self.video)
-        state = pred.init_state(video)
+        state = pred.init_state(_video_input(self.video))
         if (state.num_frames, *state.video_hw) != (self.info.num_frames, self.info.height, self.info.width):
             raise ValueError(f"{self.video}: {state.num_frames} frames of {state.video_hw[1]}x{state.video_hw[0]}, "
                              f"but the stream has {self.info.num_frames} of {self.info.width}x{self.info.height}")
@@ -377,6 +372,16 @@ class PromptMasks:
         if self._cleanup is not None:
             self._cleanup()
         self._tmp = self._cleanup = None
+
+
+def _video_input(video):
+    """What the predictor reads: a uint8 array (also an in-memory source's ``frames``) or a path
+    (also a lazily decoded source's ``path``)."""
+    if isinstance(getattr(video, "frames", None), np.ndarray):
+        video = video.frames
+    if isinstance(video, np.ndarray):
+        return video
+    return os.fspath(getattr(video, "path", video))
 
 
 def _bar(progress: bool, total: int, desc: str):
@@ -414,15 +419,12 @@ def run_mask(input, output, prompts: Sequence[Prompt], *, checkpoint=DEFAULT_CHE
     check_output(out, overwrite, "--output", inputs=(input,))
     if overlay is not None:
         check_output(overlay, overwrite, "--overlay", video_only=True, inputs=(input,))
-    try:
-        src = open_video(input, fps=fps)
-    except (ValueError, FileNotFoundError) as err:
-        raise type(err)(f"{input}: {err}" if str(input) not in str(err) else str(err)) from None
+    src = open_video(input, fps=fps)
     if len(src) < 1:
         raise ValueError(f"{input}: the video has no frames")
     info = types.SimpleNamespace(num_frames=len(src), height=src.height, width=src.width, fps=src.fps or 25.0)
     masks = PromptMasks(prompts, checkpoint, module=module, variables=variables, predictor=predictor,
-                        video=input, per_object=per_object, progress=progress, **predictor_options)
+                        video=input, progress=progress, **predictor_options)
     masks.prepare(info)
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
     tmp.mkdir()
