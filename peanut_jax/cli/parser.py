@@ -61,8 +61,11 @@ def _models(p, command: str) -> None:
                 "upscale": "basicvsr_pp, basicvsr_pp_reds4, ... or an official BasicVSR++ .pth",
                 "interpolate": "rife, rife_hdv3 or an official flownet.pkl",
                 "flow": "spynet or an official SPyNet .pth"}[command]
+        from peanut_jax.pipeline.build import DEFAULT_CHECKPOINTS
+        default = DEFAULT_CHECKPOINTS.get(command)
         g.add_argument("--checkpoint", default=None, metavar="SPEC",
-                       help=f"registry name ({what}), or an exported/orbax folder")
+                       help=f"registry name ({what}), or an exported/orbax folder"
+                            + (f" (default {default})" if default else ""))
         if command == "erase":
             _hidden(g, "--ckpt", dest="checkpoint")   # E2FGVI test.py
             g.add_argument("--model", choices=("e2fgvi", "e2fgvi_hq"), default=None,
