@@ -228,8 +228,9 @@ class PromptMasks:
     ``checkpoint`` (:func:`load_sam2`), from ``module``/``variables``, or a ready ``predictor``.
     ``video``: the source (path, uint8 array or the chain's source object), needed when a prompt
     sits after frame 0 (a first pass tracks forward then backward before the chain's pass; the
-    masks wait in a temporary folder under ``workdir``, one PNG per frame).  ``attach`` yields ``(frame, mask)`` with the union of
-    the objects; ``attach_labels`` yields ``(frame, labels)`` with object ids (uint8, 0 = none).
+    masks wait in a temporary folder under ``workdir``, one PNG per frame).  ``attach`` yields
+    ``(frame, mask)`` with the union of the objects; ``attach_labels`` yields ``(frame, labels)``
+    with object ids (uint8, 0 = none).
     Predictor options (``fill_hole_area``, ``max_objects``, ``dtype``, ...) go to
     :class:`~peanut_jax.pipeline.sam2.SAM2VideoPredictor`.
     """
@@ -238,7 +239,7 @@ class PromptMasks:
                  video=None, workdir=None, progress: bool = False, checkpoint_flag: str = "--checkpoint",
                  **predictor_options):
         self.prompts = list(prompts)
-        self.checkpoint = checkpoint
+        self.checkpoint = checkpoint or (DEFAULT_CHECKPOINT if module is None and predictor is None else None)
         self.video = video
         self.workdir = workdir
         self.progress = progress
@@ -289,8 +290,7 @@ class PromptMasks:
         if self._predictor is None:
             from peanut_jax.pipeline.sam2 import SAM2VideoPredictor
             if self._model is None:
-                self._model = load_sam2(self.checkpoint or DEFAULT_CHECKPOINT, flag=self.checkpoint_flag,
-                                        progress=self.progress)
+                self._model = load_sam2(self.checkpoint, flag=self.checkpoint_flag, progress=self.progress)
             self._predictor = SAM2VideoPredictor(*self._model, **self.options)
         return self._predictor
 
@@ -327,7 +327,9 @@ class PromptMasks:
             for i, frame in enumerate(frames):
                 if i >= n:
                     raise ValueError(f"{self.describe()}: more frames than the {n} prepared")
-                yield frame, np.asarray(Image.open(self._tmp / f"{i:05d}.png"))
+                with Image.open(self._tmp / f"{i:05d}.png") as img:
+                    labels = np.asarray(img)
+                yield frame, labels
             if i + 1 != n:
                 raise ValueError(f"{self.describe()}: {i + 1} frames given, {n} prepared")
         finally:
@@ -404,14 +406,15 @@ def _commit_folder(tmp: pathlib.Path, out: pathlib.Path, overwrite: bool) -> Non
     shutil.rmtree(old, ignore_errors=True)          # check_target: it held only frame files
 
 
-def run_mask(input, output, prompts: Sequence[Prompt], *, checkpoint=DEFAULT_CHECKPOINT, per_object: bool = False,
+def run_mask(input, output, prompts: Sequence[Prompt], *, checkpoint=None, per_object: bool = False,
              overlay=None, overwrite: bool = False, progress: bool = True, fps: float | None = None,
              module=None, variables=None, predictor=None, **predictor_options) -> pathlib.Path:
     """Track the prompted objects through ``input`` (video file or frame folder) and write one PNG
     per frame (``00000.png``, ...) to the folder ``output``: the union as binary {0, 255}, or with
     ``per_object`` a DAVIS palette PNG (index = object id).  ``overlay``: also an mp4 of the input
-    with the masks tinted.  Everything is checked before the model loads; outputs appear only
-    complete (temporary names renamed at the end)."""
+    with the masks tinted.  ``checkpoint``: SAM 2 weights (default :data:`DEFAULT_CHECKPOINT`),
+    or give ``module``/``variables`` or a ``predictor``.  Everything is checked before the model
+    loads; outputs appear only complete (temporary names renamed at the end)."""
     from peanut_jax.data.video_io import VideoWriter, check_output, open_video
     out = pathlib.Path(output)
     if out.suffix:
