@@ -588,7 +588,8 @@ def test_demo_prefers_cached_official_weights(tmp_path, monkeypatch):
     cached.mkdir(parents=True)
     (cached / "params.safetensors").write_bytes(b"")
     (cached / "model.json").write_text(json.dumps({"model": "rife_hdv3", "kwargs": {}, "metadata": {
-        "registry_name": "rife_hdv3", "cache_version": weights.CACHE_VERSION, "source_file": "flownet.pkl"}}))
+        "registry_name": "rife_hdv3", "cache_version": weights.CACHE_VERSION, "source_file": "flownet.pkl",
+        "source_sha256": weights.get("rife_hdv3").sha256}}))
     assert weights.converted_dir("rife_hdv3") == cached
     got = demo.choose_weights("auto", ["interpolate"])["interpolate"]
     assert got[0] == cached and got[2] and "official 'rife_hdv3'" in got[1]
