@@ -71,9 +71,7 @@ def run_parity(refs: str) -> tuple[dict, dict]:
             cmp(k, mi[k][0][:, None], inter[k])
         elif k.startswith("vis_blocks_"):
             cmp(k, mi[k[:-3]][0, :1], inter[k])
-        elif k.startswith("vis_out_stage"):
-            cmp(k, _nchw(mi[k[:-3]][0, :1]), inter[k])
-        elif k.startswith("cmt") and "_vis_out" in k:
+        elif k.startswith("vis_out_stage") or (k.startswith("cmt") and "_vis_out" in k):
             cmp(k, _nchw(mi[k[:-3]][0, :1]), inter[k])
         elif k.startswith("cmt") and "_txt_out" in k:
             cmp(k, mi[k][0][:, None], inter[k])
@@ -116,8 +114,7 @@ def run_parity(refs: str) -> tuple[dict, dict]:
         res["high_res_masks_for_mem"][f, 0] > 0, inter["cme_f5_high_res_masks_after"][0, 0] > 0))
     del hm
     for k in ("pred_masks", "low_res_masks", "ious", "obj_ptr", "object_score_logits"):
-        ours = res[k] if k != "pred_masks" else res[k]
-        cmp(k, ours, outs[k])
+        cmp(k, res[k], outs[k])
     cmp("maskmem_features", _nchw(res["maskmem_features"]), outs["maskmem_features"])
     cmp("maskmem_pos_enc", _nchw(np.asarray(sine_2d(64, 64, 64))[None]), outs["maskmem_pos_enc"])
     flips = (res["pred_masks"] > 0) != (outs["pred_masks"] > 0)
@@ -133,7 +130,6 @@ def run_component_parity(refs: str, verbose: bool = False) -> dict:
     embedding + stage 1, text layer groups, Hiera groups, FPN, prompt, SAM heads, memory encoder,
     memory attention at frame 1, CME at frame 5.  -> {name: max|Δ|/max(1,|ref|)}."""
     import jax
-    import jax.numpy as jnp
 
     jax.config.update("jax_default_matmul_precision", "highest")
     from peanut_jax.convert import load_checkpoint
@@ -145,15 +141,25 @@ def run_component_parity(refs: str, verbose: bool = False) -> dict:
     io = np.load(d / "samwise_io.npz")
     case = json.loads((d / "samwise_meta.json").read_text())["cases"][0]["name"]
     g = {k.split("/", 1)[1]: io[k] for k in io.files if k.startswith(f"{case}/")}
-    module, v = from_state_dict(load_checkpoint(d / "samwise.pth"), source="samwise.pth")
-    nhwc = lambda a: np.moveaxis(np.asarray(a), 1, -1)   # noqa: E731
-    txt = lambda a: np.asarray(a).transpose(1, 0, 2)    # noqa: E731  (L,1,D) -> (1,L,D)
+    from peanut_jax.convert.samwise import to_state_dict
+
+    err = {}
+    ckpt = load_checkpoint(d / "samwise.pth")
+    module, v = from_state_dict(ckpt, source="samwise.pth")
+    sd = ckpt["model"]
+    back = to_state_dict(v, module=module)                     # round trip of the official file
+    err["roundtrip_keys_missing"] = float(len(set(back) - set(sd)))
+    err["roundtrip_max_abs"] = max(float(np.max(np.abs(np.asarray(sd[k]) - b))) for k, b in back.items())
+    err["roundtrip_unmapped_non_ignored"] = float(len([k for k in sd if k not in back and not (
+        "lm_head" in k or k.endswith(("num_batches_tracked", "_float_tensor", ".version")))]))
+    del ckpt, sd, back
+    nhwc = lambda a: np.moveaxis(np.asarray(a), 1, -1)
+    txt = lambda a: np.asarray(a).transpose(1, 0, 2)
     mean = np.array([0.485, 0.456, 0.406], np.float32)
     std = np.array([0.229, 0.224, 0.225], np.float32)
     frame0 = ((g["in/frames"][:1].astype(np.float32) / np.float32(255)) - mean) / std
     frame0 = np.pad(frame0, ((0, 0), (0, 1024 - frame0.shape[1]), (0, 0), (0, 0)))
     ids, pm = g["inter/text_input_ids"].astype(np.int32), g["inter/text_padding_mask"].astype(bool)
-    err = {}
 
     def app(fn, *args):
         return jax.tree_util.tree_map(np.asarray, jax.jit(lambda vv, *a: module.apply(vv, *a, method=fn))(v, *args))
@@ -163,7 +169,7 @@ def run_component_parity(refs: str, verbose: bool = False) -> dict:
         if verbose:
             print(f"{name:40s} {err[name]:.3e}", flush=True)
 
-    enc = lambda m: m.sam.image_encoder  # noqa: E731
+    enc = lambda m: m.sam.image_encoder
     cmp("c_vis_out_stage0", nhwc_back(app(lambda m, x: enc(m).run_blocks(enc(m).embed(x), 0, 2), frame0)),
         g["inter/vis_out_stage0_f0"])
     for a, b, src in ((2, 5, "vis_out_stage0"), (5, 21, "vis_out_stage1"), (21, 24, "vis_out_stage2")):
@@ -215,6 +221,8 @@ def nhwc_back(a):
 @pytest.mark.slow
 def test_samwise_components_match_official_dump():
     err = run_component_parity(REFS)
+    assert {k: v for k, v in err.items() if k.startswith("roundtrip_")} == dict.fromkeys(
+        ("roundtrip_keys_missing", "roundtrip_max_abs", "roundtrip_unmapped_non_ignored"), 0.0)
     bad = {k: v for k, v in err.items() if not v <= TOL}
     assert not bad, f"beyond {TOL}: {bad}"
 

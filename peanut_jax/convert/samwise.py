@@ -21,7 +21,13 @@ import numpy as np
 
 from peanut_jax.convert import roberta as roberta_conv
 from peanut_jax.convert import sam2 as sam2_conv
-from peanut_jax.convert.common import CheckpointMismatchError, KeyMap, linear_w, linear_w_back, strip_prefix
+from peanut_jax.convert.common import (
+    CheckpointMismatchError,
+    KeyMap,
+    linear_w,
+    linear_w_back,
+    strip_prefix,
+)
 
 __all__ = ["detect", "detect_config", "from_state_dict", "keymap", "to_state_dict"]
 
@@ -118,7 +124,7 @@ def _state_dict(obj) -> dict:
         obj = obj["model"]
     sd = unwrap_state_dict(obj)
     if any(k.startswith("module.") for k in sd):
-        sd = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in sd.items()}
+        sd = {(k.removeprefix("module.")): v for k, v in sd.items()}
     return sd
 
 

@@ -97,7 +97,7 @@ class CMTAdapter(nn.Module):
     def __call__(self, vis, txt, padding_mask=None):
         p_, t_, hh, ww, c = vis.shape
         d, dt, pdt = self.dim, self.dtype, self.param_dtype
-        bn = lambda name: _bn(name, self.use_running_average, dt, pdt)  # noqa: E731
+        bn = lambda name: _bn(name, self.use_running_average, dt, pdt)
         x = nn.Dense(d, use_bias=False, dtype=dt, param_dtype=pdt, name="proj_vis_down_0")(vis)
         x = jax.nn.relu(bn("proj_vis_down_1")(x))                                   # (P, T, H, W, d)
         t = nn.Dense(d, use_bias=False, dtype=dt, param_dtype=pdt, name="proj_text_down_0")(txt)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from peanut_jax.models.sam2.config import SAM2Config, get_config as sam2_config
+from peanut_jax.models.sam2.config import SAM2Config
+from peanut_jax.models.sam2.config import get_config as sam2_config
 
 SWITCH_MODES = ("reweight", "all_mask", "avg")
 
@@ -51,7 +52,7 @@ class SAMWISEConfig:
         """Text layer groups run in lockstep with the Hiera stages: (0, 1, *fusion_stages_txt)."""
         return (0, 1, *self.fusion_stages_txt)
 
-    def check(self) -> "SAMWISEConfig":
+    def check(self) -> SAMWISEConfig:
         if self.motion_prompt:
             raise ValueError("samwise: motion_prompt=True is not implemented (off in every released model)")
         if self.switch_mem not in SWITCH_MODES:

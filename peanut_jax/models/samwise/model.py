@@ -64,7 +64,7 @@ def init_bank(cfg: SAMWISEConfig, num_prompts: int, dtype=jnp.float32) -> dict:
 
 def pad_frames(frames, size: int):
     """(T, h, w, 3) normalised frames -> (T, size, size, 3), zeros bottom/right (``preprocess``)."""
-    t, h, w, _ = frames.shape
+    _, h, w, _ = frames.shape
     if h > size or w > size:
         raise ValueError(f"samwise: frames of {h}x{w} exceed the {size}x{size} input; resize them first")
     return jnp.pad(frames, ((0, 0), (0, size - h), (0, size - w), (0, 0)))
@@ -259,7 +259,7 @@ class SAMWISE(nn.Module):
 
     def __call__(self, frames, input_ids, padding_mask=None, debug: bool = False):
         """One clip with a fresh memory bank (see the module docstring)."""
-        t, h, w, _ = frames.shape
+        _, h, w, _ = frames.shape
         ids = jnp.asarray(input_ids)
         p = ids.shape[0]
         if self.is_initializing():        # part of the SAM 2 checkpoint, unused by SAMWISE
