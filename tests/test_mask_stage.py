@@ -262,3 +262,32 @@ def test_entry_point_in_sam2_module():
     assert sam2.PromptMasks is M.PromptMasks
     with pytest.raises(AttributeError, match="no attribute 'PromptMask'"):
         sam2.PromptMask  # noqa: B018
+
+
+def test_infer_mask_command_and_the_chain_with_prompts(tiny, tmp_path, capsys):  # noqa: F811
+    """``infer.py mask`` writes the masks the chain's ``--click`` would use: erasing with the prompt equals
+    erasing with the written mask folder, byte for byte; bad combinations are one-line errors."""
+    from peanut_jax.checkpoints.export import export_weights, module_kwargs
+    from peanut_jax.cli import main
+    from peanut_jax.data.video_io import read_frames
+    module, variables = tiny
+    ckpt = export_weights(tmp_path / "sam2_tiny", "sam2", module_kwargs("sam2", module), variables["params"])
+    frames = moving_shapes(5, 96)
+    src = write_folder(frames, tmp_path / "frames")
+    prompt = ["--click", "30,20@0", "--box", "60,10,90,50@0:2"]
+    masks = tmp_path / "masks"
+    assert main(["mask", "--input", str(src), "--output", str(masks), "--checkpoint", str(ckpt), "--no-progress",
+                 *prompt]) == 0
+    written = read_masks(masks)
+    assert written.shape == (5, 96, 96) and written.any()
+    common = ["erase", "--input", str(src), "--checkpoint", "erase_demo", "--no-progress"]
+    assert main([*common, "--masks", str(masks), "--output", str(tmp_path / "a")]) == 0
+    assert main([*common, *prompt, "--checkpoint-mask", str(ckpt), "--output", str(tmp_path / "b")]) == 0
+    np.testing.assert_array_equal(read_frames(tmp_path / "a"), read_frames(tmp_path / "b"))
+    capsys.readouterr()
+    assert main([*common, *prompt, "--masks", str(masks), "--output", str(tmp_path / "c")]) == 2
+    assert main(["mask", "--input", str(src), "--output", str(tmp_path / "d"), "--checkpoint", str(ckpt)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["error: give either --masks or --click/--box/--mask-prompt, not both",
+                   "error: give at least one --click, --box or --mask-prompt"]
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()

@@ -16,7 +16,7 @@ def main(argv=None, interrupt=None) -> int:
     from peanut_jax.pipeline.common import announce_compilation, enable_compilation_cache
     from peanut_jax.weights import DownloadError
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(description="peanut_jax inference: erase -> upscale -> interpolate, and flow.")
+    parser = build_parser(description="peanut_jax inference: mask -> erase -> upscale -> interpolate, and flow.")
     if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help") and argv[0] not in COMMANDS:
         argv = ["run"] + argv  # no command: the end-to-end chain
     args = parser.parse_args(argv)

@@ -13,7 +13,7 @@ import sys
 
 from peanut_jax.pipeline.chain import Chain
 
-__all__ = ["dispatch", "chain_command", "flow_command"]
+__all__ = ["dispatch", "chain_command", "flow_command", "mask_command"]
 
 STAGE_OF = {"erase": "erase", "upscale": "upscale", "interpolate": "interpolate"}
 ERASE_FLAGS = {"size": "--erase-size", "model": "--model e2fgvi_hq"}
@@ -22,6 +22,8 @@ ERASE_FLAGS = {"size": "--erase-size", "model": "--model e2fgvi_hq"}
 def dispatch(args: argparse.Namespace) -> int:
     if args.command == "flow":
         return flow_command(args)
+    if args.command == "mask":
+        return mask_command(args)
     if args.command == "run" and args.demo:
         from peanut_jax.cli import demo
         return demo.main_from_args(args)
@@ -41,7 +43,7 @@ def _stages(args) -> list[str]:
         if getattr(args, opt) is not None and opt not in stages:
             raise ValueError(f"--{opt} {getattr(args, opt)} given but the {opt} stage is not in --stages "
                              f"{','.join(stages)}")
-    if "erase" not in stages and args.masks and not args.overlay:
+    if "erase" not in stages and (args.masks or _prompts(args)) and not args.overlay:
         raise ValueError("--masks given but the erase stage is not in --stages")
     return stages
 
@@ -50,10 +52,20 @@ def _targets(args) -> dict:
     return {k: getattr(args, k, None) for k in ("output", "frames_out", "side_by_side", "overlay")}
 
 
+def _prompts(args) -> list:
+    """SAM 2 prompts given on the command line (--click/--box/--mask-prompt), parsed."""
+    if not hasattr(args, "click"):
+        return []
+    from peanut_jax.pipeline.mask import prompts_from_args
+    return prompts_from_args(args)
+
+
 def _batch_rows(args, needs_masks: bool):
     """Rows of a manifest or of a folder of clips, or None for a single clip."""
     from peanut_jax.cli.manifest import folder_rows, is_frame_folder, read_manifest
     if args.manifest:
+        if _prompts(args):
+            raise ValueError("--click/--box/--mask-prompt name frames of one video: not with --manifest")
         if args.input or args.output:
             raise ValueError("--manifest replaces --input/--output; give one or the other")
         return read_manifest(args.manifest)
@@ -64,6 +76,8 @@ def _batch_rows(args, needs_masks: bool):
     if not inp.exists():
         raise FileNotFoundError(f"--input: not found: {inp}")
     if inp.is_dir() and not is_frame_folder(inp):
+        if _prompts(args):
+            raise ValueError("--click/--box/--mask-prompt name frames of one video: not with a folder of clips")
         if args.output is None:
             raise ValueError("--output is required (batch mode writes one output per clip into that folder)")
         return folder_rows(inp, getattr(args, "masks", None) if needs_masks else None, args.output, needs_masks)
@@ -77,9 +91,12 @@ def _precheck(args, stages: list[str]):
     targets = _targets(args)
     if targets["output"] is None and not any(targets.values()):
         raise ValueError("--output is required")
-    if "erase" in stages and not args.masks:
-        raise ValueError("the erase stage needs --masks MASK_DIR" + (" (or drop it with --stages)"
-                                                                       if args.command == "run" else ""))
+    prompts = _prompts(args)
+    if prompts and getattr(args, "masks", None):
+        raise ValueError("give either --masks or --click/--box/--mask-prompt, not both")
+    if "erase" in stages and not args.masks and not prompts:
+        raise ValueError("the erase stage needs --masks MASK_DIR or --click/--box/--mask-prompt"
+                         + (" (or drop it with --stages)" if args.command == "run" else ""))
     for what, v in targets.items():
         if v is not None:
             check_output(v, args.overwrite, f"--{what.replace('_', '-')}", video_only=what in ("side_by_side", "overlay"),
@@ -88,9 +105,15 @@ def _precheck(args, stages: list[str]):
     if args.in_fps is not None:
         source.fps = float(args.in_fps)   # overrides the container's rate too
     masks = None
-    if getattr(args, "masks", None):
+    info = StreamInfo(len(source), source.height, source.width, float(source.fps or 25.0))
+    if prompts:
+        from peanut_jax.pipeline.mask import PromptMasks
+        masks = PromptMasks(prompts, args.sam2_checkpoint, video=source, checkpoint_flag="--checkpoint-mask",
+                            progress=not args.no_progress and sys.stderr.isatty())
+        masks.prepare(info)
+    elif getattr(args, "masks", None):
         masks = FolderMasks(args.masks, resize=args.resize_masks)
-        masks.prepare(StreamInfo(len(source), source.height, source.width, float(source.fps or 25.0)))
+        masks.prepare(info)
         if "erase" in stages:
             note_masks(masks)
     return source, masks
@@ -191,4 +214,21 @@ def flow_command(args: argparse.Namespace) -> int:
     if "epe" in s:
         line += f"\nEPE vs exact flow: {s['epe']:.3f} px (zero-flow baseline {s['epe_zero_flow']:.3f} px)"
     print(line)
+    return 0
+
+
+def mask_command(args: argparse.Namespace) -> int:
+    """``infer.py mask``: SAM 2 masks from prompts, one PNG per frame (union, or palette with --per-object)."""
+    from peanut_jax.pipeline.mask import prompts_from_args, run_mask
+    if not args.input:
+        raise ValueError("--input is required")
+    if not args.output:
+        raise ValueError("--output is required (a folder for the mask PNGs)")
+    prompts = prompts_from_args(args)
+    if not prompts:
+        raise ValueError("give at least one --click, --box or --mask-prompt")
+    out = run_mask(args.input, args.output, prompts, checkpoint=args.sam2_checkpoint, per_object=args.per_object,
+                   overlay=args.overlay, overwrite=args.overwrite, fps=args.in_fps,
+                   progress=not args.no_progress and sys.stderr.isatty())
+    print(f"wrote {out}")
     return 0

@@ -11,7 +11,7 @@ import argparse
 
 __all__ = ["COMMANDS", "build_parser", "normalize"]
 
-COMMANDS = ("run", "erase", "upscale", "interpolate", "flow")
+COMMANDS = ("run", "mask", "erase", "upscale", "interpolate", "flow")
 CHAIN_COMMANDS = ("run", "erase", "upscale", "interpolate")   # the commands that run a Chain
 HIDDEN = argparse.SUPPRESS
 
@@ -141,6 +141,17 @@ def _interpolate(p, command: str) -> None:
                    help="near-duplicate pairs: copy the first frame (default) or interpolate")
 
 
+def _mask(p) -> None:
+    from peanut_jax.pipeline import mask
+    g = p.add_argument_group("input / output")
+    g.add_argument("--input", help="video file or frame folder")
+    g.add_argument("--output", help="folder for the masks: one PNG per frame (00000.png, ...)")
+    g.add_argument("--in-fps", type=float, default=None, help="frame rate of the --overlay video (default: the input's)")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    mask.add_arguments(p, checkpoint_flag="--checkpoint", outputs=True)
+
+
 def _flow(p) -> None:
     g = p.add_argument_group("flow (SPyNet)")
     g.add_argument("--demo", action="store_true",
@@ -154,6 +165,8 @@ def _flow(p) -> None:
 HELP = {
     "run": ("the end-to-end chain erase -> upscale -> interpolate (default command)",
             "Run any sub-chain of erase (E2FGVI) -> upscale (BasicVSR++) -> interpolate (RIFE), streaming."),
+    "mask": ("track objects from clicks / boxes / a mask with SAM 2 and write per-frame mask PNGs",
+             "SAM 2 video object masks from --click / --box / --mask-prompt prompts on chosen frames."),
     "erase": ("remove masked objects from a video with E2FGVI / E2FGVI-HQ",
               "Video object removal with E2FGVI(-HQ): the chain with the erase stage only."),
     "upscale": ("video super-resolution / restoration with BasicVSR++",
@@ -172,10 +185,16 @@ def build_parser(prog: str = "infer.py", description: str | None = None) -> argp
     for command in COMMANDS:
         short, long = HELP[command]
         p = sub.add_parser(command, help=short, description=long)
+        if command == "mask":
+            _mask(p)
+            p.set_defaults(command=command)
+            continue
         _io(p, command)
         _models(p, command)
         if command in ("run", "erase"):
             _erase(p, command)
+            from peanut_jax.pipeline import mask
+            mask.add_arguments(p, checkpoint_flag="--checkpoint-mask", outputs=False)   # masks from prompts
         if command in ("run", "upscale"):
             _upscale(p, command)
         if command in ("run", "interpolate"):
