@@ -17,6 +17,10 @@ Data flow for one clip of T frames (<= 8 in the released setting) and P prompts 
 3. ``postprocess``: low-res logits -> bilinear to the padded square -> crop -> bilinear to the
    output size (``postprocess_masks``).
 
+Static shapes, no host round trip per frame: the with-memory and no-memory paths, and the CME's
+memory-less decode, are all computed and selected with ``jnp.where`` (the wasted work is one memory
+attention on frame 0 and one small mask-decoder pass per frame when the CME is on).
+
 ``__call__(frames, input_ids, padding_mask)`` runs one clip with a fresh bank: frames (T, h, w, 3)
 ImageNet-normalised with max(h, w) <= image_size (the predictor resizes like ``Resize(1020,
 max_size=1024)``), zero-padded bottom/right here; returns ``pred_masks`` (T, h, w) logits for one
