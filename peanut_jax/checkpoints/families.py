@@ -150,8 +150,19 @@ _SAM2 = Family("sam2", "sam2", weights=tuple(
 
 _ROBERTA = Family("roberta", "roberta_base")
 
+# SAMWISE (CVPR 2025): Google Drive only -> python -m peanut_jax.weights import NAME FILE
+_SAMWISE = Family("samwise", "samwise", weights=tuple(
+    WeightEntry(
+        f"samwise_{name}", "samwise", f"samwise_{name}.pth", manual=True,
+        pages=(f"https://drive.google.com/file/d/{drive}/view",),
+        license="Apache-2.0 (ClaudiaCuttano/SAMWISE)", source="ClaudiaCuttano/SAMWISE README.md",
+        notes=f"SAMWISE trained on {what} (SAM 2.1 base+ and RoBERTa-base frozen; HSA + CME)")
+    for name, drive, what in (("mevis", "1Molt2up2bP41ekeczXWQU-LWTskKJOV2", "MeViS"),
+                              ("ytvos", "17Ei9XU678tCiiV14c-9EB9ZqXVrj4qEw", "Ref-YouTube-VOS (also its Ref-DAVIS17 model)"),
+                              ("refcoco", "1gRGzARDjIisZ3PnCW77Y9TMM_SbV8aaa", "RefCOCO/+/g (image pretraining)"))))
+
 #: family name -> :class:`Family`
-FAMILIES: dict[str, Family] = {f.name: f for f in (_E2FGVI, _BASICVSR, _RIFE, _SPYNET, _VGG, _SAM2, _ROBERTA)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (_E2FGVI, _BASICVSR, _RIFE, _SPYNET, _VGG, _SAM2, _ROBERTA, _SAMWISE)}
 
 #: the model each ``infer.py`` stage loads (its family) and the stage's default checkpoint
 STAGE_FAMILY = {f.stage: f.model for f in FAMILIES.values() if f.stage}

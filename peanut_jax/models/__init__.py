@@ -24,6 +24,10 @@ _MODELS: dict[str, tuple[str, str, dict, str]] = {
     "sam2": ("peanut_jax.models.sam2.sam2", "build_sam2", {"size": "tiny", "version": "2.1"},
              "peanut_jax.convert.sam2"),
     "roberta_base": ("peanut_jax.models.roberta", "RobertaEncoder", {}, "peanut_jax.convert.roberta"),
+    # SAMWISE (SAM 2 base+ with RoBERTa, CMT adapters, CME): build("samwise") = the released configuration
+    "samwise": ("peanut_jax.models.samwise", "build_samwise",
+                {"sam2_size": "base_plus", "hsa": True, "use_cme": True, "motion_prompt": False},
+                "peanut_jax.convert.samwise"),
 }
 
 
