@@ -15,11 +15,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from peanut_jax.ops.patches import pair
+
 Dtype = Any
-
-
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
 
 
 def torch_uniform(fan_in: int) -> Callable:
@@ -53,17 +51,17 @@ class Conv2d(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        kh, kw = _pair(self.kernel_size)
+        kh, kw = pair(self.kernel_size)
         cin = x.shape[-1]
         if cin % self.groups:
             raise ValueError(f"{self.name}: {cin} input channels not divisible by groups={self.groups}")
         fan_in = cin // self.groups * kh * kw
         k_init = self.kernel_init or torch_uniform(fan_in)
         kernel = self.param("kernel", k_init, (kh, kw, cin // self.groups, self.features), self.param_dtype)
-        ph, pw = _pair(self.padding)
+        ph, pw = pair(self.padding)
         y = lax.conv_general_dilated(
-            x.astype(self.dtype), kernel.astype(self.dtype), _pair(self.stride), ((ph, ph), (pw, pw)),
-            rhs_dilation=_pair(self.dilation), dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            x.astype(self.dtype), kernel.astype(self.dtype), pair(self.stride), ((ph, ph), (pw, pw)),
+            rhs_dilation=pair(self.dilation), dimension_numbers=("NHWC", "HWIO", "NHWC"),
             feature_group_count=self.groups, precision=self.precision)
         if self.use_bias:
             b_init = self.bias_init or torch_uniform(fan_in)
@@ -88,20 +86,20 @@ class ConvTranspose2d(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        kh, kw = _pair(self.kernel_size)
+        kh, kw = pair(self.kernel_size)
         cin = x.shape[-1]
         # torch computes fan_in from weight.size(1) * k*k = Cout * kh * kw for transposed convs
         fan_in = self.features * kh * kw
         k_init = self.kernel_init or torch_uniform(fan_in)
         kernel = self.param("kernel", k_init, (kh, kw, cin, self.features), self.param_dtype)
-        ph, pw = _pair(self.padding)
-        oph, opw = _pair(self.output_padding)
+        ph, pw = pair(self.padding)
+        oph, opw = pair(self.output_padding)
         # transposed conv = dilated-input conv with the spatially flipped kernel
         k = kernel[::-1, ::-1].astype(self.dtype)
         y = lax.conv_general_dilated(
             x.astype(self.dtype), k, (1, 1),
             ((kh - 1 - ph, kh - 1 - ph + oph), (kw - 1 - pw, kw - 1 - pw + opw)),
-            lhs_dilation=_pair(self.stride), dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            lhs_dilation=pair(self.stride), dimension_numbers=("NHWC", "HWIO", "NHWC"),
             precision=self.precision)
         if self.use_bias:
             b_init = self.bias_init or torch_uniform(fan_in)

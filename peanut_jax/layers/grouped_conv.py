@@ -15,7 +15,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
 
-from peanut_jax.layers.conv import Conv2d, _pair, torch_uniform
+from peanut_jax.layers.conv import Conv2d, torch_uniform
+from peanut_jax.ops.patches import pair
 
 
 class SplitGroupConv2d(Conv2d):
@@ -23,7 +24,7 @@ class SplitGroupConv2d(Conv2d):
 
     @nn.compact
     def __call__(self, x):
-        kh, kw = _pair(self.kernel_size)
+        kh, kw = pair(self.kernel_size)
         cin = x.shape[-1]
         g = self.groups
         if cin % g or self.features % g:
@@ -32,11 +33,11 @@ class SplitGroupConv2d(Conv2d):
         fan_in = cin // g * kh * kw
         kernel = self.param("kernel", self.kernel_init or torch_uniform(fan_in), (kh, kw, cin // g, self.features),
                             self.param_dtype)
-        ph, pw = _pair(self.padding)
+        ph, pw = pair(self.padding)
         xs = jnp.split(x.astype(self.dtype), g, axis=-1)
         ks = jnp.split(kernel.astype(self.dtype), g, axis=-1)
         y = jnp.concatenate([
-            lax.conv_general_dilated(xi, ki, _pair(self.stride), ((ph, ph), (pw, pw)), rhs_dilation=_pair(self.dilation),
+            lax.conv_general_dilated(xi, ki, pair(self.stride), ((ph, ph), (pw, pw)), rhs_dilation=pair(self.dilation),
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=self.precision)
             for xi, ki in zip(xs, ks)], axis=-1)
         if self.use_bias:

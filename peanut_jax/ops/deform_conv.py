@@ -21,26 +21,23 @@ from __future__ import annotations
 
 import math
 
-import jax
 import jax.numpy as jnp
 from jax import lax
+
+from peanut_jax.ops.patches import pair
 
 from peanut_jax.ops.warp import coord_dtype, sample_bilinear
 
 DEFAULT_MAX_COLUMNS = 1 << 27  # elements of the (rows, Wo, K, Cin) column buffer per chunk
 
 
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
-
-
 def modulated_deform_conv2d(x, offset, mask, weight, bias=None, stride=1, padding=1, dilation=1,
                             groups: int = 1, deform_groups: int = 1,
                             max_columns: int = DEFAULT_MAX_COLUMNS, precision=None):
     """DCNv2 forward: see the module docstring for the layouts.  Differentiable in all inputs."""
-    sh, sw = _pair(stride)
-    ph, pw = _pair(padding)
-    dh, dw = _pair(dilation)
+    sh, sw = pair(stride)
+    ph, pw = pair(padding)
+    dh, dw = pair(dilation)
     n, h, w, cin = x.shape
     kh, kw, cin_g, cout = weight.shape
     k = kh * kw

@@ -12,15 +12,16 @@ import jax.numpy as jnp
 from peanut_jax.ops.linear import with_transpose
 
 
-def _pair(v):
+def pair(v):
+    """An int or a pair as a pair (torch's ``_pair``)."""
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
 def _geometry(h, w, kernel_size, stride, padding, dilation):
-    kh, kw = _pair(kernel_size)
-    sh, sw = _pair(stride)
-    ph, pw = _pair(padding)
-    dh, dw = _pair(dilation)
+    kh, kw = pair(kernel_size)
+    sh, sw = pair(stride)
+    ph, pw = pair(padding)
+    dh, dw = pair(dilation)
     lh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     lw = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     if lh <= 0 or lw <= 0:
@@ -72,7 +73,7 @@ def unfold(x, kernel_size, stride=1, padding=0, dilation=1):
 def fold(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
     """(N, Lh, Lw, C*kh*kw) -> (N, H, W, C): sums overlapping patches (torch ``F.fold``), the exact
     transpose of :func:`unfold` (which is also its gradient)."""
-    h, w = _pair(output_size)
+    h, w = pair(output_size)
     n, lh_in, lw_in, ckk = cols.shape
     geom = _geometry(h, w, kernel_size, stride, padding, dilation)
     kh, kw, lh, lw = geom[0], geom[1], geom[8], geom[9]
