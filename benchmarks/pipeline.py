@@ -75,9 +75,9 @@ def load_models(kind: str, stages, upscale: int) -> dict:
     """{stage: (module, variables, label)}: the shipped demo weights or tiny random models."""
     from peanut_jax.models import build
     from peanut_jax.pipeline.common import bundled_asset
-    from peanut_jax.pipeline.run import load_stage_model
+    from peanut_jax.pipeline.build import load_stage_model
     if kind == "demo":
-        from peanut_jax.pipeline.demo import ASSETS
+        from peanut_jax.cli.demo import ASSETS
         return {s: load_stage_model(s, bundled_asset(ASSETS[s]), progress=False) for s in stages}
     out = {}
     if "erase" in stages:
@@ -94,11 +94,12 @@ def load_models(kind: str, stages, upscale: int) -> dict:
 
 
 def make_chain(cfg: dict, stages):
-    from peanut_jax.pipeline import run as R
+    from peanut_jax import pipeline as R
+    from peanut_jax.pipeline.erase_windows import EraseConfig
     models = load_models(cfg["weights"], stages, cfg["upscale"])
     return R.build_chain(stages, models=models, upscale=cfg["upscale"] if "upscale" in stages else None,
                          interpolate=cfg["interpolate"] if "interpolate" in stages else None,
-                         erase_options=dict(config=R._erase.EraseConfig(mode="streaming")),
+                         erase_options=dict(config=EraseConfig(mode="streaming")),
                          upscale_options=dict(chunk=cfg["chunk"], overlap=cfg["overlap"]),
                          interpolate_options=dict(batch_size=cfg["rife_batch"]), progress=False)
 
@@ -116,8 +117,9 @@ def _cpu() -> float:
 # ============================================================================================ workers
 def worker_chain(cfg: dict) -> dict:
     """The whole chain in this process, streaming from the mp4 to the final mp4."""
-    from peanut_jax.pipeline import run as R
-    R.enable_compilation_cache()   # only with --xla-cache (PEANUT_XLA_CACHE=0 otherwise)
+    from peanut_jax import pipeline as R
+    from peanut_jax.pipeline.common import enable_compilation_cache
+    enable_compilation_cache()   # only with --xla-cache (PEANUT_XLA_CACHE=0 otherwise)
     t0 = time.perf_counter()
     chain = make_chain(cfg, cfg["stages"])
     t_load = time.perf_counter() - t0
@@ -138,8 +140,9 @@ def worker_chain(cfg: dict) -> dict:
 def worker_stage(cfg: dict) -> dict:
     """One stage the separate-tools way: read every input frame, run, write every output frame."""
     from peanut_jax.data.video_io import VideoWriter, read_frames
-    from peanut_jax.pipeline import run as R
-    R.enable_compilation_cache()
+    from peanut_jax import pipeline as R
+    from peanut_jax.pipeline.common import enable_compilation_cache
+    enable_compilation_cache()
     t0 = time.perf_counter()
     stage = make_chain(cfg, [cfg["stage"]]).stages[0]
     t_load = time.perf_counter() - t0
@@ -295,7 +298,7 @@ def main(argv=None) -> int:
         res = worker_chain(cfg) if kind == "chain" else worker_stage(cfg)
         print(json.dumps(res, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
         return 0
-    from peanut_jax.pipeline.run import parse_stages
+    from peanut_jax.pipeline.build import parse_stages
     args.stages = parse_stages(args.stages, None, None)
     args.size = tuple(int(v) for v in args.size.lower().split("x"))
     if args.weights is None:

@@ -129,7 +129,7 @@ def test_overwrite_replaces_only_frame_folders_this_program_wrote(tmp_path, clip
 # ================================================================ 2./3. every command x every checkpoint kind
 def _orbax_workdir(path: pathlib.Path, exported: pathlib.Path) -> pathlib.Path:
     """A train.py-style workdir (orbax checkpoint + config.json) holding the exported weights."""
-    from peanut_jax.pipeline.common import load_exported
+    from peanut_jax.checkpoints.export import load_exported
     from peanut_jax.train.checkpoint import Checkpointer
     name, _, variables, _ = load_exported(exported)
     kwargs = json.loads((exported / "model.json").read_text())["kwargs"]
@@ -142,7 +142,7 @@ def _orbax_workdir(path: pathlib.Path, exported: pathlib.Path) -> pathlib.Path:
 def _official_file(path: pathlib.Path, exported: pathlib.Path) -> pathlib.Path:
     torch = pytest.importorskip("torch")
     from peanut_jax.convert import to_official
-    from peanut_jax.pipeline.common import load_exported
+    from peanut_jax.checkpoints.export import load_exported
     name, _, variables, _ = load_exported(exported)
     torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in to_official(name, variables).items()}, path)
     return path
@@ -253,7 +253,7 @@ def test_output_location_is_checked_before_loading(tmp_path, clip, command, caps
 
 # ================================================================ 7. odd sizes: exact output size, WxH summary
 def test_odd_frame_size_is_kept_and_reported_wxh(tmp_path):
-    from peanut_jax.pipeline import run as R
+    from peanut_jax import pipeline as R
 
     class Invert(R.Stage):
         name, needs_masks = "erase", True
@@ -319,7 +319,7 @@ def test_truncated_video_is_reported_as_truncated(cut_video):
 @pytest.mark.parametrize("value,says", [(255, "warning: every mask covers the whole frame"),
                                         (0, "nothing is erased")])
 def test_degenerate_mask_sets_are_reported(tmp_path, clip, value, says, capsys):
-    from peanut_jax.pipeline import run as R
+    from peanut_jax import pipeline as R
 
     class Copy(R.Stage):
         name, needs_masks = "erase", True
@@ -384,13 +384,14 @@ def test_ctrl_c_during_compilation_exits_within_seconds(tmp_path, clip):
 
 # ================================================================ 14. discoverability
 def test_demo_weights_are_registry_names(capsys):
-    from peanut_jax import weights as W
-    assert W.main(["list"]) == 0
+    from peanut_jax.checkpoints import download, registry
+    from peanut_jax.weights import main as weights_main
+    assert weights_main(["list"]) == 0
     listing = capsys.readouterr().out
     for name in ("erase_demo", "upscale_demo", "interpolate_demo", "spynet_demo"):
         assert name in listing
-        assert W.resolve_checkpoint(name) == ASSETS / name
-        assert W.get(name).bundled_path == ASSETS / name
+        assert download.resolve_checkpoint(name) == ASSETS / name
+        assert registry.get(name).bundled_path == ASSETS / name
 
 
 def test_readme_runs_ones_own_video_offline_and_links_nothing_a_clone_lacks():

@@ -369,96 +369,6 @@ def test_sequential_video_source_memory_is_bounded(tmp_path):
         np.testing.assert_array_equal(comp, ref[i])
 
 
-# ------------------------------------------------------------------------------ evaluation
-def skimage_ssim_transcription(a, b, win_size=65, data_range=255.0):
-    """structural_similarity(a, b, win_size, data_range, channel_axis=-1) with the default uniform
-    window, written with scipy.ndimage.uniform_filter + crop as skimage does."""
-    out = []
-    for c in range(a.shape[-1]):
-        x, y = a[..., c].astype(np.float64), b[..., c].astype(np.float64)
-        np_ = win_size ** 2
-        cov = np_ / (np_ - 1)
-        ux, uy = ndi.uniform_filter(x, win_size), ndi.uniform_filter(y, win_size)
-        uxx, uyy, uxy = (ndi.uniform_filter(x * x, win_size), ndi.uniform_filter(y * y, win_size),
-                         ndi.uniform_filter(x * y, win_size))
-        vx, vy, vxy = cov * (uxx - ux * ux), cov * (uyy - uy * uy), cov * (uxy - ux * uy)
-        c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-        s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux ** 2 + uy ** 2 + c1) * (vx + vy + c2))
-        p = (win_size - 1) // 2
-        out.append(s[p:-p, p:-p].mean())
-    return float(np.mean(out))
-
-
-def test_ssim_e2fgvi_is_the_skimage_uniform_65_variant():
-    rng = np.random.default_rng(0)
-    a = rng.integers(0, 256, (80, 97, 3)).astype(np.uint8)
-    b = np.clip(a.astype(np.float32) + rng.normal(0, 20, a.shape), 0, 255).astype(np.float32)
-    got = E.ssim_e2fgvi(b, a)
-    assert got == pytest.approx(skimage_ssim_transcription(b, a), abs=1e-10)
-    assert 0.0 < got < 0.99
-    assert E.ssim_e2fgvi(a, a) == pytest.approx(1.0)
-    # not the Gaussian 11x11 SSIM
-    from peanut_jax.metrics import ssim
-    assert abs(float(ssim(b / 255.0, a / 255.0)) - got) > 1e-3
-    with pytest.raises(ValueError, match="win_size"):
-        E.ssim_e2fgvi(a[:60], a[:60])
-    assert E.psnr_e2fgvi(a, a) == float("inf")
-    d = a.astype(np.float64)
-    d[0, 0, 0] = 255 - d[0, 0, 0]
-    mse = np.mean((d - a) ** 2)
-    assert E.psnr_e2fgvi(d, a) == pytest.approx(20 * np.log10(255 / np.sqrt(mse)))
-
-
-def test_evaluate_on_synthetic_clips():
-    from peanut_jax.data.synthetic import generate_clip
-    items = []
-    for seed in (0, 1):
-        c = generate_clip(seed, num_frames=9, height=66, width=120, num_objects=1)
-        to8 = lambda a: np.clip(np.round(a * 255), 0, 255).astype(np.uint8)  # noqa: E731
-        items.append(dict(name=f"clip{seed}", frames=to8(c.frames), masks=c.object_mask, ground_truth=to8(c.background),
-                          flow_forward=c.background_flow_forward, occlusion=c.background_occlusion_forward))
-    cfg = E.EraseConfig(neighbor_stride=2, ref_length=4)
-
-    res_grey = E.evaluate(None, None, items, config=cfg, runner=fake_model, model="e2fgvi_hq")
-    assert res_grey["frames"] == 18 and res_grey["videos"] == 2
-    # the numbers are the per-frame means of the official formulas on the official composites
-    from peanut_jax.metrics import warping_error
-    psnrs, ssims, ews = [], [], []
-    for it in items:
-        comps = official_loop(it["frames"], official_dilate(it["masks"]), fake_model, 2, 4, -1)
-        psnrs += [E.psnr_e2fgvi(c, g) for c, g in zip(comps, it["ground_truth"])]
-        ssims += [skimage_ssim_transcription(np.asarray(c, np.float64), g) for c, g in zip(comps, it["ground_truth"])]
-        saved = np.stack([c.astype(np.uint8) for c in comps]).astype(np.float32) / 255
-        ews += list(np.asarray(warping_error(saved, it["flow_forward"], None, it["occlusion"], reduce="none")))
-    assert res_grey["psnr"] == pytest.approx(np.mean(psnrs), rel=1e-12)
-    assert res_grey["ssim"] == pytest.approx(np.mean(ssims), abs=1e-9)
-    assert res_grey["ewarp"] == pytest.approx(np.nanmean(ews), rel=1e-6) and res_grey["ewarp"] > 0
-
-    # a model that copies the ground truth into the hole scores better on every metric
-    class CopyGT:
-        """Outputs the (padded) ground truth of the window in [-1, 1]."""
-
-        def __init__(self):
-            self.queue = []
-
-        def __call__(self, x, num_local):
-            return self.queue.pop(0)
-
-    better = []
-    for it in items:
-        gt = it["ground_truth"]
-        wins = E.plan_windows(len(gt), cfg)
-        copy = CopyGT()
-        for w in wins:
-            g = gt[list(w.local)].astype(np.float32) / 127.5 - 1 + 1e-4
-            copy.queue.append(E.pad_frames(g))
-        better.append(E.evaluate(None, None, [it], config=cfg, runner=copy, model="e2fgvi_hq"))
-    grey_v = res_grey["per_video"]
-    for b, g in zip(better, grey_v):
-        assert b["psnr"] > g["psnr"] + 3 and b["ssim"] > g["ssim"] and b["ewarp"] < g["ewarp"]
-
-
-# ------------------------------------------------------------------------------ real model (HQ, random weights)
 def _random_hq_variables(seed=0):
     from peanut_jax.models import build
     m = build("e2fgvi_hq")
@@ -542,7 +452,7 @@ def _write_clip(folder: pathlib.Path, frames, masks=None, mode="RGB"):
 
 @pytest.fixture(scope="module")
 def hq_export(tmp_path_factory, hq):
-    from peanut_jax.pipeline.common import export_weights
+    from peanut_jax.checkpoints.export import export_weights
     d = tmp_path_factory.mktemp("weights") / "hq"
     export_weights(d, "e2fgvi_hq", {}, hq[1]["params"])
     return d

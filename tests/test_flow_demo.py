@@ -2,7 +2,6 @@
 the procedural demo clip and beat the zero-flow baseline; the flow CLI refuses bad input."""
 import json
 
-import pytest
 
 from peanut_jax.pipeline.common import bundled_asset
 from peanut_jax.pipeline.flow import run_flow

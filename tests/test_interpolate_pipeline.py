@@ -276,7 +276,7 @@ def test_ssim_matlab():
 
 def _cli_setup(tmp_path, hd_vars, n=4):
     from peanut_jax.data.video_io import VideoWriter
-    from peanut_jax.pipeline.common import export_weights
+    from peanut_jax.checkpoints.export import export_weights
     w = export_weights(tmp_path / "hd", "rife_hdv3", {"c": 8}, hd_vars["params"])
     frames = [(np.clip(f, 0, 1) * 255).round().astype(np.uint8) for f in clip(n)]
     with VideoWriter(tmp_path / "in", fps=10) as wr:

@@ -16,9 +16,11 @@ import pytest
 from conftest import shared_path
 from PIL import Image
 
-from peanut_jax.data.video_io import VideoWriter, open_video, read_frames
+from peanut_jax.data.video_io import open_video, read_frames
 from peanut_jax.pipeline import erase as E
-from peanut_jax.pipeline import run as R
+from peanut_jax import pipeline as R
+from peanut_jax.cli.manifest import read_manifest, run_manifest
+from peanut_jax.pipeline.common import enable_compilation_cache
 from peanut_jax.pipeline.telemetry import run_parallel
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -331,26 +333,26 @@ def test_manifest_batch_csv_and_json(job):
     m2 = write_masks(d / "masks2", square_masks(4))
     (d / "jobs.csv").write_text("video,masks,output\nin,masks,a.mp4\nin2,masks2,b\n")
     chain = R.Chain([FakeErase(), FakeInterp()])
-    res = R.run_manifest(chain, d / "jobs.csv", progress=False, log=None)
+    res = run_manifest(chain, d / "jobs.csv", progress=False, log=None)
     assert [r.frames_out for r in res] == [11, 7]
     assert len(open_video(d / "a.mp4")) == 11
     np.testing.assert_array_equal(read_frames(d / "b"), expected(clip(t=4, seed=3), square_masks(4),
                                                                  ("erase", "interpolate")))
     (d / "jobs.json").write_text(json.dumps({"jobs": [{"video": str(v2), "masks": str(m2), "output": "c.mp4",
                                                        "side_by_side": "c_sbs.mp4"}]}))
-    R.run_manifest(chain, d / "jobs.json", progress=False, log=None)
+    run_manifest(chain, d / "jobs.json", progress=False, log=None)
     assert len(open_video(d / "c_sbs.mp4")) == 7
     # every row is checked before the first one runs
     (d / "bad.csv").write_text("video,masks,output\nin,masks,new.mp4\nin2,masks2,a.mp4\n")
     with pytest.raises(FileExistsError, match="row 2.*a.mp4 already exists"):
-        R.run_manifest(chain, d / "bad.csv", progress=False, log=None)
+        run_manifest(chain, d / "bad.csv", progress=False, log=None)
     assert not (d / "new.mp4").exists()
     (d / "bad2.csv").write_text("video,mask,output\nin,masks,x.mp4\n")
     with pytest.raises(ValueError, match="row 1: unknown column 'mask'"):
-        R.read_manifest(d / "bad2.csv")
+        read_manifest(d / "bad2.csv")
     (d / "bad3.json").write_text("{not json")
     with pytest.raises(ValueError, match="cannot parse the manifest"):
-        R.read_manifest(d / "bad3.json")
+        read_manifest(d / "bad3.json")
 
 
 def make_av(path, seconds=1.0, rate=10, size="48x32"):
@@ -432,22 +434,22 @@ def test_cli_output_not_writable(tmp_path, capsys, job):
 
 def test_cli_checksum_mismatch(tmp_path, capsys, job, monkeypatch):
     """A registry download whose sha256 does not match: one line, nothing cached."""
-    from peanut_jax import weights
+    from peanut_jax.checkpoints import entry, registry
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     (mirror / "fake_e2fgvi-0123abcd.pth").write_bytes(b"corrupted download")
     monkeypatch.setenv("PEANUT_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("PEANUT_WEIGHTS_MIRROR", str(mirror))
-    weights.register(weights.WeightEntry("fake_e2fgvi", "e2fgvi_hq", "fake_e2fgvi-0123abcd.pth",
+    registry.register(entry.WeightEntry("fake_e2fgvi", "e2fgvi_hq", "fake_e2fgvi-0123abcd.pth",
                                          urls=("https://example.invalid/fake_e2fgvi-0123abcd.pth",),
                                          sha256_prefix="0123abcd"), replace=True)
     try:
         assert cli("--input", job["video"], "--masks", job["mask_dir"], "--output", tmp_path / "o.mp4",
                    "--checkpoint-erase", "fake_e2fgvi") == 2
         assert "sha256" in one_line_error(capsys)
-        assert weights.converted_dir("fake_e2fgvi") is None and not (tmp_path / "o.mp4").exists()
+        assert registry.converted_dir("fake_e2fgvi") is None and not (tmp_path / "o.mp4").exists()
     finally:
-        weights.unregister("fake_e2fgvi")
+        registry.unregister("fake_e2fgvi")
 
 
 # =============================================================================== the real stages
@@ -573,7 +575,7 @@ def test_real_erase_on_tennis(real_chain, tmp_path):
 def test_demo_prefers_cached_official_weights(tmp_path, monkeypatch):
     """With a converted official checkpoint in $PEANUT_HOME the demo uses it (and says so); otherwise,
     or with --demo-weights bundled, the shipped weights; without those a clear error."""
-    from peanut_jax import weights
+    from peanut_jax.checkpoints import registry
     from peanut_jax.cli import demo
     monkeypatch.setenv("PEANUT_HOME", str(tmp_path / "home"))
     assets = tmp_path / "assets"
@@ -588,9 +590,9 @@ def test_demo_prefers_cached_official_weights(tmp_path, monkeypatch):
     cached.mkdir(parents=True)
     (cached / "params.safetensors").write_bytes(b"")
     (cached / "model.json").write_text(json.dumps({"model": "rife_hdv3", "kwargs": {}, "metadata": {
-        "registry_name": "rife_hdv3", "cache_version": weights.CACHE_VERSION, "source_file": "flownet.pkl",
-        "source_sha256": weights.get("rife_hdv3").sha256}}))
-    assert weights.converted_dir("rife_hdv3") == cached
+        "registry_name": "rife_hdv3", "cache_version": registry.CACHE_VERSION, "source_file": "flownet.pkl",
+        "source_sha256": registry.get("rife_hdv3").sha256}}))
+    assert registry.converted_dir("rife_hdv3") == cached
     got = demo.choose_weights("auto", ["interpolate"])["interpolate"]
     assert got[0] == cached and got[2] and "official 'rife_hdv3'" in got[1]
     assert not demo.choose_weights("bundled", ["interpolate"])["interpolate"][2]
@@ -626,7 +628,7 @@ def test_enable_compilation_cache_settings(tmp_path, monkeypatch):
     restores the process-wide setting after the test)."""
     import jax
     monkeypatch.setenv("PEANUT_XLA_CACHE", "0")
-    assert R.enable_compilation_cache() is None
+    assert enable_compilation_cache() is None
     monkeypatch.setenv("PEANUT_XLA_CACHE", str(tmp_path / "xla"))
-    assert R.enable_compilation_cache() == tmp_path / "xla"
+    assert enable_compilation_cache() == tmp_path / "xla"
     assert jax.config.jax_compilation_cache_dir == str(tmp_path / "xla") and (tmp_path / "xla").is_dir()

@@ -519,7 +519,8 @@ def test_registry_fetch_converts_once_and_loads_offline(tiny, tmp_path, monkeypa
     import hashlib
 
     torch = pytest.importorskip("torch")
-    from peanut_jax import weights as W
+    from peanut_jax import checkpoints as C
+    from peanut_jax.checkpoints import download, entry, registry
 
     module, variables = tiny
     sd = to_official("sam2", variables)
@@ -531,21 +532,21 @@ def test_registry_fetch_converts_once_and_loads_offline(tiny, tmp_path, monkeypa
     monkeypatch.setenv("PEANUT_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("PEANUT_WEIGHTS_MIRROR", str(folder))
     monkeypatch.setenv("PEANUT_OFFLINE", "1")
-    e = W.register(W.WeightEntry("test_sam2_tiny", "sam2", "sam2_test.pt", urls=("https://example.invalid/x.pt",),
+    e = registry.register(entry.WeightEntry("test_sam2_tiny", "sam2", "sam2_test.pt", urls=("https://example.invalid/x.pt",),
                                  sha256=hashlib.sha256(data).hexdigest()), replace=True)
     try:
-        out = W.fetch(e.name, progress=False)
-        m2, v2 = W.load(e.name)
+        out = download.fetch(e.name, progress=False)
+        m2, v2 = C.load(e.name)
         assert m2.cfg == module.cfg
         for (p, a), (_, b) in zip(jax.tree_util.tree_leaves_with_path(variables),
                                   jax.tree_util.tree_leaves_with_path(v2)):
             assert np.array_equal(np.asarray(a), np.asarray(b)), p
         (folder / "sam2_test.pt").unlink()        # converted once: the cache alone serves it now
-        assert W.fetch(e.name, progress=False) == out
+        assert download.fetch(e.name, progress=False) == out
     finally:
-        W.unregister(e.name)
+        registry.unregister(e.name)
     # every official SAM 2 / 2.1 size is registered with its official URL
-    names = {n for n in W.names() if n.startswith("sam2")}
+    names = {n for n in registry.names() if n.startswith("sam2")}
     assert names == {f"{p}_hiera_{s}" for p in ("sam2", "sam2.1") for s in ("tiny", "small", "base_plus", "large")}
-    assert W.get("sam2.1_hiera_base_plus").urls == (
+    assert registry.get("sam2.1_hiera_base_plus").urls == (
         "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_base_plus.pt",)

@@ -293,24 +293,24 @@ class _NearestStub(nn.Module):
 def test_evaluate_vsr_layouts_metrics_and_center_rule(tmp_path):
     from peanut_jax.data.degrade import imresize
     from peanut_jax.metrics import psnr, ssim
-    from peanut_jax.pipeline import evaluate_vsr as ev
+    from peanut_jax.evaluate import cli as ev_cli, common as ev_common, vsr
     rng = np.random.default_rng(0)
     root = tmp_path / "REDS"
-    for c in ev.REDS4:
+    for c in vsr.REDS4:
         for i in range(2):
             lq = rng.integers(0, 256, (16, 20, 3), dtype=np.uint8)
             _png(root / "train_sharp" / c / f"{i:08d}.png", np.kron(lq, np.ones((4, 4, 1), np.uint8)))
             _png(root / "train_sharp_bicubic" / "X4" / c / f"{i:08d}.png", lq)
     stub = _NearestStub()
-    res = ev.evaluate_vsr(stub, {}, ev.vsr_clips("reds4", root), crop_border=2)
-    assert res["num_clips"] == 4 and set(res["clips"]) == set(ev.REDS4)
-    lq, gt = ev.reds4_clips(root)[1].load()
-    out = ev.quantize(np.kron(lq / 255.0, np.ones((4, 4, 1))) + np.arange(2)[:, None, None, None] / 100)
+    res = vsr.evaluate_vsr(stub, {}, vsr.vsr_clips("reds4", root), crop_border=2)
+    assert res["num_clips"] == 4 and set(res["clips"]) == set(vsr.REDS4)
+    lq, gt = vsr.reds4_clips(root)[1].load()
+    out = ev_common.quantize(np.kron(lq / 255.0, np.ones((4, 4, 1))) + np.arange(2)[:, None, None, None] / 100)
     want = np.mean(psnr(out, gt / 255.0, crop_border=2))
     np.testing.assert_allclose(res["clips"]["011"]["psnr"], want, rtol=1e-9)
     np.testing.assert_allclose(res["clips"]["011"]["ssim_y"],
                                np.mean(ssim(out, gt / 255.0, crop_border=2, y_channel=True)), rtol=1e-9)
-    bic = ev.quantize(np.stack([imresize(f / 255.0, 4.0) for f in lq]))
+    bic = ev_common.quantize(np.stack([imresize(f / 255.0, 4.0) for f in lq]))
     np.testing.assert_allclose(res["clips"]["011"]["psnr_bicubic"], np.mean(psnr(bic, gt / 255.0, crop_border=2)),
                                rtol=1e-6)
     # Vimeo-90K-T: 7 LR frames mirrored to 14, centre output 0.5 * (out[3] + out[10]) against im4
@@ -318,16 +318,16 @@ def test_evaluate_vsr_layouts_metrics_and_center_rule(tmp_path):
     for j in range(1, 8):
         _png(vroot / "sequences" / "00001/0001" / f"im{j}.png", rng.integers(0, 256, (32, 40, 3), dtype=np.uint8))
     (vroot / "sep_testlist.txt").write_text("00001/0001\n")
-    vres = ev.evaluate_vsr(stub, {}, ev.vsr_clips("vimeo90k_t", vroot), bicubic=False)
-    lq, gt = ev.vimeo90k_t_clips(vroot)[0].load()
+    vres = vsr.evaluate_vsr(stub, {}, vsr.vsr_clips("vimeo90k_t", vroot), bicubic=False)
+    lq, gt = vsr.vimeo90k_t_clips(vroot)[0].load()
     assert gt.shape == (1, 32, 40, 3)
-    out = ev.quantize(np.kron(lq[3] / np.float32(255.0), np.ones((4, 4, 1))) + (3 + 10) / 200)
+    out = ev_common.quantize(np.kron(lq[3] / np.float32(255.0), np.ones((4, 4, 1))) + (3 + 10) / 200)
     np.testing.assert_allclose(vres["psnr_y"], float(psnr(out, gt[0] / 255.0, y_channel=True)), rtol=1e-6)
     # the CLI: one-line errors, exit code 2
-    assert ev.main(["upscale", "--dataset", "reds4", "--root", str(tmp_path / "nope"), "--checkpoint",
+    assert ev_cli.main(["upscale", "--dataset", "reds4", "--root", str(tmp_path / "nope"), "--checkpoint",
                     str(tmp_path / "none.pth")]) == 2
     with pytest.raises(FileNotFoundError, match="train_sharp"):
-        ev.reds4_clips(tmp_path / "nope")
+        vsr.reds4_clips(tmp_path / "nope")
 
 
 class _FakeVSR(nn.Module):

@@ -190,9 +190,9 @@ def test_a_few_train_steps_finite(tmp_path):
                 + 0.1 * m["loss_sobel"] + 0.01 * m["loss_epe"])
     np.testing.assert_allclose(m["loss"], expected, rtol=1e-4)
     # the evaluation CLI reads the workdir (model rebuilt from config.json)
-    from peanut_jax.pipeline import evaluate_vsr as ev
+    from peanut_jax.evaluate import cli as ev_cli
     out = tmp_path / "eval.json"
-    assert ev.main(["interpolate", "--dataset", "synthetic", "--workdir", str(tmp_path / "run"), "--max-items", "2",
+    assert ev_cli.main(["interpolate", "--dataset", "synthetic", "--workdir", str(tmp_path / "run"), "--max-items", "2",
                     "--quiet", "--json", str(out)]) == 0
     import json
     r = json.loads(out.read_text())
@@ -221,7 +221,7 @@ class _AverageStub(nn.Module):
 
 
 def test_evaluate_interpolation_layouts(tmp_path):
-    from peanut_jax.pipeline import evaluate_vsr as ev
+    from peanut_jax.evaluate import interpolation
     rng = np.random.default_rng(0)
     vroot = tmp_path / "vimeo_interp_test"
     for n in ("00001/0001", "00001/0002"):
@@ -236,7 +236,7 @@ def test_evaluate_interpolation_layouts(tmp_path):
             (uroot / d).mkdir(parents=True, exist_ok=True)
             Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(uroot / d / f)
     for dataset, root, n in (("vimeo90k", vroot, 2), ("ucf101", uroot, 3), ("synthetic", None, 2)):
-        res = ev.evaluate_interpolation(_AverageStub(), {}, ev.triplets(dataset, root, 2 if dataset == "synthetic"
+        res = interpolation.evaluate_interpolation(_AverageStub(), {}, interpolation.triplets(dataset, root, 2 if dataset == "synthetic"
                                                                          else None))
         assert res["num_items"] == n
         # the stand-in predicts the average of the inputs: the baseline up to float32 vs float64 ties in
@@ -245,6 +245,6 @@ def test_evaluate_interpolation_layouts(tmp_path):
         np.testing.assert_allclose(res["ssim"], res["ssim_average"], atol=2e-3)
         assert 0 < res["ssim"] <= 1
     with pytest.raises(FileNotFoundError, match="neither target"):
-        ev.vimeo_triplets(tmp_path)
+        interpolation.vimeo_triplets(tmp_path)
     with pytest.raises(ValueError, match="channel_order"):
-        ev.evaluate_interpolation(_AverageStub(), {}, [], channel_order="bgra")
+        interpolation.evaluate_interpolation(_AverageStub(), {}, [], channel_order="bgra")

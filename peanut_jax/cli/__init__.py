@@ -14,7 +14,7 @@ def main(argv=None, interrupt=None) -> int:
     from peanut_jax.cli.commands import dispatch
     from peanut_jax.cli.parser import COMMANDS, build_parser, normalize
     from peanut_jax.pipeline.common import announce_compilation, enable_compilation_cache
-    from peanut_jax.weights import DownloadError
+    from peanut_jax.checkpoints.entry import DownloadError
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(description="peanut_jax inference: mask -> erase -> upscale -> interpolate, and flow.")
     if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help") and argv[0] not in COMMANDS:

@@ -39,7 +39,6 @@ def mask_files(source: str | os.PathLike) -> list[pathlib.Path]:
     return files
 
 
-_mask_files = mask_files  # SHIM: made public (issue 12)
 
 
 def _read_one(path: pathlib.Path, size: tuple[int, int] | None, resize: bool,

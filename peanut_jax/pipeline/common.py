@@ -7,10 +7,6 @@ import os
 import pathlib
 import sys
 
-from peanut_jax.checkpoints.export import export_weights, hashable, load_exported  # noqa: F401  # SHIM: moved (issue 12)
-from peanut_jax.checkpoints.families import check_family  # noqa: F401  # SHIM: moved (issue 12)
-from peanut_jax.checkpoints.load import load_model  # noqa: F401  # SHIM: moved (issue 12)
-from peanut_jax.checkpoints.load import resolve as resolve_weights  # noqa: F401  # SHIM: moved (issue 12)
 
 
 def bundled_asset(*parts) -> pathlib.Path:
