@@ -16,6 +16,7 @@ SLURM with several tasks, Open MPI), in which case JAX fills in the parameters i
 ``--distributed=on`` always initialises, ``off`` never.  Each process then reads its own share
 of every batch, and only process 0 logs and writes metrics.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -26,23 +27,28 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/spynet.py:tiny.",
-                                lock_config=True)
+config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/spynet.py:tiny.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl and config.json.")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process runs).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process runs).")
 flags.DEFINE_integer("process_id", None, "Index of this process (multi-process runs).")
-flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
-                  "Call jax.distributed.initialize: auto = when flags/env/cluster say so.")
+flags.DEFINE_enum(
+    "distributed",
+    "auto",
+    ["auto", "on", "off"],
+    "Call jax.distributed.initialize: auto = when flags/env/cluster say so.",
+)
 # keep in sync with peanut_jax.train.loop.RESUME_FREE_KEYS (tests/test_train_cli.py checks)
 flags.DEFINE_bool(
-    "allow-config-change", False,
+    "allow-config-change",
+    False,
     "Resume a --workdir whose config.json differs from this config (the old one is kept as "
     "config.step<N>.json).  Not needed when only these loop-only keys differ: "
     "train.num_steps, train.log_every, train.eval_every, train.checkpoint_every, "
     "train.keep_checkpoints, train.async_checkpoint, train.prefetch, train.progress, "
     "train.tensorboard, train.eval_at_start, train.debug_nan_at_step (a schedule defined over "
-    "train.num_steps, e.g. cosine, follows the new length from the resume step on).")
+    "train.num_steps, e.g. cosine, follows the new length from the resume step on).",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
@@ -68,10 +74,10 @@ def _cluster_detected() -> bool:
     return int(env.get("OMPI_COMM_WORLD_SIZE", "1") or 1) > 1
 
 
-def maybe_initialize_distributed(mode: str, coordinator_address=None, num_processes=None,
-                                 process_id=None) -> bool:
+def maybe_initialize_distributed(mode: str, coordinator_address=None, num_processes=None, process_id=None) -> bool:
     """Call ``jax.distributed.initialize`` when asked to (see the module docstring)."""
     import jax
+
     addr = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS") or None
     nproc = num_processes if num_processes is not None else _env_int("JAX_NUM_PROCESSES")
     pid = process_id if process_id is not None else _env_int("JAX_PROCESS_ID")
@@ -79,8 +85,7 @@ def maybe_initialize_distributed(mode: str, coordinator_address=None, num_proces
     if mode == "off":
         return False
     if mode == "on" or explicit or (mode == "auto" and _cluster_detected()):
-        jax.distributed.initialize(coordinator_address=addr, num_processes=nproc,
-                                   process_id=pid)
+        jax.distributed.initialize(coordinator_address=addr, num_processes=nproc, process_id=pid)
         return True
     return False
 
@@ -103,7 +108,7 @@ def _exc_text(e: BaseException) -> str:
 def _config_arg(argv):
     for i, a in enumerate(argv):
         if a.startswith("--config="):
-            return a[len("--config="):]
+            return a[len("--config=") :]
         if a == "--config" and i + 1 < len(argv):
             return argv[i + 1]
     return None
@@ -136,22 +141,23 @@ def _unknown_override(argv):
     for a in argv[1:]:
         if not a.startswith("--config."):
             continue
-        field = a[len("--config."):].split("=", 1)[0]
+        field = a[len("--config.") :].split("=", 1)[0]
         if "[" in field:
             return None
         node, parts = config, field.split(".")
         for i, part in enumerate(parts):
-            here = ".".join(parts[:i + 1])
+            here = ".".join(parts[: i + 1])
             if not hasattr(node, "keys"):
-                return (f"config field {'.'.join(parts[:i])!r} has no sub-field {part!r} "
-                        f"(in {a})")
+                return f"config field {'.'.join(parts[:i])!r} has no sub-field {part!r} (in {a})"
             if part in node.keys():
                 node = node[part]
                 continue
             prefix = ".".join(parts[:i])
-            near = [f"{prefix}.{k}" if prefix else k
-                    for k in difflib.get_close_matches(part, list(node.keys()), n=3, cutoff=0.6)]
-            if not near:   # the right name in another group, e.g. --config.lr for optim.lr
+            near = [
+                f"{prefix}.{k}" if prefix else k
+                for k in difflib.get_close_matches(part, list(node.keys()), n=3, cutoff=0.6)
+            ]
+            if not near:  # the right name in another group, e.g. --config.lr for optim.lr
                 near = [p for p in all_paths if p.rsplit(".", 1)[-1] == part][:3]
             hint = f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
             return f"unknown config field {here!r} (in {a}){hint}"
@@ -177,40 +183,50 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     import jax
 
-    from peanut_jax.train.loop import (NonFiniteLossError, TrainingInterrupted, WorkdirError,
-                                       train_and_evaluate)
+    from peanut_jax.train.loop import NonFiniteLossError, TrainingInterrupted, WorkdirError, train_and_evaluate
+
     try:
         config = FLAGS.config
         config.get("task")  # a config file that failed to load raises here
     except (OSError, AttributeError, KeyError, ValueError) as e:
         _fail(f"cannot load --config: {e}", 2)
     try:
-        maybe_initialize_distributed(FLAGS.distributed, FLAGS.coordinator_address,
-                                     FLAGS.num_processes, FLAGS.process_id)
+        maybe_initialize_distributed(
+            FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
+        )
         if jax.process_index() != 0 or not FLAGS["verbosity"].present:
             logging.set_verbosity(logging.WARNING)  # the progress bar reports; -v 0 for INFO logs
-        result = train_and_evaluate(config, FLAGS.workdir,
-                                    allow_config_change=FLAGS["allow-config-change"].value)
+        result = train_and_evaluate(config, FLAGS.workdir, allow_config_change=FLAGS["allow-config-change"].value)
     except (ValueError, FileNotFoundError, NonFiniteLossError, WorkdirError) as e:
         _fail(e)
     except TrainingInterrupted as e:
         latest = e.step if e.saved else e.latest
-        resume = (f"run the same command again to resume from step {latest}"
-                  if latest is not None else f"no checkpoint in {e.checkpoint_dir} yet")
+        resume = (
+            f"run the same command again to resume from step {latest}"
+            if latest is not None
+            else f"no checkpoint in {e.checkpoint_dir} yet"
+        )
         print(f"train.py: {e}; {resume}", file=sys.stderr, flush=True)
         sys.exit(130)
-    except KeyboardInterrupt:   # a second Ctrl-C, or one before the loop could catch it
-        print("train.py: interrupted before a checkpoint of this run's last steps was saved; run "
-              f"the same command again to resume from the latest checkpoint in {FLAGS.workdir} "
-              "(if any)", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before the loop could catch it
+        print(
+            "train.py: interrupted before a checkpoint of this run's last steps was saved; run "
+            f"the same command again to resume from the latest checkpoint in {FLAGS.workdir} "
+            "(if any)",
+            file=sys.stderr,
+            flush=True,
+        )
         sys.stdout.flush()
-        os._exit(130)   # now: an interpreter shutdown under a half-done compilation can crash
+        os._exit(130)  # now: an interpreter shutdown under a half-done compilation can crash
     if jax.process_index() == 0:
-        summary = {**{f"train/{k}": v for k, v in result.train_metrics.items()},
-                   **{f"eval/{k}": v for k, v in result.eval_metrics.items()}}
+        summary = {
+            **{f"train/{k}": v for k, v in result.train_metrics.items()},
+            **{f"eval/{k}": v for k, v in result.eval_metrics.items()},
+        }
         resumed = f" (resumed from step {result.start_step})" if result.start_step else ""
-        print(f"done at step {result.step}{resumed}: " + ", ".join(
-            f"{k}={v:.5g}" for k, v in summary.items()), flush=True)
+        print(
+            f"done at step {result.step}{resumed}: " + ", ".join(f"{k}={v:.5g}" for k, v in summary.items()), flush=True
+        )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ clip of any length.  ``chunks``: PSNR of streaming outputs (several chunk/overla
 against the whole-clip output of the same weights on a real clip.  Results are printed; copy them
 to ``benchmarks/RESULTS.md`` with the machine and date.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,6 +40,7 @@ def load(args):
 
     from peanut_jax.convert import from_official
     from peanut_jax.models.basicvsr_pp import BasicVSRPlusPlus
+
     kw = dict(use_scan=not getattr(args, "loop", False))
     ckpt = args.checkpoint
     if ckpt is None and not args.tiny and os.environ.get("PEANUT_REFS"):
@@ -89,8 +91,10 @@ def cmd_speed(args):
         jax.block_until_ready(c(v, x))
         ts.append(time.perf_counter() - t0)
     med = float(np.median(ts))
-    print(f"c{m.mid_channels}n{m.num_blocks} T={t} {h}x{w} ({what}, {jax.default_backend()}): compile {tc:.1f} s, "
-          f"forward median {med:.3f} s (min {min(ts):.3f}, max {max(ts):.3f}) = {1e3 * med / t:.0f} ms/frame")
+    print(
+        f"c{m.mid_channels}n{m.num_blocks} T={t} {h}x{w} ({what}, {jax.default_backend()}): compile {tc:.1f} s, "
+        f"forward median {med:.3f} s (min {min(ts):.3f}, max {max(ts):.3f}) = {1e3 * med / t:.0f} ms/frame"
+    )
 
 
 def cmd_memory(args):
@@ -102,13 +106,18 @@ def cmd_memory(args):
         x = jax.ShapeDtypeStruct((1, t, h, w, 3), jnp.float32)
         ma = _fwd(m).lower(v, x).compile().memory_analysis()
         total = ma.argument_size_in_bytes + ma.output_size_in_bytes + ma.temp_size_in_bytes
-        return total / 2 ** 20, ma.temp_size_in_bytes / 2 ** 20
+        return total / 2**20, ma.temp_size_in_bytes / 2**20
 
-    print(f"XLA buffer assignment per call, c{m.mid_channels}n{m.num_blocks}, {h}x{w} input ({what}, "
-          f"{jax.default_backend()})")
+    print(
+        f"XLA buffer assignment per call, c{m.mid_channels}n{m.num_blocks}, {h}x{w} input ({what}, "
+        f"{jax.default_backend()})"
+    )
     tot, tmp = mib(window)
-    print(f"  streaming window of {window} frames (chunk {args.chunk} + 2x{args.overlap}), any clip length: "
-          f"{tot:8.1f} MiB (temporaries {tmp:.1f})", flush=True)
+    print(
+        f"  streaming window of {window} frames (chunk {args.chunk} + 2x{args.overlap}), any clip length: "
+        f"{tot:8.1f} MiB (temporaries {tmp:.1f})",
+        flush=True,
+    )
     for t in args.frames:
         tot, tmp = mib(t)
         print(f"  whole clip T={t:4d}: {tot:8.1f} MiB (temporaries {tmp:.1f})", flush=True)
@@ -118,6 +127,7 @@ def cmd_chunks(args):
     from PIL import Image
 
     from peanut_jax.pipeline.upscale import Upscaler, upscale_clip
+
     m, v, what = load(args)
     files = sorted(p for p in pathlib.Path(args.clip).iterdir() if p.suffix.lower() in (".png", ".jpg"))
     if args.max_frames:
@@ -126,9 +136,12 @@ def cmd_chunks(args):
     if args.crop:
         ch, cw = args.crop
         y0, x0 = (frames.shape[1] - ch) // 2, (frames.shape[2] - cw) // 2
-        frames = frames[:, y0:y0 + ch, x0:x0 + cw]
-    print(f"{args.clip}: {len(frames)} frames {frames.shape[1]}x{frames.shape[2]}, c{m.mid_channels}n{m.num_blocks} "
-          f"({what})", flush=True)
+        frames = frames[:, y0 : y0 + ch, x0 : x0 + cw]
+    print(
+        f"{args.clip}: {len(frames)} frames {frames.shape[1]}x{frames.shape[2]}, c{m.mid_channels}n{m.num_blocks} "
+        f"({what})",
+        flush=True,
+    )
     runner = Upscaler(m, v)
     t0 = time.perf_counter()
     whole = upscale_clip(frames, m, v, chunk=None, upscaler=runner)
@@ -139,13 +152,16 @@ def cmd_chunks(args):
         t0 = time.perf_counter()
         out = upscale_clip(frames, m, v, chunk=chunk, overlap=overlap, blend=blend, upscaler=r)
         diff = out.astype(np.float64) - whole
-        mse = float(np.mean(diff ** 2))
-        per_frame = 10 * np.log10(1.0 / np.maximum(np.mean(diff ** 2, axis=(1, 2, 3)), 1e-20))
-        print(f"  chunk {chunk:2d} overlap {overlap:2d} blend {blend}: PSNR vs whole "
-              f"{10 * np.log10(1.0 / max(mse, 1e-20)):6.2f} dB (worst frame {per_frame.min():6.2f} dB), "
-              f"max|diff| {np.abs(diff).max():.4f}, uint8 values differing "
-              f"{np.mean(np.round(out * 255) != np.round(whole * 255)):.2%}, "
-              f"{r.calls} calls of shape(s) {sorted(r.shapes)}, {time.perf_counter() - t0:.0f} s", flush=True)
+        mse = float(np.mean(diff**2))
+        per_frame = 10 * np.log10(1.0 / np.maximum(np.mean(diff**2, axis=(1, 2, 3)), 1e-20))
+        print(
+            f"  chunk {chunk:2d} overlap {overlap:2d} blend {blend}: PSNR vs whole "
+            f"{10 * np.log10(1.0 / max(mse, 1e-20)):6.2f} dB (worst frame {per_frame.min():6.2f} dB), "
+            f"max|diff| {np.abs(diff).max():.4f}, uint8 values differing "
+            f"{np.mean(np.round(out * 255) != np.round(whole * 255)):.2%}, "
+            f"{r.calls} calls of shape(s) {sorted(r.shapes)}, {time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
 
 
 def main(argv=None):
@@ -171,8 +187,12 @@ def main(argv=None):
             p.add_argument("--clip", required=True, help="frame folder")
             p.add_argument("--crop", type=int, nargs=2, default=None, metavar=("H", "W"), help="centre crop")
             p.add_argument("--max-frames", type=int, default=0)
-            p.add_argument("--settings", nargs="+", default=["5,2,0", "5,4,0", "8,4,0", "8,4,4"],
-                           help="chunk,overlap,blend triples")
+            p.add_argument(
+                "--settings",
+                nargs="+",
+                default=["5,2,0", "5,4,0", "8,4,0", "8,4,4"],
+                help="chunk,overlap,blend triples",
+            )
     args = ap.parse_args(argv)
     {"compile": cmd_compile, "speed": cmd_speed, "memory": cmd_memory, "chunks": cmd_chunks}[args.cmd](args)
 

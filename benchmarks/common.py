@@ -1,4 +1,5 @@
 """Timing helpers for the benchmark scripts: medians after warm-up, side by side in one run."""
+
 from __future__ import annotations
 
 import json
@@ -24,10 +25,13 @@ def median_time(fn, repeats: int = 5, warmup: int = 1) -> float:
 
 def machine() -> str:
     import jax
+
     dev = jax.devices()[0]
     cpu = platform.processor() or platform.machine()
-    return (f"{dev.platform}:{getattr(dev, 'device_kind', '')} | {os.cpu_count()} cores {cpu} | "
-            f"jax {jax.__version__} | {time.strftime('%Y-%m-%d')}")
+    return (
+        f"{dev.platform}:{getattr(dev, 'device_kind', '')} | {os.cpu_count()} cores {cpu} | "
+        f"jax {jax.__version__} | {time.strftime('%Y-%m-%d')}"
+    )
 
 
 def report(rows: list[dict], title: str, path: str | None = None) -> None:

@@ -26,6 +26,7 @@ is run up to ``--official-max`` frames only (its per-window cost grows with the 
 
 Weights are random (timing does not depend on values) unless ``--checkpoint`` is given.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,6 +64,7 @@ def random_variables(name: str, seed: int = 0, **widths):
     from flax.traverse_util import flatten_dict, unflatten_dict
 
     from peanut_jax.models import build
+
     m = build(name, **widths)
     h, w = (60, 108) if m.hq else (240, 432)
     x = jax.ShapeDtypeStruct((1, 2, h, w, 3), jnp.float32)
@@ -86,37 +88,58 @@ def random_variables(name: str, seed: int = 0, **widths):
 def window_input(size, num_local, num_refs, seed=0):
     """A masked window input (T, Hp, Wp, 3) in [-1, 1] as the pipeline builds it."""
     from peanut_jax.pipeline import erase as E
+
     h, w = size
     rng = np.random.default_rng(seed)
     t = num_local + num_refs
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    frames = np.stack([np.clip(127 + 100 * np.sin((xx + 3 * i) / 9.0)[..., None] * np.cos(yy / 7.0)[..., None]
-                               + rng.normal(0, 5, (h, w, 3)), 0, 255) for i in range(t)]).astype(np.uint8)
-    masks = np.stack([((yy - h / 2) ** 2 / (h / 5) ** 2 + (xx - w / 3 - 2 * i) ** 2 / (w / 8) ** 2) < 1
-                      for i in range(t)])
+    frames = np.stack(
+        [
+            np.clip(
+                127
+                + 100 * np.sin((xx + 3 * i) / 9.0)[..., None] * np.cos(yy / 7.0)[..., None]
+                + rng.normal(0, 5, (h, w, 3)),
+                0,
+                255,
+            )
+            for i in range(t)
+        ]
+    ).astype(np.uint8)
+    masks = np.stack(
+        [((yy - h / 2) ** 2 / (h / 5) ** 2 + (xx - w / 3 - 2 * i) ** 2 / (w / 8) ** 2) < 1 for i in range(t)]
+    )
     from peanut_jax.data.masks import dilate_masks
+
     return E.pad_frames(E.masked_input(frames, dilate_masks(masks, 4)))
 
 
 def official_forward(name: str):
     """The official torch InpaintGenerator (random init, eval) from $PEANUT_MIRROR (local aid)."""
     import torch
+
     mirror = os.environ.get("PEANUT_MIRROR")
     ref_tools = os.environ.get("PEANUT_OFFICIAL_REF", str(REPO.parent / "shared" / "tools" / "official_ref"))
     if not mirror:
         raise SystemExit("--official needs $PEANUT_MIRROR (folder with MCG-NKU+E2FGVI/repo)")
     root = pathlib.Path(os.environ.get("TMPDIR", "/tmp")) / "peanut_e2fgvi_official"
-    files = ["model/e2fgvi.py", "model/e2fgvi_hq.py", "model/modules/feat_prop.py", "model/modules/flow_comp.py",
-             "model/modules/spectral_norm.py", "model/modules/tfocal_transformer.py",
-             "model/modules/tfocal_transformer_hq.py"]
+    files = [
+        "model/e2fgvi.py",
+        "model/e2fgvi_hq.py",
+        "model/modules/feat_prop.py",
+        "model/modules/flow_comp.py",
+        "model/modules/spectral_norm.py",
+        "model/modules/tfocal_transformer.py",
+        "model/modules/tfocal_transformer_hq.py",
+    ]
     git = ["git", "--git-dir", str(pathlib.Path(mirror) / "MCG-NKU+E2FGVI" / "repo"), "show"]
     for f in files:
         p = root / f
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(subprocess.check_output(git + [f"HEAD:{f}"]))
-    sys.path.insert(0, str(pathlib.Path(ref_tools) / "stubs"))   # mmcv stand-ins (DCN, ConvModule)
+    sys.path.insert(0, str(pathlib.Path(ref_tools) / "stubs"))  # mmcv stand-ins (DCN, ConvModule)
     sys.path.insert(0, str(root))
     import importlib
+
     mod = importlib.import_module("model." + name)
     torch.manual_seed(0)
     net = mod.InpaintGenerator().eval()
@@ -125,6 +148,7 @@ def official_forward(name: str):
         with torch.no_grad():
             x = torch.from_numpy(np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2)))[None]
             return net(x, num_local)[0]
+
     return fwd
 
 
@@ -132,6 +156,7 @@ def speed(args) -> list[dict]:
     import jax
 
     from peanut_jax.pipeline import erase as E
+
     size = parse_size(args.size)
     name = args.model
     if args.checkpoint:
@@ -146,13 +171,14 @@ def speed(args) -> list[dict]:
     fwd = None
     if args.official:
         import torch
+
         torch.set_num_threads(os.cpu_count())
         fwd = official_forward(name)
     t0 = time.perf_counter()
     runner(x, num_local)
     first = time.perf_counter() - t0
     if fwd is not None:
-        fwd(x, num_local)   # warm-up
+        fwd(x, num_local)  # warm-up
     # alternate the two implementations so that load drifts on a shared machine hit both
     times, otimes = [], []
     for _ in range(args.repeat):
@@ -164,16 +190,33 @@ def speed(args) -> list[dict]:
             fwd(x, num_local)
             otimes.append(time.perf_counter() - t0)
     med = statistics.median(times)
-    row = {"impl": "peanut_jax (jit)", "model": name, "size": f"{psize[0]}x{psize[1]}",
-           "padded": f"{x.shape[1]}x{x.shape[2]}", "window": f"{num_local}L+{args.refs}R",
-           "first_call_s": first, "window_s": med, "s_per_frame": med / s, "min_s": min(times),
-           "repeat": args.repeat, "backend": jax.default_backend(), "cpu_threads": os.cpu_count()}
+    row = {
+        "impl": "peanut_jax (jit)",
+        "model": name,
+        "size": f"{psize[0]}x{psize[1]}",
+        "padded": f"{x.shape[1]}x{x.shape[2]}",
+        "window": f"{num_local}L+{args.refs}R",
+        "first_call_s": first,
+        "window_s": med,
+        "s_per_frame": med / s,
+        "min_s": min(times),
+        "repeat": args.repeat,
+        "backend": jax.default_backend(),
+        "cpu_threads": os.cpu_count(),
+    }
     rows = [row]
     print(json.dumps(row))
     if fwd is not None:
         om = statistics.median(otimes)
-        orow = dict(row, impl="official torch (CPU)", first_call_s=float("nan"), window_s=om, s_per_frame=om / s,
-                    min_s=min(otimes), backend="torch-cpu")
+        orow = dict(
+            row,
+            impl="official torch (CPU)",
+            first_call_s=float("nan"),
+            window_s=om,
+            s_per_frame=om / s,
+            min_s=min(otimes),
+            backend="torch-cpu",
+        )
         rows.append(orow)
         print(json.dumps(orow))
         print(f"speed-up (official / ours): {om / med:.2f}x")
@@ -206,12 +249,13 @@ def _memory_child(t: int, mode: str, size: tuple[int, int], seed: int = 0, tiny:
             h, w = size
             m = np.zeros(size, bool)
             x0 = (3 * i) % max(1, w - w // 4)
-            m[h // 3:h // 3 + h // 4, x0:x0 + w // 4] = True
+            m[h // 3 : h // 3 + h // 4, x0 : x0 + w // 4] = True
             return m
 
     widths = {}
     if tiny:
         from configs.e2fgvi import TINY_WIDTHS
+
         widths = dict(TINY_WIDTHS, split_grouped_convs=True)
     module, variables = random_variables("e2fgvi_hq", seed, **widths)
     runner = E.WindowModel(module, variables)
@@ -223,10 +267,19 @@ def _memory_child(t: int, mode: str, size: tuple[int, int], seed: int = 0, tiny:
         sink.write(comp.astype(np.uint8))
     wall = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"mode": mode, "frames": t, "size": f"{size[0]}x{size[1]}", "model": "tiny" if tiny else "official widths",
-            "peak_rss_mib": rss / 1024,
-            "rss_before_run_mib": rss0 / 1024, "max_frames_held": clip.max_held, "windows": runner.calls,
-            "compiled_shapes": len(runner.shapes), "seconds": wall, "written": sink.count}
+    return {
+        "mode": mode,
+        "frames": t,
+        "size": f"{size[0]}x{size[1]}",
+        "model": "tiny" if tiny else "official widths",
+        "peak_rss_mib": rss / 1024,
+        "rss_before_run_mib": rss0 / 1024,
+        "max_frames_held": clip.max_held,
+        "windows": runner.calls,
+        "compiled_shapes": len(runner.shapes),
+        "seconds": wall,
+        "written": sink.count,
+    }
 
 
 def memory(args) -> list[dict]:
@@ -238,7 +291,8 @@ def memory(args) -> list[dict]:
                 print(json.dumps({"mode": mode, "frames": t, "skipped": f"> --official-max {args.official_max}"}))
                 continue
             cmd = [sys.executable, __file__, "_memory_child", str(t), mode, f"{size[0]}x{size[1]}"] + (
-                ["tiny"] if args.tiny else [])
+                ["tiny"] if args.tiny else []
+            )
             out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=dict(os.environ))
             row = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append(row)
@@ -268,12 +322,16 @@ def main(argv=None):
     mp.add_argument("--modes", nargs="+", default=["streaming", "official"], choices=["streaming", "official"])
     mp.add_argument("--size", default="60x108")
     mp.add_argument("--official-max", type=int, default=200)
-    mp.add_argument("--tiny", action="store_true",
-                    help="the tiny widths of configs/e2fgvi.py (same pipeline, cheap windows: long clips on a CPU)")
+    mp.add_argument(
+        "--tiny",
+        action="store_true",
+        help="the tiny widths of configs/e2fgvi.py (same pipeline, cheap windows: long clips on a CPU)",
+    )
     mp.add_argument("--json")
     args = ap.parse_args(argv)
     rows = speed(args) if args.cmd == "speed" else memory(args)
     from common import machine
+
     print(f"\n{machine()}")
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps({"machine": machine(), "rows": rows}, indent=1))

@@ -9,6 +9,7 @@ gradient) to show what the explicit transpose buys on the backward pass.
 
 Medians after warm-up; JAX and torch are timed in the same run so ratios are comparable.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,6 +30,7 @@ from peanut_jax.ops import modulated_deform_conv2d, warp  # noqa: E402
 def torch_or_none():
     try:
         import torch
+
         return torch
     except ImportError:
         return None
@@ -61,6 +63,7 @@ def bench_warp(torch, n, c, h, w, repeats):
 
         def back():
             (tw(xr, flr) ** 2).sum().backward()
+
         t_b = median_time(back, max(2, repeats // 2))
         rows.append({"op": "warp torch grid_sample", "shape": f"{n}x{h}x{w}x{c}", "fwd_s": t_f, "fwd+bwd_s": t_b})
     return rows
@@ -98,16 +101,19 @@ def bench_dcn(torch, n, c, h, w, g, repeats):
                 cols.append(s.reshape(n, c, h, w))
             cols = torch.stack(cols, 2).reshape(n, c * 9, h * w)
             return torch.einsum("ok,nkp->nop", wtt.reshape(c, c * 9), cols)
+
         with torch.no_grad():
             t = median_time(tdcn, repeats)
-        rows.append({"op": "dcn torch (grid_sample)", "shape": f"{n}x{h}x{w}x{c} G{g}", "fwd_s": t,
-                     "fwd+bwd_s": float("nan")})
+        rows.append(
+            {"op": "dcn torch (grid_sample)", "shape": f"{n}x{h}x{w}x{c} G{g}", "fwd_s": t, "fwd+bwd_s": float("nan")}
+        )
     return rows
 
 
 def bench_spynet(torch, h, w, repeats):
     from peanut_jax.convert import to_official
     from peanut_jax.models import build
+
     m = build("spynet")
     rng = np.random.default_rng(2)
     ref = jnp.asarray(rng.random((1, h, w, 3), np.float32))
@@ -118,18 +124,21 @@ def bench_spynet(torch, h, w, repeats):
     rows = [{"op": "spynet jax", "shape": f"1x{h}x{w}", "fwd_s": t, "fwd+bwd_s": float("nan")}]
     if torch is not None:
         from test_spynet import _torch_spynet
+
         sd = to_official("spynet", variables)
         r = torch.from_numpy(np.asarray(ref)).permute(0, 3, 1, 2)
         s = torch.from_numpy(np.asarray(supp)).permute(0, 3, 1, 2)
         with torch.no_grad():
             t = median_time(lambda: _torch_spynet(torch, sd, "mmagic", r, s), repeats)
-        rows.append({"op": "spynet torch (official op sequence)", "shape": f"1x{h}x{w}", "fwd_s": t,
-                     "fwd+bwd_s": float("nan")})
+        rows.append(
+            {"op": "spynet torch (official op sequence)", "shape": f"1x{h}x{w}", "fwd_s": t, "fwd+bwd_s": float("nan")}
+        )
     return rows
 
 
 def bench_fold(torch, n, tokens_hw, hidden, channel, out_hw, repeats):
     from peanut_jax.ops import patches
+
     rng = np.random.default_rng(3)
     lh, lw = tokens_hw
     z = jnp.asarray(rng.standard_normal((n, lh, lw, hidden), np.float32))
@@ -138,8 +147,11 @@ def bench_fold(torch, n, tokens_hw, hidden, channel, out_hw, repeats):
 
     def loss(fold_fn):
         return lambda z, wd: jnp.sum(jnp.square(fold_fn(z @ wd)))
-    variants = {"fold jax (explicit gradient)": lambda c: patches.fold(c, out_hw, 7, 3, 3),
-                "fold jax (plain autodiff)": lambda c: patches._fold_impl(c, out_hw, geom)}
+
+    variants = {
+        "fold jax (explicit gradient)": lambda c: patches.fold(c, out_hw, 7, 3, 3),
+        "fold jax (plain autodiff)": lambda c: patches._fold_impl(c, out_hw, geom),
+    }
     shape = f"{n}x{lh}x{lw}x{hidden}->{out_hw[0]}x{out_hw[1]}x{channel}"
     rows = []
     for name, fn in variants.items():
@@ -155,12 +167,14 @@ def bench_fold(torch, n, tokens_hw, hidden, channel, out_hw, repeats):
 
         def tf(zt, wt):
             return F.fold((zt @ wt).transpose(1, 2), out_hw, 7, padding=3, stride=3)
+
         with torch.no_grad():
             t_f = median_time(lambda: tf(zt, wt), repeats)
 
         def tb():
             a, b = zt.clone().requires_grad_(True), wt.clone().requires_grad_(True)
             torch.sum(tf(a, b) ** 2).backward()
+
         t_b = median_time(tb, max(2, repeats // 2))
         rows.append({"op": "fold torch (Linear + F.fold, autograd)", "shape": shape, "fwd_s": t_f, "fwd+bwd_s": t_b})
     return rows
@@ -180,8 +194,9 @@ def main():
     rep = 3 if args.quick else 7
     rows = []
     if "warp" in only:
-        rows += bench_warp(torch, 2 if args.quick else 4, 64, 128 if args.quick else 256,
-                           224 if args.quick else 448, rep)
+        rows += bench_warp(
+            torch, 2 if args.quick else 4, 64, 128 if args.quick else 256, 224 if args.quick else 448, rep
+        )
     if "dcn" in only:
         rows += bench_dcn(torch, 1, 64, 64 if args.quick else 90, 96 if args.quick else 160, 16, rep)
     if "spynet" in only:

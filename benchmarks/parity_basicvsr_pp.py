@@ -11,6 +11,7 @@ the four propagation branches).  ``--loop`` uses the unrolled propagation instea
 ``--time N`` times N jitted forwards per case after the compile and prints the median.  Not a test:
 the dumps are not in CI.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,7 +32,6 @@ jax.config.update("jax_default_matmul_precision", "highest")
 from peanut_jax.convert import from_official  # noqa: E402
 from peanut_jax.models.basicvsr_pp import mirror_extended  # noqa: E402
 from peanut_jax.testing import parity_error  # noqa: E402
-
 
 OURS = {"feat_extract": "spatial_features"}  # dump intermediate name -> our sow name
 
@@ -55,8 +55,10 @@ def main(argv=None):
     dumps = pathlib.Path(args.refs) / "dumps"
     npz = np.load(dumps / "basicvsrpp_io.npz")
     module, variables = from_official("basicvsr_pp", dumps / "basicvsrpp.pth", use_scan=not args.loop)
-    print(f"basicvsr_pp: c{module.mid_channels}n{module.num_blocks} x{module.scale}, "
-          f"{'loop' if args.loop else 'scan'} propagation, backend {jax.default_backend()}")
+    print(
+        f"basicvsr_pp: c{module.mid_channels}n{module.num_blocks} x{module.scale}, "
+        f"{'loop' if args.loop else 'scan'} propagation, backend {jax.default_backend()}"
+    )
     worst = 0.0
     for case in sorted({k.split("/")[0] for k in npz.files if "/" in k}):
         lqs = np.moveaxis(npz[f"{case}/in/lqs"], 2, -1)  # (B, T, h, w, 3)

@@ -9,6 +9,7 @@ runs every case of ``<model>_io.npz`` and prints the parity error (max|diff| / m
 the outputs, and with ``--inter`` of the recorded intermediates.  ``--time N`` also times N jitted
 forwards of each case (after one compile) and prints the median.  Not a test: the dumps are not in CI.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,11 +67,17 @@ def run_model(name, refs, inter=False, n_time=0, only=None):
         b, t = frames.shape[:2]
         pred = np.moveaxis(np.asarray(frames), -1, -3).reshape((b * t,) + (3,) + frames.shape[2:4])
         print(f"  {case}: input {tuple(x.shape)} local {lt}; first call (compile+run) {t_first:.1f} s")
-        rows = [("pred_img", parity_error(pred, npz[f"{case}/out/pred_img"])),
-                ("pred_flows_0 (flows_forward)", parity_error(np.moveaxis(np.asarray(ff), -1, 2),
-                                                              npz[f"{case}/out/pred_flows_0"])),
-                ("pred_flows_1 (flows_backward)", parity_error(np.moveaxis(np.asarray(fb), -1, 2),
-                                                               npz[f"{case}/out/pred_flows_1"]))]
+        rows = [
+            ("pred_img", parity_error(pred, npz[f"{case}/out/pred_img"])),
+            (
+                "pred_flows_0 (flows_forward)",
+                parity_error(np.moveaxis(np.asarray(ff), -1, 2), npz[f"{case}/out/pred_flows_0"]),
+            ),
+            (
+                "pred_flows_1 (flows_backward)",
+                parity_error(np.moveaxis(np.asarray(fb), -1, 2), npz[f"{case}/out/pred_flows_1"]),
+            ),
+        ]
         if inter:
             got = state["intermediates"]
             for ours, (theirs, conv) in INTER.items():

@@ -16,6 +16,7 @@ Usage::
      cut and a duplicate (size 64x88, not a multiple of 32) with the dump's HDv3 weights, against our
      ``interpolate_video(..., cogvideo_compat=True)``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,6 +59,7 @@ def nchw(a):
 
 # --------------------------------------------------------------------------------------- dumps
 
+
 def dump_parity(refs: pathlib.Path) -> float:
     worst = 0.0
     for name, dump in (("rife", "rife_eccv"), ("rife_hdv3", "rife_hdv3")):
@@ -76,8 +78,9 @@ def dump_parity(refs: pathlib.Path) -> float:
             ours.update({f"merged_{i}": out.merged[i] for i in range(3)})
             ours["mask"] = out.mask
             if gt is not None:
-                ours.update(flow_teacher=out.flow_teacher, merged_teacher=out.merged_teacher,
-                            loss_distill=out.loss_distill)
+                ours.update(
+                    flow_teacher=out.flow_teacher, merged_teacher=out.merged_teacher, loss_distill=out.loss_distill
+                )
             inter = {k: v[0] for k, v in state["intermediates"].items()}
             ours["block0_flow"] = out.flow_list[0]
             ours.update(inter)
@@ -94,9 +97,14 @@ def dump_parity(refs: pathlib.Path) -> float:
 
 # ---------------------------------------------------------------------------- official sources
 
+
 def git_show(mirror: pathlib.Path, repo: str, path: str) -> str:
-    return subprocess.run(["git", "--git-dir", str(mirror / repo / "repo"), "show", f"HEAD:{path}"],
-                          check=True, capture_output=True, text=True).stdout
+    return subprocess.run(
+        ["git", "--git-dir", str(mirror / repo / "repo"), "show", f"HEAD:{path}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
 
 
 def official_tree(mirror: pathlib.Path) -> pathlib.Path:
@@ -113,19 +121,26 @@ def official_tree(mirror: pathlib.Path) -> pathlib.Path:
     (cog / "pytorch_msssim.py").write_text(git_show(mirror, COG, f"{COG_DIR}/rife/pytorch_msssim/__init__.py"))
     # only the three pipeline functions of rife_model.py (its imports need diffusers, cv2, skvideo, hf)
     tree = ast.parse(git_show(mirror, COG, f"{COG_DIR}/rife_model.py"))
-    fns = [n for n in tree.body if isinstance(n, ast.FunctionDef)
-           and n.name in ("pad_image", "make_inference", "ssim_interpolation_rife")]
-    head = ("import torch\nfrom torch.nn import functional as F\nfrom pytorch_msssim import ssim_matlab\n"
-            "class utils:\n    class ProgressBar:\n        def __init__(self, *a, **k): pass\n"
-            "        def update(self, *a): pass\n")
+    fns = [
+        n
+        for n in tree.body
+        if isinstance(n, ast.FunctionDef) and n.name in ("pad_image", "make_inference", "ssim_interpolation_rife")
+    ]
+    head = (
+        "import torch\nfrom torch.nn import functional as F\nfrom pytorch_msssim import ssim_matlab\n"
+        "class utils:\n    class ProgressBar:\n        def __init__(self, *a, **k): pass\n"
+        "        def update(self, *a): pass\n"
+    )
     (cog / "cog_pipeline.py").write_text(head + ast.unparse(ast.Module(body=fns, type_ignores=[])))
     return root
 
 
 def ifnet_m_parity(root: pathlib.Path, tmp: pathlib.Path) -> float:
     import torch
+
     sys.path.insert(0, str(root))
     from model.IFNet_m import IFNet_m  # noqa: E402  (official)
+
     torch.manual_seed(0)
     net = IFNet_m().eval()
     with torch.no_grad():
@@ -157,8 +172,11 @@ def ifnet_m_parity(root: pathlib.Path, tmp: pathlib.Path) -> float:
             print(f"  t={t}: merged[2] {e1:.2e}  flow[2] {e2:.2e}")
         fl, _, merged, ft, mt, ld = net(torch.cat([x, torch.from_numpy(gt)], 1), [4, 2, 1], timestep=0.3)
         out = module.apply(v, a, b, gt=g, timestep=0.3)
-        errs = [parity_error(out.flow_teacher, nhwc(ft.numpy())), parity_error(out.merged_teacher, nhwc(mt.numpy())),
-                parity_error(out.loss_distill, ld.numpy())]
+        errs = [
+            parity_error(out.flow_teacher, nhwc(ft.numpy())),
+            parity_error(out.merged_teacher, nhwc(mt.numpy())),
+            parity_error(out.loss_distill, ld.numpy()),
+        ]
         worst = max(worst, *errs)
         print(f"  teacher t=0.3: flow_teacher {errs[0]:.2e}  merged_teacher {errs[1]:.2e}  loss_distill {errs[2]:.2e}")
         _, _, m1, _, _, _ = net(x, [4, 2, 1], timestep=0.3)
@@ -176,14 +194,17 @@ def synthetic_clip(n=7, h=64, w=88, cut=3, dup=5):
     for t in range(n):
         sign, tt = (1.0, t) if t <= cut else (-1.0, min(t, dup))
         sh = 1.5 * tt - (0.0 if t <= cut else 6.0)
-        out.append(np.stack([0.5 + sign * 0.4 * np.sin((xx - sh) / 7.0 + c) * np.cos(yy / 9.0 - c)
-                             for c in range(3)], -1))
+        out.append(
+            np.stack([0.5 + sign * 0.4 * np.sin((xx - sh) / 7.0 + c) * np.cos(yy / 9.0 - c) for c in range(3)], -1)
+        )
     return np.stack(out).astype(np.float32)
 
 
 def cogvideo_pipeline_parity(root: pathlib.Path, refs: pathlib.Path, tmp: pathlib.Path) -> float:
     import torch
+
     from peanut_jax.pipeline.interpolate import interpolate_video
+
     sys.path.insert(0, str(root / "cog"))
     # the CogVideoX loss module imports torchvision (VGG, unused here)
     tv = types.ModuleType("torchvision")
@@ -192,6 +213,7 @@ def cogvideo_pipeline_parity(root: pathlib.Path, refs: pathlib.Path, tmp: pathli
     sys.modules.setdefault("torchvision.models", tv.models)
     from cog_pipeline import ssim_interpolation_rife  # noqa: E402  (official functions)
     from rife.RIFE_HDv3 import Model  # noqa: E402  (official)
+
     wdir = tmp / "hdv3"
     wdir.mkdir()
     (wdir / "flownet.pkl").symlink_to(refs / "dumps" / "rife_hdv3.pth")
@@ -205,8 +227,9 @@ def cogvideo_pipeline_parity(root: pathlib.Path, refs: pathlib.Path, tmp: pathli
     for exp in (1, 2):
         with torch.no_grad():
             ref = torch.cat(ssim_interpolation_rife(model, torch.from_numpy(nchw(frames).copy()), exp=exp)).numpy()
-        ours = np.stack(list(interpolate_video(list(frames), module, v, multi=2 ** exp, cogvideo_compat=True,
-                                               batch_size=4)))
+        ours = np.stack(
+            list(interpolate_video(list(frames), module, v, multi=2**exp, cogvideo_compat=True, batch_size=4))
+        )
         e = parity_error(ours, nhwc(ref)) if ours.shape == nhwc(ref).shape else float("inf")
         worst = max(worst, e)
         print(f"  exp={exp}: {len(ours)} frames (official {len(ref)}), parity {e:.2e}")
@@ -228,6 +251,7 @@ def main(argv=None):
         if not args.mirror:
             ap.error("--official needs --mirror or $PEANUT_MIRROR")
         import torch
+
         torch.set_num_threads(2)
         root = official_tree(pathlib.Path(args.mirror))
         with tempfile.TemporaryDirectory() as tmp:

@@ -14,6 +14,7 @@ number of JAX CPU threads, no_grad, float32) and the speed ratio.  Calls alterna
 implementations so that machine load drifts affect both.  Sizes must be multiples of 32 (736x1280
 is 720p padded as the official scripts pad it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,14 +42,17 @@ def official_model(name: str, mirror: str):
     """The official torch network (random init, eval mode) and a forward(img0, img1) closure."""
     import torch
     from parity_rife import official_tree
+
     root = official_tree(pathlib.Path(mirror))
     if name == "rife":
         sys.path.insert(0, str(root))
         from model.IFNet import IFNet  # noqa: E402  (official)
+
         net = IFNet().eval()
         return lambda a, b: net(torch.cat([a, b], 1), [4, 2, 1])[2][2]
     sys.path.insert(0, str(root / "cog"))
     from rife.IFNet_HDv3 import IFNet  # noqa: E402  (official)
+
     net = IFNet().eval()
     return lambda a, b: net(torch.cat([a, b], 1), [4, 2, 1])[2][2]
 
@@ -68,8 +72,10 @@ def main(argv=None):
     if args.official and not args.mirror:
         ap.error("--official needs --mirror or $PEANUT_MIRROR")
     threads = os.cpu_count() if jax.default_backend() == "cpu" else None
-    print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), batch {args.batch}, "
-          f"dtype {args.dtype}, tta {args.tta}, cpu threads {threads}")
+    print(
+        f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), batch {args.batch}, "
+        f"dtype {args.dtype}, tta {args.tta}, cpu threads {threads}"
+    )
     results = []
     for name in args.models:
         module = build(name, dtype=jnp.dtype(args.dtype))
@@ -78,6 +84,7 @@ def main(argv=None):
         ref = None
         if args.official:
             import torch
+
             torch.set_num_threads(threads or 1)
             torch.set_grad_enabled(False)
             ref = official_model(name, args.mirror)
@@ -91,6 +98,7 @@ def main(argv=None):
             compile_s = time.perf_counter() - t0
             if ref is not None:
                 import torch
+
                 ta = torch.from_numpy(np.moveaxis(np.asarray(a), -1, 1).copy())
                 tb = torch.from_numpy(np.moveaxis(np.asarray(b), -1, 1).copy())
                 ref(ta, tb)  # warm-up
@@ -105,18 +113,29 @@ def main(argv=None):
                     ref(ta, tb)
                     theirs.append(time.perf_counter() - t0)
                     theirs_cpu.append(time.process_time() - c0)
-            row = dict(model=name, size=size, batch=args.batch, compile_s=round(compile_s, 2),
-                       median_s=statistics.median(ours), min_s=min(ours), cpu_s=statistics.median(ours_cpu),
-                       pairs_per_s=args.batch / statistics.median(ours))
-            line = (f"{name:10s} {size:9s} ours {row['median_s']:.3f} s (min {row['min_s']:.3f}, "
-                    f"cpu {row['cpu_s']:.3f} s, {row['pairs_per_s']:.2f} pairs/s, compile {compile_s:.1f} s)")
+            row = dict(
+                model=name,
+                size=size,
+                batch=args.batch,
+                compile_s=round(compile_s, 2),
+                median_s=statistics.median(ours),
+                min_s=min(ours),
+                cpu_s=statistics.median(ours_cpu),
+                pairs_per_s=args.batch / statistics.median(ours),
+            )
+            line = (
+                f"{name:10s} {size:9s} ours {row['median_s']:.3f} s (min {row['min_s']:.3f}, "
+                f"cpu {row['cpu_s']:.3f} s, {row['pairs_per_s']:.2f} pairs/s, compile {compile_s:.1f} s)"
+            )
             if theirs:
                 row["official_median_s"] = statistics.median(theirs)
                 row["official_min_s"] = min(theirs)
                 row["official_cpu_s"] = statistics.median(theirs_cpu)
                 row["speedup"] = row["official_median_s"] / row["median_s"]
-                line += (f"   official {row['official_median_s']:.3f} s (min {row['official_min_s']:.3f}, "
-                         f"cpu {row['official_cpu_s']:.3f} s) -> x{row['speedup']:.2f}")
+                line += (
+                    f"   official {row['official_median_s']:.3f} s (min {row['official_min_s']:.3f}, "
+                    f"cpu {row['official_cpu_s']:.3f} s) -> x{row['speedup']:.2f}"
+                )
             print(line, flush=True)
             results.append(row)
     if args.json:

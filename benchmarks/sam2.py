@@ -22,6 +22,7 @@ alternate, the first of each is warm-up, medians of ``--repeats``; wall and proc
 ``--threads N`` pins the process to N cores (both frameworks then share exactly those) and sets
 torch's and XLA's thread counts.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,8 +54,9 @@ if ARGS is not None:
     # the same cores for both sides: pin the process (XLA's CPU client starts its own thread pool
     # whatever the flags say; torch's is set to n threads below)
     os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:n]))
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" --xla_cpu_multi_thread_eigen={n > 1} "
-                               f"intra_op_parallelism_threads={n}").strip()
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + f" --xla_cpu_multi_thread_eigen={n > 1} intra_op_parallelism_threads={n}"
+    ).strip()
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
@@ -72,12 +74,19 @@ CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
 
 def official_predictor(size: int):
     import torch
+
     for p in (SHARED / "tools/official_ref/stubs/sam_family", REFS / "facebookresearch+sam2"):
         sys.path.insert(0, str(p))
     import sam2.build_sam as bs
+
     torch.set_num_threads(ARGS.threads)
-    m = bs.build_sam2_video_predictor(CONFIG, str(REFS / "dumps/sam2.pth"), device="cpu", mode="eval",
-                                      hydra_overrides_extra=[f"++model.image_size={size}"])
+    m = bs.build_sam2_video_predictor(
+        CONFIG,
+        str(REFS / "dumps/sam2.pth"),
+        device="cpu",
+        mode="eval",
+        hydra_overrides_extra=[f"++model.image_size={size}"],
+    )
     m.fill_hole_area = 0
     return m.eval()
 
@@ -101,6 +110,7 @@ def clip(T: int, size: int, seed: int = 0):
 
 def jpeg_folder(frames):
     from PIL import Image
+
     d = tempfile.TemporaryDirectory()
     for t, f in enumerate(frames):
         Image.fromarray(f).save(os.path.join(d.name, f"{t:05d}.jpg"), quality=95)
@@ -109,11 +119,13 @@ def jpeg_folder(frames):
 
 def decoded(folder, T):
     from PIL import Image
+
     return np.stack([np.asarray(Image.open(os.path.join(folder, f"{t:05d}.jpg")).convert("RGB")) for t in range(T)])
 
 
 def parity():
     import torch
+
     T, S = ARGS.frames, ARGS.size
     off = official_predictor(S)
     frames = clip(T, S)
@@ -124,16 +136,26 @@ def parity():
     su = ours.init_state(decoded(folder.name, T))
     mask = np.zeros((S, S), bool)
     yy, xx = np.mgrid[0:S, 0:S] / S
-    mask[(xx - 0.5) ** 2 + (yy - 0.75) ** 2 < 0.11 ** 2] = True
-    script = [("points", 0, 1, dict(points=[[0.25 * S, 0.3 * S]], labels=[1])),
-              ("points", 0, 2, dict(box=[0.62 * S, 0.22 * S, 0.78 * S, 0.38 * S])),
-              ("mask", 0, 3, dict(mask=mask)),
-              ("propagate", 0, None, dict()),
-              ("points", T // 2, 1, dict(points=[[(0.25 + 0.015 * T / 2) * S, 0.3 * S], [0.1 * S, 0.1 * S]],
-                                          labels=[1, 0], clear_old_points=False)),
-              ("points", T // 3, 4, dict(points=[[0.5 * S, 0.5 * S]], labels=[1])),
-              ("propagate", T // 3, None, dict()),
-              ("propagate_reverse", T // 2, None, dict())]
+    mask[(xx - 0.5) ** 2 + (yy - 0.75) ** 2 < 0.11**2] = True
+    script = [
+        ("points", 0, 1, dict(points=[[0.25 * S, 0.3 * S]], labels=[1])),
+        ("points", 0, 2, dict(box=[0.62 * S, 0.22 * S, 0.78 * S, 0.38 * S])),
+        ("mask", 0, 3, dict(mask=mask)),
+        ("propagate", 0, None, dict()),
+        (
+            "points",
+            T // 2,
+            1,
+            dict(
+                points=[[(0.25 + 0.015 * T / 2) * S, 0.3 * S], [0.1 * S, 0.1 * S]],
+                labels=[1, 0],
+                clear_old_points=False,
+            ),
+        ),
+        ("points", T // 3, 4, dict(points=[[0.5 * S, 0.5 * S]], labels=[1])),
+        ("propagate", T // 3, None, dict()),
+        ("propagate_reverse", T // 2, None, dict()),
+    ]
     rows = []
 
     def cmp(tag, a, b):
@@ -162,10 +184,14 @@ def parity():
                     assert list(ids) == list(ids_o)
                     cmp(f"{kind} frame {t}", a, b)
     worst = max(r[1] for r in rows)
-    print(f"SAM 2.1 hiera-tiny (random official-format weights), {T} frames at {S}x{S}, fp32 highest, "
-          f"fill_hole_area=0, keep_frames='all'")
-    print(f"{len(rows)} yielded outputs compared; worst max|d|/max(1,|ref|) = {worst:.3g}; "
-          f"worst fraction of flipped >0 decisions = {max(r[2] for r in rows):.3g}")
+    print(
+        f"SAM 2.1 hiera-tiny (random official-format weights), {T} frames at {S}x{S}, fp32 highest, "
+        f"fill_hole_area=0, keep_frames='all'"
+    )
+    print(
+        f"{len(rows)} yielded outputs compared; worst max|d|/max(1,|ref|) = {worst:.3g}; "
+        f"worst fraction of flipped >0 decisions = {max(r[2] for r in rows):.3g}"
+    )
     for tag, err, flips in rows:
         if err > 1e-5 or flips > 0:
             print(f"  {tag}: {err:.3g}, flipped {flips:.3g}")
@@ -173,6 +199,7 @@ def parity():
 
 def speed():
     import torch
+
     T, S = 8, ARGS.size
     off = official_predictor(S)
     frames = clip(T, S)
@@ -201,9 +228,16 @@ def speed():
                 masks = []
                 for i in range(n_obj):
                     _, m = off._run_single_frame_inference(
-                        inference_state=so, output_dict=so["output_dict_per_obj"][i], frame_idx=last,
-                        batch_size=1, is_init_cond_frame=False, point_inputs=None, mask_inputs=None,
-                        reverse=False, run_mem_encoder=True)
+                        inference_state=so,
+                        output_dict=so["output_dict_per_obj"][i],
+                        frame_idx=last,
+                        batch_size=1,
+                        is_init_cond_frame=False,
+                        point_inputs=None,
+                        mask_inputs=None,
+                        reverse=False,
+                        run_mem_encoder=True,
+                    )
                     masks.append(m)
                 off._get_orig_video_res_output(so, torch.cat(masks))
 
@@ -222,8 +256,10 @@ def speed():
                     times[name].append((time.perf_counter() - w0, time.process_time() - c0))
         med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in times.items()}
         rows.append((n_obj, med["official"], med["ours"]))
-    print(f"SAM 2.1 hiera-tiny, {S}x{S}, one propagation frame, fp32, {ARGS.threads} thread(s) each side, "
-          f"medians of {ARGS.repeats} alternated calls; load average {os.getloadavg()}")
+    print(
+        f"SAM 2.1 hiera-tiny, {S}x{S}, one propagation frame, fp32, {ARGS.threads} thread(s) each side, "
+        f"medians of {ARGS.repeats} alternated calls; load average {os.getloadavg()}"
+    )
     print("| objects | official wall s | official CPU s | ours wall s | ours CPU s | speed-up (wall) |")
     print("|---|---|---|---|---|---|")
     for n_obj, (ow, oc), (uw, uc) in rows:

@@ -26,6 +26,7 @@ Variants:
 
 Every key can be overridden: ``--config.data.tfds_data_dir=/data/tfds --config.optim.lr=2e-4``.
 """
+
 import ml_collections
 
 
@@ -36,63 +37,105 @@ def get_config(arg=None):
     c.seed = 0
     c.parallel = "mesh"
     c.model = dict(
-        mid_channels=64, num_blocks=7, max_residue_magnitude=10.0, scale=4, is_low_res_input=True,
-        hr_channels=64,              # official: 64 (upsample2 / conv_hr width)
-        use_scan=True, dtype="float32", param_dtype="float32",
-        spynet_pretrained="",        # official mmagic SPyNet checkpoint (spynet_20210409-c6c1bd09.pth)
-        init_checkpoint="",          # a whole BasicVSR++ checkpoint to fine-tune (mmagic load_from)
+        mid_channels=64,
+        num_blocks=7,
+        max_residue_magnitude=10.0,
+        scale=4,
+        is_low_res_input=True,
+        hr_channels=64,  # official: 64 (upsample2 / conv_hr width)
+        use_scan=True,
+        dtype="float32",
+        param_dtype="float32",
+        spynet_pretrained="",  # official mmagic SPyNet checkpoint (spynet_20210409-c6c1bd09.pth)
+        init_checkpoint="",  # a whole BasicVSR++ checkpoint to fine-tune (mmagic load_from)
         zero_init_spynet_flow=False,  # zero SPyNet's last convs (zero flow) when nothing is loaded
     )
     c.data = dict(
-        source="reds",               # 'reds' | 'vimeo90k' | 'synthetic'
-        tfds_data_dir="",            # where reds_vsr / vimeo90k_septuplet were built
-        tfds_config="",              # builder config; default: data.degradation lower-cased
-        degradation="BI",            # 'BI' (MATLAB bicubic) | 'BD' (blur-downsample)
-        train_split="train", eval_split="reds4",
-        batch_size=8,                # global batch (8 GPUs x 1)
-        num_frames=30, lq_size=64,   # 30-frame clips of 64x64 LR patches (GT 256)
-        flip=True, transpose=True, mirror_sequence=False,
-        crop_border=0,               # mmagic's PSNR/SSIM default
-        eval_batch_size=1, eval_clips=0,   # 0: the whole evaluation split
-        eval_num_frames=0,           # REDS4: frames per clip (0 = all 100)
-        eval_lq_size=0,              # centre-crop evaluation LR frames to this size (0 = full frames)
+        source="reds",  # 'reds' | 'vimeo90k' | 'synthetic'
+        tfds_data_dir="",  # where reds_vsr / vimeo90k_septuplet were built
+        tfds_config="",  # builder config; default: data.degradation lower-cased
+        degradation="BI",  # 'BI' (MATLAB bicubic) | 'BD' (blur-downsample)
+        train_split="train",
+        eval_split="reds4",
+        batch_size=8,  # global batch (8 GPUs x 1)
+        num_frames=30,
+        lq_size=64,  # 30-frame clips of 64x64 LR patches (GT 256)
+        flip=True,
+        transpose=True,
+        mirror_sequence=False,
+        crop_border=0,  # mmagic's PSNR/SSIM default
+        eval_batch_size=1,
+        eval_clips=0,  # 0: the whole evaluation split
+        eval_num_frames=0,  # REDS4: frames per clip (0 = all 100)
+        eval_lq_size=0,  # centre-crop evaluation LR frames to this size (0 = full frames)
         # synthetic scenes (data.source='synthetic'); speeds are fractions of the frame side
-        num_objects=3, camera_speed=0.01, object_speed=(0.005, 0.02), camera_zoom=0.005,
-        camera_rotation=0.005, eval_seed=1000,
+        num_objects=3,
+        camera_speed=0.01,
+        object_speed=(0.005, 0.02),
+        camera_zoom=0.005,
+        camera_rotation=0.005,
+        eval_seed=1000,
     )
     c.optim = dict(
-        name="adam", lr=1e-4, b1=0.9, b2=0.99, eps=1e-8, grad_clip_norm=0.0,
-        schedule="cosine_restarts", periods=(600_000,), restart_weights=(1.0,), min_lr=1e-7,
+        name="adam",
+        lr=1e-4,
+        b1=0.9,
+        b2=0.99,
+        eps=1e-8,
+        grad_clip_norm=0.0,
+        schedule="cosine_restarts",
+        periods=(600_000,),
+        restart_weights=(1.0,),
+        min_lr=1e-7,
         warmup_steps=0,
-        spynet_lr_mult=0.25, fix_iter=5000, skip_frozen_backward=True,
+        spynet_lr_mult=0.25,
+        fix_iter=5000,
+        skip_frozen_backward=True,
     )
     c.train = dict(
-        num_steps=600_000, log_every=100, eval_every=5_000, checkpoint_every=5_000,
-        keep_checkpoints=3, async_checkpoint=True, prefetch=4, progress=True, tensorboard=True,
-        eval_at_start=False, debug_nan_at_step=-1,
+        num_steps=600_000,
+        log_every=100,
+        eval_every=5_000,
+        checkpoint_every=5_000,
+        keep_checkpoints=3,
+        async_checkpoint=True,
+        prefetch=4,
+        progress=True,
+        tensorboard=True,
+        eval_at_start=False,
+        debug_nan_at_step=-1,
     )
     if variant in ("official", "reds"):
         pass
     elif variant in ("vimeo_bi", "vimeo_bd"):
         kind = variant[-2:].upper()
-        c.data.update(source="vimeo90k", degradation=kind, num_frames=7, mirror_sequence=True,
-                      eval_split="test", eval_clips=0)
+        c.data.update(
+            source="vimeo90k", degradation=kind, num_frames=7, mirror_sequence=True, eval_split="test", eval_clips=0
+        )
         c.optim.update(periods=(300_000,), fix_iter=-1)
         c.train.update(num_steps=300_000)
     elif variant in ("tiny", "test"):
         # hr_channels 16: the two full-resolution 64-channel convs dominate a CPU step otherwise;
         # use_scan False: XLA:CPU compiles the unrolled recurrence much faster than the scanned one
         c.model.update(mid_channels=16, num_blocks=1, hr_channels=16, use_scan=False, zero_init_spynet_flow=True)
-        c.data.update(source="synthetic", batch_size=1, num_frames=5, lq_size=64, eval_clips=4,
-                      eval_batch_size=2)
-        c.optim.update(lr=1e-3, schedule="constant", fix_iter=1_000_000)   # SPyNet frozen throughout
-        c.train.update(num_steps=700, log_every=10, eval_every=100, checkpoint_every=100, prefetch=2,
-                       eval_at_start=True)
+        c.data.update(source="synthetic", batch_size=1, num_frames=5, lq_size=64, eval_clips=4, eval_batch_size=2)
+        c.optim.update(lr=1e-3, schedule="constant", fix_iter=1_000_000)  # SPyNet frozen throughout
+        c.train.update(
+            num_steps=700, log_every=10, eval_every=100, checkpoint_every=100, prefetch=2, eval_at_start=True
+        )
         if variant == "test":
             c.data.update(num_frames=3, eval_clips=2, eval_batch_size=2)
-            c.train.update(num_steps=3, log_every=1, eval_every=0, checkpoint_every=3, progress=False,
-                           tensorboard=False, eval_at_start=False)
+            c.train.update(
+                num_steps=3,
+                log_every=1,
+                eval_every=0,
+                checkpoint_every=3,
+                progress=False,
+                tensorboard=False,
+                eval_at_start=False,
+            )
     else:
-        raise ValueError(f"configs/basicvsr_pp.py: unknown variant {variant!r} "
-                         "(official, reds, vimeo_bi, vimeo_bd, tiny, test)")
+        raise ValueError(
+            f"configs/basicvsr_pp.py: unknown variant {variant!r} (official, reds, vimeo_bi, vimeo_bd, tiny, test)"
+        )
     return c.lock()

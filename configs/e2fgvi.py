@@ -33,10 +33,19 @@ Variants:
 
 Every key can be overridden, e.g. ``--config.loss.stc_weight=0.1 --config.data.tfds_data_dir=...``.
 """
+
 import ml_collections
 
-TINY_WIDTHS = dict(encoder_channels=(16, 16, 32, 64, 96, 128, 96, 64, 32), channel=32, hidden=64,
-                   num_blocks=2, num_heads=2, mlp_hidden=196, deform_groups=4, decoder_channels=(32, 16, 16))
+TINY_WIDTHS = dict(
+    encoder_channels=(16, 16, 32, 64, 96, 128, 96, 64, 32),
+    channel=32,
+    hidden=64,
+    num_blocks=2,
+    num_heads=2,
+    mlp_hidden=196,
+    deform_groups=4,
+    decoder_channels=(32, 16, 16),
+)
 
 
 def get_config(arg=None):
@@ -46,38 +55,83 @@ def get_config(arg=None):
     c.seed = 2021
     c.parallel = "mesh"
     c.model = dict(
-        name="e2fgvi", dtype="float32", param_dtype="float32", fix_backward_flow_idx=False,
+        name="e2fgvi",
+        dtype="float32",
+        param_dtype="float32",
+        fix_backward_flow_idx=False,
         # widths: None = the official value (see peanut_jax.models.e2fgvi)
-        encoder_channels=None, channel=None, hidden=None, num_blocks=None, num_heads=None, mlp_hidden=None,
-        deform_groups=None, decoder_channels=None,
+        encoder_channels=None,
+        channel=None,
+        hidden=None,
+        num_blocks=None,
+        num_heads=None,
+        mlp_hidden=None,
+        deform_groups=None,
+        decoder_channels=None,
         split_grouped_convs=False,
         disc_nf=32,
-        checkpoint="",             # official generator checkpoint to start from (fine-tuning)
-        disc_checkpoint="",        # official discriminator checkpoint
-        spynet_checkpoint="",      # pretrained SPyNet for update_spynet and the frozen flow-loss SPyNet
+        checkpoint="",  # official generator checkpoint to start from (fine-tuning)
+        disc_checkpoint="",  # official discriminator checkpoint
+        spynet_checkpoint="",  # pretrained SPyNet for update_spynet and the frozen flow-loss SPyNet
         spynet_zero_init=False,
-        init="official",           # 'official' normal(0, 0.02) | 'fan_in' N(0, 1/fan_in) (small widths)
+        init="official",  # 'official' normal(0, 0.02) | 'fan_in' N(0, 1/fan_in) (small widths)
     )
     c.data = dict(
-        source="tfds",             # 'tfds' | 'synthetic'
-        batch_size=8,              # global
-        height=240, width=432,
-        num_local_frames=5, num_ref_frames=3,
+        source="tfds",  # 'tfds' | 'synthetic'
+        batch_size=8,  # global
+        height=240,
+        width=432,
+        num_local_frames=5,
+        num_ref_frames=3,
         # tfds
-        tfds_name="youtube_vos_inpainting/432x240", tfds_data_dir="", split="train", eval_split="test",
+        tfds_name="youtube_vos_inpainting/432x240",
+        tfds_data_dir="",
+        split="train",
+        eval_split="test",
         random_flip=True,
         # synthetic
-        video_length=20, num_objects=2, camera_speed=0.02, object_speed=(0.015, 0.04), camera_zoom=0.01,
-        camera_rotation=0.01, mask_mode="mixed", eval_mask_mode="", object_mask_prob=0.5, mask_dilation=2,
-        eval_clips=32, eval_batch_size=8, eval_seed=1000,
+        video_length=20,
+        num_objects=2,
+        camera_speed=0.02,
+        object_speed=(0.015, 0.04),
+        camera_zoom=0.01,
+        camera_rotation=0.01,
+        mask_mode="mixed",
+        eval_mask_mode="",
+        object_mask_prob=0.5,
+        mask_dilation=2,
+        eval_clips=32,
+        eval_batch_size=8,
+        eval_seed=1000,
     )
     c.loss = dict(hole_weight=1.0, valid_weight=1.0, flow_weight=1.0, adversarial_weight=0.01, stc_weight=0.0)
-    c.optim = dict(name="adam", lr=1e-4, b1=0.0, b2=0.99, eps=1e-8, weight_decay=0.0,
-                   schedule="multistep", milestones=(400_000,), gamma=0.1, warmup_steps=0, min_lr=0.0,
-                   grad_clip_norm=0.0, spynet_lr_mult=1.0, disc_lr=None)
+    c.optim = dict(
+        name="adam",
+        lr=1e-4,
+        b1=0.0,
+        b2=0.99,
+        eps=1e-8,
+        weight_decay=0.0,
+        schedule="multistep",
+        milestones=(400_000,),
+        gamma=0.1,
+        warmup_steps=0,
+        min_lr=0.0,
+        grad_clip_norm=0.0,
+        spynet_lr_mult=1.0,
+        disc_lr=None,
+    )
     c.train = dict(
-        num_steps=500_000, log_every=100, eval_every=5_000, checkpoint_every=5_000, keep_checkpoints=3,
-        async_checkpoint=True, prefetch=4, progress=True, tensorboard=True, eval_at_start=True,
+        num_steps=500_000,
+        log_every=100,
+        eval_every=5_000,
+        checkpoint_every=5_000,
+        keep_checkpoints=3,
+        async_checkpoint=True,
+        prefetch=4,
+        progress=True,
+        tensorboard=True,
+        eval_at_start=True,
         debug_nan_at_step=-1,
     )
     if variant == "official":
@@ -90,15 +144,28 @@ def get_config(arg=None):
         c.loss.stc_weight = 1.0
     elif variant in ("tiny", "test"):
         c.seed = 0
-        c.model.update(name="e2fgvi_hq", split_grouped_convs=True, disc_nf=8, spynet_zero_init=True, init="fan_in",
-                       **TINY_WIDTHS)
-        c.data.update(source="synthetic", batch_size=4, height=60, width=108, num_local_frames=3, num_ref_frames=2,
-                      video_length=12, camera_speed=0.03, mask_mode="mixed", eval_clips=16, eval_batch_size=8)
+        c.model.update(
+            name="e2fgvi_hq", split_grouped_convs=True, disc_nf=8, spynet_zero_init=True, init="fan_in", **TINY_WIDTHS
+        )
+        c.data.update(
+            source="synthetic",
+            batch_size=4,
+            height=60,
+            width=108,
+            num_local_frames=3,
+            num_ref_frames=2,
+            video_length=12,
+            camera_speed=0.03,
+            mask_mode="mixed",
+            eval_clips=16,
+            eval_batch_size=8,
+        )
         # no GAN / flow loss on the CPU-sized run (see the module docstring); 'test' turns them on
         c.loss.update(stc_weight=0.5, adversarial_weight=0.0, flow_weight=0.0)
         c.optim.update(lr=1e-3, b1=0.9, milestones=(3000, 3400), gamma=0.3, grad_clip_norm=1.0)
-        c.train.update(num_steps=3800, log_every=10, eval_every=100, checkpoint_every=100, prefetch=2,
-                       tensorboard=False)
+        c.train.update(
+            num_steps=3800, log_every=10, eval_every=100, checkpoint_every=100, prefetch=2, tensorboard=False
+        )
         if variant == "test":
             c.data.update(batch_size=2, num_local_frames=2, num_ref_frames=1, eval_clips=4, eval_batch_size=4)
             c.loss.update(adversarial_weight=0.01, flow_weight=1.0)

@@ -14,6 +14,7 @@ Variants:
 
 Every key can be overridden: ``--config.optim.lr=3e-4 --config.model.dtype=bfloat16``.
 """
+
 import ml_collections
 
 
@@ -22,39 +23,66 @@ def get_config(arg=None):
     c = ml_collections.ConfigDict()
     c.task = "spynet"
     c.seed = 0
-    c.parallel = "mesh"            # 'mesh' (jit + NamedSharding) or 'pmap'
-    c.model = dict(variant="mmagic", dtype="float32", param_dtype="float32",
-                   zero_init_flow_head=False)
+    c.parallel = "mesh"  # 'mesh' (jit + NamedSharding) or 'pmap'
+    c.model = dict(variant="mmagic", dtype="float32", param_dtype="float32", zero_init_flow_head=False)
     c.data = dict(
-        batch_size=32,             # global batch (all processes)
-        height=320, width=448,
+        batch_size=32,  # global batch (all processes)
+        height=320,
+        width=448,
         num_objects=2,
-        camera_speed=0.02,         # fractions of min(H, W) per frame (see data.synthetic)
+        camera_speed=0.02,  # fractions of min(H, W) per frame (see data.synthetic)
         object_speed=(0.015, 0.04),
-        camera_zoom=0.01, camera_rotation=0.01,
+        camera_zoom=0.01,
+        camera_rotation=0.01,
         random_reverse=True,
-        eval_clips=64, eval_batch_size=32, eval_seed=1000,
+        eval_clips=64,
+        eval_batch_size=32,
+        eval_seed=1000,
     )
-    c.optim = dict(name="adam", lr=1e-4, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
-                   schedule="constant", warmup_steps=0, min_lr=0.0, grad_clip_norm=0.0)
+    c.optim = dict(
+        name="adam",
+        lr=1e-4,
+        b1=0.9,
+        b2=0.999,
+        eps=1e-8,
+        weight_decay=0.0,
+        schedule="constant",
+        warmup_steps=0,
+        min_lr=0.0,
+        grad_clip_norm=0.0,
+    )
     c.train = dict(
-        num_steps=200_000, log_every=100, eval_every=5_000, checkpoint_every=5_000,
-        keep_checkpoints=3, async_checkpoint=True, prefetch=4, progress=True, tensorboard=True,
-        eval_at_start=True, debug_nan_at_step=-1,
+        num_steps=200_000,
+        log_every=100,
+        eval_every=5_000,
+        checkpoint_every=5_000,
+        keep_checkpoints=3,
+        async_checkpoint=True,
+        prefetch=4,
+        progress=True,
+        tensorboard=True,
+        eval_at_start=True,
+        debug_nan_at_step=-1,
     )
     if variant == "official":
         pass
     elif variant in ("tiny", "test"):
-        c.data.update(batch_size=8, height=32, width=32, camera_speed=0.05,
-                      object_speed=(0.03, 0.08), eval_clips=32, eval_batch_size=16)
+        c.data.update(
+            batch_size=8,
+            height=32,
+            width=32,
+            camera_speed=0.05,
+            object_speed=(0.03, 0.08),
+            eval_clips=32,
+            eval_batch_size=16,
+        )
         c.optim.update(lr=1e-3, grad_clip_norm=1.0)
-        c.train.update(num_steps=150, log_every=10, eval_every=50, checkpoint_every=50,
-                       prefetch=2)
+        c.train.update(num_steps=150, log_every=10, eval_every=50, checkpoint_every=50, prefetch=2)
         if variant == "test":
             c.data.update(eval_clips=8, eval_batch_size=8)
-            c.train.update(num_steps=4, log_every=2, eval_every=0, checkpoint_every=2,
-                           progress=False, tensorboard=False)
+            c.train.update(
+                num_steps=4, log_every=2, eval_every=0, checkpoint_every=2, progress=False, tensorboard=False
+            )
     else:
-        raise ValueError(f"configs/spynet.py: unknown variant {variant!r} "
-                         "(official, tiny, test)")
+        raise ValueError(f"configs/spynet.py: unknown variant {variant!r} (official, tiny, test)")
     return c.lock()

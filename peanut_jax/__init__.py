@@ -6,6 +6,7 @@
     frames_out = pj.interpolate_video(frames, module, variables, multi=2)
 
 The public API below is imported on first use (``import peanut_jax`` stays cheap)."""
+
 from __future__ import annotations
 
 import importlib

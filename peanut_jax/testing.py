@@ -1,4 +1,5 @@
 """Small helpers shared by the test suite and the parity scripts."""
+
 from __future__ import annotations
 
 import numpy as np

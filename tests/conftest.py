@@ -2,6 +2,7 @@
 
 The device count must be set before JAX initialises its backend, so this runs first.
 """
+
 import os
 import pathlib
 
@@ -24,6 +25,7 @@ def _release_compiled_programs():
     of programs, and keeping all of them alive grows the single pytest process by gigabytes."""
     yield
     import gc
+
     jax.clear_caches()
     gc.collect()
 
@@ -35,7 +37,9 @@ def _no_persistent_compilation_cache_leak():
     if jax.config.jax_compilation_cache_dir != _CACHE_DIR:
         jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
         from jax._src import compilation_cache
+
         compilation_cache.reset_cache()
+
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get("PEANUT_SHARED", REPO.parent / "shared"))
@@ -60,6 +64,7 @@ def ref_dump(name: str):
     if not npz.exists():
         pytest.skip(f"no dump {npz}")
     import numpy as np
+
     return np.load(npz), pth
 
 

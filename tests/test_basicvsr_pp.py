@@ -4,6 +4,7 @@ Parity runs at two levels: in CI against a plain-torch float64 transcription of 
 algorithm (written here from the mmagic ``BasicVSRPlusPlusNet.forward`` description, tiny
 configuration), and locally against the dumps of the official code ($PEANUT_REFS, skipped in CI).
 """
+
 import math
 
 import jax
@@ -65,8 +66,9 @@ def tiny():
 @pytest.fixture(scope="module")
 def tiny_fwd(tiny):
     m, v = tiny
-    return jax.jit(lambda variables, x, mirror=False: m.apply(variables, x, is_mirror_extended=mirror),
-                   static_argnums=2)
+    return jax.jit(
+        lambda variables, x, mirror=False: m.apply(variables, x, is_mirror_extended=mirror), static_argnums=2
+    )
 
 
 # ---------------------------------------------------------------------------------- structure
@@ -152,7 +154,7 @@ def _torch_reference(torch, sd, lqs, mid, num_blocks, scale=4):
         gy, gx = torch.meshgrid(torch.arange(h, dtype=x.dtype), torch.arange(w, dtype=x.dtype), indexing="ij")
         cols = []
         for g in range(groups):
-            xg = x[:, g * cg:(g + 1) * cg]
+            xg = x[:, g * cg : (g + 1) * cg]
             taps = []
             for k in range(9):
                 i, j = divmod(k, 3)
@@ -217,8 +219,7 @@ def _torch_reference(torch, sd, lqs, mid, num_blocks, scale=4):
         if scale == 4:
             hr = F.leaky_relu(F.pixel_shuffle(conv(hr, "upsample2.upsample_conv"), 2), 0.1)
         hr = F.leaky_relu(conv(hr, "conv_hr"), 0.1)
-        hr = conv(hr, "conv_last") + F.interpolate(lqs[:, i], scale_factor=scale, mode="bilinear",
-                                                   align_corners=False)
+        hr = conv(hr, "conv_last") + F.interpolate(lqs[:, i], scale_factor=scale, mode="bilinear", align_corners=False)
         outs.append(hr)
     return torch.stack(outs, 1).numpy()
 
@@ -262,6 +263,7 @@ def test_mirror_detection_runs_spynet_once(tiny):
 
     from peanut_jax.models.basicvsr_pp import _PropagationCell, _ReconstructionCell
     from peanut_jax.models.spynet import SPyNet
+
     m, v = tiny
     spynet_batches = []
 
@@ -281,9 +283,11 @@ def test_mirror_detection_runs_spynet_once(tiny):
         return next_fun(*args, **kwargs)
 
     half = clip(2, 64, 64, seed=3)
-    cases = [(np.concatenate([half, half[:, ::-1]], 1), None, [3]),   # concrete mirror clip: once
-             (clip(4, 64, 64), None, [6]),                            # ordinary clip: both directions
-             (np.concatenate([half, half[:, ::-1]], 1), False, [6])]  # explicit flag wins
+    cases = [
+        (np.concatenate([half, half[:, ::-1]], 1), None, [3]),  # concrete mirror clip: once
+        (clip(4, 64, 64), None, [6]),  # ordinary clip: both directions
+        (np.concatenate([half, half[:, ::-1]], 1), False, [6]),
+    ]  # explicit flag wins
     with nn.intercept_methods(stub):
         for x, flag, expected in cases:
             spynet_batches.clear()
@@ -310,8 +314,7 @@ def test_x2_variant_round_trip(tmp_path):
     m = BasicVSRPlusPlus(**TINY, scale=2, hr_channels=16)
     v = random_variables(m, seed=4)
     x = clip(2, 64, 80)
-    fwd = jax.jit(lambda module, variables, a: module.apply(variables, a, is_mirror_extended=False),
-                  static_argnums=0)
+    fwd = jax.jit(lambda module, variables, a: module.apply(variables, a, is_mirror_extended=False), static_argnums=0)
     out = fwd(m, v, x)
     assert out.shape == (1, 2, 128, 160, 3)
     sd = to_official("basicvsr_pp", v)
@@ -339,6 +342,7 @@ def test_same_size_restoration_variant():
 def test_gradients_finite_through_scan(tiny):
     m, v = tiny
     from peanut_jax.losses.reconstruction import charbonnier_loss
+
     x = clip(3, 64, 64)
     gt = np.clip(x.repeat(4, 2).repeat(4, 3) + 0.05, 0, 1)
 
@@ -349,8 +353,12 @@ def test_gradients_finite_through_scan(tiny):
     leaves = jax.tree.leaves(g)
     assert all(np.all(np.isfinite(np.asarray(a))) for a in leaves)
     # every branch and the flow network receive gradient
-    for path in (("backward_1", "deform_align", "kernel"), ("forward_2", "backbone", "conv_in", "kernel"),
-                 ("spynet", "basic_module_5", "conv_0", "kernel"), ("recon", "conv_last", "kernel")):
+    for path in (
+        ("backward_1", "deform_align", "kernel"),
+        ("forward_2", "backbone", "conv_in", "kernel"),
+        ("spynet", "basic_module_5", "conv_0", "kernel"),
+        ("recon", "conv_last", "kernel"),
+    ):
         assert float(np.abs(np.asarray(flatten_dict(g)[path])).max()) > 0, path
 
 
@@ -373,7 +381,7 @@ def test_converter_round_trip_formats(tmp_path, tiny, tiny_fwd):
     sd = to_official("basicvsr_pp", v)
     assert "step_counter" in sd and all(k.startswith("generator.") for k in sd if k != "step_counter")
     t = {k: torch.from_numpy(a) for k, a in sd.items()}
-    bare = {k[len("generator."):]: a for k, a in t.items() if k.startswith("generator.")}
+    bare = {k[len("generator.") :]: a for k, a in t.items() if k.startswith("generator.")}
     files = {
         "mmagic.pth": {"meta": {"mmagic_version": "1.x"}, "state_dict": t},
         "bare.pth": bare,
@@ -410,7 +418,7 @@ def test_converter_errors(tiny):
     foreign["discriminator.conv.weight"] = np.zeros(3, np.float32)
     with pytest.raises(CheckpointMismatchError, match="discriminator.conv.weight"):
         from_official("basicvsr_pp", foreign)
-    spynet_only = {k[len("generator.spynet."):]: a for k, a in sd.items() if k.startswith("generator.spynet.")}
+    spynet_only = {k[len("generator.spynet.") :]: a for k, a in sd.items() if k.startswith("generator.spynet.")}
     with pytest.raises(CheckpointMismatchError, match="not a BasicVSR\\+\\+ checkpoint"):
         from_official("basicvsr_pp", spynet_only)
     wrong_stats = dict(sd)
@@ -427,15 +435,21 @@ def test_dump_parity():
     npz, pth = ref_dump("basicvsrpp")
     module, variables = from_official("basicvsr_pp", pth)
     assert (module.mid_channels, module.num_blocks, module.scale) == (64, 7, 4)
-    fwd = jax.jit(lambda v, x, mirror: module.apply(v, x, is_mirror_extended=mirror, mutable=["intermediates"]),
-                  static_argnums=2)
+    fwd = jax.jit(
+        lambda v, x, mirror: module.apply(v, x, is_mirror_extended=mirror, mutable=["intermediates"]), static_argnums=2
+    )
     for case in ("c0_5x64x64", "c1_mirror_4x64x64"):
         lqs = np.moveaxis(npz[f"{case}/in/lqs"], 2, -1)
         out, state = fwd(variables, lqs, mirror_extended(lqs))
         assert_parity(out, np.moveaxis(npz[f"{case}/out/out"], 2, -1), 2e-4, case)
         inter = state["intermediates"]
-        assert parity_error(np.moveaxis(np.asarray(inter["propagate_forward_2"][0]), -1, 2),
-                            npz[f"{case}/inter/propagate_forward_2"]) < 2e-4
+        assert (
+            parity_error(
+                np.moveaxis(np.asarray(inter["propagate_forward_2"][0]), -1, 2),
+                npz[f"{case}/inter/propagate_forward_2"],
+            )
+            < 2e-4
+        )
 
 
 # ---------------------------------------------------------------------------------- degradations
@@ -444,11 +458,15 @@ def test_imresize_matches_antialiased_bicubic_inside():
     bicubic away from the borders; only the border rule differs (MATLAB mirrors, torch truncates)."""
     torch = pytest.importorskip("torch")
     from peanut_jax.data.degrade import imresize
+
     img = np.random.default_rng(0).random((64, 96, 3))
     t = torch.from_numpy(img.transpose(2, 0, 1)[None].copy())
     for s in (0.25, 0.5, 2.0):
-        ref = torch.nn.functional.interpolate(t, scale_factor=s, mode="bicubic", antialias=True,
-                                              align_corners=False)[0].numpy().transpose(1, 2, 0)
+        ref = (
+            torch.nn.functional.interpolate(t, scale_factor=s, mode="bicubic", antialias=True, align_corners=False)[0]
+            .numpy()
+            .transpose(1, 2, 0)
+        )
         out = imresize(img, s)
         assert out.shape == ref.shape
         np.testing.assert_allclose(out[3:-3, 3:-3], ref[3:-3, 3:-3], atol=1e-12)
@@ -457,6 +475,7 @@ def test_imresize_matches_antialiased_bicubic_inside():
 
 def test_imresize_properties():
     from peanut_jax.data.degrade import imresize
+
     const = np.full((37, 50, 3), 0.3)
     out = imresize(const, 0.25)
     assert out.shape == (10, 13, 3)  # ceil(scale * size), as MATLAB
@@ -478,6 +497,7 @@ def test_imresize_properties():
 
 def test_bd_downsample():
     from peanut_jax.data.degrade import bd_downsample, degrade_clip, gaussian_kernel1d
+
     k = gaussian_kernel1d(13, 1.6)
     assert k.shape == (13,) and abs(k.sum() - 1) < 1e-12 and k.argmax() == 6
     np.testing.assert_allclose(np.sqrt(np.sum(k * (np.arange(13) - 6) ** 2)), 1.6, rtol=0.01)

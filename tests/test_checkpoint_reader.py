@@ -3,6 +3,7 @@
 Files written by torch are compared with torch's own values (skipped without torch); the
 hand-built zip/legacy/safetensors files and the malicious pickles need no torch.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,9 +24,16 @@ import numpy as np
 import pytest
 from conftest import ref_dump
 
-from peanut_jax.convert.reader import (CheckpointError, flatten_state_dict, load_checkpoint, load_state_dict,
-                                       read_safetensors_metadata, save_safetensors, strip_prefix,
-                                       unwrap_state_dict)
+from peanut_jax.convert.reader import (
+    CheckpointError,
+    flatten_state_dict,
+    load_checkpoint,
+    load_state_dict,
+    read_safetensors_metadata,
+    save_safetensors,
+    strip_prefix,
+    unwrap_state_dict,
+)
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
@@ -96,10 +104,16 @@ def _write_zip(path, pkl: bytes, storages: dict, folder="archive", byteorder=b"l
 
 
 def _legacy_bytes(pkl: bytes, storages: dict, itemsize: dict) -> bytes:
-    out = [pickle.dumps(LEGACY_MAGIC, protocol=2), pickle.dumps(1001, protocol=2),
-           pickle.dumps({"protocol_version": 1001, "little_endian": True,
-                         "type_sizes": {"short": 2, "int": 4, "long": 4}}, protocol=2),
-           pkl, pickle.dumps(sorted(storages), protocol=2)]
+    out = [
+        pickle.dumps(LEGACY_MAGIC, protocol=2),
+        pickle.dumps(1001, protocol=2),
+        pickle.dumps(
+            {"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 4}},
+            protocol=2,
+        ),
+        pkl,
+        pickle.dumps(sorted(storages), protocol=2),
+    ]
     for key in sorted(storages):
         raw = storages[key]
         out.append(struct.pack("<q", len(raw) // itemsize[key]) + raw)
@@ -112,13 +126,15 @@ def _handmade_objects():
     a = np.arange(12, dtype=np.float32) * 0.5 - 2.0
     b = np.array([7, -3, 2**40], dtype=np.int64)
     s0, s1 = _StorageRef("FloatStorage", "0", 12), _StorageRef("LongStorage", "1", 3)
-    obj = collections.OrderedDict([
-        ("w", _TensorRef(s0, 0, (3, 4), (4, 1))),
-        ("wT", _TensorRef(s0, 0, (4, 3), (1, 4))),
-        ("sl", _TensorRef(s0, 5, (2, 2), (4, 2))),
-        ("idx", _TensorRef(s1, 0, (3,), (1,))),
-        ("meta", {"epoch": 3, "name": "x", "ratio": 0.5}),
-    ])
+    obj = collections.OrderedDict(
+        [
+            ("w", _TensorRef(s0, 0, (3, 4), (4, 1))),
+            ("wT", _TensorRef(s0, 0, (4, 3), (1, 4))),
+            ("sl", _TensorRef(s0, 5, (2, 2), (4, 2))),
+            ("idx", _TensorRef(s1, 0, (3,), (1,))),
+            ("meta", {"epoch": 3, "name": "x", "ratio": 0.5}),
+        ]
+    )
     m = a.reshape(3, 4)
     expect = {"w": m, "wT": m.T, "sl": a[[5, 7, 9, 11]].reshape(2, 2), "idx": b}
     return obj, {"0": a.tobytes(), "1": b.tobytes()}, {"0": 4, "1": 8}, expect
@@ -147,8 +163,10 @@ def test_handmade_zip_checkpoint(tmp_path):
 
 def test_handmade_zip_big_endian(tmp_path):
     obj, storages, _, expect = _handmade_objects()
-    be = {"0": np.frombuffer(storages["0"], "<f4").astype(">f4").tobytes(),
-          "1": np.frombuffer(storages["1"], "<i8").astype(">i8").tobytes()}
+    be = {
+        "0": np.frombuffer(storages["0"], "<f4").astype(">f4").tobytes(),
+        "1": np.frombuffer(storages["1"], "<i8").astype(">i8").tobytes(),
+    }
     p = tmp_path / "be.pth"
     _write_zip(p, _torch_pickle(obj, legacy=False), be, byteorder=b"big")
     out = load_checkpoint(p)
@@ -164,8 +182,10 @@ def test_handmade_legacy_checkpoint(tmp_path):
         _check_handmade(load_checkpoint(p, mmap=mm), expect)
 
 
-@pytest.mark.parametrize("size,stride,offset", [((3, 4), (4, 1), 1), ((4, 4), (4, 1), 0), ((2,), (100,), 0),
-                                                ((3,), (-1,), 2), ((3,), (1,), -1)])
+@pytest.mark.parametrize(
+    "size,stride,offset",
+    [((3, 4), (4, 1), 1), ((4, 4), (4, 1), 0), ((2,), (100,), 0), ((3,), (-1,), 2), ((3,), (1,), -1)],
+)
 def test_out_of_bounds_views_are_refused(tmp_path, size, stride, offset):
     s0 = _StorageRef("FloatStorage", "0", 12)
     obj = {"bad": _TensorRef(s0, offset, size, stride)}
@@ -178,8 +198,9 @@ def test_out_of_bounds_views_are_refused(tmp_path, size, stride, offset):
 def test_storage_record_shorter_than_declared(tmp_path):
     s0 = _StorageRef("FloatStorage", "0", 12)
     p = tmp_path / "short.pth"
-    _write_zip(p, _torch_pickle({"w": _TensorRef(s0, 0, (12,), (1,))}, legacy=False),
-               {"0": np.zeros(6, np.float32).tobytes()})
+    _write_zip(
+        p, _torch_pickle({"w": _TensorRef(s0, 0, (12,), (1,))}, legacy=False), {"0": np.zeros(6, np.float32).tobytes()}
+    )
     with pytest.raises(CheckpointError, match="truncated"):
         load_checkpoint(p)
 
@@ -206,6 +227,7 @@ def test_truncated_handmade_files(tmp_path):
 # malicious pickles
 # ---------------------------------------------------------------------------------------------
 
+
 class _Evil:
     def __init__(self, func, args):
         self.func, self.args = func, args
@@ -225,8 +247,9 @@ def _evil_cases(marker):
     }
 
 
-@pytest.mark.parametrize("name", ["os.system", "builtins.eval", "builtins.exec", "subprocess.Popen",
-                                  "builtins.getattr"])
+@pytest.mark.parametrize(
+    "name", ["os.system", "builtins.eval", "builtins.exec", "subprocess.Popen", "builtins.getattr"]
+)
 @pytest.mark.parametrize("container", ["raw_pkl", "zip_pth", "legacy_pth", "nested_in_state_dict"])
 def test_malicious_pickles_are_refused(tmp_path, name, container):
     marker = tmp_path / "PWNED"
@@ -269,9 +292,11 @@ def test_disallowed_use_of_allowed_globals(tmp_path):
     # allowed globals used outside their data-only role are refused too
     p = tmp_path / "x.pkl"
     reconstruct = np.zeros(1).__reduce__()[0]  # numpy's _reconstruct
-    for evil in (_Evil(reconstruct, (collections.OrderedDict, (0,), b"b")),  # of a non-ndarray
-                 _Evil(bytes, (10**9,)),                          # builtins.bytes with a size
-                 _Evil(collections.OrderedDict, (np.zeros(2),))):  # dict() of a non-mapping
+    for evil in (
+        _Evil(reconstruct, (collections.OrderedDict, (0,), b"b")),  # of a non-ndarray
+        _Evil(bytes, (10**9,)),  # builtins.bytes with a size
+        _Evil(collections.OrderedDict, (np.zeros(2),)),
+    ):  # dict() of a non-mapping
         p.write_bytes(pickle.dumps(evil, protocol=2))
         with pytest.raises(CheckpointError, match=re.escape(str(p))):
             load_checkpoint(p)
@@ -280,6 +305,7 @@ def test_disallowed_use_of_allowed_globals(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # plain pickles and error cases (no torch)
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("protocol", range(0, pickle.HIGHEST_PROTOCOL + 1))
 def test_plain_numpy_pickles(tmp_path, protocol):
@@ -290,9 +316,13 @@ def test_plain_numpy_pickles(tmp_path, protocol):
         "i64": np.arange(-3, 3, dtype=np.int64),
         "bool": np.array([True, False]),
         "fortran": np.asfortranarray(rng.standard_normal((2, 3))),
-        "scalar": np.float64(2.5), "iscalar": np.int64(-7),
+        "scalar": np.float64(2.5),
+        "iscalar": np.int64(-7),
         "od": collections.OrderedDict([("b", 1), ("a", [1, 2, (3, "x")])]),
-        "set": {1, 2}, "bytes": b"\x00\xffab", "complex": 1 + 2j, "none": None,
+        "set": {1, 2},
+        "bytes": b"\x00\xffab",
+        "complex": 1 + 2j,
+        "none": None,
         "args": argparse.Namespace(lr=1e-5, HSA=True, name="mevis"),
     }
     p = tmp_path / "plain.pkl"
@@ -315,9 +345,16 @@ def test_missing_file(tmp_path):
         load_checkpoint(p)
 
 
-@pytest.mark.parametrize("content,match", [(b"", "empty"), (b"hello world, not a checkpoint", "not a PyTorch"),
-                                           (b"\x80\x02}q\x00(X\x01", "truncated"),
-                                           (b"PK\x03\x04garbage", "zip"), (b"\x80\x04\x95garbage", "pickle")])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        (b"", "empty"),
+        (b"hello world, not a checkpoint", "not a PyTorch"),
+        (b"\x80\x02}q\x00(X\x01", "truncated"),
+        (b"PK\x03\x04garbage", "zip"),
+        (b"\x80\x04\x95garbage", "pickle"),
+    ],
+)
 def test_bad_files(tmp_path, content, match):
     p = tmp_path / "bad.pth"
     p.write_bytes(content)
@@ -337,6 +374,7 @@ def test_zip_without_data_pkl(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # safetensors
 # ---------------------------------------------------------------------------------------------
+
 
 def _sample_tensors():
     rng = np.random.default_rng(1)
@@ -366,7 +404,7 @@ def test_safetensors_roundtrip(tmp_path):
     raw = p.read_bytes()
     n = struct.unpack("<Q", raw[:8])[0]
     assert n % 8 == 0
-    header = json.loads(raw[8:8 + n])
+    header = json.loads(raw[8 : 8 + n])
     assert header["__metadata__"] == {"format": "np", "source": "test"}
     for name, e in header.items():  # every tensor aligned to its element size
         if name != "__metadata__":
@@ -388,10 +426,12 @@ def test_safetensors_handbuilt_from_spec(tmp_path):
     bf = np.array([1.0, -2.5], dtype=ml_dtypes.bfloat16)
     ids = np.array([9, 8, 7], dtype="<i8")
     data = ids.tobytes() + w.tobytes() + bf.tobytes()
-    header = {"w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [24, 48]},
-              "__metadata__": {"k": "v"},
-              "bf": {"dtype": "BF16", "shape": [2], "data_offsets": [48, 52]},
-              "ids": {"dtype": "I64", "shape": [3], "data_offsets": [0, 24]}}
+    header = {
+        "w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [24, 48]},
+        "__metadata__": {"k": "v"},
+        "bf": {"dtype": "BF16", "shape": [2], "data_offsets": [48, 52]},
+        "ids": {"dtype": "I64", "shape": [3], "data_offsets": [0, 24]},
+    }
     hb = json.dumps(header).encode() + b"   "
     p = tmp_path / "hand.safetensors"
     p.write_bytes(struct.pack("<Q", len(hb)) + hb + data)
@@ -420,13 +460,16 @@ def _st_file(tmp_path, header, data, name="bad.safetensors"):
     return p
 
 
-@pytest.mark.parametrize("header,data,match", [
-    ({"x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 8, "truncated"),
-    ({"x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 12]}}, b"\0" * 16, "needs 16"),
-    ({"x": {"dtype": "Q7", "shape": [1], "data_offsets": [0, 1]}}, b"\0", "unsupported safetensors dtype"),
-    ({"x": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}, b"\0" * 4, "bad shape"),
-    ({"x": {"dtype": "F32"}}, b"", "malformed"),
-])
+@pytest.mark.parametrize(
+    "header,data,match",
+    [
+        ({"x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 8, "truncated"),
+        ({"x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 12]}}, b"\0" * 16, "needs 16"),
+        ({"x": {"dtype": "Q7", "shape": [1], "data_offsets": [0, 1]}}, b"\0", "unsupported safetensors dtype"),
+        ({"x": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}, b"\0" * 4, "bad shape"),
+        ({"x": {"dtype": "F32"}}, b"", "malformed"),
+    ],
+)
 def test_safetensors_corrupt(tmp_path, header, data, match):
     p = _st_file(tmp_path, header, data)
     with pytest.raises(CheckpointError, match=match):
@@ -448,6 +491,7 @@ def test_safetensors_truncated_header_and_bad_values(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
+
 
 def test_flatten_unwrap_strip():
     a, b = np.zeros(2), np.ones(3)
@@ -476,29 +520,45 @@ def test_flatten_unwrap_strip():
 # files written by torch itself
 # ---------------------------------------------------------------------------------------------
 
+
 def _torch_state_dict(torch):
     g = torch.Generator().manual_seed(0)
     w = torch.randn(4, 6, generator=g)
     sd = collections.OrderedDict()
     sd["w"] = w
-    sd["tied"] = w                      # the same tensor twice
-    sd["wT"] = w.t()                    # non-contiguous view of the same storage
-    sd["sl"] = w[1:3, ::2]              # offset + strides
+    sd["tied"] = w  # the same tensor twice
+    sd["wT"] = w.t()  # non-contiguous view of the same storage
+    sd["sl"] = w[1:3, ::2]  # offset + strides
     sd["col"] = w[:, 2]
     sd["param"] = torch.nn.Parameter(torch.randn(3, generator=g))
     sd["expand"] = torch.randn(3, 1, generator=g).expand(3, 4)  # stride 0
     sd["scalar"] = torch.tensor(3.5)
     sd["empty"] = torch.zeros(0, 3)
     sd["bn.num_batches_tracked"] = torch.tensor(7)
-    for dt in (torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.int32, torch.int16,
-               torch.int8, torch.uint8, torch.bool, torch.complex64, torch.uint16, torch.float8_e4m3fn):
+    for dt in (
+        torch.float16,
+        torch.bfloat16,
+        torch.float64,
+        torch.int64,
+        torch.int32,
+        torch.int16,
+        torch.int8,
+        torch.uint8,
+        torch.bool,
+        torch.complex64,
+        torch.uint16,
+        torch.float8_e4m3fn,
+    ):
         sd[str(dt).replace("torch.", "")] = (torch.randn(2, 3, generator=g) * 10).to(dt)
     return sd
 
 
 def _assert_matches_torch(torch, out, ref):
-    bits = {torch.bfloat16: (torch.int16, np.int16), torch.float8_e4m3fn: (torch.int8, np.int8),
-            torch.uint16: (torch.int16, np.int16)}
+    bits = {
+        torch.bfloat16: (torch.int16, np.int16),
+        torch.float8_e4m3fn: (torch.int8, np.int8),
+        torch.uint16: (torch.int16, np.int16),
+    }
     assert type(out) is dict and list(out) == list(ref)
     for k, t in ref.items():
         if isinstance(t, dict):
@@ -541,11 +601,20 @@ def test_torch_saved_state_dicts(tmp_path, zip_format):
 def test_torch_saved_wrappers(tmp_path, zip_format):
     torch = pytest.importorskip("torch")
     sd = _torch_state_dict(torch)
-    mmcv = {"meta": {"mmcv_version": "1.3.8", "time": "Wed Feb 17 12:00:00 2021", "epoch": 3, "iter": 600000,
-                     "config": "model = dict(type='BasicVSR')", "CLASSES": ("a", "b"),
-                     "hook_msgs": {"last_ckpt": "/work/iter_600000.pth"}, "seed": np.int64(0),
-                     "np_arr": np.arange(3)},
-            "state_dict": sd}
+    mmcv = {
+        "meta": {
+            "mmcv_version": "1.3.8",
+            "time": "Wed Feb 17 12:00:00 2021",
+            "epoch": 3,
+            "iter": 600000,
+            "config": "model = dict(type='BasicVSR')",
+            "CLASSES": ("a", "b"),
+            "hook_msgs": {"last_ckpt": "/work/iter_600000.pth"},
+            "seed": np.int64(0),
+            "np_arr": np.arange(3),
+        },
+        "state_dict": sd,
+    }
     p = tmp_path / "mmcv.pth"
     torch.save(mmcv, p, _use_new_zipfile_serialization=zip_format)
     out = load_checkpoint(p)
@@ -555,8 +624,11 @@ def test_torch_saved_wrappers(tmp_path, zip_format):
     assert list(unwrap_state_dict(out)) == list(sd)
     assert list(load_state_dict(p)) == list(sd)
 
-    samwise = {"model": sd, "epoch": 2, "args": argparse.Namespace(HSA=True, lr=1e-5, dataset_file="mevis",
-                                                                    adapter_dim=256)}
+    samwise = {
+        "model": sd,
+        "epoch": 2,
+        "args": argparse.Namespace(HSA=True, lr=1e-5, dataset_file="mevis", adapter_dim=256),
+    }
     p2 = tmp_path / "samwise.pth"
     torch.save(samwise, p2, _use_new_zipfile_serialization=zip_format)
     out2 = load_checkpoint(p2)
@@ -595,8 +667,9 @@ def test_official_dumps_match_torch_load(name):
     torch = pytest.importorskip("torch")
     ref = torch.load(pth, map_location="cpu", weights_only=True)
     out = load_checkpoint(pth)
-    _assert_matches_torch(torch, {k: v for k, v in out.items() if k != "meta"},
-                          {k: v for k, v in ref.items() if k != "meta"})
+    _assert_matches_torch(
+        torch, {k: v for k, v in out.items() if k != "meta"}, {k: v for k, v in ref.items() if k != "meta"}
+    )
     sd = load_state_dict(pth)
     ref_sd = ref.get("state_dict", ref)
     assert list(sd) == list(ref_sd) and len(sd) > 0

@@ -1,6 +1,7 @@
 """peanut_jax.checkpoints: the one loading door for every checkpoint kind, its family check and
 errors, the family table, and the layering (no pipeline/train imports, no training-only packages
 needed for inference)."""
+
 import ast
 import json
 import os
@@ -31,6 +32,7 @@ def _same_params(a, b):
 
 def _orbax_workdir(path: pathlib.Path, exported: pathlib.Path, record_model: bool = True) -> pathlib.Path:
     from peanut_jax.train.checkpoint import Checkpointer
+
     name, _, variables, _ = load_exported(exported)
     kwargs = json.loads((exported / "model.json").read_text())["kwargs"]
     with Checkpointer(path / "checkpoints", async_save=False) as ck:
@@ -43,6 +45,7 @@ def _orbax_workdir(path: pathlib.Path, exported: pathlib.Path, record_model: boo
 def _official_file(path: pathlib.Path, exported: pathlib.Path) -> pathlib.Path:
     from peanut_jax.convert import to_official
     from peanut_jax.convert.reader import save_safetensors
+
     name, _, variables, _ = load_exported(exported)
     save_safetensors(path, {k: np.ascontiguousarray(v) for k, v in to_official(name, variables).items()})
     return path
@@ -52,10 +55,13 @@ def _official_file(path: pathlib.Path, exported: pathlib.Path) -> pathlib.Path:
 def kinds(tmp_path_factory):
     """Every checkpoint kind holding the same SPyNet weights (the bundled spynet_demo)."""
     tmp = tmp_path_factory.mktemp("kinds")
-    return {"registry name": "spynet_demo", "exported folder": ASSETS / "spynet_demo",
-            "exported folder (str)": str(ASSETS / "spynet_demo"),
-            "orbax workdir": _orbax_workdir(tmp / "run", ASSETS / "spynet_demo"),
-            "official file": _official_file(tmp / "spynet.safetensors", ASSETS / "spynet_demo")}
+    return {
+        "registry name": "spynet_demo",
+        "exported folder": ASSETS / "spynet_demo",
+        "exported folder (str)": str(ASSETS / "spynet_demo"),
+        "orbax workdir": _orbax_workdir(tmp / "run", ASSETS / "spynet_demo"),
+        "official file": _official_file(tmp / "spynet.safetensors", ASSETS / "spynet_demo"),
+    }
 
 
 @pytest.mark.parametrize("family", [None, "spynet"])
@@ -65,7 +71,7 @@ def test_every_kind_loads_the_same_weights(kinds, family):
         module, variables = load(spec, family)
         assert type(module).__name__ == "SPyNet" and module.variant == "mmagic", kind
         _same_params(variables, ref)
-        hash(module)                                   # jit-static
+        hash(module)  # jit-static
     assert checkpoints.load is load
 
 
@@ -93,14 +99,19 @@ def test_wrong_family_of_an_official_file(kinds):
 def test_flag_prefixes_every_error():
     with pytest.raises(ValueError) as err:
         load("interpolate_demo", "e2fgvi", flag="--checkpoint-erase")
-    assert str(err.value) == ("--checkpoint-erase interpolate_demo: weights 'interpolate_demo': holds weights of "
-                              "model 'rife', not 'e2fgvi'")
+    assert str(err.value) == (
+        "--checkpoint-erase interpolate_demo: weights 'interpolate_demo': holds weights of model 'rife', not 'e2fgvi'"
+    )
     with pytest.raises(ValueError) as err:
         load(ASSETS / "upscale_demo", "e2fgvi", flag="--checkpoint-erase")
-    assert str(err.value) == (f"--checkpoint-erase {ASSETS / 'upscale_demo'}: holds weights of model 'basicvsr_pp', "
-                              "not 'e2fgvi'")
-    with pytest.raises(ValueError, match="^--checkpoint-upscale no_such_weights: checkpoint 'no_such_weights' is "
-                                         "neither a file/directory nor a registry name"):
+    assert str(err.value) == (
+        f"--checkpoint-erase {ASSETS / 'upscale_demo'}: holds weights of model 'basicvsr_pp', not 'e2fgvi'"
+    )
+    with pytest.raises(
+        ValueError,
+        match="^--checkpoint-upscale no_such_weights: checkpoint 'no_such_weights' is "
+        "neither a file/directory nor a registry name",
+    ):
         load("no_such_weights", "basicvsr_pp", flag="--checkpoint-upscale")
     with pytest.raises(FileNotFoundError, match="not found"):
         load("missing/dir", "spynet")
@@ -138,6 +149,7 @@ def test_export_round_trip_records_only_non_default_fields(tmp_path):
 def test_export_trained_checks_the_module_and_records_the_run(tmp_path):
     from peanut_jax.checkpoints.export import export_trained
     from peanut_jax.models import build
+
     run = _orbax_workdir(tmp_path / "run", ASSETS / "interpolate_demo")
     (run / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n{"step": 1, "eval/psnr": 30.0}\n')
     kwargs = json.loads((ASSETS / "interpolate_demo" / "model.json").read_text())["kwargs"]
@@ -148,7 +160,7 @@ def test_export_trained_checks_the_module_and_records_the_run(tmp_path):
         return build("rife", **{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()})
 
     out = export_trained(run, tmp_path / "out", make_model, dtype="float16")
-    assert seen[0].task == "rife" and isinstance(seen[0].model.widths, tuple)   # JSON lists back to tuples
+    assert seen[0].task == "rife" and isinstance(seen[0].model.widths, tuple)  # JSON lists back to tuples
     name, _, variables, meta = load_exported(out)
     assert name == "rife" and meta["step"] == 1 and meta["stored_dtype"] == "float16"
     assert meta["last_eval"] == {"step": 1, "eval/psnr": 30.0} and meta["task"] == "rife"
@@ -166,6 +178,7 @@ def test_export_trained_checks_the_module_and_records_the_run(tmp_path):
 def test_family_table_is_the_one_place_per_family():
     from peanut_jax.convert import converter_names
     from peanut_jax.models import names as model_names
+
     seen = {}
     for fam in families.FAMILIES.values():
         assert fam.model in fam.models
@@ -178,21 +191,30 @@ def test_family_table_is_the_one_place_per_family():
             assert registry.get(fam.default).model in fam.models
         if fam.demo is not None:
             assert registry.get(fam.demo).bundled and registry.get(fam.demo).model in fam.models
-    assert sorted(seen) == model_names() == converter_names()   # every model has its family and converter
+    assert sorted(seen) == model_names() == converter_names()  # every model has its family and converter
     builtin = [e.name for e in families.builtin_weights()]
     assert len(set(builtin)) == len(builtin) and set(builtin) <= set(registry.names())
     assert families.STAGE_FAMILY == {"erase": "e2fgvi", "upscale": "basicvsr_pp", "interpolate": "rife"}
     assert families.STAGE_DEFAULT == {"erase": "e2fgvi_hq", "upscale": "basicvsr_pp", "interpolate": "rife_hdv3"}
-    assert families.DEMO_WEIGHTS == {"e2fgvi": "erase_demo", "basicvsr": "upscale_demo", "rife": "interpolate_demo",
-                                     "spynet": "spynet_demo"}
+    assert families.DEMO_WEIGHTS == {
+        "e2fgvi": "erase_demo",
+        "basicvsr": "upscale_demo",
+        "rife": "interpolate_demo",
+        "spynet": "spynet_demo",
+    }
 
 
 # ------------------------------------------------------------------------------ layering and dependencies
 def test_checkpoints_never_imports_pipeline_or_train():
     for f in sorted((REPO / "peanut_jax" / "checkpoints").glob("*.py")):
         for node in ast.walk(ast.parse(f.read_text())):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             for n in names:
                 assert not n.startswith(("peanut_jax.pipeline", "peanut_jax.train")), f"{f.name}: imports {n}"
                 if n.startswith("peanut_jax.") and not n.startswith("peanut_jax.checkpoints"):
@@ -209,8 +231,14 @@ for name in ("tensorflow_datasets", "tensorflow", "grain", "array_record"):
 def _run_without_training_packages(tmp_path, code: str, *args) -> subprocess.CompletedProcess:
     (tmp_path / "sitecustomize.py").write_text(_BLOCK_TRAINING)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PEANUT_")}
-    env.update({"PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)]), "JAX_PLATFORMS": "cpu",
-                "PEANUT_HOME": str(tmp_path / "home"), "PEANUT_XLA_CACHE": "0"})
+    env.update(
+        {
+            "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)]),
+            "JAX_PLATFORMS": "cpu",
+            "PEANUT_HOME": str(tmp_path / "home"),
+            "PEANUT_XLA_CACHE": "0",
+        }
+    )
     cmd = [sys.executable, "-c", code] if code else [sys.executable, *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(REPO), timeout=600)
 
@@ -247,6 +275,7 @@ def test_declared_dependencies_match_the_imports():
     in the train extra), and nothing required is left unused."""
     import re
     import tomllib
+
     meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 
     def dist(req: str) -> str:
@@ -254,10 +283,18 @@ def test_declared_dependencies_match_the_imports():
 
     required = {dist(r) for r in meta["dependencies"]}
     train = {dist(r) for r in meta["optional-dependencies"]["train"]}
-    module_to_dist = {"ml_collections": "ml-collections", "absl": "absl-py", "orbax": "orbax-checkpoint",
-                      "PIL": "pillow", "imageio_ffmpeg": "imageio-ffmpeg", "tensorflow_datasets": "tensorflow-datasets",
-                      "array_record": "array-record", "ml_dtypes": "ml-dtypes", "tensorboardX": "tensorboardx",
-                      "tensorflow": "tensorflow-datasets"}   # tf is only reached through tfds' own requirement
+    module_to_dist = {
+        "ml_collections": "ml-collections",
+        "absl": "absl-py",
+        "orbax": "orbax-checkpoint",
+        "PIL": "pillow",
+        "imageio_ffmpeg": "imageio-ffmpeg",
+        "tensorflow_datasets": "tensorflow-datasets",
+        "array_record": "array-record",
+        "ml_dtypes": "ml-dtypes",
+        "tensorboardX": "tensorboardx",
+        "tensorflow": "tensorflow-datasets",
+    }  # tf is only reached through tfds' own requirement
     imported = set()
     stdlib = set(sys.stdlib_module_names)
     for f in (REPO / "peanut_jax").rglob("*.py"):

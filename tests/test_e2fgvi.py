@@ -6,6 +6,7 @@ published definitions (numpy loops for the focal attention block; plain torch wi
 60x108) runs in CI.  Parity with the official PyTorch code uses the dumps in $PEANUT_REFS (skipped
 in CI; the 240x432 cases are also marked slow).
 """
+
 import math
 
 import jax
@@ -18,8 +19,13 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from peanut_jax.convert import CheckpointMismatchError, from_official, to_official
 from peanut_jax.convert import e2fgvi as conv_e2fgvi
 from peanut_jax.models import build
-from peanut_jax.models.focal_transformer import (TemporalFocalTransformerBlock, overlap_count, pooled_key_bias,
-                                                 rolled_valid_indices, token_grid)
+from peanut_jax.models.focal_transformer import (
+    TemporalFocalTransformerBlock,
+    overlap_count,
+    pooled_key_bias,
+    rolled_valid_indices,
+    token_grid,
+)
 from peanut_jax.models.propagation import BidirectionalPropagation, branch_flow_indices
 from peanut_jax.ops import fold
 from peanut_jax.testing import assert_parity
@@ -30,6 +36,7 @@ N_KEYS = {"e2fgvi": 243, "e2fgvi_hq": 244}
 
 
 # ----------------------------------------------------------------------------------------- helpers
+
 
 def _param_shapes(name, **kw):
     m = build(name, **kw)
@@ -71,13 +78,18 @@ def _masked_clip(b, t, h, w, seed=0):
 
 # ------------------------------------------------------------------------------------------- units
 
+
 def test_rolled_valid_indices_from_definition():
     """4 quadrants of 5x9 rolled tokens, minus the 3x5 block duplicating the window's own tokens."""
     idx = rolled_valid_indices((5, 9), (2, 4))
     assert idx.dtype == np.int64 and idx.shape == (120,)
     expected = []
-    dropped = {0: (range(0, 3), range(0, 5)), 1: (range(0, 3), range(4, 9)),
-               2: (range(2, 5), range(0, 5)), 3: (range(2, 5), range(4, 9))}
+    dropped = {
+        0: (range(0, 3), range(0, 5)),
+        1: (range(0, 3), range(4, 9)),
+        2: (range(2, 5), range(0, 5)),
+        3: (range(2, 5), range(4, 9)),
+    }
     for q in range(4):
         rows, cols = dropped[q]
         for r in range(5):
@@ -113,12 +125,12 @@ def test_branch_flow_indices_official_quirk_and_fix():
     # official backward branch (issue #58): frames reversed, flow index not
     assert branch_flow_indices(5, "backward") == [(4, None, None), (3, 0, None), (2, 1, 0), (1, 2, 1), (0, 3, 2)]
     # corrected: frame T-1-i uses flows[T-1-i] (and flows[T-i])
-    assert branch_flow_indices(5, "backward", True) == [(4, None, None), (3, 3, None), (2, 2, 3), (1, 1, 2),
-                                                        (0, 0, 1)]
+    assert branch_flow_indices(5, "backward", True) == [(4, None, None), (3, 3, None), (2, 2, 3), (1, 1, 2), (0, 0, 1)]
     assert branch_flow_indices(5, "forward", True) == branch_flow_indices(5, "forward")
 
 
 # ------------------------------------------------------------ focal transformer block vs numpy loops
+
 
 def _np_layer_norm(x, p):
     mu = x.mean(-1, keepdims=True)
@@ -133,6 +145,7 @@ def _np_dense(x, p):
 def _np_block(x, params, out_size, heads, win=(5, 9)):
     """The official TemporalFocalTransformerBlock written with explicit index loops (float64)."""
     from scipy.special import erf
+
     x = x.astype(np.float64)
     params = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
     _, t, h, w, c = x.shape
@@ -143,24 +156,30 @@ def _np_block(x, params, out_size, heads, win=(5, 9)):
     y = _np_layer_norm(x[0], params["norm1"])  # (T, H, W, C)
     a = params["attn"]
     qkv = _np_dense(y, a["qkv"])
-    q, k, v = qkv[..., :c], qkv[..., c:2 * c], qkv[..., 2 * c:]
+    q, k, v = qkv[..., :c], qkv[..., c : 2 * c], qkv[..., 2 * c :]
     pw = params["pool_layers_0"]
     pooled = np.zeros((t, nh, nw, c))
     for i in range(nh):
         for j in range(nw):
-            blk = y[:, i * wh:(i + 1) * wh, j * ww:(j + 1) * ww].reshape(t, wh * ww, c)
+            blk = y[:, i * wh : (i + 1) * wh, j * ww : (j + 1) * ww].reshape(t, wh * ww, c)
             pooled[:, i, j] = np.einsum("tnc,n->tc", blk, pw["kernel"][:, 0]) + pw["bias"][0]
     qkv_p = _np_dense(pooled, a["qkv"])
-    kp, vp = qkv_p[..., c:2 * c], qkv_p[..., 2 * c:]
+    kp, vp = qkv_p[..., c : 2 * c], qkv_p[..., 2 * c :]
     out = np.zeros((t, h, w, c))
-    quads = [((-eh, -ew), (range(0, wh - eh), range(0, ww - ew))), ((-eh, ew), (range(0, wh - eh), range(ew, ww))),
-             ((eh, -ew), (range(eh, wh), range(0, ww - ew))), ((eh, ew), (range(eh, wh), range(ew, ww)))]
+    quads = [
+        ((-eh, -ew), (range(0, wh - eh), range(0, ww - ew))),
+        ((-eh, ew), (range(0, wh - eh), range(ew, ww))),
+        ((eh, -ew), (range(eh, wh), range(0, ww - ew))),
+        ((eh, ew), (range(eh, wh), range(ew, ww))),
+    ]
     for i in range(nh):
         for j in range(nw):
             qs = [(tt, i * wh + r, j * ww + s) for tt in range(t) for r in range(wh) for s in range(ww)]
             keys, vals, bias = [], [], []
             for tt, r, s in qs:  # the window's own tokens
-                keys.append(k[tt, r, s]); vals.append(v[tt, r, s]); bias.append(0.0)  # noqa: E702
+                keys.append(k[tt, r, s])
+                vals.append(v[tt, r, s])
+                bias.append(0.0)  # noqa: E702
             for tt in range(t):  # rolled tokens (wrap-around), minus the duplicated block
                 for (sy, sx), (dr, dc) in quads:
                     for r in range(wh):
@@ -168,7 +187,9 @@ def _np_block(x, params, out_size, heads, win=(5, 9)):
                             if r in dr and s in dc:
                                 continue
                             yy, xx = (i * wh + r - sy) % h, (j * ww + s - sx) % w
-                            keys.append(k[tt, yy, xx]); vals.append(v[tt, yy, xx]); bias.append(0.0)  # noqa: E702
+                            keys.append(k[tt, yy, xx])
+                            vals.append(v[tt, yy, xx])
+                            bias.append(0.0)  # noqa: E702
             for tt in range(t):  # pooled neighbourhood, zero-padded with a -100 bias
                 for ki in range(2 * (win[0] // 2) + 1):
                     for kj in range(2 * (win[1] // 2) + 1):
@@ -182,7 +203,7 @@ def _np_block(x, params, out_size, heads, win=(5, 9)):
             res = np.zeros((len(qs), c))
             for hh in range(heads):
                 sl = slice(hh * hd, (hh + 1) * hd)
-                logits = (qm[:, sl] * hd ** -0.5) @ keys[:, sl].T + bias
+                logits = (qm[:, sl] * hd**-0.5) @ keys[:, sl].T + bias
                 logits -= logits.max(-1, keepdims=True)
                 p = np.exp(logits)
                 p /= p.sum(-1, keepdims=True)
@@ -235,6 +256,7 @@ def test_focal_block_matches_loop_reference():
 
 # ----------------------------------------------------------------------------------- propagation
 
+
 def test_propagation_flow_index_flag():
     c, t, h, w = 16, 4, 12, 16
     rng = np.random.default_rng(0)
@@ -258,6 +280,7 @@ def test_propagation_flow_index_flag():
 def test_deform_align_official_init():
     """mmcv DCN init U(+-1/sqrt(2C*9)), zero bias, zero last offset conv: offsets = flows, mask = 0.5."""
     from peanut_jax.layers.deform_align import SecondOrderDeformableAlignment
+
     c = 16
     m = SecondOrderDeformableAlignment(c, kernel_init=jax.nn.initializers.normal(0.02))
     rng = np.random.default_rng(0)
@@ -273,12 +296,17 @@ def test_deform_align_official_init():
     assert not np.asarray(p["conv_offset_0"]["bias"]).any()
     # zero offsets, mask 0.5: half of a plain 3x3 convolution
     y = m.apply({"params": p}, x, cond, f1, f1)
-    ref = jax.lax.conv_general_dilated(x, p["kernel"], (1, 1), ((1, 1), (1, 1)),
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC")) * 0.5
+    ref = (
+        jax.lax.conv_general_dilated(
+            x, p["kernel"], (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        * 0.5
+    )
     np.testing.assert_allclose(np.asarray(y), np.asarray(ref), atol=1e-5)
 
 
 # ------------------------------------------------------------------------------ generator & convert
+
 
 @pytest.mark.parametrize("name", ["e2fgvi", "e2fgvi_hq"])
 def test_param_and_key_counts(name):
@@ -291,8 +319,16 @@ def test_param_and_key_counts(name):
     assert sum(kind == "buffer" for _, kind in order) == 10
 
 
-@pytest.mark.parametrize("name,size", [("e2fgvi", (240, 400)), ("e2fgvi", (120, 216)), ("e2fgvi_hq", (120, 200)),
-                                       ("e2fgvi_hq", (122, 216)), ("e2fgvi_hq", (64, 108))])
+@pytest.mark.parametrize(
+    "name,size",
+    [
+        ("e2fgvi", (240, 400)),
+        ("e2fgvi", (120, 216)),
+        ("e2fgvi_hq", (120, 200)),
+        ("e2fgvi_hq", (122, 216)),
+        ("e2fgvi_hq", (64, 108)),
+    ],
+)
 def test_rejects_bad_sizes(name, size):
     m = build(name)
     x = jax.ShapeDtypeStruct((1, 2, *size, 3), jnp.float32)
@@ -308,8 +344,9 @@ def test_rejects_bad_arguments():
     with pytest.raises(ValueError, match="num_local_frames"):
         jax.eval_shape(lambda k, a: m.init(k, a, 2.0), jax.random.key(0), x)
     with pytest.raises(ValueError, match="masked_frames"):
-        jax.eval_shape(lambda k, a: m.init(k, a, 2), jax.random.key(0), jax.ShapeDtypeStruct((3, 60, 108, 3),
-                                                                                          jnp.float32))
+        jax.eval_shape(
+            lambda k, a: m.init(k, a, 2), jax.random.key(0), jax.ShapeDtypeStruct((3, 60, 108, 3), jnp.float32)
+        )
 
 
 @pytest.fixture(scope="module")
@@ -392,6 +429,7 @@ def test_hq_forward_roundtrip_shapes(hq_random, tmp_path):
     sd = to_official("e2fgvi_hq", hq_random)
     try:
         import torch
+
         path = tmp_path / "E2FGVI-HQ-random.pth"
         torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()}, path)
         src = path
@@ -437,14 +475,14 @@ def test_hq_bfloat16_forward_close_to_float32(hq_random):
 
 # ------------------------------------------------------------------------------- discriminator
 
+
 def _torch_discriminator(torch, nf=32, in_ch=3):
     """T-PatchGAN from the published description, with torch's own spectral norm."""
     nn = torch.nn
     chans = [in_ch, nf, 2 * nf, 4 * nf, 4 * nf, 4 * nf, 4 * nf]
     layers = []
     for i in range(6):
-        conv = nn.Conv3d(chans[i], chans[i + 1], (3, 5, 5), (1, 2, 2), padding=1 if i == 0 else (1, 2, 2),
-                         bias=i == 5)
+        conv = nn.Conv3d(chans[i], chans[i + 1], (3, 5, 5), (1, 2, 2), padding=1 if i == 0 else (1, 2, 2), bias=i == 5)
         layers.append(nn.utils.spectral_norm(conv) if i < 5 else conv)
         if i < 5:
             layers.append(nn.LeakyReLU(0.2))
@@ -491,10 +529,16 @@ def test_discriminator_matches_torch_spectral_norm():
         variables = {**variables, **upd}
         assert_parity(out, ref, 1e-5, f"D train call {i}")
         for n in (0, 4, 8):
-            np.testing.assert_allclose(np.asarray(variables["spectral"][f"conv_{n}"]["u"]),
-                                       d.state_dict()[f"conv.{n}.weight_u"].numpy(), atol=1e-6)
-            np.testing.assert_allclose(np.asarray(variables["spectral"][f"conv_{n}"]["v"]),
-                                       d.state_dict()[f"conv.{n}.weight_v"].numpy(), atol=1e-6)
+            np.testing.assert_allclose(
+                np.asarray(variables["spectral"][f"conv_{n}"]["u"]),
+                d.state_dict()[f"conv.{n}.weight_u"].numpy(),
+                atol=1e-6,
+            )
+            np.testing.assert_allclose(
+                np.asarray(variables["spectral"][f"conv_{n}"]["v"]),
+                d.state_dict()[f"conv.{n}.weight_v"].numpy(),
+                atol=1e-6,
+            )
     # gradients flow through sigma as in torch (u, v constant)
     x = clips[0]
     xt = to_t(x)
@@ -503,7 +547,8 @@ def test_discriminator_matches_torch_spectral_norm():
     loss_t.backward()
     g_ref = d.conv[0].weight_orig.grad.numpy()
     g = jax.jit(jax.grad(lambda p: jnp.square(module.apply({**variables, "params": p}, jnp.asarray(x))).mean()))(
-        variables["params"])
+        variables["params"]
+    )
     g_ours = np.asarray(g["conv_0"]["kernel"]).transpose(4, 3, 0, 1, 2)
     assert_parity(g_ours, g_ref, 1e-5, "D grad")
     # round trip to the official layout
@@ -530,6 +575,7 @@ def test_discriminator_init_and_update():
 
 
 # ---------------------------------------------------------------------- official dumps (local only)
+
 
 def _dump_parity(name, case, lt):
     npz, pth = ref_dump(name)
@@ -561,5 +607,6 @@ def test_official_checkpoint_key_order_matches_dump():
     for name in ("e2fgvi", "e2fgvi_hq"):
         npz, _ = ref_dump(name)
         import json
+
         meta = json.loads(str(npz["meta_json"]))
         assert list(meta["checkpoint_index"]) == [k for k, _ in conv_e2fgvi.official_key_order(name == "e2fgvi_hq")]

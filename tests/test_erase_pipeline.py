@@ -5,6 +5,7 @@ The protocol is checked against a plain transcription of the official ``test.py`
 tests use a cheap stand-in model that mixes all frames of a window (so that window contents
 matter), and a few use the real E2FGVI-HQ with random weights at 50x100 (padded to 60x108).
 """
+
 from __future__ import annotations
 
 import math
@@ -66,8 +67,8 @@ def official_loop(frames_u8, masks_dilated, model_fn, neighbor_stride=5, ref_len
         masked_imgs = imgs[ids] * (1 - masks[ids])
         h_pad = (60 - h % 60) % 60
         w_pad = (108 - w % 108) % 108
-        masked_imgs = np.concatenate([masked_imgs, masked_imgs[:, ::-1]], 1)[:, :h + h_pad]
-        masked_imgs = np.concatenate([masked_imgs, masked_imgs[:, :, ::-1]], 2)[:, :, :w + w_pad]
+        masked_imgs = np.concatenate([masked_imgs, masked_imgs[:, ::-1]], 1)[:, : h + h_pad]
+        masked_imgs = np.concatenate([masked_imgs, masked_imgs[:, :, ::-1]], 2)[:, :, : w + w_pad]
         pred_imgs = model_fn(np.ascontiguousarray(masked_imgs), len(neighbor_ids))[:, :h, :w]
         pred_imgs = (pred_imgs + 1) / 2
         pred_imgs = pred_imgs * 255
@@ -116,8 +117,10 @@ def clip_arrays(t, h, w, seed=0, empty_every=None):
 
 # ------------------------------------------------------------------------------ schedule
 @pytest.mark.parametrize("length", [1, 2, 7, 11, 23, 25, 70, 101])
-@pytest.mark.parametrize("stride,ref_length,num_ref", [(5, 10, -1), (5, 10, 2), (5, 10, 3), (5, 10, 5),
-                                                       (2, 3, -1), (2, 3, 4), (3, 7, 1), (1, 1, 2)])
+@pytest.mark.parametrize(
+    "stride,ref_length,num_ref",
+    [(5, 10, -1), (5, 10, 2), (5, 10, 3), (5, 10, 5), (2, 3, -1), (2, 3, 4), (3, 7, 1), (1, 1, 2)],
+)
 def test_windows_match_official_loop(length, stride, ref_length, num_ref):
     cfg = E.EraseConfig(neighbor_stride=stride, ref_length=ref_length, num_ref=num_ref)
     wins = E.plan_windows(length, cfg)
@@ -134,7 +137,7 @@ def test_windows_match_official_loop(length, stride, ref_length, num_ref):
 def test_official_num_ref_window_quirks():
     # the range end min(T, f + 10*(num_ref//2)) + 1 is one past the clip: T=70, f=60 gives 50, 70
     nbr = list(range(55, 66))
-    assert official_get_ref_index(60, nbr, 70, 10, 2) == [50, 70]     # 70: IndexError in test.py
+    assert official_get_ref_index(60, nbr, 70, 10, 2) == [50, 70]  # 70: IndexError in test.py
     assert E.official_ref_ids(60, nbr, 70, 10, 2) == [50]
     # odd num_ref: the window is +-10*(num_ref//2), so num_ref=3 gives 2 references
     nbr = list(range(95, 106))
@@ -172,7 +175,7 @@ def test_streaming_has_few_window_shapes():
     for t in (50, 200, 1000, 1003):
         shapes = {w.shape_key for w in E.plan_windows(t, E.EraseConfig(mode="streaming"))}
         assert len(shapes) <= 4, shapes
-        if t >= 200:   # enough grid frames: always exactly 6 references
+        if t >= 200:  # enough grid frames: always exactly 6 references
             assert all(n - l == 6 for l, n in shapes) and len(shapes) == 3
 
 
@@ -181,7 +184,7 @@ def test_blend_weights_and_final_window():
     weights = E.blend_weights(wins, 23)
     for ws in weights:
         assert math.isclose(sum(x for _, x in ws), 1.0)
-    assert [x for _, x in weights[0]] == [0.5, 0.5]        # windows f=0 and f=5
+    assert [x for _, x in weights[0]] == [0.5, 0.5]  # windows f=0 and f=5
     assert [x for _, x in weights[5]] == [0.25, 0.25, 0.5]  # f=0, 5, 10
     final = E.final_window(wins, 23)
     assert np.all(np.diff(final) >= 0) and final[0] == 1 and final[-1] == len(wins) - 1
@@ -195,8 +198,15 @@ def test_blend_weights_and_final_window():
 
 
 def test_bad_config_values():
-    for kw in (dict(mode="fast"), dict(neighbor_stride=0), dict(ref_length=0), dict(num_ref=0),
-               dict(num_ref=-2), dict(stream_refs=-3), dict(mask_dilation=-1)):
+    for kw in (
+        dict(mode="fast"),
+        dict(neighbor_stride=0),
+        dict(ref_length=0),
+        dict(num_ref=0),
+        dict(num_ref=-2),
+        dict(stream_refs=-3),
+        dict(mask_dilation=-1),
+    ):
         with pytest.raises(ValueError):
             E.EraseConfig(**kw)
     with pytest.raises(ValueError, match="no frames"):
@@ -209,7 +219,7 @@ def test_truncation_compositing_padding():
     got = E.to_prediction_u8(out)
     want = (((out + 1) / 2) * 255).astype(np.uint8)
     np.testing.assert_array_equal(got, want)
-    assert got[2] == 127 and got[3] == 253       # truncation, not rounding (127.5 -> 127)
+    assert got[2] == 127 and got[3] == 253  # truncation, not rounding (127.5 -> 127)
     pred = np.full((2, 2, 3), 7, np.uint8)
     frame = np.full((2, 2, 3), 200, np.uint8)
     m = np.array([[True, False], [False, True]])
@@ -249,8 +259,9 @@ def test_processing_sizes_and_masks():
 
 
 # ------------------------------------------------------------------------------ engine (stand-in model)
-@pytest.mark.parametrize("t,stride,ref_length,num_ref", [(23, 5, 10, -1), (17, 2, 3, -1), (31, 5, 10, 2),
-                                                         (9, 5, 10, -1), (2, 5, 10, -1)])
+@pytest.mark.parametrize(
+    "t,stride,ref_length,num_ref", [(23, 5, 10, -1), (17, 2, 3, -1), (31, 5, 10, 2), (9, 5, 10, -1), (2, 5, 10, -1)]
+)
 def test_engine_matches_official_loop(t, stride, ref_length, num_ref):
     frames, masks = clip_arrays(t, 50, 100, seed=t)
     want = official_loop(frames, official_dilate(masks), fake_model, stride, ref_length, num_ref)
@@ -266,7 +277,7 @@ def test_engine_matches_official_loop(t, stride, ref_length, num_ref):
 def test_streaming_equals_official_when_references_cover_the_clip():
     frames, masks = clip_arrays(40, 50, 100, seed=3)
     ref = dict(E.inpaint(E.ArrayClip(frames, masks), fake_model, E.EraseConfig()))
-    for k in (-1, 4, 10):   # 4 grid frames (0, 10, 20, 30): 4 nearest = all of them
+    for k in (-1, 4, 10):  # 4 grid frames (0, 10, 20, 30): 4 nearest = all of them
         got = dict(E.inpaint(E.ArrayClip(frames, masks), fake_model, E.EraseConfig(mode="streaming", stream_refs=k)))
         for i in range(40):
             np.testing.assert_array_equal(got[i], ref[i])
@@ -321,7 +332,7 @@ class LazyFrames:
 class LazyMasks(LazyFrames):
     def __getitem__(self, i):
         m = np.zeros((self.h, self.w), bool)
-        m[8:20, (i % 30):(i % 30) + 12] = True
+        m[8:20, (i % 30) : (i % 30) + 12] = True
         return m
 
 
@@ -343,6 +354,7 @@ def test_streaming_memory_is_flat_in_clip_length():
 
 def test_sequential_video_source_memory_is_bounded(tmp_path):
     from peanut_jax.data.video_io import open_video, write_video
+
     t = 120
     frames = np.stack([LazyFrames(t)[i] for i in range(t)])
     write_video(tmp_path / "v.mp4", frames, fps=10)
@@ -360,17 +372,21 @@ def test_sequential_video_source_memory_is_bounded(tmp_path):
     assert [i for i, _ in out] == list(range(t))
     # every frame processed once (reference frames by the read-ahead decoder, the others in order)
     assert clip.loads == t
-    assert clip.max_held <= 11 + 6 + 1       # read-ahead keeps only the reference frames
+    assert clip.max_held <= 11 + 6 + 1  # read-ahead keeps only the reference frames
     # same composites as the in-memory path over the decoded frames
     dec = open_video(tmp_path / "v.mp4").read()
-    ref = dict(E.inpaint(E.ArrayClip(dec, [LazyMasks(t)[i] for i in range(t)], (32, 56)), fake_model,
-                         E.EraseConfig(mode="streaming")))
+    ref = dict(
+        E.inpaint(
+            E.ArrayClip(dec, [LazyMasks(t)[i] for i in range(t)], (32, 56)), fake_model, E.EraseConfig(mode="streaming")
+        )
+    )
     for i, comp in out:
         np.testing.assert_array_equal(comp, ref[i])
 
 
 def _random_hq_variables(seed=0):
     from peanut_jax.models import build
+
     m = build("e2fgvi_hq")
     x = jax.ShapeDtypeStruct((1, 2, 60, 108, 3), jnp.float32)
     shapes = jax.eval_shape(lambda k, a: m.init(k, a, 2), jax.random.key(0), x)["params"]
@@ -404,7 +420,7 @@ def test_real_model_official_protocol(hq):
     module, variables, runner = hq
     frames, masks = clip_arrays(5, 50, 100, seed=7)
 
-    def direct(x, num_local):   # the model forward itself, as the official loop calls it
+    def direct(x, num_local):  # the model forward itself, as the official loop calls it
         return runner(x, num_local)
 
     want = official_loop(frames, official_dilate(masks), direct, 2, 2, -1)
@@ -414,12 +430,17 @@ def test_real_model_official_protocol(hq):
     assert {s for s in runner.shapes} == {((4, 60, 108, 3), 3), ((5, 60, 108, 3), 5)}
     m = official_dilate(masks)
     for i in range(5):
-        assert not np.array_equal(got[i].astype(np.uint8)[m[i]], frames[i][m[i]])   # the hole was filled
-        np.testing.assert_array_equal(got[i].astype(np.uint8)[~m[i]], frames[i][~m[i]])   # nothing else changed
+        assert not np.array_equal(got[i].astype(np.uint8)[m[i]], frames[i][m[i]])  # the hole was filled
+        np.testing.assert_array_equal(got[i].astype(np.uint8)[~m[i]], frames[i][~m[i]])  # nothing else changed
     # streaming with all references = the official result
-    got_s = E.inpaint_arrays(module, variables, frames, masks,
-                             E.EraseConfig(mode="streaming", neighbor_stride=2, ref_length=2, stream_refs=-1),
-                             runner=runner)
+    got_s = E.inpaint_arrays(
+        module,
+        variables,
+        frames,
+        masks,
+        E.EraseConfig(mode="streaming", neighbor_stride=2, ref_length=2, stream_refs=-1),
+        runner=runner,
+    )
     for i in range(5):
         np.testing.assert_array_equal(got_s[i], got[i])
 
@@ -430,7 +451,7 @@ def test_real_model_padding_a_window_changes_real_outputs(hq):
     frames, masks = clip_arrays(5, 50, 100, seed=7)
     x = E.pad_frames(E.masked_input(frames, official_dilate(masks)))
     a = runner(x[[0, 1, 2, 4]], 3)
-    b = runner(x[[0, 1, 2, 4, 4]], 3)      # the same window padded with a repeated reference
+    b = runner(x[[0, 1, 2, 4, 4]], 3)  # the same window padded with a repeated reference
     assert a.shape == b.shape
     assert np.abs(a - b).max() > 1e-3
 
@@ -453,6 +474,7 @@ def _write_clip(folder: pathlib.Path, frames, masks=None, mode="RGB"):
 @pytest.fixture(scope="module")
 def hq_export(tmp_path_factory, hq):
     from peanut_jax.checkpoints.export import export_weights
+
     d = tmp_path_factory.mktemp("weights") / "hq"
     export_weights(d, "e2fgvi_hq", {}, hq[1]["params"])
     return d
@@ -460,6 +482,7 @@ def hq_export(tmp_path_factory, hq):
 
 def run_cli(*args):
     import infer
+
     return infer.main(["erase", *map(str, args), "--no-progress"])
 
 
@@ -473,8 +496,22 @@ def test_cli_end_to_end_equals_library(tmp_path, hq_export, hq, cli_env, capsys)
     frames, masks = clip_arrays(5, 50, 100, seed=7)
     fdir, mdir = _write_clip(tmp_path, frames, masks)
     out = tmp_path / "out"
-    rc = run_cli("--input", fdir, "--masks", mdir, "--output", out, "--checkpoint", hq_export,
-                 "--neighbor-stride", 2, "--ref-length", 2, "--erase-mode", "official")
+    rc = run_cli(
+        "--input",
+        fdir,
+        "--masks",
+        mdir,
+        "--output",
+        out,
+        "--checkpoint",
+        hq_export,
+        "--neighbor-stride",
+        2,
+        "--ref-length",
+        2,
+        "--erase-mode",
+        "official",
+    )
     assert rc == 0, capsys.readouterr().err
     assert "5 frames 100x50 @ 25 fps -> 5 frames 100x50 (WxH)" in capsys.readouterr().out
     got = np.stack([np.asarray(Image.open(p)) for p in sorted(out.iterdir())])
@@ -490,16 +527,33 @@ def test_cli_official_file_equals_exported_folder(tmp_path, hq_export, hq, cli_e
     weights cannot take; the other kinds: tests/test_cli_first_hour.py) gives the exported folder's output."""
     torch = pytest.importorskip("torch")
     from peanut_jax.convert import to_official
+
     official = tmp_path / "E2FGVI-HQ-CVPR22.pth"
-    torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in to_official("e2fgvi_hq", hq[1]).items()},
-               official)
+    torch.save(
+        {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in to_official("e2fgvi_hq", hq[1]).items()}, official
+    )
     frames, masks = clip_arrays(5, 50, 100, seed=7)
     fdir, mdir = _write_clip(tmp_path, frames, masks)
     outs = {}
     for kind, ckpt in (("official", official), ("exported", hq_export)):
         outs[kind] = tmp_path / kind
-        assert run_cli("--input", fdir, "--masks", mdir, "--output", outs[kind], "--checkpoint", ckpt,
-                       "--neighbor-stride", 2, "--ref-length", 2) == 0, capsys.readouterr().err
+        assert (
+            run_cli(
+                "--input",
+                fdir,
+                "--masks",
+                mdir,
+                "--output",
+                outs[kind],
+                "--checkpoint",
+                ckpt,
+                "--neighbor-stride",
+                2,
+                "--ref-length",
+                2,
+            )
+            == 0
+        ), capsys.readouterr().err
     got = {k: np.stack([np.asarray(Image.open(p)) for p in sorted(v.iterdir())]) for k, v in outs.items()}
     np.testing.assert_array_equal(got["official"], got["exported"])
 
@@ -526,7 +580,7 @@ def test_cli_bad_inputs(tmp_path, hq_export, cli_env, capsys):
     for i in range(6):
         Image.fromarray(np.zeros((25, 50), np.uint8)).save(m2 / f"{i:05d}.png")
     e = err(masks_dir=m2)
-    assert "--resize-masks" in e and "50x25" in e   # WxH
+    assert "--resize-masks" in e and "50x25" in e  # WxH
     # clip of one frame
     one, one_m = _write_clip(tmp_path / "one", frames[:1], masks[:1])
     assert "at least 2" in err(inp=one, masks_dir=one_m)
@@ -535,6 +589,7 @@ def test_cli_bad_inputs(tmp_path, hq_export, cli_env, capsys):
     assert "minimum" in err(inp=tiny, masks_dir=tiny_m)
     # wrong checkpoints
     from peanut_jax.convert.reader import save_safetensors
+
     bad = tmp_path / "spynet.safetensors"
     save_safetensors(bad, {"basic_module.0.basic_module.0.conv.weight": np.zeros((32, 8, 7, 7), np.float32)})
     assert "not 'e2fgvi'" in err(ckpt=bad)
@@ -572,7 +627,7 @@ def test_cli_empty_masks_gray_frames_and_batch(tmp_path, hq_export, cli_env, cap
         m.rename(mks / name)
     outdir = tmp_path / "batch_out"
     assert run_cli("--input", vids, "--masks", mks, "--output", outdir, "--checkpoint", hq_export) == 0
-    assert sorted(p.name for p in outdir.iterdir()) == ["a", "b"]   # frame folders in, frame folders out
+    assert sorted(p.name for p in outdir.iterdir()) == ["a", "b"]  # frame folders in, frame folders out
     # a missing mask folder is reported before anything runs
     (vids / "c").mkdir()
     Image.fromarray(frames[0]).save(vids / "c" / "00000.png")
@@ -583,6 +638,7 @@ def test_cli_empty_masks_gray_frames_and_batch(tmp_path, hq_export, cli_env, cap
 # ------------------------------------------------------------------------------ official dumps (local)
 def test_official_dump_weights_load_and_detect():
     from conftest import ref_dump
+
     _, pth = ref_dump("e2fgvi_hq")
     name, module, variables = E.load_eraser(pth)
     assert name == "e2fgvi_hq" and module.hq

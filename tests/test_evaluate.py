@@ -1,5 +1,6 @@
 """The evaluation protocols of peanut_jax.evaluate: inpainting (same numbers as the erase module's
 evaluation), VSR and interpolation on tiny stand-in models, and the moved CLI."""
+
 import math
 
 import flax.linen as nn
@@ -25,21 +26,31 @@ def _items(n_frames=6):
     out = []
     for seed in (0, 1):
         c = generate_clip(seed, num_frames=n_frames, height=66, width=112, num_objects=1)
-        out.append({"name": f"clip{seed}", "frames": to8(c.frames), "masks": c.object_mask, "ground_truth": to8(c.background),
-                        "flow_forward": c.background_flow_forward, "occlusion": c.background_occlusion_forward})
+        out.append(
+            {
+                "name": f"clip{seed}",
+                "frames": to8(c.frames),
+                "masks": c.object_mask,
+                "ground_truth": to8(c.background),
+                "flow_forward": c.background_flow_forward,
+                "occlusion": c.background_occlusion_forward,
+            }
+        )
     return out
 
 
 def test_inpainting_protocol_from_first_principles():
     from peanut_jax.pipeline import erase_windows as engine
+
     items = _items()
     cfg = engine.EraseConfig(mode="official", neighbor_stride=2, ref_length=3)
     new = inpainting.evaluate(None, None, items, config=cfg, runner=fake_window_model, model="e2fgvi_hq")
     # the numbers from first principles: official composites, per-frame metrics, Ewarp of the saved frames
     psnrs, ssims, ews = [], [], []
     for it in items:
-        comps = engine.inpaint_arrays(None, None, it["frames"], it["masks"], cfg, model="e2fgvi_hq",
-                                     runner=fake_window_model)
+        comps = engine.inpaint_arrays(
+            None, None, it["frames"], it["masks"], cfg, model="e2fgvi_hq", runner=fake_window_model
+        )
         gt = it["ground_truth"].astype(np.float64)
         for c, g in zip(comps, gt):
             mse = np.mean((np.asarray(c, np.float64) - g) ** 2)
@@ -54,14 +65,20 @@ def test_inpainting_protocol_from_first_principles():
     # the default protocol is the official one, whatever the erase default becomes
     assert inpainting.OFFICIAL.mode == "official"
     with pytest.raises(ValueError, match="uint8"):
-        inpainting.evaluate(None, None, [dict(items[0], frames=items[0]["frames"].astype(np.float32))],
-                            runner=fake_window_model, model="e2fgvi_hq")
+        inpainting.evaluate(
+            None,
+            None,
+            [dict(items[0], frames=items[0]["frames"].astype(np.float32))],
+            runner=fake_window_model,
+            model="e2fgvi_hq",
+        )
     with pytest.raises(ValueError, match="empty"):
         inpainting.evaluate(None, None, [], runner=fake_window_model, model="e2fgvi_hq")
 
 
 def test_inpainting_a_better_model_scores_better_on_every_metric():
     from peanut_jax.pipeline import erase_windows as engine
+
     cfg = engine.EraseConfig(mode="official", neighbor_stride=2, ref_length=3)
     items = _items()
     grey = inpainting.evaluate(None, None, items, config=cfg, runner=fake_window_model, model="e2fgvi_hq")
@@ -70,8 +87,10 @@ def test_inpainting_a_better_model_scores_better_on_every_metric():
         """Outputs the (padded) ground truth of each window in [-1, 1]."""
 
         def __init__(self, gt):
-            self.queue = [engine.pad_frames(gt[list(w.local)].astype(np.float32) / 127.5 - 1 + 1e-4)
-                          for w in engine.plan_windows(len(gt), cfg)]
+            self.queue = [
+                engine.pad_frames(gt[list(w.local)].astype(np.float32) / 127.5 - 1 + 1e-4)
+                for w in engine.plan_windows(len(gt), cfg)
+            ]
 
         def __call__(self, x, num_local):
             return self.queue.pop(0)
@@ -89,12 +108,14 @@ def test_inpainting_flow_fn_is_used_without_item_flows():
         calls.append(gt01.shape)
         z = np.zeros(gt01.shape[:-1] + (2,), np.float32)[1:]
         return z, z
+
     res = inpainting.evaluate(None, None, items, runner=fake_window_model, model="e2fgvi_hq", flow_fn=zero_flow)
     assert calls == [(4, 66, 112, 3)] and np.isfinite(res["ewarp"])
 
 
 class _NearestStub(nn.Module):
     """x4 nearest upsampling + t/100 on frame t (a parameter-free stand-in for BasicVSR++)."""
+
     is_low_res_input: bool = True
 
     @property
@@ -114,9 +135,10 @@ def test_vsr_protocol_on_synthetic_clips():
     lq, gt = clips[1].load()
     out = quantize(np.kron(lq / np.float32(255.0), np.ones((4, 4, 1))) + np.arange(3)[:, None, None, None] / 100)
     assert res["clips"]["synthetic_001"]["psnr_y"] == pytest.approx(
-        np.mean(psnr(out, gt / 255.0, crop_border=1, y_channel=True)), rel=1e-6)
+        np.mean(psnr(out, gt / 255.0, crop_border=1, y_channel=True)), rel=1e-6
+    )
     assert res["clips"]["synthetic_001"]["frames"] == 3
-    assert res["psnr_bicubic"] > res["psnr"]          # nearest + offsets is worse than bicubic
+    assert res["psnr_bicubic"] > res["psnr"]  # nearest + offsets is worse than bicubic
     with pytest.raises(ValueError, match="degradation"):
         vsr.vsr_clips("synthetic", degradation="XX")
     with pytest.raises(ValueError, match="needs --root"):
@@ -149,5 +171,3 @@ def test_interpolation_protocol_uses_rife_formulas():
         interpolation.evaluate_interpolation(_AverageStub(), {}, items, channel_order="bgra")
     with pytest.raises(ValueError, match="unknown interpolation dataset"):
         interpolation.triplets("vimeo", root=".")
-
-

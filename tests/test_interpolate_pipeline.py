@@ -1,12 +1,20 @@
 """Frame-interpolation pipeline: frame counts, recursion, arbitrary t, padding/cropping, scene cuts
 and duplicates, the CogVideoX compatibility mode, streaming, errors; and ssim_matlab."""
+
 import numpy as np
 import pytest
 
 from peanut_jax.metrics.ssim_matlab import ssim_matlab
 from peanut_jax.models.rife import IFNet, IFNetHDv3, init_params
-from peanut_jax.pipeline.interpolate import (crop, interpolate_pair, interpolate_video, model_multiple,
-                                             output_frame_count, pad_to_multiple, scene_ssim)
+from peanut_jax.pipeline.interpolate import (
+    crop,
+    interpolate_pair,
+    interpolate_video,
+    model_multiple,
+    output_frame_count,
+    pad_to_multiple,
+    scene_ssim,
+)
 
 HD = IFNetHDv3(c=8)  # midpoint-only (like the official models), small widths
 TM = IFNet(timestep_input=True, widths=(16, 12, 8, 8), context_c=4)  # timestep input
@@ -25,8 +33,9 @@ def tm_vars():
 
 def scene(shift, sign=1.0, h=H, w=W):
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    return np.stack([0.5 + sign * 0.4 * np.sin((xx - shift) / 6.0 + c) * np.cos(yy / 8.0 - c)
-                     for c in range(3)], -1).astype(np.float32)
+    return np.stack(
+        [0.5 + sign * 0.4 * np.sin((xx - shift) / 6.0 + c) * np.cos(yy / 8.0 - c) for c in range(3)], -1
+    ).astype(np.float32)
 
 
 def clip(n=5, cut=None, dup=None):
@@ -39,6 +48,7 @@ def clip(n=5, cut=None, dup=None):
 
 
 # ----------------------------------------------------------------------------------- helpers
+
 
 def test_padding_helpers():
     x = np.ones((40, 56, 3), np.float32)
@@ -58,6 +68,7 @@ def test_scene_ssim_rule():
 
 
 # ----------------------------------------------------------------------------- interpolate_pair
+
 
 def test_pair_pads_and_crops(hd_vars):
     a, b = clip(2)
@@ -107,6 +118,7 @@ def test_pair_errors(hd_vars, tm_vars):
 
 
 # ---------------------------------------------------------------------------- interpolate_video
+
 
 def test_video_counts_passthrough_and_recursion(hd_vars):
     frames = clip(5)
@@ -240,20 +252,22 @@ def test_video_errors(hd_vars, tm_vars):
 
 # --------------------------------------------------------------------------------- ssim_matlab
 
+
 def _ssim_torch(a, b):
     """Independent torch formulation: 3-D Gaussian window over (C, H, W) via conv3d, replicate pad 5."""
     torch = pytest.importorskip("torch")
     import torch.nn.functional as F
-    g = np.exp(-((np.arange(11) - 5) ** 2) / (2 * 1.5 ** 2))
+
+    g = np.exp(-((np.arange(11) - 5) ** 2) / (2 * 1.5**2))
     g = torch.tensor(g / g.sum(), dtype=torch.float64)
     win = (g[:, None, None] * g[None, :, None] * g[None, None, :])[None, None]
     x = torch.tensor(a, dtype=torch.float64).permute(0, 3, 1, 2)[:, None]
     y = torch.tensor(b, dtype=torch.float64).permute(0, 3, 1, 2)[:, None]
     f = lambda z: F.conv3d(F.pad(z, (5,) * 6, mode="replicate"), win)  # noqa: E731
     mx, my = f(x), f(y)
-    sxx, syy, sxy = f(x * x) - mx ** 2, f(y * y) - my ** 2, f(x * y) - mx * my
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    m = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (sxx + syy + c2))
+    sxx, syy, sxy = f(x * x) - mx**2, f(y * y) - my**2, f(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    m = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
     return float(m.mean())
 
 
@@ -274,9 +288,11 @@ def test_ssim_matlab():
 
 # ----------------------------------------------------------------------------------------- CLI
 
+
 def _cli_setup(tmp_path, hd_vars, n=4):
-    from peanut_jax.data.video_io import VideoWriter
     from peanut_jax.checkpoints.export import export_weights
+    from peanut_jax.data.video_io import VideoWriter
+
     w = export_weights(tmp_path / "hd", "rife_hdv3", {"c": 8}, hd_vars["params"])
     frames = [(np.clip(f, 0, 1) * 255).round().astype(np.uint8) for f in clip(n)]
     with VideoWriter(tmp_path / "in", fps=10) as wr:
@@ -288,31 +304,72 @@ def _cli_setup(tmp_path, hd_vars, n=4):
 def test_cli_interpolate_matches_library_and_refuses_bad_input(tmp_path, hd_vars, capsys):
     import infer
     from peanut_jax.data.video_io import open_video
+
     w, frames = _cli_setup(tmp_path, hd_vars)
     out = tmp_path / "out"
-    assert infer.main(["interpolate", "--input", str(tmp_path / "in"), "--output", str(out),
-                       "--checkpoint", str(w), "--multi", "4", "--batch", "2", "--in-fps", "10"]) == 0
+    assert (
+        infer.main(
+            [
+                "interpolate",
+                "--input",
+                str(tmp_path / "in"),
+                "--output",
+                str(out),
+                "--checkpoint",
+                str(w),
+                "--multi",
+                "4",
+                "--batch",
+                "2",
+                "--in-fps",
+                "10",
+            ]
+        )
+        == 0
+    )
     assert "4 frames 56x40 @ 10 fps -> 13 frames 56x40 (WxH) @ 40 fps" in capsys.readouterr().out
     got = np.stack(list(open_video(out)))
     want = np.stack(list(interpolate_video(frames, HD, hd_vars, 4, batch_size=3)))
     assert got.shape == (13, H, W, 3)
-    np.testing.assert_array_equal(got, want)            # frame folders are lossless PNG
+    np.testing.assert_array_equal(got, want)  # frame folders are lossless PNG
     np.testing.assert_array_equal(got[::4], np.stack(frames))
     # bad input: one clear line, exit 2, nothing written
-    bad = [(["--multi", "3"], "not a power of two"),
-           (["--multi", "2"], "exists"),
-           (["--fps", "15", "--in-fps", "10"], "not a power of two"),
-           (["--checkpoint", str(tmp_path / "none.pkl")], "not found")]
+    bad = [
+        (["--multi", "3"], "not a power of two"),
+        (["--multi", "2"], "exists"),
+        (["--fps", "15", "--in-fps", "10"], "not a power of two"),
+        (["--checkpoint", str(tmp_path / "none.pkl")], "not found"),
+    ]
     for extra, msg in bad:
-        args = ["interpolate", "--input", str(tmp_path / "in"), "--output", str(out if msg == "exists" else
-                tmp_path / "bad.mp4"), "--checkpoint", str(w)] + extra
+        args = [
+            "interpolate",
+            "--input",
+            str(tmp_path / "in"),
+            "--output",
+            str(out if msg == "exists" else tmp_path / "bad.mp4"),
+            "--checkpoint",
+            str(w),
+        ] + extra
         assert infer.main(args) == 2, extra
         err = capsys.readouterr().err
         assert msg in err and err.count("\n") == 1, (extra, err)
         assert not (tmp_path / "bad.mp4").exists()
     from peanut_jax.data.video_io import VideoWriter
+
     with VideoWriter(tmp_path / "one", fps=10) as wr:
         wr.write(frames[0])
-    assert infer.main(["interpolate", "--input", str(tmp_path / "one"), "--output", str(tmp_path / "bad.mp4"),
-                       "--checkpoint", str(w)]) == 2
+    assert (
+        infer.main(
+            [
+                "interpolate",
+                "--input",
+                str(tmp_path / "one"),
+                "--output",
+                str(tmp_path / "bad.mp4"),
+                "--checkpoint",
+                str(w),
+            ]
+        )
+        == 2
+    )
     assert "at least two frames" in capsys.readouterr().err and not (tmp_path / "bad.mp4").exists()

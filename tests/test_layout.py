@@ -1,5 +1,6 @@
 """The package's shape (issue 12): no import cycles, ``pipeline`` and ``train`` never import each
 other, nobody imports another module's private name, and the public API resolves."""
+
 from __future__ import annotations
 
 import ast
@@ -27,9 +28,13 @@ def _imports(name: str, path: pathlib.Path, top_level_only: bool):
     """(imported module, imported names, line) for every peanut_jax import of a module."""
     tree = ast.parse(path.read_text(), str(path))
     nodes = tree.body if top_level_only else list(ast.walk(tree))
-    if top_level_only:   # imports under `if TYPE_CHECKING:`-free module level, incl. try/if blocks
-        nodes = [n for stmt in tree.body for n in ast.walk(stmt)
-                 if not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+    if top_level_only:  # imports under `if TYPE_CHECKING:`-free module level, incl. try/if blocks
+        nodes = [
+            n
+            for stmt in tree.body
+            for n in ast.walk(stmt)
+            if not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        ]
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     for node in nodes:
         if isinstance(node, ast.Import):
@@ -68,7 +73,7 @@ def test_no_import_cycles_at_module_level():
         stack.append(n)
         for m in sorted(graph[n]):
             if state.get(m) == 1:
-                cycles.append(stack[stack.index(m):] + [m])
+                cycles.append(stack[stack.index(m) :] + [m])
             elif m not in state:
                 visit(m)
         stack.pop()
@@ -80,17 +85,26 @@ def test_no_import_cycles_at_module_level():
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
 
 
-@pytest.mark.parametrize("a, b", [("peanut_jax.pipeline", "peanut_jax.train"),
-                                  ("peanut_jax.train", "peanut_jax.pipeline"),
-                                  ("peanut_jax.checkpoints", "peanut_jax.pipeline"),
-                                  ("peanut_jax.checkpoints", "peanut_jax.train"),
-                                  ("peanut_jax.evaluate", "peanut_jax.train"),
-                                  ("peanut_jax.models", "peanut_jax.checkpoints"),
-                                  ("peanut_jax.convert", "peanut_jax.checkpoints")])
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("peanut_jax.pipeline", "peanut_jax.train"),
+        ("peanut_jax.train", "peanut_jax.pipeline"),
+        ("peanut_jax.checkpoints", "peanut_jax.pipeline"),
+        ("peanut_jax.checkpoints", "peanut_jax.train"),
+        ("peanut_jax.evaluate", "peanut_jax.train"),
+        ("peanut_jax.models", "peanut_jax.checkpoints"),
+        ("peanut_jax.convert", "peanut_jax.checkpoints"),
+    ],
+)
 def test_layers_do_not_import_each_other(a, b):
-    bad = [f"{path.relative_to(ROOT.parent)}:{line} imports {mod}"
-           for name, path in MODULES.items() if name == a or name.startswith(a + ".")
-           for mod, _, line in _imports(name, path, top_level_only=False) if mod == b or mod.startswith(b + ".")]
+    bad = [
+        f"{path.relative_to(ROOT.parent)}:{line} imports {mod}"
+        for name, path in MODULES.items()
+        if name == a or name.startswith(a + ".")
+        for mod, _, line in _imports(name, path, top_level_only=False)
+        if mod == b or mod.startswith(b + ".")
+    ]
     assert not bad, "\n".join(bad)
 
 
@@ -107,6 +121,7 @@ def test_nobody_imports_a_private_name_of_another_module():
 def test_public_api_resolves():
     import peanut_jax as pj
     from peanut_jax import pipeline
+
     for mod in (pj, pipeline):
         for name in mod.__all__:
             assert getattr(mod, name) is not None, name

@@ -4,6 +4,7 @@ formulas, numpy float64), known values, gradients, jit, bad input; VGG19 feature
 ``test_official_*`` additionally run the official RIFE / E2FGVI loss code read from the official
 git mirrors (a local development check: skipped unless $PEANUT_MIRROR points at them).
 """
+
 from __future__ import annotations
 
 import os
@@ -173,8 +174,9 @@ def test_sobel_against_torch():
     kx = torch.tensor([[1.0, 0, -1], [2, 0, -2], [1, 0, -1]], dtype=torch.float64)[None, None]
     ky = kx.transpose(2, 3)
     ta, tb = _t(a).reshape(6, 1, 9, 13), _t(b).reshape(6, 1, 9, 13)
-    ref = (torch.abs(F.conv2d(ta, kx, padding=1) - F.conv2d(tb, kx, padding=1))
-           + torch.abs(F.conv2d(ta, ky, padding=1) - F.conv2d(tb, ky, padding=1)))
+    ref = torch.abs(F.conv2d(ta, kx, padding=1) - F.conv2d(tb, kx, padding=1)) + torch.abs(
+        F.conv2d(ta, ky, padding=1) - F.conv2d(tb, ky, padding=1)
+    )
     ref = _n(ref.reshape(2, 3, 9, 13))
     out = L.sobel(a, b)
     err = parity_error(out, ref)
@@ -203,8 +205,12 @@ def test_flow_completion_and_targets():
     assert fwd.shape == bwd.shape == (2, 2, 5, 7, 2)
     # torch: F.interpolate(1/4, bilinear, align_corners=True, recompute_scale_factor=True)
     small = torch.nn.functional.interpolate(
-        torch.from_numpy(np.moveaxis(frames.reshape(6, 20, 28, 3), -1, 1)), scale_factor=1 / 4, mode="bilinear",
-        align_corners=True, recompute_scale_factor=True)
+        torch.from_numpy(np.moveaxis(frames.reshape(6, 20, 28, 3), -1, 1)),
+        scale_factor=1 / 4,
+        mode="bilinear",
+        align_corners=True,
+        recompute_scale_factor=True,
+    )
     small = np.moveaxis(small.numpy(), 1, -1).reshape(2, 3, 5, 7, 3)
     ref_f = np.asarray(fake_flow(small[:, :-1].reshape(-1, 5, 7, 3), small[:, 1:].reshape(-1, 5, 7, 3)))
     ref_b = np.asarray(fake_flow(small[:, 1:].reshape(-1, 5, 7, 3), small[:, :-1].reshape(-1, 5, 7, 3)))
@@ -213,8 +219,9 @@ def test_flow_completion_and_targets():
     print(f"e2fgvi flow targets err {e1:.2e} {e2:.2e}")
     assert e1 < 1e-5 and e2 < 1e-5
     pf, pb = _rand(13, fwd.shape, -1, 1), _rand(14, fwd.shape, -1, 1)
-    ref = (np.mean(np.abs(pf.astype(np.float64) - np.asarray(fwd)))
-           + np.mean(np.abs(pb.astype(np.float64) - np.asarray(bwd))))
+    ref = np.mean(np.abs(pf.astype(np.float64) - np.asarray(fwd))) + np.mean(
+        np.abs(pb.astype(np.float64) - np.asarray(bwd))
+    )
     assert parity_error(L.flow_completion_loss(pf, pb, fwd, bwd), ref) < 1e-6
     assert float(L.flow_completion_loss(fwd, bwd, fwd, bwd)) == 0.0
     g = jax.grad(lambda t: L.flow_l1(jnp.asarray(pf), t))(fwd)
@@ -247,8 +254,9 @@ def test_flow_distillation_against_torch():
     assert err < 1e-6 and ref.item() > 0
     # the teacher is never better than itself: no loss when the student equals the teacher's frame
     assert float(L.flow_distillation_term(flows[0], flow_tea, merged_tea, merged_tea, gt)) == 0.0
-    g_s, g_t = jax.grad(lambda f, t: L.flow_distillation_term(f, t, merged[0], merged_tea, gt),
-                        argnums=(0, 1))(jnp.asarray(flows[0]), jnp.asarray(flow_tea))
+    g_s, g_t = jax.grad(lambda f, t: L.flow_distillation_term(f, t, merged[0], merged_tea, gt), argnums=(0, 1))(
+        jnp.asarray(flows[0]), jnp.asarray(flow_tea)
+    )
     assert np.all(np.isfinite(g_s)) and float(jnp.max(jnp.abs(g_s))) > 0
     assert float(jnp.max(jnp.abs(g_t))) == 0.0  # teacher flow detached
 
@@ -308,8 +316,14 @@ def test_losses_compose_in_one_jitted_step():
     m = (_rand(44, (1, 64, 64, 1)) > 0.5).astype(np.float32)
 
     def total(p):
-        return (L.laplacian_loss(p, b) + L.charbonnier_loss(p, b) + L.hole_loss(p, b, m) + L.valid_loss(p, b, m)
-                + jnp.mean(L.ternary_loss(p, b)) + 0.1 * jnp.mean(L.sobel(p, b)))
+        return (
+            L.laplacian_loss(p, b)
+            + L.charbonnier_loss(p, b)
+            + L.hole_loss(p, b, m)
+            + L.valid_loss(p, b, m)
+            + jnp.mean(L.ternary_loss(p, b))
+            + 0.1 * jnp.mean(L.sobel(p, b))
+        )
 
     val, g = jax.jit(jax.value_and_grad(total))(jnp.asarray(a))
     assert abs(float(val) - float(total(jnp.asarray(a)))) < 1e-5
@@ -341,7 +355,7 @@ def _np_stc(video, fw, bw):
         for j in range(t - 1):
             f, g = fw[i, j].astype(np.float64), bw[i, j].astype(np.float64)
             gw = _np_warp(g, f)
-            occ = np.sum((f + gw) ** 2, -1) >= 0.01 * (np.sum(f ** 2, -1) + np.sum(gw ** 2, -1)) + 0.5
+            occ = np.sum((f + gw) ** 2, -1) >= 0.01 * (np.sum(f**2, -1) + np.sum(gw**2, -1)) + 0.5
             tx, ty = gx + f[..., 0], gy + f[..., 1]
             occ |= (tx < 0) | (tx > w - 1) | (ty < 0) | (ty > h - 1)
             d = np.mean(np.abs(video[i, j] - _np_warp(video[i, j + 1].astype(np.float64), f)), -1)
@@ -364,8 +378,9 @@ def test_stc_against_numpy():
     err = parity_error(got, ref)
     print(f"stc {float(got):.6f} vs {ref:.6f} err {err:.2e}")
     assert err < 1e-5
-    gv, gf = jax.grad(lambda v, f: L.stc_loss(v, f, jnp.asarray(bw)), argnums=(0, 1))(jnp.asarray(video),
-                                                                                      jnp.asarray(fw))
+    gv, gf = jax.grad(lambda v, f: L.stc_loss(v, f, jnp.asarray(bw)), argnums=(0, 1))(
+        jnp.asarray(video), jnp.asarray(fw)
+    )
     assert np.all(np.isfinite(gv)) and float(jnp.max(jnp.abs(gv))) > 0
     assert float(jnp.max(jnp.abs(gf))) == 0.0  # ground-truth flows get no gradient
 
@@ -420,8 +435,12 @@ def _torch_vgg19_features(seed=0):
 def _vgg_state_dict(feats):
     sd = {f"features.{k}": v.detach().numpy().copy() for k, v in feats.state_dict().items()}
     rng = np.random.default_rng(0)
-    sd.update({"classifier.0.weight": rng.normal(size=(8, 4)).astype(np.float32),
-               "classifier.0.bias": np.zeros(8, np.float32)})  # ignored by the converter
+    sd.update(
+        {
+            "classifier.0.weight": rng.normal(size=(8, 4)).astype(np.float32),
+            "classifier.0.bias": np.zeros(8, np.float32),
+        }
+    )  # ignored by the converter
     return sd
 
 
@@ -429,6 +448,7 @@ def _vgg_state_dict(feats):
 def vgg_pair():
     _torch()
     from peanut_jax.convert import vgg as cv
+
     feats = _torch_vgg19_features()
     module, variables = cv.from_state_dict(_vgg_state_dict(feats), "vgg19", source="test")
     return feats, module, variables
@@ -501,6 +521,7 @@ def test_vgg_converter_round_trip_and_errors(vgg_pair, tmp_path):
     torch = _torch()
     from peanut_jax.convert import CheckpointMismatchError, from_official
     from peanut_jax.convert import vgg as cv
+
     feats, module, variables = vgg_pair
     sd = cv.to_state_dict(variables, "vgg19")
     ref = {k: v for k, v in _vgg_state_dict(feats).items() if k.startswith("features.")}
@@ -516,7 +537,7 @@ def test_vgg_converter_round_trip_and_errors(vgg_pair, tmp_path):
         np.testing.assert_array_equal(a, b)
     assert cv.detect(_vgg_state_dict(feats)) == "vgg19" and cv.detect({"x.weight": np.zeros(2)}) is None
     # RIFE's VGGPerceptualLoss prefix and a bare features dict
-    alt = {"vgg_pretrained_features." + k[len("features."):]: v for k, v in ref.items()}
+    alt = {"vgg_pretrained_features." + k[len("features.") :]: v for k, v in ref.items()}
     _, v3 = cv.from_state_dict(alt, "vgg19")
     np.testing.assert_array_equal(v3["params"]["conv_34"]["kernel"], variables["params"]["conv_34"]["kernel"])
     # missing key / wrong shape named in the error
@@ -534,10 +555,13 @@ def test_vgg_converter_round_trip_and_errors(vgg_pair, tmp_path):
 
 def test_vgg_bad_input():
     from peanut_jax.models.vgg import VGG19Features
+
     m = VGG19Features()
     with pytest.raises(ValueError, match="unknown layer name"):
-        jax.eval_shape(lambda x: m.init(jax.random.key(0), x, layers=("relu9_9",)),
-                       jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
+        jax.eval_shape(
+            lambda x: m.init(jax.random.key(0), x, layers=("relu9_9",)),
+            jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32),
+        )
     with pytest.raises(ValueError, match="\\(N, H, W, 3\\)"):
         jax.eval_shape(m.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 32, 32, 1), jnp.float32))
 
@@ -550,8 +574,9 @@ def _official_source(repo: str, path: str) -> str:
     git_dir = pathlib.Path(root) / repo / "repo"
     if not git_dir.exists():
         pytest.skip(f"no official mirror {git_dir}")
-    return subprocess.run(["git", "--git-dir", str(git_dir), "show", f"HEAD:{path}"], check=True,
-                          capture_output=True, text=True).stdout
+    return subprocess.run(
+        ["git", "--git-dir", str(git_dir), "show", f"HEAD:{path}"], check=True, capture_output=True, text=True
+    ).stdout
 
 
 def _exec_official(repo: str, path: str, name: str) -> dict:

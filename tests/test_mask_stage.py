@@ -4,6 +4,7 @@ Parsing and validation errors (one line, naming the flag); ``PromptMasks`` equal
 predictor's own API (one streamed pass for frame-0 prompts; forward + reverse first pass otherwise);
 DAVIS palette round trip; atomic ``run_mask``; memory and compiled shapes independent of the clip length.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -45,18 +46,21 @@ def union(logits):
 
 
 # ------------------------------------------------------------------------------------- parsing
-@pytest.mark.parametrize("flag, value, match", [
-    ("--click", "10,20", "expected --click X,Y"),
-    ("--click", "10,20@x", "expected --click X,Y"),
-    ("--click", "10,20,2@0", "LABEL must be 1 .* or 0"),
-    ("--click", "a,b@0", "with numbers"),
-    ("--click", "10@0", "a click is X,Y or X,Y,LABEL"),
-    ("--click", "10,20@0:0", "object id 0 must be 1..255"),
-    ("--box", "1,2,3@0", "a box is 4 numbers"),
-    ("--box", "30,2,10,40@0", "x0 < x1 and y0 < y1"),
-    ("--box", "1,40,30,40@0", "x0 < x1 and y0 < y1"),
-    ("--mask-prompt", "m.png", "expected --mask-prompt PNG@FRAME"),
-])
+@pytest.mark.parametrize(
+    "flag, value, match",
+    [
+        ("--click", "10,20", "expected --click X,Y"),
+        ("--click", "10,20@x", "expected --click X,Y"),
+        ("--click", "10,20,2@0", "LABEL must be 1 .* or 0"),
+        ("--click", "a,b@0", "with numbers"),
+        ("--click", "10@0", "a click is X,Y or X,Y,LABEL"),
+        ("--click", "10,20@0:0", "object id 0 must be 1..255"),
+        ("--box", "1,2,3@0", "a box is 4 numbers"),
+        ("--box", "30,2,10,40@0", "x0 < x1 and y0 < y1"),
+        ("--box", "1,40,30,40@0", "x0 < x1 and y0 < y1"),
+        ("--mask-prompt", "m.png", "expected --mask-prompt PNG@FRAME"),
+    ],
+)
 def test_bad_syntax_is_one_line_naming_the_flag(flag, value, match):
     with pytest.raises(ValueError, match=match) as err:
         M.parse_prompt(flag, value)
@@ -65,8 +69,7 @@ def test_bad_syntax_is_one_line_naming_the_flag(flag, value, match):
 
 
 def test_prompts_parse_and_group():
-    ps = M.parse_prompts(clicks=["10,20@3", "11.5,21,0@3", "5,5@3:2"], boxes=["1,2,30,40@3"],
-                         masks=["dir@x/m.png@0:4"])
+    ps = M.parse_prompts(clicks=["10,20@3", "11.5,21,0@3", "5,5@3:2"], boxes=["1,2,30,40@3"], masks=["dir@x/m.png@0:4"])
     assert ps[0] == M.Prompt("click", 3, 1, xy=(10.0, 20.0), label=1, text="--click 10,20@3")
     assert ps[1].label == 0 and ps[2].obj == 2 and ps[3].box == (1.0, 2.0, 30.0, 40.0)
     assert ps[4].mask == "dir@x/m.png" and (ps[4].frame, ps[4].obj) == (0, 4)
@@ -76,18 +79,21 @@ def test_prompts_parse_and_group():
     assert g.points == [(10.0, 20.0), (11.5, 21.0)] and g.labels == [1, 0] and g.box is ps[3]
 
 
-@pytest.mark.parametrize("clicks, boxes, masks, match", [
-    (["10,10@8"], [], [], r"--click 10,10@8: frame 8 is outside the video \(frames 0..7\)"),
-    (["64,10@0"], [], [], "--click 64,10@0: the click is outside the 64x64 frame"),
-    (["10,-1@0"], [], [], "--click 10,-1@0: the click is outside"),
-    ([], ["0,0,65,10@0"], [], "--box 0,0,65,10@0: the box is outside the 64x64 frame"),
-    ([], ["0,0,9,10@0", "1,1,5,5@0"], [], "--box 1,1,5,5@0: object 1 already has a box on frame 0"),
-    ([], [], ["small.png@0"], "--mask-prompt small.png@0: the mask is 32x16 but the video is 64x64"),
-    ([], [], ["missing.png@0"], "--mask-prompt missing.png@0: mask image .* not found"),
-    ([], [], ["notpng.png@0"], "--mask-prompt notpng.png@0: .*cannot read mask image"),
-    (["5,5@0"], [], ["ok.png@0"], r"--mask-prompt ok.png@0: a mask prompt replaces .* \(--click 5,5@0\)"),
-    ([f"5,5@0:{k}" for k in (1, 2, 3)], [], [], "--click 5,5@0:3: 3 objects but at most max_objects=2"),
-])
+@pytest.mark.parametrize(
+    "clicks, boxes, masks, match",
+    [
+        (["10,10@8"], [], [], r"--click 10,10@8: frame 8 is outside the video \(frames 0..7\)"),
+        (["64,10@0"], [], [], "--click 64,10@0: the click is outside the 64x64 frame"),
+        (["10,-1@0"], [], [], "--click 10,-1@0: the click is outside"),
+        ([], ["0,0,65,10@0"], [], "--box 0,0,65,10@0: the box is outside the 64x64 frame"),
+        ([], ["0,0,9,10@0", "1,1,5,5@0"], [], "--box 1,1,5,5@0: object 1 already has a box on frame 0"),
+        ([], [], ["small.png@0"], "--mask-prompt small.png@0: the mask is 32x16 but the video is 64x64"),
+        ([], [], ["missing.png@0"], "--mask-prompt missing.png@0: mask image .* not found"),
+        ([], [], ["notpng.png@0"], "--mask-prompt notpng.png@0: .*cannot read mask image"),
+        (["5,5@0"], [], ["ok.png@0"], r"--mask-prompt ok.png@0: a mask prompt replaces .* \(--click 5,5@0\)"),
+        ([f"5,5@0:{k}" for k in (1, 2, 3)], [], [], "--click 5,5@0:3: 3 objects but at most max_objects=2"),
+    ],
+)
 def test_bad_prompts_against_the_video(tmp_path, monkeypatch, clicks, boxes, masks, match):
     monkeypatch.chdir(tmp_path)
     Image.fromarray(np.zeros((16, 32), np.uint8)).save("small.png")
@@ -96,7 +102,7 @@ def test_bad_prompts_against_the_video(tmp_path, monkeypatch, clicks, boxes, mas
     pm = M.PromptMasks(M.parse_prompts(clicks, boxes, masks), max_objects=2)
     with pytest.raises((ValueError, FileNotFoundError), match=match) as err:
         pm.prepare(types.SimpleNamespace(num_frames=8, height=S, width=S))
-    assert "\n" not in str(err.value) and pm._predictor is None and pm._model is None   # nothing loaded
+    assert "\n" not in str(err.value) and pm._predictor is None and pm._model is None  # nothing loaded
 
 
 # ------------------------------------------------------------------------------------- tracking
@@ -111,7 +117,7 @@ def test_frame0_prompts_stream_in_one_pass_equal_to_the_predictor(pred):
     pred.add_new_points_or_box(st, 0, 2, points=[[60, 60], [5, 5]], labels=[1, 0], box=[30, 20, 55, 45])
     ref = {f: (ids, lg) for f, ids, lg in pred.propagate_in_video(st)}
     got = list(pm.attach_labels(iter(frames)))
-    assert len(got) == 8 and pm._tmp is None                    # no first pass, no temporary folder
+    assert len(got) == 8 and pm._tmp is None  # no first pass, no temporary folder
     for f, (frame, labels) in enumerate(got):
         assert frame is frames[f] or np.array_equal(frame, frames[f])
         assert np.array_equal(labels > 0, union(ref[f][1])), f"frame {f}"
@@ -130,7 +136,7 @@ def test_later_prompts_track_forward_then_reverse(pred, tmp_path):
     m[40:58, 20:44] = 255
     Image.fromarray(m).save(tmp_path / "m.png")
     ps = M.parse_prompts(clicks=["25,40@3"], boxes=["30,20,55,45@6:2"], masks=[f"{tmp_path / 'm.png'}@3:3"])
-    pm = M.PromptMasks(ps, predictor=pred, video=open_video(video), workdir=tmp_path)   # the chain's source
+    pm = M.PromptMasks(ps, predictor=pred, video=open_video(video), workdir=tmp_path)  # the chain's source
     pm.prepare(info(frames))
     assert not pm.single_pass and pm.first_frame == 3
     # the official order through the predictor's API
@@ -145,16 +151,17 @@ def test_later_prompts_track_forward_then_reverse(pred, tmp_path):
     assert len(got) == n
     for f, (_, labels) in enumerate(got):
         assert np.array_equal(labels, M.label_map(ref[f][1], ref[f][0])), f"frame {f}"
-    assert all((labels > 0).any() for _, labels in got[:3])      # the reverse pass reached frame 0
-    assert list(tmp_path.glob("peanut_masks_*")) == []           # the first pass's folder is gone
+    assert all((labels > 0).any() for _, labels in got[:3])  # the reverse pass reached frame 0
+    assert list(tmp_path.glob("peanut_masks_*")) == []  # the first pass's folder is gone
 
 
 def test_run_mask_palette_round_trip_and_overlay(pred, tmp_path):
     frames = moving_shapes(n=6, s=S, seed=6)
     video = write_folder(frames, tmp_path / "video")
     ps = M.parse_prompts(clicks=["20,40@0", "60,60@2:2"])
-    out = M.run_mask(video, tmp_path / "masks", ps, predictor=pred, per_object=True, overlay=tmp_path / "o.mp4",
-                     progress=False)
+    out = M.run_mask(
+        video, tmp_path / "masks", ps, predictor=pred, per_object=True, overlay=tmp_path / "o.mp4", progress=False
+    )
     pm = M.PromptMasks(ps, predictor=pred, video=frames)
     pm.prepare(info(frames))
     want = [lab for _, lab in pm.attach_labels(iter(frames))]
@@ -165,8 +172,8 @@ def test_run_mask_palette_round_trip_and_overlay(pred, tmp_path):
         assert img.mode == "P" and np.array_equal(np.asarray(img), lab)
         assert np.array_equal(np.asarray(img.getpalette(), np.uint8)[:9].reshape(3, 3), M.davis_palette()[:3])
     assert {1, 2} <= set(np.unique(want))
-    assert np.array_equal(read_masks(out, object_ids=[2]), np.stack(want) == 2)      # one object
-    assert np.array_equal(read_masks(out), np.stack(want) > 0)                        # the union
+    assert np.array_equal(read_masks(out, object_ids=[2]), np.stack(want) == 2)  # one object
+    assert np.array_equal(read_masks(out), np.stack(want) > 0)  # the union
     assert len(open_video(tmp_path / "o.mp4")) == 6
     # binary union, replacing the folder with --overwrite
     M.run_mask(video, out, ps, predictor=pred, overwrite=True, progress=False)
@@ -181,8 +188,14 @@ def test_run_mask_writes_nothing_on_bad_input_or_failure(pred, tmp_path, monkeyp
     video = write_folder(frames, tmp_path / "video")
     # a bad prompt: refused before the model loads (the checkpoint does not even exist)
     with pytest.raises(ValueError, match=r"--click 10,10@9: frame 9 is outside the video \(frames 0..3\)"):
-        M.run_mask(video, tmp_path / "masks", M.parse_prompts(["10,10@9"]), checkpoint="no-such-weights",
-                   overlay=tmp_path / "o.mp4", progress=False)
+        M.run_mask(
+            video,
+            tmp_path / "masks",
+            M.parse_prompts(["10,10@9"]),
+            checkpoint="no-such-weights",
+            overlay=tmp_path / "o.mp4",
+            progress=False,
+        )
     with pytest.raises(ValueError, match="--output .*masks.png: give a folder name"):
         M.run_mask(video, tmp_path / "masks.png", M.parse_prompts(["10,10@0"]), predictor=pred, progress=False)
     # a failure mid-way: neither the folder nor the overlay appear, no temporary left behind
@@ -196,8 +209,14 @@ def test_run_mask_writes_nothing_on_bad_input_or_failure(pred, tmp_path, monkeyp
 
     monkeypatch.setattr(pred, "track", failing)
     with pytest.raises(RuntimeError, match="boom"):
-        M.run_mask(video, tmp_path / "masks", M.parse_prompts(["10,10@0"]), predictor=pred,
-                   overlay=tmp_path / "o.mp4", progress=False)
+        M.run_mask(
+            video,
+            tmp_path / "masks",
+            M.parse_prompts(["10,10@0"]),
+            predictor=pred,
+            overlay=tmp_path / "o.mp4",
+            progress=False,
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["video"]
 
 
@@ -226,6 +245,7 @@ def test_memory_and_compiled_shapes_do_not_depend_on_clip_length(pred):
 
 def test_load_sam2_through_the_one_door(tiny, tmp_path):  # noqa: F811
     from peanut_jax.checkpoints.export import export_weights, module_kwargs
+
     module, variables = tiny
     d = export_weights(tmp_path / "sam2_tiny", "sam2", module_kwargs("sam2", module), variables["params"])
     m2, v2 = M.load_sam2(d)
@@ -242,10 +262,24 @@ def test_load_sam2_through_the_one_door(tiny, tmp_path):  # noqa: F811
 
 def test_flags_parse_into_prompts():
     import argparse
+
     p = argparse.ArgumentParser()
     M.add_arguments(p)
-    args = p.parse_args(["--click", "1,2@0", "--click", "3,4,0@0:2", "--box", "1,1,9,9@3", "--mask-prompt", "m.png@2",
-                         "--per-object", "--overlay", "o.mp4"])
+    args = p.parse_args(
+        [
+            "--click",
+            "1,2@0",
+            "--click",
+            "3,4,0@0:2",
+            "--box",
+            "1,1,9,9@3",
+            "--mask-prompt",
+            "m.png@2",
+            "--per-object",
+            "--overlay",
+            "o.mp4",
+        ]
+    )
     assert M.prompts_from_args(args) == M.parse_prompts(["1,2@0", "3,4,0@0:2"], ["1,1,9,9@3"], ["m.png@2"])
     assert args.sam2_checkpoint == M.DEFAULT_CHECKPOINT and args.per_object and args.overlay == "o.mp4"
     chain = argparse.ArgumentParser()
@@ -259,6 +293,7 @@ def test_flags_parse_into_prompts():
 
 def test_entry_point_in_sam2_module():
     from peanut_jax.pipeline import sam2
+
     assert sam2.PromptMasks is M.PromptMasks
     with pytest.raises(AttributeError, match="no attribute 'PromptMask'"):
         sam2.PromptMask  # noqa: B018
@@ -270,14 +305,17 @@ def test_infer_mask_command_and_the_chain_with_prompts(tiny, tmp_path, capsys): 
     from peanut_jax.checkpoints.export import export_weights, module_kwargs
     from peanut_jax.cli import main
     from peanut_jax.data.video_io import read_frames
+
     module, variables = tiny
     ckpt = export_weights(tmp_path / "sam2_tiny", "sam2", module_kwargs("sam2", module), variables["params"])
     frames = moving_shapes(5, 96)
     src = write_folder(frames, tmp_path / "frames")
     prompt = ["--click", "30,20@0", "--box", "60,10,90,50@0:2"]
     masks = tmp_path / "masks"
-    assert main(["mask", "--input", str(src), "--output", str(masks), "--checkpoint", str(ckpt), "--no-progress",
-                 *prompt]) == 0
+    assert (
+        main(["mask", "--input", str(src), "--output", str(masks), "--checkpoint", str(ckpt), "--no-progress", *prompt])
+        == 0
+    )
     written = read_masks(masks)
     assert written.shape == (5, 96, 96) and written.any()
     common = ["erase", "--input", str(src), "--checkpoint", "erase_demo", "--no-progress"]
@@ -288,6 +326,8 @@ def test_infer_mask_command_and_the_chain_with_prompts(tiny, tmp_path, capsys): 
     assert main([*common, *prompt, "--masks", str(masks), "--output", str(tmp_path / "c")]) == 2
     assert main(["mask", "--input", str(src), "--output", str(tmp_path / "d"), "--checkpoint", str(ckpt)]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err == ["error: give either --masks or --click/--box/--mask-prompt, not both",
-                   "error: give at least one --click, --box or --mask-prompt"]
+    assert err == [
+        "error: give either --masks or --click/--box/--mask-prompt, not both",
+        "error: give at least one --click, --box or --mask-prompt",
+    ]
     assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()

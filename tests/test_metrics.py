@@ -1,4 +1,5 @@
 """PSNR / SSIM (vs independent float64 references and hand-computed values), EPE, warping error."""
+
 import math
 
 import jax
@@ -22,7 +23,7 @@ from peanut_jax.metrics import (
 def images(seed, shape=(2, 24, 30, 3)):
     """A smooth image and a noisy, shifted version of it, in [0, 1]."""
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:shape[-3], 0:shape[-2]]
+    yy, xx = np.mgrid[0 : shape[-3], 0 : shape[-2]]
     base = 0.5 + 0.3 * np.sin(xx / 4.0 + rng.uniform(0, 6))[..., None] * np.cos(yy / 5.0)[..., None]
     a = np.clip(base + 0.1 * rng.random(shape), 0, 1)
     b = np.clip(a + 0.05 * rng.normal(size=shape), 0, 1)
@@ -42,13 +43,13 @@ def ref_psnr(a, b, data_range):
 
 def ref_ssim_channel(x, y, data_range):
     """One channel, float64: 2-D Gaussian window correlation (scipy), then the 5-px valid crop."""
-    g = np.exp(-((np.arange(11) - 5.0) ** 2) / (2 * 1.5 ** 2))
+    g = np.exp(-((np.arange(11) - 5.0) ** 2) / (2 * 1.5**2))
     win = np.outer(g, g) / np.outer(g, g).sum()
     f = lambda z: correlate(z, win, mode="mirror")[5:-5, 5:-5]
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     mx, my = f(x), f(y)
-    sxx, syy, sxy = f(x * x) - mx ** 2, f(y * y) - my ** 2, f(x * y) - mx * my
-    return np.mean((2 * mx * my + c1) * (2 * sxy + c2) / ((mx ** 2 + my ** 2 + c1) * (sxx + syy + c2)))
+    sxx, syy, sxy = f(x * x) - mx**2, f(y * y) - my**2, f(x * y) - mx * my
+    return np.mean((2 * mx * my + c1) * (2 * sxy + c2) / ((mx**2 + my**2 + c1) * (sxx + syy + c2)))
 
 
 def ref_ssim(a, b, data_range):
@@ -59,7 +60,7 @@ def ref_ssim(a, b, data_range):
 # ------------------------------------------------------------------------------- PSNR
 def test_psnr_known_values():
     a = np.zeros((8, 8, 3))
-    assert psnr(a, a + 0.1) == pytest.approx(20.0, abs=1e-9)              # mse = 0.01
+    assert psnr(a, a + 0.1) == pytest.approx(20.0, abs=1e-9)  # mse = 0.01
     assert psnr(a, a) == math.inf
     u = np.full((4, 4, 3), 100, np.uint8)
     assert psnr(u, u + np.uint8(5), data_range=255) == pytest.approx(20 * math.log10(255 / 5), abs=1e-9)
@@ -96,7 +97,7 @@ def test_ssim_known_values():
     assert ssim(a, a) == pytest.approx(1.0, abs=1e-12)
     # constant images: means are the constants, variances 0
     c1, c2 = 0.3, 0.6
-    expected = (2 * c1 * c2 + 0.01 ** 2) / (c1 ** 2 + c2 ** 2 + 0.01 ** 2)
+    expected = (2 * c1 * c2 + 0.01**2) / (c1**2 + c2**2 + 0.01**2)
     assert ssim(np.full((16, 16, 3), c1), np.full((16, 16, 3), c2)) == pytest.approx(expected, abs=1e-12)
     np.testing.assert_allclose(gaussian_kernel_1d().sum(), 1.0)
     assert gaussian_kernel_1d()[5] == pytest.approx(1 / np.exp(-((np.arange(11) - 5) ** 2) / 4.5).sum())
@@ -161,18 +162,18 @@ def test_consistency_occlusion_translation():
     fw[..., 0] = 2.0
     occ = np.asarray(consistency_occlusion(fw, -fw))
     expected = np.zeros((1, h, w), bool)
-    expected[:, :, w - 2:] = True                          # targets beyond the right edge
+    expected[:, :, w - 2 :] = True  # targets beyond the right edge
     np.testing.assert_array_equal(occ, expected)
-    assert not np.asarray(consistency_occlusion(fw, -fw, check_bounds=False))[:, :, :w - 2].any()
-    assert np.asarray(consistency_occlusion(fw, fw)).all()   # inconsistent everywhere
+    assert not np.asarray(consistency_occlusion(fw, -fw, check_bounds=False))[:, :, : w - 2].any()
+    assert np.asarray(consistency_occlusion(fw, fw)).all()  # inconsistent everywhere
     zero = np.zeros((2, h, w, 2), np.float32)
     assert not np.asarray(consistency_occlusion(zero, zero)).any()
     # the threshold: |fw + bw|^2 < 0.01 (|fw|^2 + |bw|^2) + 0.5
     bw = -fw.copy()
-    bw[..., 1] = 0.7                                      # 0.49 < 0.01 * 8.49 + 0.5: consistent
-    assert not np.asarray(consistency_occlusion(fw, bw))[:, :, :w - 2].any()
-    bw[..., 1] = 0.8                                      # 0.64 > 0.01 * 8.64 + 0.5 = 0.5864
-    assert np.asarray(consistency_occlusion(fw, bw))[:, :, :w - 2].all()
+    bw[..., 1] = 0.7  # 0.49 < 0.01 * 8.49 + 0.5: consistent
+    assert not np.asarray(consistency_occlusion(fw, bw))[:, :, : w - 2].any()
+    bw[..., 1] = 0.8  # 0.64 > 0.01 * 8.64 + 0.5 = 0.5864
+    assert np.asarray(consistency_occlusion(fw, bw))[:, :, : w - 2].all()
 
 
 def test_synthetic_occlusions_agree_with_consistency_check():
@@ -188,10 +189,10 @@ def test_warping_error_hand_computed():
     rng = np.random.default_rng(0)
     frames = rng.random((3, 6, 7, 3)).astype(np.float32)
     flow = np.zeros((2, 6, 7, 2), np.float32)
-    flow[..., 0] = 1.0                                    # read frame t+1 one pixel to the right
+    flow[..., 0] = 1.0  # read frame t+1 one pixel to the right
     expected = []
     for t in range(2):
-        d = np.abs(frames[t][:, :-1] - frames[t + 1][:, 1:]).mean(-1)   # last column leaves
+        d = np.abs(frames[t][:, :-1] - frames[t + 1][:, 1:]).mean(-1)  # last column leaves
         expected.append(d.mean())
     out = warping_error(frames, flow, reduce="none")
     np.testing.assert_allclose(out, expected, rtol=1e-5)
@@ -202,7 +203,7 @@ def test_warping_error_hand_computed():
     occ[0, :3] = True
     exp0 = np.abs(frames[0][3:, :-1] - frames[1][3:, 1:]).mean()
     np.testing.assert_allclose(warping_error(frames, flow, occlusion=occ, reduce="none")[0], exp0, rtol=1e-5)
-    occ[1] = True                                         # a pair with no valid pixel
+    occ[1] = True  # a pair with no valid pixel
     per = np.asarray(warping_error(frames, flow, occlusion=occ, reduce="none"))
     assert np.isnan(per[1])
     assert float(warping_error(frames, flow, occlusion=occ)) == pytest.approx(per[0], rel=1e-6)
@@ -231,7 +232,7 @@ def test_warping_error_jit_and_grad():
     assert float(f(v)) == pytest.approx(float(warping_error(c.frames, c.flow_forward, c.flow_backward)), rel=1e-6)
     occ = np.ones((2, 24, 24), bool)
     g = jax.grad(lambda v: warping_error(v, c.flow_forward, occlusion=occ))(v)
-    assert np.isfinite(np.asarray(g)).all()               # no NaN even with no valid pixel
+    assert np.isfinite(np.asarray(g)).all()  # no NaN even with no valid pixel
     g = jax.grad(f)(v)
     assert np.isfinite(np.asarray(g)).all() and np.abs(np.asarray(g)).max() > 0
 
@@ -277,10 +278,13 @@ def old_ssim_e2fgvi(a, b, data_range=255.0, win_size=65):
     for c in range(a.shape[-1]):
         x, y = a[..., c], b[..., c]
         ux, uy = old_box_mean_valid(x, win_size), old_box_mean_valid(y, win_size)
-        uxx, uyy, uxy = (old_box_mean_valid(x * x, win_size), old_box_mean_valid(y * y, win_size),
-                         old_box_mean_valid(x * y, win_size))
+        uxx, uyy, uxy = (
+            old_box_mean_valid(x * x, win_size),
+            old_box_mean_valid(y * y, win_size),
+            old_box_mean_valid(x * y, win_size),
+        )
         vx, vy, vxy = cov_norm * (uxx - ux * ux), cov_norm * (uyy - uy * uy), cov_norm * (uxy - ux * uy)
-        s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux ** 2 + uy ** 2 + c1) * (vx + vy + c2))
+        s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
         vals.append(s.mean())
     return float(np.mean(vals))
 
@@ -315,10 +319,18 @@ def old_ssim_map(a, b):
     def filt(x):
         for shape in ((11, 1, 1, 1), (1, 11, 1, 1)):
             kern = jnp.broadcast_to(g.reshape(shape), shape[:2] + (1, c))
-            x = jax.lax.conv_general_dilated(x, kern, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                             feature_group_count=c, precision=jax.lax.Precision.HIGHEST)
+            x = jax.lax.conv_general_dilated(
+                x,
+                kern,
+                (1, 1),
+                "VALID",
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                feature_group_count=c,
+                precision=jax.lax.Precision.HIGHEST,
+            )
         return x
-    c1, c2 = SSIM_K1 ** 2, SSIM_K2 ** 2
+
+    c1, c2 = SSIM_K1**2, SSIM_K2**2
     mu1, mu2 = filt(a), filt(b)
     s1, s2, s12 = filt(a * a) - mu1 * mu1, filt(b * b) - mu2 * mu2, filt(a * b) - mu1 * mu2
     return ((2 * mu1 * mu2 + c1) * (2 * s12 + c2)) / ((mu1 * mu1 + mu2 * mu2 + c1) * (s1 + s2 + c2))
@@ -326,7 +338,7 @@ def old_ssim_map(a, b):
 
 def old_region_psnr(out, ref, region):
     d = (out.astype(np.float64) - ref.astype(np.float64))[region]
-    mse = float(np.mean(d ** 2)) if d.size else 0.0
+    mse = float(np.mean(d**2)) if d.size else 0.0
     return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
 
 
@@ -350,7 +362,7 @@ def old_region_ssim(out, ref, region, margin=8):
 def old_image_psnr_np(a, b, data_range=1.0):
     mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2, axis=(-3, -2, -1))
     with np.errstate(divide="ignore"):
-        return 10.0 * np.log10(data_range ** 2 / mse)
+        return 10.0 * np.log10(data_range**2 / mse)
 
 
 def old_image_ssim_np(a, b, data_range=1.0):
@@ -359,8 +371,9 @@ def old_image_ssim_np(a, b, data_range=1.0):
     h, w = a.shape[-3], a.shape[-2]
 
     def filt(x):
-        y = sum(g[i] * x[..., i:i + h - 10, :, :] for i in range(11))
-        return sum(g[i] * y[..., :, i:i + w - 10, :] for i in range(11))
+        y = sum(g[i] * x[..., i : i + h - 10, :, :] for i in range(11))
+        return sum(g[i] * y[..., :, i : i + w - 10, :] for i in range(11))
+
     c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
     mu1, mu2 = filt(a), filt(b)
     mu1_sq, mu2_sq, mu12 = mu1 * mu1, mu2 * mu2, mu1 * mu2
@@ -374,12 +387,13 @@ def old_ssim_matlab(img1, img2, val_range=None, window_size=11, reduce="mean"):
     h, w = img1.shape[1:3]
     axes = (1, 2, 3) if reduce == "none" else (0, 1, 2, 3)
     if val_range is None:
-        L = (jnp.where(jnp.max(img1, axis=axes, keepdims=True) > 128, 255.0, 1.0)
-             - jnp.where(jnp.min(img1, axis=axes, keepdims=True) < -0.5, -1.0, 0.0))
+        L = jnp.where(jnp.max(img1, axis=axes, keepdims=True) > 128, 255.0, 1.0) - jnp.where(
+            jnp.min(img1, axis=axes, keepdims=True) < -0.5, -1.0, 0.0
+        )
     else:
         L = jnp.float32(val_range)
     size = min(window_size, h, w)
-    g = np.asarray([math.exp(-((x - size // 2) ** 2) / float(2 * 1.5 ** 2)) for x in range(size)], np.float32)
+    g = np.asarray([math.exp(-((x - size // 2) ** 2) / float(2 * 1.5**2)) for x in range(size)], np.float32)
     g = g / g.sum(dtype=np.float32)
 
     def filt(x, axis):
@@ -396,6 +410,7 @@ def old_ssim_matlab(img1, img2, val_range=None, window_size=11, reduce="mean"):
         for ax in (3, 1, 2):
             x = filt(x, ax)
         return x
+
     mu1, mu2 = blur(img1), blur(img2)
     mu1_sq, mu2_sq, mu1_mu2 = mu1 * mu1, mu2 * mu2, mu1 * mu2
     sigma1_sq, sigma2_sq, sigma12 = blur(img1 * img1) - mu1_sq, blur(img2 * img2) - mu2_sq, blur(img1 * img2) - mu1_mu2
@@ -421,7 +436,7 @@ def _u8_pair(seed, shape):
 def test_e2fgvi_protocol_is_bit_identical():
     for seed in range(4):
         a, b = _u8_pair(seed, (70, 83, 3))
-        comp = a.astype(np.float32) + np.float32(0.5) * (seed % 2)     # float composites occur too
+        comp = a.astype(np.float32) + np.float32(0.5) * (seed % 2)  # float composites occur too
         assert psnr(comp, b, 255.0, reduction="all", formula="e2fgvi") == old_psnr_e2fgvi(comp, b)
         assert ssim(comp, b, 255.0, window="uniform", window_size=65, reduction="all") == old_ssim_e2fgvi(comp, b)
         assert ssim(comp, b, 255.0, window="uniform", window_size=65) == old_ssim_e2fgvi(comp, b)
@@ -441,6 +456,7 @@ def test_e2fgvi_protocol_is_bit_identical():
 def test_uniform_window_is_skimage_compare_ssim():
     """Against skimage's formulation written with scipy.ndimage.uniform_filter and the valid crop."""
     from scipy import ndimage as ndi
+
     rng = np.random.default_rng(0)
     a = rng.integers(0, 256, (80, 97, 3)).astype(np.float64)
     b = np.clip(a + rng.normal(0, 20, a.shape), 0, 255)
@@ -448,11 +464,11 @@ def test_uniform_window_is_skimage_compare_ssim():
     for c in range(3):
         x, y = b[..., c], a[..., c]
         f = lambda z: ndi.uniform_filter(z, 65)[32:-32, 32:-32]
-        cov = 65 ** 2 / (65 ** 2 - 1)
+        cov = 65**2 / (65**2 - 1)
         ux, uy = f(x), f(y)
         vx, vy, vxy = cov * (f(x * x) - ux * ux), cov * (f(y * y) - uy * uy), cov * (f(x * y) - ux * uy)
         c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-        ref.append((((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux ** 2 + uy ** 2 + c1) * (vx + vy + c2))).mean())
+        ref.append((((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))).mean())
     got = ssim(b, a, 255.0, window="uniform", window_size=65, reduction="all")
     assert got == pytest.approx(float(np.mean(ref)), abs=1e-10) and 0.0 < got < 0.99
     assert ssim(a, a, 255.0, window="uniform", window_size=65, reduction="all") == pytest.approx(1.0)
@@ -463,7 +479,7 @@ def test_vsr_and_region_protocols_are_bit_identical():
     for _ in range(20):
         a = np.round(rng.random((2, 17, 19, 3)) * 255) / 255
         b = np.round(rng.random((2, 17, 19, 3)) * 255) / 255
-        assert psnr(a, b, reduction="all", formula="rife") == old_vsr_psnr(a, b)     # math.log10
+        assert psnr(a, b, reduction="all", formula="rife") == old_vsr_psnr(a, b)  # math.log10
         region = rng.random((2, 17, 19)) < 0.3
         assert psnr(a, b, mask=region, reduction="all") == old_region_psnr(a, b, region)
     assert psnr(a, a, reduction="all", formula="rife") == math.inf
@@ -496,26 +512,36 @@ def test_training_metrics_are_bit_identical_under_jit():
     rng = np.random.default_rng(3)
     comp = jnp.asarray(rng.random((2, 3, 24, 28, 3)), jnp.float32)
     gt = jnp.asarray(rng.random((2, 3, 24, 28, 3)), jnp.float32)
-    masks = jnp.asarray(rng.random((2, 3, 24, 28, 1)) < 0.2, jnp.float32).at[1].set(0.0)   # clip 1: no hole
+    masks = jnp.asarray(rng.random((2, 3, 24, 28, 1)) < 0.2, jnp.float32).at[1].set(0.0)  # clip 1: no hole
 
     @jax.jit
     def old(c, g, m):
         flat_c, flat_g = c.reshape(-1, 24, 28, 3), g.reshape(-1, 24, 28, 3)
         smap = old_ssim_map(flat_c, flat_g)
         mcrop = jnp.broadcast_to(m.reshape(-1, 24, 28, 1)[:, 5:19, 5:23], smap.shape)
-        return (old_psnr_hole(c, g, m), old_psnr_clip(c, g), jnp.mean(smap),
-                jnp.sum(smap * mcrop) / jnp.maximum(jnp.sum(mcrop), 1.0), old_rife_psnr(flat_c, flat_g), smap)
+        return (
+            old_psnr_hole(c, g, m),
+            old_psnr_clip(c, g),
+            jnp.mean(smap),
+            jnp.sum(smap * mcrop) / jnp.maximum(jnp.sum(mcrop), 1.0),
+            old_rife_psnr(flat_c, flat_g),
+            smap,
+        )
 
     @jax.jit
     def new(c, g, m):
         flat_c, flat_g = c.reshape(-1, 24, 28, 3), g.reshape(-1, 24, 28, 3)
-        return (psnr(c, g, mask=m, reduction="sample", formula="rife", mse_floor=1e-10, empty=0.0),
-                psnr(c, g, reduction="sample", formula="rife", mse_floor=1e-10),
-                ssim(flat_c, flat_g, reduction="all"),
-                ssim(flat_c, flat_g, mask=m.reshape(-1, 24, 28, 1), reduction="all"),
-                psnr(flat_c, flat_g, formula="rife"), ssim(flat_c, flat_g, reduction="map"))
+        return (
+            psnr(c, g, mask=m, reduction="sample", formula="rife", mse_floor=1e-10, empty=0.0),
+            psnr(c, g, reduction="sample", formula="rife", mse_floor=1e-10),
+            ssim(flat_c, flat_g, reduction="all"),
+            ssim(flat_c, flat_g, mask=m.reshape(-1, 24, 28, 1), reduction="all"),
+            psnr(flat_c, flat_g, formula="rife"),
+            ssim(flat_c, flat_g, reduction="map"),
+        )
+
     o, n = old(comp, gt, masks), new(comp, gt, masks)
-    for k in (0, 1, 4):                                    # the PSNRs: the same bits
+    for k in (0, 1, 4):  # the PSNRs: the same bits
         _same(n[k], o[k])
     # the SSIM: tasks/e2fgvi.py wrote 2 * mu1 * mu2 where the one SSIM shares mu1 * mu2 (as mmagic and
     # ssim_matlab do); XLA may fuse the two into different multiply-adds: float32 rounding only
@@ -523,8 +549,10 @@ def test_training_metrics_are_bit_identical_under_jit():
         np.testing.assert_allclose(n[k], o[k], rtol=0, atol=1e-6)
     assert float(new(comp, gt, masks)[0][1]) == 0.0
     # eager calls give the same bits as well
-    _same(psnr(comp, gt, mask=masks, reduction="sample", formula="rife", mse_floor=1e-10, empty=0.0),
-          old(comp, gt, masks)[0])
+    _same(
+        psnr(comp, gt, mask=masks, reduction="sample", formula="rife", mse_floor=1e-10, empty=0.0),
+        old(comp, gt, masks)[0],
+    )
 
 
 def test_matlab_protocol_is_bit_identical():
@@ -536,22 +564,35 @@ def test_matlab_protocol_is_bit_identical():
         _same(ssim(x, y, None, window="matlab", reduction="sample"), old_ssim_matlab(x, y, reduce="none"))
         _same(ssim_matlab(x, y, reduce="none"), old_ssim_matlab(x, y, reduce="none"))
     _same(ssim_matlab(a, b, val_range=255.0, window_size=7), old_ssim_matlab(a, b, 255.0, 7))
-    _same(ssim_matlab(a[:, :8, :9], b[:, :8, :9]), old_ssim_matlab(a[:, :8, :9], b[:, :8, :9]))   # window min(11, H, W)
+    _same(ssim_matlab(a[:, :8, :9], b[:, :8, :9]), old_ssim_matlab(a[:, :8, :9], b[:, :8, :9]))  # window min(11, H, W)
     thumb_old = jax.jit(lambda x, y: old_ssim_matlab(x, y, reduce="none"))
     thumb_new = jax.jit(lambda x, y: ssim(x, y, None, window="matlab", reduction="sample"))
-    _same(thumb_new(a, b), thumb_old(a, b))                # the scene-cut measure runs under jit
+    _same(thumb_new(a, b), thumb_old(a, b))  # the scene-cut measure runs under jit
 
 
 def test_metric_options_fail_loudly():
     a, b = images(8, (2, 20, 20, 3))
-    for kw in ({"reduction": "mean"}, {"formula": "db"}, {"mse_floor": 0.0}, {"mask": np.ones((2, 20, 19), bool)},
-               {"mask": np.ones((2, 20, 20))}, {"data_range": 0}):
+    for kw in (
+        {"reduction": "mean"},
+        {"formula": "db"},
+        {"mse_floor": 0.0},
+        {"mask": np.ones((2, 20, 19), bool)},
+        {"mask": np.ones((2, 20, 20))},
+        {"data_range": 0},
+    ):
         with pytest.raises(ValueError):
             psnr(a, b, **kw)
-    for kw in ({"window": "box"}, {"reduction": "none"}, {"data_range": None}, {"window_size": 0},
-               {"window": "matlab", "mask": np.ones((2, 20, 20), bool)}, {"window": "uniform", "mask": np.ones((2, 20, 20), bool)},
-               {"box_margin": 4}, {"window": "matlab", "reduction": "map"}, {"window": "matlab", "data_range": None,
-                                                                               "y_channel": True}):
+    for kw in (
+        {"window": "box"},
+        {"reduction": "none"},
+        {"data_range": None},
+        {"window_size": 0},
+        {"window": "matlab", "mask": np.ones((2, 20, 20), bool)},
+        {"window": "uniform", "mask": np.ones((2, 20, 20), bool)},
+        {"box_margin": 4},
+        {"window": "matlab", "reduction": "map"},
+        {"window": "matlab", "data_range": None, "y_channel": True},
+    ):
         with pytest.raises(ValueError):
             ssim(a, b, **kw)
     with pytest.raises(ValueError, match="same shape"):
@@ -563,11 +604,16 @@ def test_metric_options_fail_loudly():
     # mask semantics: the masked PSNR is the PSNR of the selected pixels
     m = np.zeros((2, 20, 20), bool)
     m[:, 2:9, 4:15] = True
-    np.testing.assert_allclose(psnr(a, b, mask=m), [psnr(a[i, 2:9, 4:15], b[i, 2:9, 4:15]) for i in range(2)],
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        psnr(a, b, mask=m), [psnr(a[i, 2:9, 4:15], b[i, 2:9, 4:15]) for i in range(2)], rtol=1e-12
+    )
     np.testing.assert_allclose(psnr(jnp.asarray(a), jnp.asarray(b), mask=m), psnr(a, b, mask=m), rtol=1e-5)
-    np.testing.assert_allclose(psnr(a, b, mask=m, crop_border=3), psnr(a[:, 3:-3, 3:-3], b[:, 3:-3, 3:-3],
-                                                                        mask=m[:, 3:-3, 3:-3]), rtol=1e-12)
+    np.testing.assert_allclose(
+        psnr(a, b, mask=m, crop_border=3), psnr(a[:, 3:-3, 3:-3], b[:, 3:-3, 3:-3], mask=m[:, 3:-3, 3:-3]), rtol=1e-12
+    )
     full = ssim(a, b, reduction="map")
-    np.testing.assert_allclose(ssim(a, b, mask=m), (full * m[:, 5:-5, 5:-5, None]).sum((1, 2, 3))
-                               / (3 * m[:, 5:-5, 5:-5].sum((1, 2))), rtol=1e-12)
+    np.testing.assert_allclose(
+        ssim(a, b, mask=m),
+        (full * m[:, 5:-5, 5:-5, None]).sum((1, 2, 3)) / (3 * m[:, 5:-5, 5:-5].sum((1, 2))),
+        rtol=1e-12,
+    )

@@ -5,6 +5,7 @@ process feeds only its own rows of every global batch.  The result must equal a 
 run on 4 devices (same global mesh size, same global batches), and only process 0 may write the
 metrics file.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,19 +33,30 @@ def _free_port() -> int:
 
 
 def _env(num_devices: int) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("XLA_FLAGS",) and not k.startswith("JAX_")}
-    env.update(JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(num_devices),
-               JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo", PYTHONUNBUFFERED="1")
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS",) and not k.startswith("JAX_")}
+    env.update(
+        JAX_PLATFORMS="cpu",
+        JAX_NUM_CPU_DEVICES=str(num_devices),
+        JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
+        PYTHONUNBUFFERED="1",
+    )
     env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p])
     return env
 
 
 def _cmd(workdir: pathlib.Path, *extra: str) -> list[str]:
-    return [sys.executable, str(REPO / "train.py"), "--config",
-            str(REPO / "configs" / "spynet.py") + ":test", "--workdir", str(workdir),
-            f"--config.train.num_steps={STEPS}", "--config.train.log_every=1",
-            f"--config.train.checkpoint_every={STEPS}", *extra]
+    return [
+        sys.executable,
+        str(REPO / "train.py"),
+        "--config",
+        str(REPO / "configs" / "spynet.py") + ":test",
+        "--workdir",
+        str(workdir),
+        f"--config.train.num_steps={STEPS}",
+        "--config.train.log_every=1",
+        f"--config.train.checkpoint_every={STEPS}",
+        *extra,
+    ]
 
 
 def _wait(procs, deadline):
@@ -62,18 +74,29 @@ def _wait(procs, deadline):
 
 def test_two_processes_equal_one_process_with_the_same_devices(tmp_path):
     import jax
+
     if not hasattr(jax.config, "jax_cpu_collectives_implementation"):
         pytest.skip("this jax has no CPU collectives option (gloo)")
     port = _free_port()
     deadline = time.monotonic() + TIMEOUT_S
-    multi = [subprocess.Popen(_cmd(tmp_path / "multi", f"--coordinator_address=127.0.0.1:{port}",
-                                   "--num_processes=2", f"--process_id={i}"),
-                              cwd=REPO, env=_env(2), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(2)]
-    single = subprocess.Popen(_cmd(tmp_path / "single"), cwd=REPO, env=_env(4),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    multi = [
+        subprocess.Popen(
+            _cmd(
+                tmp_path / "multi", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"
+            ),
+            cwd=REPO,
+            env=_env(2),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    single = subprocess.Popen(
+        _cmd(tmp_path / "single"), cwd=REPO, env=_env(4), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     results = _wait(multi + [single], deadline)
-    for (rc, out, err), who in zip(results, ("process 0", "process 1", "single process")):
+    for (rc, _out, err), who in zip(results, ("process 0", "process 1", "single process")):
         if rc != 0 and "gloo" in err.lower() and ("not" in err.lower() or "unavailable" in err.lower()):
             pytest.skip(f"gloo CPU collectives unavailable: {err.strip().splitlines()[-1]}")
         assert rc == 0, f"{who} failed (rc={rc}):\n{err[-3000:]}"
@@ -89,6 +112,7 @@ def test_two_processes_equal_one_process_with_the_same_devices(tmp_path):
     t_multi, t_single = load_tree(tmp_path / "multi"), load_tree(tmp_path / "single")
     assert int(t_multi["step"]) == int(t_single["step"]) == STEPS
     import jax.tree_util as jtu
+
     la, lb = jtu.tree_leaves(t_multi["params"]), jtu.tree_leaves(t_single["params"])
     assert len(la) == len(lb) == 60
     diff = max(float(np.max(np.abs(a - b))) for a, b in zip(la, lb))

@@ -1,4 +1,5 @@
 """Operator tests: float64 references written here, torch where installed, gradients."""
+
 import itertools
 
 import jax
@@ -7,8 +8,16 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from peanut_jax.ops import (avg_pool2d, fold, interpolate, modulated_deform_conv2d, pixel_shuffle,
-                            pixel_unshuffle, unfold, warp)
+from peanut_jax.ops import (
+    avg_pool2d,
+    fold,
+    interpolate,
+    modulated_deform_conv2d,
+    pixel_shuffle,
+    pixel_unshuffle,
+    unfold,
+    warp,
+)
 from peanut_jax.testing import assert_parity, parity_error
 
 RNG = np.random.default_rng(1234)
@@ -43,8 +52,9 @@ def test_warp_matches_float64_and_both_methods(padding, hw):
     flow[0, 0, 0] = (-1.0, 0.5)  # integer / exact-border positions
     flow[1, 2, 3] = (w + 0.25, 0.0)
     gy, gx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    ref = _bilinear64(img.astype(np.float64), gy + flow[..., 1].astype(np.float64), gx + flow[..., 0].astype(np.float64),
-                      padding)
+    ref = _bilinear64(
+        img.astype(np.float64), gy + flow[..., 1].astype(np.float64), gx + flow[..., 0].astype(np.float64), padding
+    )
     a = np.asarray(warp(jnp.asarray(img), jnp.asarray(flow), padding, method="gather"))
     b = np.asarray(warp(jnp.asarray(img), jnp.asarray(flow), padding, method="map_coordinates"))
     assert np.abs(a - ref).max() < 1e-5
@@ -63,8 +73,13 @@ def test_warp_matches_torch_grid_sample(padding):
     grid = torch.stack((gx, gy), 2).float() + torch.from_numpy(flow)
     gxn = 2.0 * grid[..., 0] / max(w - 1, 1) - 1.0
     gyn = 2.0 * grid[..., 1] / max(h - 1, 1) - 1.0
-    ref = torch.nn.functional.grid_sample(torch.from_numpy(img).permute(0, 3, 1, 2), torch.stack((gxn, gyn), 3),
-                                          mode="bilinear", padding_mode=padding, align_corners=True)
+    ref = torch.nn.functional.grid_sample(
+        torch.from_numpy(img).permute(0, 3, 1, 2),
+        torch.stack((gxn, gyn), 3),
+        mode="bilinear",
+        padding_mode=padding,
+        align_corners=True,
+    )
     out = warp(jnp.asarray(img), jnp.asarray(flow), padding)
     # torch's normalise/un-normalise round trip costs ~1e-4 in fp32 (reference doc): tolerance 2e-4
     assert_parity(out, ref.permute(0, 2, 3, 1).numpy(), 2e-4, "warp vs grid_sample")
@@ -79,8 +94,7 @@ def test_warp_gradients():
         for method in ("gather", "map_coordinates"):
             for padding in ("zeros", "border"):
                 check_grads(lambda i: warp(i, flow64, padding, method), (img64,), order=1, modes=["rev"])
-                check_grads(lambda fl: warp(img64, fl, padding, method), (flow64,), order=1, modes=["rev"],
-                            eps=1e-4)
+                check_grads(lambda fl: warp(img64, fl, padding, method), (flow64,), order=1, modes=["rev"], eps=1e-4)
 
 
 def test_warp_rejects_bad_flow_shape():
@@ -112,21 +126,24 @@ def _dcn64(x, offset, mask, weight, bias, stride, pad, dil, groups, dg):
             dx = offset[b, oy, ox, g * 2 * k + 2 * t + 1]
             m = mask[b, oy, ox, g * k + t]
             py, px = oy * stride - pad + i * dil + dy, ox * stride - pad + j * dil + dx
-            val = _bilinear64(x[b:b + 1, :, :, g * cpg:(g + 1) * cpg], np.array([[py]]), np.array([[px]]), "zeros")
-            cols[b, oy, ox, t, g * cpg:(g + 1) * cpg] = val[0, 0] * m
+            val = _bilinear64(x[b : b + 1, :, :, g * cpg : (g + 1) * cpg], np.array([[py]]), np.array([[px]]), "zeros")
+            cols[b, oy, ox, t, g * cpg : (g + 1) * cpg] = val[0, 0] * m
     out = np.zeros((n, ho, wo, cout))
     og = cout // groups
     for gi in range(groups):
-        wg = weight[:, :, :, gi * og:(gi + 1) * og].reshape(k, cin_g, og)
-        out[..., gi * og:(gi + 1) * og] = np.einsum("nhwkc,kco->nhwo", cols[..., gi * cin_g:(gi + 1) * cin_g], wg)
+        wg = weight[:, :, :, gi * og : (gi + 1) * og].reshape(k, cin_g, og)
+        out[..., gi * og : (gi + 1) * og] = np.einsum("nhwkc,kco->nhwo", cols[..., gi * cin_g : (gi + 1) * cin_g], wg)
     return out + bias
 
 
-@pytest.mark.parametrize("cfg", [
-    dict(stride=1, pad=1, dil=1, groups=1, dg=2, k=(3, 3)),
-    dict(stride=2, pad=1, dil=1, groups=2, dg=1, k=(3, 3)),
-    dict(stride=1, pad=2, dil=2, groups=1, dg=4, k=(3, 2)),
-])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        dict(stride=1, pad=1, dil=1, groups=1, dg=2, k=(3, 3)),
+        dict(stride=2, pad=1, dil=1, groups=2, dg=1, k=(3, 3)),
+        dict(stride=1, pad=2, dil=2, groups=1, dg=4, k=(3, 2)),
+    ],
+)
 def test_deform_conv_matches_float64_loop(cfg):
     n, h, w, cin, cout = 1, 7, 6, 4, 6
     kh, kw = cfg["k"]
@@ -141,13 +158,25 @@ def test_deform_conv_matches_float64_loop(cfg):
     mask = RNG.random((n, ho, wo, dg * kh * kw))
     ref = _dcn64(x, offset, mask, weight, bias, cfg["stride"], cfg["pad"], cfg["dil"], cfg["groups"], dg)
     f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
-    out = modulated_deform_conv2d(f32(x), f32(offset), f32(mask), f32(weight), f32(bias), cfg["stride"], cfg["pad"],
-                                  cfg["dil"], cfg["groups"], dg)
+    out = modulated_deform_conv2d(
+        f32(x), f32(offset), f32(mask), f32(weight), f32(bias), cfg["stride"], cfg["pad"], cfg["dil"], cfg["groups"], dg
+    )
     assert out.shape == ref.shape
     assert parity_error(out, ref) < 1e-5
     # the chunked (lax.map over output rows) path gives the same numbers
-    chunked = modulated_deform_conv2d(f32(x), f32(offset), f32(mask), f32(weight), f32(bias), cfg["stride"],
-                                      cfg["pad"], cfg["dil"], cfg["groups"], dg, max_columns=1)
+    chunked = modulated_deform_conv2d(
+        f32(x),
+        f32(offset),
+        f32(mask),
+        f32(weight),
+        f32(bias),
+        cfg["stride"],
+        cfg["pad"],
+        cfg["dil"],
+        cfg["groups"],
+        dg,
+        max_columns=1,
+    )
     assert np.abs(np.asarray(chunked) - np.asarray(out)).max() < 1e-6
 
 
@@ -157,8 +186,7 @@ def test_deform_conv_zero_offset_unit_mask_is_conv():
     offset = jnp.zeros((2, 9, 11, 2 * 4 * 9))
     mask = jnp.ones((2, 9, 11, 4 * 9))
     out = modulated_deform_conv2d(x, offset, mask, weight, None, 1, 1, 1, 1, 4)
-    ref = jax.lax.conv_general_dilated(x, weight, (1, 1), ((1, 1), (1, 1)),
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    ref = jax.lax.conv_general_dilated(x, weight, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
     assert np.abs(np.asarray(out - ref)).max() < 1e-4
 
 
@@ -175,8 +203,9 @@ def test_deform_conv_gradients():
 
 def test_deform_conv_rejects_bad_offset():
     with pytest.raises(ValueError, match="offset must be"):
-        modulated_deform_conv2d(jnp.zeros((1, 4, 4, 2)), jnp.zeros((1, 4, 4, 17)), jnp.zeros((1, 4, 4, 9)),
-                                jnp.zeros((3, 3, 2, 2)))
+        modulated_deform_conv2d(
+            jnp.zeros((1, 4, 4, 2)), jnp.zeros((1, 4, 4, 17)), jnp.zeros((1, 4, 4, 9)), jnp.zeros((3, 3, 2, 2))
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,9 +217,18 @@ def _interp_torch(torch, x, **kw):
     return torch.nn.functional.interpolate(t, **kw).permute(0, 2, 3, 1).numpy()
 
 
-@pytest.mark.parametrize("mode,align", [("bilinear", False), ("bilinear", True), ("bicubic", False),
-                                        ("bicubic", True), ("nearest", None), ("nearest-exact", None),
-                                        ("area", None)])
+@pytest.mark.parametrize(
+    "mode,align",
+    [
+        ("bilinear", False),
+        ("bilinear", True),
+        ("bicubic", False),
+        ("bicubic", True),
+        ("nearest", None),
+        ("nearest-exact", None),
+        ("area", None),
+    ],
+)
 @pytest.mark.parametrize("size", [(7, 9), (26, 41), (13, 30), (60, 108)])
 def test_interpolate_matches_torch(mode, align, size):
     torch = pytest.importorskip("torch")
@@ -200,22 +238,22 @@ def test_interpolate_matches_torch(mode, align, size):
     assert_parity(out, ref, 1e-5, f"{mode} {size}")
 
 
-@pytest.mark.parametrize("mode,align", [("bilinear", False), ("bilinear", True), ("bicubic", False),
-                                        ("nearest", None)])
+@pytest.mark.parametrize("mode,align", [("bilinear", False), ("bilinear", True), ("bicubic", False), ("nearest", None)])
 @pytest.mark.parametrize("factor", [0.25, 0.5, 2, 1.7])
 @pytest.mark.parametrize("recompute", [None, True])
 def test_interpolate_scale_factor_matches_torch(mode, align, factor, recompute):
     torch = pytest.importorskip("torch")
     x = RNG.random((1, 60, 108, 2)).astype(np.float32)
-    ref = _interp_torch(torch, x, scale_factor=factor, mode=mode, align_corners=align,
-                        recompute_scale_factor=recompute)
-    out = interpolate(jnp.asarray(x), scale_factor=factor, mode=mode, align_corners=align,
-                      recompute_scale_factor=recompute)
+    ref = _interp_torch(torch, x, scale_factor=factor, mode=mode, align_corners=align, recompute_scale_factor=recompute)
+    out = interpolate(
+        jnp.asarray(x), scale_factor=factor, mode=mode, align_corners=align, recompute_scale_factor=recompute
+    )
     assert_parity(out, ref, 1e-5, f"{mode} x{factor}")
 
 
 def _bilinear_resize64(x, out_h, out_w, align):
     """float64 reference of torch bilinear (align_corners True/False)."""
+
     def taps(n_in, n_out):
         if align:
             src = np.arange(n_out) * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
@@ -228,6 +266,7 @@ def _bilinear_resize64(x, out_h, out_w, align):
         m[np.arange(n_out), i0] += 1 - lam
         m[np.arange(n_out), i1] += lam
         return m
+
     return np.einsum("oh,nhwc,pw->nopc", taps(x.shape[1], out_h), x, taps(x.shape[2], out_w))
 
 
@@ -245,22 +284,32 @@ def test_interpolate_gradients():
     first and second derivatives, up- and down-sampling, every mode."""
     with jax.enable_x64():
         x = jnp.asarray(RNG.random((1, 5, 7, 2)))
-        for mode, ac in (("bilinear", True), ("bilinear", False), ("bicubic", False), ("bicubic", True),
-                         ("area", None), ("nearest", None), ("nearest-exact", None)):
+        for mode, ac in (
+            ("bilinear", True),
+            ("bilinear", False),
+            ("bicubic", False),
+            ("bicubic", True),
+            ("area", None),
+            ("nearest", None),
+            ("nearest-exact", None),
+        ):
             for size in ((9, 4), (3, 15)):
-                check_grads(lambda a: interpolate(a, size=size, mode=mode, align_corners=ac), (x,), order=2,
-                            modes=["rev"])
+                check_grads(
+                    lambda a: interpolate(a, size=size, mode=mode, align_corners=ac), (x,), order=2, modes=["rev"]
+                )
 
 
-@pytest.mark.parametrize("mode,align", [("bilinear", True), ("bilinear", False), ("bicubic", False),
-                                        ("area", None), ("nearest", None)])
+@pytest.mark.parametrize(
+    "mode,align", [("bilinear", True), ("bilinear", False), ("bicubic", False), ("area", None), ("nearest", None)]
+)
 def test_interpolate_gradients_match_torch(mode, align):
     torch = pytest.importorskip("torch")
     x = RNG.random((2, 13, 17, 3)).astype(np.float32)
     for size in ((26, 34), (6, 40)):
         g = RNG.standard_normal((2,) + size + (3,)).astype(np.float32)
         ours = jax.grad(lambda a: jnp.sum(interpolate(a, size=size, mode=mode, align_corners=align) * g))(
-            jnp.asarray(x))
+            jnp.asarray(x)
+        )
         xt = torch.from_numpy(x).permute(0, 3, 1, 2).clone().requires_grad_(True)
         out = torch.nn.functional.interpolate(xt, size=size, mode=mode, align_corners=align)
         torch.sum(out * torch.from_numpy(g).permute(0, 3, 1, 2)).backward()
@@ -278,8 +327,13 @@ def test_interpolate_errors():
 def test_avg_pool2d_matches_torch(pad, include):
     torch = pytest.importorskip("torch")
     x = RNG.random((2, 9, 12, 3)).astype(np.float32)
-    ref = torch.nn.functional.avg_pool2d(torch.from_numpy(x).permute(0, 3, 1, 2), 3 if pad else 2, 2, pad,
-                                         count_include_pad=include).permute(0, 2, 3, 1).numpy()
+    ref = (
+        torch.nn.functional.avg_pool2d(
+            torch.from_numpy(x).permute(0, 3, 1, 2), 3 if pad else 2, 2, pad, count_include_pad=include
+        )
+        .permute(0, 2, 3, 1)
+        .numpy()
+    )
     out = avg_pool2d(jnp.asarray(x), 3 if pad else 2, 2, pad, count_include_pad=include)
     assert_parity(out, ref, 1e-6)
 
@@ -288,8 +342,15 @@ def test_avg_pool2d_matches_torch(pad, include):
 # unfold / fold / pixel shuffle
 
 
-@pytest.mark.parametrize("k,s,p,d,size", [((7, 7), 3, 3, 1, (60, 108)), ((3, 3), 1, 1, 1, (5, 7)),
-                                          ((5, 9), 1, (2, 4), 1, (4, 4)), ((3, 2), 2, 0, 2, (9, 11))])
+@pytest.mark.parametrize(
+    "k,s,p,d,size",
+    [
+        ((7, 7), 3, 3, 1, (60, 108)),
+        ((3, 3), 1, 1, 1, (5, 7)),
+        ((5, 9), 1, (2, 4), 1, (4, 4)),
+        ((3, 2), 2, 0, 2, (9, 11)),
+    ],
+)
 def test_unfold_fold_match_torch(k, s, p, d, size):
     torch = pytest.importorskip("torch")
     c = 3
@@ -301,8 +362,18 @@ def test_unfold_fold_match_torch(k, s, p, d, size):
     assert f == ref.shape[1] and lh * lw == ref.shape[2]
     assert np.abs(out.reshape(n, lh * lw, f).transpose(0, 2, 1) - ref).max() < 1e-6
     cols = RNG.standard_normal(out.shape).astype(np.float32)
-    ref_fold = torch.nn.functional.fold(torch.from_numpy(cols.reshape(n, lh * lw, f).transpose(0, 2, 1).copy()),
-                                        size, k, dilation=d, padding=p, stride=s).permute(0, 2, 3, 1).numpy()
+    ref_fold = (
+        torch.nn.functional.fold(
+            torch.from_numpy(cols.reshape(n, lh * lw, f).transpose(0, 2, 1).copy()),
+            size,
+            k,
+            dilation=d,
+            padding=p,
+            stride=s,
+        )
+        .permute(0, 2, 3, 1)
+        .numpy()
+    )
     out_fold = np.asarray(fold(jnp.asarray(cols), size, k, s, p, d))
     assert_parity(out_fold, ref_fold, 1e-6, "fold")
 

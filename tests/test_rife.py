@@ -1,5 +1,6 @@
 """RIFE models and converters: parameter counts, official-format round trips, detection and errors,
 TTA / timestep properties, the training path, and (locally) parity with the official dumps."""
+
 import functools
 import warnings
 
@@ -12,8 +13,16 @@ from conftest import ref_dump
 from peanut_jax.convert import CheckpointMismatchError, from_official
 from peanut_jax.convert import rife as conv_rife
 from peanut_jax.models import build
-from peanut_jax.models.rife import (HDv3Output, IFNet, IFNetHDv3, RIFEOutput, init_params, param_count,
-                                    required_multiple, rotate180)
+from peanut_jax.models.rife import (
+    HDv3Output,
+    IFNet,
+    IFNetHDv3,
+    RIFEOutput,
+    init_params,
+    param_count,
+    required_multiple,
+    rotate180,
+)
 from peanut_jax.testing import assert_parity
 
 # small widths: same graph, fast to run (the converter reads widths from the file)
@@ -48,6 +57,7 @@ def save_official(sd, path):
         import torch
     except ImportError:  # pragma: no cover - CI installs torch with the test extra
         from peanut_jax.convert.reader import save_safetensors
+
         path = path.with_suffix(".safetensors")
         save_safetensors(path, sd)
         return path
@@ -56,6 +66,7 @@ def save_official(sd, path):
 
 
 # ------------------------------------------------------------------------------------- sizes
+
 
 def test_param_counts():
     def count(m):
@@ -83,6 +94,7 @@ def test_init_params_matches_init_structure():
 
 
 # ------------------------------------------------------------------------------- converters
+
 
 @pytest.mark.parametrize("name,module,n_keys", [("rife", IFNet(), 190), ("rife_hdv3", IFNetHDv3(), 160)])
 def test_roundtrip_official_widths(tmp_path, name, module, n_keys):
@@ -117,8 +129,9 @@ def test_bare_and_foreign_keys():
     bare = conv_rife.to_state_dict(v, "rife_hdv3", prefix="")
     with pytest.warns(UserWarning, match="no key has the 'module.' prefix"):
         m, v2 = from_official("rife_hdv3", bare)
-    np.testing.assert_array_equal(np.asarray(v2["params"]["block2"]["conv1_2"]["kernel"]),
-                                  np.asarray(v["params"]["block2"]["conv1_2"]["kernel"]))
+    np.testing.assert_array_equal(
+        np.asarray(v2["params"]["block2"]["conv1_2"]["kernel"]), np.asarray(v["params"]["block2"]["conv1_2"]["kernel"])
+    )
     mixed = conv_rife.to_state_dict(v, "rife_hdv3")
     mixed["step"] = np.zeros(1, np.float32)  # no 'module.': dropped like the official loader
     with pytest.warns(UserWarning, match="dropped like the official loader"):
@@ -152,6 +165,7 @@ def test_wrong_checkpoints():
 
 
 # ---------------------------------------------------------------------------------- behaviour
+
 
 @pytest.mark.parametrize("module", [TINY, TINY_HD], ids=["ifnet", "hdv3"])
 def test_tta_is_rotation_symmetric(module):
@@ -196,8 +210,9 @@ def test_training_path_and_gradients():
 
     def loss(params):
         out = TINY.apply({"params": params}, a, b, gt=gt)
-        return jnp.mean(jnp.abs(out.merged[2] - gt)) + jnp.mean(jnp.abs(out.merged_teacher - gt)) \
-            + 0.01 * out.loss_distill, out
+        return jnp.mean(jnp.abs(out.merged[2] - gt)) + jnp.mean(
+            jnp.abs(out.merged_teacher - gt)
+        ) + 0.01 * out.loss_distill, out
 
     (val, out), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(v["params"])
     assert isinstance(out, RIFEOutput)
@@ -225,6 +240,7 @@ def test_input_errors():
 
 
 # ------------------------------------------------------------------ parity (local, official dumps)
+
 
 def _nhwc(x):
     return np.transpose(x, (0, 2, 3, 1))

@@ -1,6 +1,7 @@
 """fairseq RoBERTa encoder (SAMWISE's text encoder): an independent float64 numpy reference, padding
 invariance, the piecewise API, converter round trips in every layout (incl. the packed in_proj of the
 2019 model.pt) and strict errors; locally, parity with the official SAMWISE dump."""
+
 import functools
 import math
 
@@ -27,10 +28,12 @@ def tiny_sd(seed=0, prefix=PREFIX, n_layers=2, d=32, ffn=64, vocab=100, npos=40)
     def r(*shape, s=0.3):
         return (rng.standard_normal(shape) * s).astype(np.float32)
 
-    sd = {f"{prefix}embed_tokens.weight": r(vocab, d, s=1.0),
-          f"{prefix}embed_positions.weight": r(npos, d, s=1.0),
-          f"{prefix}layernorm_embedding.weight": 1 + r(d, s=0.1),
-          f"{prefix}layernorm_embedding.bias": r(d, s=0.1)}
+    sd = {
+        f"{prefix}embed_tokens.weight": r(vocab, d, s=1.0),
+        f"{prefix}embed_positions.weight": r(npos, d, s=1.0),
+        f"{prefix}layernorm_embedding.weight": 1 + r(d, s=0.1),
+        f"{prefix}layernorm_embedding.bias": r(d, s=0.1),
+    }
     for i in range(n_layers):
         t = f"{prefix}layers.{i}"
         for p in ("q_proj", "k_proj", "v_proj", "out_proj"):
@@ -48,7 +51,7 @@ def old_fairseq_sd(sd):
     in_proj), plus the entries the converter must ignore."""
     out = {}
     for k, v in sd.items():
-        rel = k[len(PREFIX):]
+        rel = k[len(PREFIX) :]
         if rel.startswith("layernorm_embedding."):
             rel = "emb_layer_norm." + rel.split(".", 1)[1]
         if ".self_attn.k_proj." in rel or ".self_attn.v_proj." in rel:
@@ -60,15 +63,20 @@ def old_fairseq_sd(sd):
             rel = f"{base}.in_proj_{kind}"
         out["decoder.sentence_encoder." + rel] = v
     d = sd[f"{PREFIX}embed_tokens.weight"].shape[1]
-    out.update({"decoder.lm_head.weight": sd[f"{PREFIX}embed_tokens.weight"],
-                "decoder.lm_head.bias": np.zeros(100, np.float32),
-                "decoder.lm_head.dense.weight": np.eye(d, dtype=np.float32),
-                "decoder.version": np.array([2.0], np.float32),
-                "decoder.sentence_encoder.version": np.array([2.0], np.float32)})
+    out.update(
+        {
+            "decoder.lm_head.weight": sd[f"{PREFIX}embed_tokens.weight"],
+            "decoder.lm_head.bias": np.zeros(100, np.float32),
+            "decoder.lm_head.dense.weight": np.eye(d, dtype=np.float32),
+            "decoder.version": np.array([2.0], np.float32),
+            "decoder.sentence_encoder.version": np.array([2.0], np.float32),
+        }
+    )
     return out
 
 
 # --- independent float64 reference, straight from the torch-layout state dict ---------------
+
 
 def _ln(x, w, b, eps=1e-5):
     mu = x.mean(-1, keepdims=True)
@@ -81,7 +89,7 @@ _erf = np.vectorize(math.erf)
 
 def reference(sd, ids, pad_mask, heads, prefix=PREFIX, layers=None):
     """fairseq RoBERTa in float64 numpy; returns [embedding, after layer 0, after layer 1, ...]."""
-    W = {k[len(prefix):]: np.asarray(v, np.float64) for k, v in sd.items() if k.startswith(prefix)}
+    W = {k[len(prefix) :]: np.asarray(v, np.float64) for k, v in sd.items() if k.startswith(prefix)}
     n_layers = 1 + max(int(k.split(".")[1]) for k in W if k.startswith("layers."))
     nonpad = (ids != PAD).astype(np.int64)
     pos = np.cumsum(nonpad, axis=1) * nonpad + PAD
@@ -98,13 +106,14 @@ def reference(sd, ids, pad_mask, heads, prefix=PREFIX, layers=None):
             return y @ W[p + name + ".weight"].T + W[p + name + ".bias"]
 
         q, k, v = (lin(x, f"self_attn.{n}").reshape(B, L, heads, hd) for n in ("q_proj", "k_proj", "v_proj"))
-        s = np.einsum("bqhc,bkhc->bhqk", q * hd ** -0.5, k)
+        s = np.einsum("bqhc,bkhc->bhqk", q * hd**-0.5, k)
         s = np.where(pad_mask[:, None, None, :], -np.inf, s)
         s = np.exp(s - s.max(-1, keepdims=True))
         s = s / s.sum(-1, keepdims=True)
         a = np.einsum("bhqk,bkhc->bqhc", s, v).reshape(B, L, D)
-        x = _ln(x + lin(a, "self_attn.out_proj"), W[p + "self_attn_layer_norm.weight"],
-                W[p + "self_attn_layer_norm.bias"])
+        x = _ln(
+            x + lin(a, "self_attn.out_proj"), W[p + "self_attn_layer_norm.weight"], W[p + "self_attn_layer_norm.bias"]
+        )
         h = lin(x, "fc1")
         h = 0.5 * h * (1 + _erf(h / math.sqrt(2)))
         x = _ln(x + lin(h, "fc2"), W[p + "final_layer_norm.weight"], W[p + "final_layer_norm.bias"])
@@ -118,7 +127,7 @@ def batch(lengths, total, seed=0):
     ids = np.full((len(lengths), total), PAD, np.int32)
     for b, n in enumerate(lengths):
         ids[b, 0], ids[b, n - 1] = 0, 2
-        ids[b, 1:n - 1] = rng.integers(4, 100, n - 2)
+        ids[b, 1 : n - 1] = rng.integers(4, 100, n - 2)
     return ids, ids == PAD
 
 
@@ -183,8 +192,15 @@ def test_dropout_only_when_not_deterministic(tiny):
 
 def test_build_and_init():
     m = build("roberta_base")
-    assert (m.num_layers, m.dim, m.heads, m.ffn, m.vocab_size, m.max_positions, m.padding_idx) == \
-        (12, 768, 12, 3072, 50265, 514, 1)
+    assert (m.num_layers, m.dim, m.heads, m.ffn, m.vocab_size, m.max_positions, m.padding_idx) == (
+        12,
+        768,
+        12,
+        3072,
+        50265,
+        514,
+        1,
+    )
     small = build("roberta_base", **TINY)
     v = jax.jit(small.init)(jax.random.key(0), np.zeros((1, 5), np.int32))
     assert np.all(np.asarray(v["params"]["embed_tokens"]["embedding"][PAD]) == 0)
@@ -206,7 +222,7 @@ def test_roundtrip_bit_exact(tiny, layout):
         assert not any("q_proj" in k or "layernorm_embedding" in k for k in out)
         expected = {k: v for k, v in old_fairseq_sd(sd).items() if ".sentence_encoder." in k and "version" not in k}
     else:
-        expected = {prefix + k[len(PREFIX):]: v for k, v in sd.items()}
+        expected = {prefix + k[len(PREFIX) :]: v for k, v in sd.items()}
     assert sorted(out) == sorted(expected)
     for k in out:
         assert out[k].dtype == np.float32 and np.array_equal(out[k], expected[k]), k
@@ -223,17 +239,23 @@ def test_old_fairseq_file_equals_samwise_layout(tiny):
     m2, v2 = from_official("roberta_base", {"args": None, "model": old}, heads=4)
     assert m2 == module
     jax.tree_util.tree_map(np.testing.assert_array_equal, v2, variables)
-    older = {k.replace("self_attn_layer_norm", "layer_norms.0").replace("final_layer_norm", "layer_norms.1"): v
-             for k, v in old.items()}
+    older = {
+        k.replace("self_attn_layer_norm", "layer_norms.0").replace("final_layer_norm", "layer_norms.1"): v
+        for k, v in old.items()
+    }
     _, v3 = conv.from_state_dict(older, heads=4)
     jax.tree_util.tree_map(np.testing.assert_array_equal, v3, variables)
     # a SAMWISE checkpoint: DDP prefix, other modules, the hub's _float_tensor, lm_head
     samwise = {"module." + k: v for k, v in sd.items()}
-    samwise.update({"module.sam.image_encoder.trunk.pos_embed": np.zeros((1, 8, 7, 7), np.float32),
-                    "module.cmt_adapters.0.proj_text_down.weight": np.zeros((8, 32), np.float32),
-                    "module.text_encoder._float_tensor": np.zeros(1, np.float32),
-                    f"module.{PREFIX}version": np.array([3.0], np.float32),
-                    "module.text_encoder.model.encoder.lm_head.bias": np.zeros(100, np.float32)})
+    samwise.update(
+        {
+            "module.sam.image_encoder.trunk.pos_embed": np.zeros((1, 8, 7, 7), np.float32),
+            "module.cmt_adapters.0.proj_text_down.weight": np.zeros((8, 32), np.float32),
+            "module.text_encoder._float_tensor": np.zeros(1, np.float32),
+            f"module.{PREFIX}version": np.array([3.0], np.float32),
+            "module.text_encoder.model.encoder.lm_head.bias": np.zeros(100, np.float32),
+        }
+    )
     assert conv.detect({"model": samwise}) is None
     _, v4 = conv.from_state_dict({"model": samwise}, heads=4)
     jax.tree_util.tree_map(np.testing.assert_array_equal, v4, variables)
@@ -250,8 +272,13 @@ def test_strict_errors(tiny):
     d = dict(sd)
     del d[f"{PREFIX}layers.1.fc2.bias"]
     assert "missing keys" in (m := err(d)) and f"{PREFIX}layers.1.fc2.bias" in m
-    d = dict(sd, **{f"{PREFIX}layers.0.self_attn.extra.weight": np.zeros(3, np.float32),
-                    "text_encoder.model.encoder.pooler.weight": np.zeros(3, np.float32)})
+    d = dict(
+        sd,
+        **{
+            f"{PREFIX}layers.0.self_attn.extra.weight": np.zeros(3, np.float32),
+            "text_encoder.model.encoder.pooler.weight": np.zeros(3, np.float32),
+        },
+    )
     m = err(d)
     assert "unexpected keys (2)" in m and "layers.0.self_attn.extra.weight" in m and "pooler.weight" in m
     d = dict(sd, **{f"{PREFIX}layers.1.fc1.bias": np.zeros(65, np.float32)})
@@ -274,11 +301,11 @@ def test_strict_errors(tiny):
 def test_deliberate_breaks_are_caught(tiny, monkeypatch):
     """The reference catches positions starting at 0 and a pre-LN layer."""
     import peanut_jax.models.roberta as mr
+
     sd, module, variables = tiny
     ids, pm = batch([7, 11], 11, seed=2)
     ref = reference(sd, ids, pm, heads=4)[-1]
-    monkeypatch.setattr(mr, "make_positions",
-                        lambda i, p=1: np.cumsum(np.asarray(i) != p, axis=1) - 1)
+    monkeypatch.setattr(mr, "make_positions", lambda i, p=1: np.cumsum(np.asarray(i) != p, axis=1) - 1)
     assert np.abs(np.asarray(module.apply(variables, ids, pm)) - ref).max() > 1e-2
     monkeypatch.undo()
 
@@ -297,6 +324,7 @@ def test_deliberate_breaks_are_caught(tiny, monkeypatch):
 
 
 # --- parity with the official SAMWISE dump (local only) -------------------------------------
+
 
 @pytest.fixture(scope="module")
 def samwise_roberta():

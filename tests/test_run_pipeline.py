@@ -5,6 +5,7 @@ Orchestration tests use small numpy stages (subclasses of ``Stage`` with exactly
 they run in milliseconds; the ``real`` tests run the actual E2FGVI / BasicVSR++ / RIFE stages with
 tiny random models (or the shipped demo weights).
 """
+
 import json
 import os
 import pathlib
@@ -16,10 +17,10 @@ import pytest
 from conftest import shared_path
 from PIL import Image
 
-from peanut_jax.data.video_io import open_video, read_frames
-from peanut_jax.pipeline import erase as E
 from peanut_jax import pipeline as R
 from peanut_jax.cli.manifest import read_manifest, run_manifest
+from peanut_jax.data.video_io import open_video, read_frames
+from peanut_jax.pipeline import erase as E
 from peanut_jax.pipeline.common import enable_compilation_cache
 from peanut_jax.pipeline.telemetry import run_parallel
 
@@ -31,6 +32,7 @@ import infer  # noqa: E402
 # =============================================================================== fake stages
 class FakeErase(R.Stage):
     """Paints the masked pixels grey (known output)."""
+
     name, needs_masks = "erase", True
 
     def __init__(self, fail_at=None, exc=RuntimeError):
@@ -48,6 +50,7 @@ class FakeErase(R.Stage):
 
 class FakeUpscale(R.Stage):
     """Nearest x2 with a 3-frame look-ahead (a streaming window, like the real stage)."""
+
     name = "upscale"
 
     def output_info(self, info):
@@ -66,6 +69,7 @@ class FakeUpscale(R.Stage):
 
 class FakeInterp(R.Stage):
     """x2: midpoints are the rounded mean of the neighbours."""
+
     name = "interpolate"
 
     def output_info(self, info):
@@ -88,8 +92,19 @@ def clip(t=6, h=16, w=24, seed=0):
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     ph = rng.uniform(0, 6, 3)
-    f = np.stack([np.stack([np.sin((xx - 1.5 * i) / 6 + ph[0]), np.cos((yy + i) / 5 + ph[1]),
-                            np.sin((xx + yy) / 9 + ph[2] + 0.2 * i)], -1) for i in range(t)])
+    f = np.stack(
+        [
+            np.stack(
+                [
+                    np.sin((xx - 1.5 * i) / 6 + ph[0]),
+                    np.cos((yy + i) / 5 + ph[1]),
+                    np.sin((xx + yy) / 9 + ph[2] + 0.2 * i),
+                ],
+                -1,
+            )
+            for i in range(t)
+        ]
+    )
     f = 127.5 + 100 * f + rng.normal(0, 2, f.shape)
     return np.clip(np.round(f), 0, 255).astype(np.uint8)
 
@@ -97,7 +112,7 @@ def clip(t=6, h=16, w=24, seed=0):
 def square_masks(t=6, h=16, w=24):
     m = np.zeros((t, h, w), bool)
     for i in range(t):
-        m[i, 4:10, 2 + 2 * i:8 + 2 * i] = True
+        m[i, 4:10, 2 + 2 * i : 8 + 2 * i] = True
     return m
 
 
@@ -138,14 +153,28 @@ def leftovers(folder):
 @pytest.fixture
 def job(tmp_path):
     frames, masks = clip(), square_masks()
-    return dict(dir=tmp_path, frames=frames, masks=masks, video=write_frames(tmp_path / "in", frames),
-                mask_dir=write_masks(tmp_path / "masks", masks))
+    return dict(
+        dir=tmp_path,
+        frames=frames,
+        masks=masks,
+        video=write_frames(tmp_path / "in", frames),
+        mask_dir=write_masks(tmp_path / "masks", masks),
+    )
 
 
 # =============================================================================== orchestration
-@pytest.mark.parametrize("stages", [("erase",), ("upscale",), ("interpolate",), ("erase", "upscale"),
-                                    ("erase", "interpolate"), ("upscale", "interpolate"),
-                                    ("erase", "upscale", "interpolate")])
+@pytest.mark.parametrize(
+    "stages",
+    [
+        ("erase",),
+        ("upscale",),
+        ("interpolate",),
+        ("erase", "upscale"),
+        ("erase", "interpolate"),
+        ("upscale", "interpolate"),
+        ("erase", "upscale", "interpolate"),
+    ],
+)
 def test_sub_chains_frames_counts_fps(job, stages):
     fakes = {"erase": FakeErase, "upscale": FakeUpscale, "interpolate": FakeInterp}
     chain = R.Chain([fakes[s]() for s in stages], queue_size=2)
@@ -168,12 +197,17 @@ def test_mp4_output_fps_and_determinism(job):
     outs = []
     for k in range(2):
         out = job["dir"] / f"out{k}.mp4"
-        chain.run(R.open_source(job["video"], fps=12.5), out, R.FolderMasks(job["mask_dir"]),
-                  frames_out=job["dir"] / f"png{k}", progress=False)
+        chain.run(
+            R.open_source(job["video"], fps=12.5),
+            out,
+            R.FolderMasks(job["mask_dir"]),
+            frames_out=job["dir"] / f"png{k}",
+            progress=False,
+        )
         outs.append(out)
     v = open_video(outs[0])
     assert v.fps == pytest.approx(25.0) and len(v) == 11
-    assert outs[0].read_bytes() == outs[1].read_bytes()          # same inputs -> same bytes
+    assert outs[0].read_bytes() == outs[1].read_bytes()  # same inputs -> same bytes
     for a, b in zip(sorted((job["dir"] / "png0").iterdir()), sorted((job["dir"] / "png1").iterdir())):
         assert a.read_bytes() == b.read_bytes()
 
@@ -211,6 +245,7 @@ def test_stages_are_streamed_not_collected(job):
 def test_warmup_runs_compile_jobs_in_parallel_once(job):
     import threading
     import time
+
     active, peak, calls = [0], [0], []
     lock = threading.Lock()
 
@@ -224,19 +259,23 @@ def test_warmup_runs_compile_jobs_in_parallel_once(job):
                 calls.append(k)
                 with lock:
                     active[0] -= 1
+
             return [(("fake", id(self), k), lambda k=k: job(k)) for k in range(4)]
 
     stage = Compiling()
     chain = R.Chain([stage])
-    s = chain.run(R.open_source(job["video"]), None, R.FolderMasks(job["mask_dir"]), frames_out=job["dir"] / "o",
-                  progress=False)
+    s = chain.run(
+        R.open_source(job["video"]), None, R.FolderMasks(job["mask_dir"]), frames_out=job["dir"] / "o", progress=False
+    )
     assert sorted(calls) == [0, 1, 2, 3] and s.compiled_shapes == 4 and peak[0] >= min(2, os.cpu_count() or 1)
-    s = chain.run(R.open_source(job["video"]), None, R.FolderMasks(job["mask_dir"]), frames_out=job["dir"] / "p",
-                  progress=False)
-    assert s.compiled_shapes == 0 and len(calls) == 4     # known shapes are not warmed again
+    s = chain.run(
+        R.open_source(job["video"]), None, R.FolderMasks(job["mask_dir"]), frames_out=job["dir"] / "p", progress=False
+    )
+    assert s.compiled_shapes == 0 and len(calls) == 4  # known shapes are not warmed again
 
     def boom():
         raise ValueError("cannot compile")
+
     with pytest.raises(ValueError, match="cannot compile"):
         list(run_parallel([lambda: None, boom, lambda: None], 2))
 
@@ -247,13 +286,21 @@ def test_failure_midway_leaves_no_output(job, exc):
     out.mkdir()
     chain = R.Chain([FakeErase(fail_at=3, exc=exc), FakeUpscale()])
     with pytest.raises(exc):
-        chain.run(R.open_source(job["video"]), out / "o.mp4", R.FolderMasks(job["mask_dir"]),
-                  frames_out=out / "frames", side_by_side=out / "sbs.mp4", overlay=out / "ov.mp4", progress=False)
-    assert sorted(os.listdir(out)) == []   # no final outputs, no temporary files
+        chain.run(
+            R.open_source(job["video"]),
+            out / "o.mp4",
+            R.FolderMasks(job["mask_dir"]),
+            frames_out=out / "frames",
+            side_by_side=out / "sbs.mp4",
+            overlay=out / "ov.mp4",
+            progress=False,
+        )
+    assert sorted(os.listdir(out)) == []  # no final outputs, no temporary files
 
 
 def test_disk_full_while_encoding_leaves_no_output(job, monkeypatch):
     import peanut_jax.data.video_io as vio
+
     real = vio.VideoWriter._write_video_frame
     calls = {"n": 0}
 
@@ -268,8 +315,13 @@ def test_disk_full_while_encoding_leaves_no_output(job, monkeypatch):
     out.mkdir()
     chain = R.Chain([FakeErase()])
     with pytest.raises(OSError, match="No space left"):
-        chain.run(R.open_source(job["video"]), out / "o.mp4", R.FolderMasks(job["mask_dir"]),
-                  side_by_side=out / "s.mp4", progress=False)
+        chain.run(
+            R.open_source(job["video"]),
+            out / "o.mp4",
+            R.FolderMasks(job["mask_dir"]),
+            side_by_side=out / "s.mp4",
+            progress=False,
+        )
     assert calls["n"] >= 4 and sorted(os.listdir(out)) == []
 
 
@@ -280,8 +332,9 @@ def test_overwrite_refused_before_any_compute(job):
     with pytest.raises(FileExistsError, match="--overwrite"):
         R.Chain([stage]).run(R.open_source(job["video"]), out, R.FolderMasks(job["mask_dir"]), progress=False)
     assert stage.seen == 0 and out.read_bytes() == b"old"
-    R.Chain([stage]).run(R.open_source(job["video"]), out, R.FolderMasks(job["mask_dir"]), overwrite=True,
-                         progress=False)
+    R.Chain([stage]).run(
+        R.open_source(job["video"]), out, R.FolderMasks(job["mask_dir"]), overwrite=True, progress=False
+    )
     assert len(open_video(out)) == 6
 
 
@@ -311,8 +364,15 @@ def test_mask_errors(job):
 def test_side_by_side_and_overlay(job):
     chain = R.Chain([FakeErase(), FakeUpscale(), FakeInterp()])
     d = job["dir"]
-    chain.run(R.open_source(job["video"]), None, R.FolderMasks(job["mask_dir"]), frames_out=d / "res",
-              side_by_side=d / "sbs.mp4", overlay=d / "ov.mp4", progress=False)
+    chain.run(
+        R.open_source(job["video"]),
+        None,
+        R.FolderMasks(job["mask_dir"]),
+        frames_out=d / "res",
+        side_by_side=d / "sbs.mp4",
+        overlay=d / "ov.mp4",
+        progress=False,
+    )
     res = read_frames(d / "res")
     sbs, ov = read_frames(d / "sbs.mp4"), read_frames(d / "ov.mp4")
     assert sbs.shape == (11, 32, 96, 3) and ov.shape == (6, 16, 24, 3)
@@ -321,6 +381,7 @@ def test_side_by_side_and_overlay(job):
     left = np.stack([R.side_by_side_frame(job["frames"][j // 2], res[j])[:, :48] for j in range(11)])
     assert np.abs(sbs[:, :, :48].astype(int) - left).mean() < 8
     from peanut_jax.data.masks import overlay_mask
+
     want = overlay_mask(job["frames"], job["masks"])
     m = job["masks"]
     assert np.abs(ov.astype(int) - want).mean() < 8
@@ -336,10 +397,12 @@ def test_manifest_batch_csv_and_json(job):
     res = run_manifest(chain, d / "jobs.csv", progress=False, log=None)
     assert [r.frames_out for r in res] == [11, 7]
     assert len(open_video(d / "a.mp4")) == 11
-    np.testing.assert_array_equal(read_frames(d / "b"), expected(clip(t=4, seed=3), square_masks(4),
-                                                                 ("erase", "interpolate")))
-    (d / "jobs.json").write_text(json.dumps({"jobs": [{"video": str(v2), "masks": str(m2), "output": "c.mp4",
-                                                       "side_by_side": "c_sbs.mp4"}]}))
+    np.testing.assert_array_equal(
+        read_frames(d / "b"), expected(clip(t=4, seed=3), square_masks(4), ("erase", "interpolate"))
+    )
+    (d / "jobs.json").write_text(
+        json.dumps({"jobs": [{"video": str(v2), "masks": str(m2), "output": "c.mp4", "side_by_side": "c_sbs.mp4"}]})
+    )
     run_manifest(chain, d / "jobs.json", progress=False, log=None)
     assert len(open_video(d / "c_sbs.mp4")) == 7
     # every row is checked before the first one runs
@@ -357,9 +420,33 @@ def test_manifest_batch_csv_and_json(job):
 
 def make_av(path, seconds=1.0, rate=10, size="48x32"):
     from peanut_jax.data.video_io import ffmpeg_exe
-    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i", f"testsrc=size={size}:rate={rate}",
-                    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=8000", "-t", str(seconds), "-c:v", "libx264",
-                    "-pix_fmt", "yuv420p", "-c:a", "aac", str(path)], check=True)
+
+    subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-y",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc=size={size}:rate={rate}",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=8000",
+            "-t",
+            str(seconds),
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            str(path),
+        ],
+        check=True,
+    )
     return path
 
 
@@ -400,13 +487,16 @@ def test_cli_bad_inputs(tmp_path, capsys, job):
         (["--input", v, "--masks", m, "--output", tmp_path / "o.gif"], "unsupported extension"),
         (["--input", v, "--masks", m, "--output", tmp_path / "o.mp4", "--stages", "erase,blur"], "unknown stage"),
         (["--input", v, "--masks", m, "--output", tmp_path / "o.mp4", "--upscale", "0"], "--upscale must be >= 1"),
-        (["--input", v, "--masks", m, "--output", tmp_path / "o.mp4", "--stages", "erase", "--interpolate", "2"],
-         "the interpolate stage is not in --stages"),
+        (
+            ["--input", v, "--masks", m, "--output", tmp_path / "o.mp4", "--stages", "erase", "--interpolate", "2"],
+            "the interpolate stage is not in --stages",
+        ),
         (["--input", v, "--masks", tmp_path / "nomasks", "--output", tmp_path / "o.mp4"], "mask path not found"),
-        (["--input", v, "--masks", m, "--output", tmp_path / "o.mp4", "--checkpoint-erase", "no_such_weights"],
-         "neither a file/directory nor a registry name"),
-        (["--input", v, "--masks", m, "--output", tmp_path / "o.mp4", "--checkpoint-erase", "rife"],
-         "not 'e2fgvi'"),
+        (
+            ["--input", v, "--masks", m, "--output", tmp_path / "o.mp4", "--checkpoint-erase", "no_such_weights"],
+            "neither a file/directory nor a registry name",
+        ),
+        (["--input", v, "--masks", m, "--output", tmp_path / "o.mp4", "--checkpoint-erase", "rife"], "not 'e2fgvi'"),
     ]
     for args, msg in cases:
         assert cli(*args) == 2, args
@@ -435,17 +525,36 @@ def test_cli_output_not_writable(tmp_path, capsys, job):
 def test_cli_checksum_mismatch(tmp_path, capsys, job, monkeypatch):
     """A registry download whose sha256 does not match: one line, nothing cached."""
     from peanut_jax.checkpoints import entry, registry
+
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     (mirror / "fake_e2fgvi-0123abcd.pth").write_bytes(b"corrupted download")
     monkeypatch.setenv("PEANUT_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("PEANUT_WEIGHTS_MIRROR", str(mirror))
-    registry.register(entry.WeightEntry("fake_e2fgvi", "e2fgvi_hq", "fake_e2fgvi-0123abcd.pth",
-                                         urls=("https://example.invalid/fake_e2fgvi-0123abcd.pth",),
-                                         sha256_prefix="0123abcd"), replace=True)
+    registry.register(
+        entry.WeightEntry(
+            "fake_e2fgvi",
+            "e2fgvi_hq",
+            "fake_e2fgvi-0123abcd.pth",
+            urls=("https://example.invalid/fake_e2fgvi-0123abcd.pth",),
+            sha256_prefix="0123abcd",
+        ),
+        replace=True,
+    )
     try:
-        assert cli("--input", job["video"], "--masks", job["mask_dir"], "--output", tmp_path / "o.mp4",
-                   "--checkpoint-erase", "fake_e2fgvi") == 2
+        assert (
+            cli(
+                "--input",
+                job["video"],
+                "--masks",
+                job["mask_dir"],
+                "--output",
+                tmp_path / "o.mp4",
+                "--checkpoint-erase",
+                "fake_e2fgvi",
+            )
+            == 2
+        )
         assert "sha256" in one_line_error(capsys)
         assert registry.converted_dir("fake_e2fgvi") is None and not (tmp_path / "o.mp4").exists()
     finally:
@@ -460,14 +569,16 @@ def random_variables(module, x_shape, *args, seed=0):
     import jax
     import jax.numpy as jnp
     from flax.traverse_util import flatten_dict, unflatten_dict
-    shapes = jax.eval_shape(lambda k, x: module.init(k, x, *args), jax.random.key(0),
-                            jax.ShapeDtypeStruct(x_shape, jnp.float32))
+
+    shapes = jax.eval_shape(
+        lambda k, x: module.init(k, x, *args), jax.random.key(0), jax.ShapeDtypeStruct(x_shape, jnp.float32)
+    )
     rng = np.random.default_rng(seed)
     out = {}
     for path, s in flatten_dict(shapes["params"]).items():
         if path[-1] == "kernel":
             v = rng.standard_normal(s.shape) / math.sqrt(int(np.prod(s.shape[:-1])))
-            if path[-2] == "conv_4":      # SPyNet flow heads: keep flows a few pixels
+            if path[-2] == "conv_4":  # SPyNet flow heads: keep flows a few pixels
                 v *= 0.1
         elif path[-1] in ("scale", "weight"):
             v = np.full(s.shape, 1.0 if path[-1] == "scale" else 0.25)
@@ -477,35 +588,53 @@ def random_variables(module, x_shape, *args, seed=0):
     return {"params": unflatten_dict(out)}
 
 
-TINY_E2FGVI = dict(encoder_channels=(16, 16, 32, 32, 32, 32, 32, 32, 16), channel=16, hidden=32, num_heads=2,
-                   mlp_hidden=98, num_blocks=1, deform_groups=4, decoder_channels=(16, 16, 16))
+TINY_E2FGVI = dict(
+    encoder_channels=(16, 16, 32, 32, 32, 32, 32, 32, 16),
+    channel=16,
+    hidden=32,
+    num_heads=2,
+    mlp_hidden=98,
+    num_blocks=1,
+    deform_groups=4,
+    decoder_channels=(16, 16, 16),
+)
 
 
 @pytest.fixture(scope="module")
 def tiny_models():
     from peanut_jax.models import build
+
     e = build("e2fgvi_hq", **TINY_E2FGVI)
     up = build("basicvsr_pp", mid_channels=8, num_blocks=1, scale=2)
     rf = build("rife", widths=(16, 12, 8, 8), context_c=4)
     from peanut_jax.models.rife import init_params
-    return {"erase": (e, random_variables(e, (1, 3, 60, 108, 3), 2)),
-            "upscale": (up, random_variables(up, (1, 2, 64, 64, 3))),
-            "interpolate": (rf, init_params(rf, 0))}
+
+    return {
+        "erase": (e, random_variables(e, (1, 3, 60, 108, 3), 2)),
+        "upscale": (up, random_variables(up, (1, 2, 64, 64, 3))),
+        "interpolate": (rf, init_params(rf, 0)),
+    }
 
 
 @pytest.fixture(scope="module")
 def real_chain(tiny_models):
     """One loaded chain (compiled once) whose stages the sub-chain tests pick from."""
-    chain = R.build_chain(list(R.STAGE_ORDER), models=tiny_models, upscale=2, interpolate=2,
-                          erase_options=dict(config=E.EraseConfig(mode="streaming", neighbor_stride=2,
-                                                                        ref_length=4, stream_refs=1)),
-                          upscale_options=dict(chunk=2, overlap=1), progress=False)
+    chain = R.build_chain(
+        list(R.STAGE_ORDER),
+        models=tiny_models,
+        upscale=2,
+        interpolate=2,
+        erase_options=dict(config=E.EraseConfig(mode="streaming", neighbor_stride=2, ref_length=4, stream_refs=1)),
+        upscale_options=dict(chunk=2, overlap=1),
+        progress=False,
+    )
     return {s.name: s for s in chain.stages}
 
 
 @pytest.fixture(scope="module")
 def synth():
     from peanut_jax.data.synthetic import generate_clip
+
     c = generate_clip(3, num_frames=5, height=60, width=108, num_objects=1)
     return np.clip(np.round(c.frames * 255), 0, 255).astype(np.uint8), c.object_mask
 
@@ -515,6 +644,7 @@ def test_real_sub_chains_match_the_stages_run_one_after_another(real_chain, synt
     stage runners applied one after another to the previous stage's uint8 output (the file-by-file way)."""
     from peanut_jax.pipeline.interpolate import interpolate_video
     from peanut_jax.pipeline.upscale import to_uint8, upscale_video
+
     frames, masks = synth
     er, up, it = real_chain["erase"], real_chain["upscale"], real_chain["interpolate"]
     src = R.ArraySource(frames, fps=8)
@@ -525,16 +655,31 @@ def test_real_sub_chains_match_the_stages_run_one_after_another(real_chain, synt
     comps = list(E.inpaint(E.ArrayClip(frames, masks, (60, 108), 4), er.runner, er.config))
     erased = np.stack([c.astype(np.uint8) for _, c in comps])
     dil = E.process_mask(masks[0], (60, 108), 4)
-    np.testing.assert_array_equal(erased[0][~dil], frames[0][~dil])        # composite keeps the outside
-    assert np.abs(erased[0][dil].astype(int) - frames[0][dil]).mean() > 1   # and fills the inside
-    upscaled = np.stack([to_uint8(f) for f in upscale_video(iter(erased), up.module, up.variables, chunk=up.chunk,
-                                                            overlap=up.overlap, upscaler=up.runner)])
+    np.testing.assert_array_equal(erased[0][~dil], frames[0][~dil])  # composite keeps the outside
+    assert np.abs(erased[0][dil].astype(int) - frames[0][dil]).mean() > 1  # and fills the inside
+    upscaled = np.stack(
+        [
+            to_uint8(f)
+            for f in upscale_video(
+                iter(erased), up.module, up.variables, chunk=up.chunk, overlap=up.overlap, upscaler=up.runner
+            )
+        ]
+    )
     inter = np.stack(list(interpolate_video(iter(upscaled), it.module, it.variables, 2, batch_size=it.batch_size)))
-    want = {("erase",): erased, ("erase", "upscale"): upscaled, ("erase", "upscale", "interpolate"): inter,
-            ("upscale",): np.stack([to_uint8(f) for f in upscale_video(iter(frames), up.module, up.variables,
-                                                                       chunk=2, overlap=1, upscaler=up.runner)]),
-            ("interpolate",): np.stack(list(interpolate_video(iter(frames), it.module, it.variables, 2,
-                                                              batch_size=it.batch_size)))}
+    want = {
+        ("erase",): erased,
+        ("erase", "upscale"): upscaled,
+        ("erase", "upscale", "interpolate"): inter,
+        ("upscale",): np.stack(
+            [
+                to_uint8(f)
+                for f in upscale_video(iter(frames), up.module, up.variables, chunk=2, overlap=1, upscaler=up.runner)
+            ]
+        ),
+        ("interpolate",): np.stack(
+            list(interpolate_video(iter(frames), it.module, it.variables, 2, batch_size=it.batch_size))
+        ),
+    }
     np.testing.assert_array_equal(read_frames(tmp_path / "full"), inter)
     for names, ref in want.items():
         chain = R.Chain([real_chain[n] for n in names])
@@ -550,7 +695,7 @@ def test_real_sub_chains_match_the_stages_run_one_after_another(real_chain, synt
     for name in ("a.mp4", "b.mp4"):
         chain.run(src, tmp_path / name, R.ArrayMasks(masks), progress=False)
     assert (tmp_path / "a.mp4").read_bytes() == (tmp_path / "b.mp4").read_bytes()
-    assert len(er.runner.shapes) == 2    # one compilation per window shape, reused by every run
+    assert len(er.runner.shapes) == 2  # one compilation per window shape, reused by every run
 
 
 def test_real_erase_on_tennis(real_chain, tmp_path):
@@ -563,10 +708,14 @@ def test_real_erase_on_tennis(real_chain, tmp_path):
         (mdir / p.name).write_bytes(p.read_bytes())
     er = real_chain["erase"]
     stage = R.EraseStage(er.module, er.variables, "tiny", config=er.config, size=(60, 108))
-    stage.runner = er.runner   # same compiled window shapes (60x108 processing size)
-    s = R.Chain([stage, real_chain["interpolate"]]).run(R.open_source(frames, fps=24), tmp_path / "o.mp4",
-                                                        R.FolderMasks(mdir), frames_out=tmp_path / "png",
-                                                        progress=False)
+    stage.runner = er.runner  # same compiled window shapes (60x108 processing size)
+    s = R.Chain([stage, real_chain["interpolate"]]).run(
+        R.open_source(frames, fps=24),
+        tmp_path / "o.mp4",
+        R.FolderMasks(mdir),
+        frames_out=tmp_path / "png",
+        progress=False,
+    )
     assert s.size_in == (240, 432) and s.size_out == (60, 108) and s.frames_out == 9 and s.fps_out == 48
     assert len(open_video(tmp_path / "o.mp4")) == 9
 
@@ -577,6 +726,7 @@ def test_demo_prefers_cached_official_weights(tmp_path, monkeypatch):
     or with --demo-weights bundled, the shipped weights; without those a clear error."""
     from peanut_jax.checkpoints import registry
     from peanut_jax.cli import demo
+
     monkeypatch.setenv("PEANUT_HOME", str(tmp_path / "home"))
     assets = tmp_path / "assets"
     monkeypatch.setattr(demo, "bundled_asset", lambda *p: assets.joinpath(*p))
@@ -589,9 +739,20 @@ def test_demo_prefers_cached_official_weights(tmp_path, monkeypatch):
     cached = tmp_path / "home" / "rife_hdv3"
     cached.mkdir(parents=True)
     (cached / "params.safetensors").write_bytes(b"")
-    (cached / "model.json").write_text(json.dumps({"model": "rife_hdv3", "kwargs": {}, "metadata": {
-        "registry_name": "rife_hdv3", "cache_version": registry.CACHE_VERSION, "source_file": "flownet.pkl",
-        "source_sha256": registry.get("rife_hdv3").sha256}}))
+    (cached / "model.json").write_text(
+        json.dumps(
+            {
+                "model": "rife_hdv3",
+                "kwargs": {},
+                "metadata": {
+                    "registry_name": "rife_hdv3",
+                    "cache_version": registry.CACHE_VERSION,
+                    "source_file": "flownet.pkl",
+                    "source_sha256": registry.get("rife_hdv3").sha256,
+                },
+            }
+        )
+    )
     assert registry.converted_dir("rife_hdv3") == cached
     got = demo.choose_weights("auto", ["interpolate"])["interpolate"]
     assert got[0] == cached and got[2] and "official 'rife_hdv3'" in got[1]
@@ -602,6 +763,7 @@ def test_demo_with_shipped_weights_reproduces_recorded_metrics(tmp_path, capsys,
     """``infer.py --demo`` with the shipped weights: loads them, runs the full chain, prints the
     metrics, writes the result and the before/after video, and reproduces demo_metrics.json."""
     from peanut_jax.cli import demo
+
     rec = demo.recorded()
     if rec is None:
         pytest.skip("demo weights not shipped (scripts/train_demo_weights.sh records demo_metrics.json)")
@@ -612,12 +774,14 @@ def test_demo_with_shipped_weights_reproduces_recorded_metrics(tmp_path, capsys,
     assert "erased region vs clean background: PSNR" in printed and "bundled demo" in printed
     res = json.loads(js.read_text())
     assert res["settings"] == rec["settings"]
-    assert res["summary"]["frames_out"] == rec["frames_out"] and list(res["summary"]["size_out"]) == list(rec["size_out"])
+    assert res["summary"]["frames_out"] == rec["frames_out"] and list(res["summary"]["size_out"]) == list(
+        rec["size_out"]
+    )
     got, want = res["metrics"], rec["metrics"]
     assert got["psnr_region"] == pytest.approx(want["psnr_region"], abs=0.05)
     assert got["ssim_region"] == pytest.approx(want["ssim_region"], abs=2e-3)
     assert got["ewarp"] == pytest.approx(want["ewarp"], rel=0.02, abs=2e-4)
-    assert got["psnr_region"] > got["psnr_region_input"] + 3      # the trained eraser removes the objects
+    assert got["psnr_region"] > got["psnr_region_input"] + 3  # the trained eraser removes the objects
     assert len(open_video(out)) == rec["frames_out"]
     sbs = open_video(tmp_path / "demo_before_after.mp4")
     assert len(sbs) == rec["frames_out"] and sbs.size == (rec["size_out"][0], 2 * rec["size_out"][1])
@@ -627,6 +791,7 @@ def test_enable_compilation_cache_settings(tmp_path, monkeypatch):
     """PEANUT_XLA_CACHE=0 keeps the persistent cache off; a folder turns it on there (the conftest
     restores the process-wide setting after the test)."""
     import jax
+
     monkeypatch.setenv("PEANUT_XLA_CACHE", "0")
     assert enable_compilation_cache() is None
     monkeypatch.setenv("PEANUT_XLA_CACHE", str(tmp_path / "xla"))

@@ -4,12 +4,14 @@ CI (``tiny_test`` config): key map round trip, float64 numpy references of the p
 the whole mask decoder written from the official formulas, the stability fallback, shapes, and what
 padding points (label -1) do.  PEANUT_REFS: parity with the official dump (``c1_image_1024``).
 """
+
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import ref_dump
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from peanut_jax.convert.common import KeyMap
@@ -17,7 +19,6 @@ from peanut_jax.convert.sam2 import _mask_decoder_rules, _prompt_encoder_rules
 from peanut_jax.models.sam2.config import get_config
 from peanut_jax.models.sam2.mask_decoder import MaskDecoder, dynamic_multimask_via_stability, stability_scores
 from peanut_jax.models.sam2.prompt_encoder import PromptEncoder
-from conftest import ref_dump
 
 CFG = get_config("tiny_test")
 D, HW, S = CFG.d_model, CFG.embedding_size, CFG.image_size
@@ -43,7 +44,7 @@ def _random_params(shapes, seed):
             v = 1 + 0.1 * r.normal(size=shape)
         elif name == "bias":
             v = 0.1 * r.normal(size=shape)
-        else:                                              # embeddings, Gaussian PE matrix
+        else:  # embeddings, Gaussian PE matrix
             v = r.normal(size=shape)
         out[path] = jnp.asarray(v, sds.dtype)
     return unflatten_dict(out)
@@ -57,8 +58,9 @@ def tiny():
     h = HW
     img = jnp.zeros((1, h, h, D))
     high = (jnp.zeros((1, 4 * h, 4 * h, D // 8)), jnp.zeros((1, 2 * h, 2 * h, D // 4)))
-    mp = jax.eval_shape(lambda: md.init(k, img, jnp.zeros((h, h, D)), jnp.zeros((1, 2, D)), img, False, False,
-                                        high))["params"]
+    mp = jax.eval_shape(lambda: md.init(k, img, jnp.zeros((h, h, D)), jnp.zeros((1, 2, D)), img, False, False, high))[
+        "params"
+    ]
     params = _random_params({"sam_prompt_encoder": pp, "sam_mask_decoder": mp}, 1)
     sd = {k: v.astype(np.float64) for k, v in _keymap(CFG).invert(params).items()}
     return pe, md, params, sd
@@ -76,19 +78,37 @@ def _inputs(seed, b=1):
 # ------------------------------------------------------------------ key map
 def _official_keys(cfg):
     d, i_d, mlp = cfg.d_model, cfg.d_model // cfg.attention_downsample_rate, cfg.decoder_mlp_dim
-    pe = {"pe_layer.positional_encoding_gaussian_matrix": (2, d // 2), "not_a_point_embed.weight": (1, d),
-          "no_mask_embed.weight": (1, d), "mask_downscaling.0.weight": (4, 1, 2, 2), "mask_downscaling.0.bias": (4,),
-          "mask_downscaling.1.weight": (4,), "mask_downscaling.1.bias": (4,),
-          "mask_downscaling.3.weight": (16, 4, 2, 2), "mask_downscaling.3.bias": (16,),
-          "mask_downscaling.4.weight": (16,), "mask_downscaling.4.bias": (16,),
-          "mask_downscaling.6.weight": (d, 16, 1, 1), "mask_downscaling.6.bias": (d,)}
+    pe = {
+        "pe_layer.positional_encoding_gaussian_matrix": (2, d // 2),
+        "not_a_point_embed.weight": (1, d),
+        "no_mask_embed.weight": (1, d),
+        "mask_downscaling.0.weight": (4, 1, 2, 2),
+        "mask_downscaling.0.bias": (4,),
+        "mask_downscaling.1.weight": (4,),
+        "mask_downscaling.1.bias": (4,),
+        "mask_downscaling.3.weight": (16, 4, 2, 2),
+        "mask_downscaling.3.bias": (16,),
+        "mask_downscaling.4.weight": (16,),
+        "mask_downscaling.4.bias": (16,),
+        "mask_downscaling.6.weight": (d, 16, 1, 1),
+        "mask_downscaling.6.bias": (d,),
+    }
     pe.update({f"point_embeddings.{i}.weight": (1, d) for i in range(4)})
-    md = {"iou_token.weight": (1, d), "mask_tokens.weight": (4, d), "obj_score_token.weight": (1, d),
-          "output_upscaling.0.weight": (d, d // 4, 2, 2), "output_upscaling.0.bias": (d // 4,),
-          "output_upscaling.1.weight": (d // 4,), "output_upscaling.1.bias": (d // 4,),
-          "output_upscaling.3.weight": (d // 4, d // 8, 2, 2), "output_upscaling.3.bias": (d // 8,),
-          "conv_s0.weight": (d // 8, d, 1, 1), "conv_s0.bias": (d // 8,),
-          "conv_s1.weight": (d // 4, d, 1, 1), "conv_s1.bias": (d // 4,)}
+    md = {
+        "iou_token.weight": (1, d),
+        "mask_tokens.weight": (4, d),
+        "obj_score_token.weight": (1, d),
+        "output_upscaling.0.weight": (d, d // 4, 2, 2),
+        "output_upscaling.0.bias": (d // 4,),
+        "output_upscaling.1.weight": (d // 4,),
+        "output_upscaling.1.bias": (d // 4,),
+        "output_upscaling.3.weight": (d // 4, d // 8, 2, 2),
+        "output_upscaling.3.bias": (d // 8,),
+        "conv_s0.weight": (d // 8, d, 1, 1),
+        "conv_s0.bias": (d // 8,),
+        "conv_s1.weight": (d // 4, d, 1, 1),
+        "conv_s1.bias": (d // 4,),
+    }
 
     def lin(prefix, o, i):
         md[f"{prefix}.weight"], md[f"{prefix}.bias"] = (o, i), (o,)
@@ -116,8 +136,10 @@ def _official_keys(cfg):
         lin(f"iou_prediction_head.layers.{j}", o, i)
     for j, (o, i) in enumerate([(d, d), (d, d), (1, d)]):
         lin(f"pred_obj_score_head.layers.{j}", o, i)
-    return {**{f"sam_prompt_encoder.{k}": v for k, v in pe.items()},
-            **{f"sam_mask_decoder.{k}": v for k, v in md.items()}}
+    return {
+        **{f"sam_prompt_encoder.{k}": v for k, v in pe.items()},
+        **{f"sam_mask_decoder.{k}": v for k, v in md.items()},
+    }
 
 
 def test_keymap_round_trip(tiny):
@@ -160,7 +182,7 @@ def test_dense_pe_matches_numpy(tiny):
     pe, _, params, sd = tiny
     got = np.asarray(pe.apply({"params": params["sam_prompt_encoder"]}, method="dense_pe"))
     c = (np.arange(HW) + 0.5) / HW
-    grid = np.stack(np.meshgrid(c, c, indexing="xy"), -1)            # (h, w, (x, y))
+    grid = np.stack(np.meshgrid(c, c, indexing="xy"), -1)  # (h, w, (x, y))
     ref = _np_pe(grid, sd["sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"])
     assert got.shape == (HW, HW, D)
     np.testing.assert_allclose(got, ref, atol=2e-5)
@@ -180,13 +202,16 @@ def test_point_and_box_embedding_matches_numpy(tiny):
     # boxes argument: two corner tokens labelled 2/3 after the points, and no padding point
     boxes = np.array([[10, 20, 90, 100], [0, 5, 127, 64]], np.float32)
     sparse, _ = pe.apply(v, (jnp.asarray(coords), jnp.asarray(labels)), jnp.asarray(boxes))
-    ref = np.concatenate([_np_points(sd, coords, labels, False),
-                          _np_points(sd, boxes.reshape(2, 2, 2), np.array([[2, 3]] * 2), False)], 1)
+    ref = np.concatenate(
+        [_np_points(sd, coords, labels, False), _np_points(sd, boxes.reshape(2, 2, 2), np.array([[2, 3]] * 2), False)],
+        1,
+    )
     np.testing.assert_allclose(np.asarray(sparse), ref, atol=2e-5)
     # the image predictor's way (box as 2 points, labels 2/3) = the boxes argument + one padding token
     sparse2, _ = pe.apply(v, (jnp.asarray(boxes.reshape(2, 2, 2)), jnp.asarray(np.array([[2, 3]] * 2))))
-    np.testing.assert_allclose(np.asarray(sparse2)[:, :2], np.asarray(pe.apply(v, None, jnp.asarray(boxes))[0]),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(sparse2)[:, :2], np.asarray(pe.apply(v, None, jnp.asarray(boxes))[0]), atol=1e-6
+    )
     assert pe.apply(v, None, None, None)[0].shape == (1, 0, D)
 
 
@@ -258,8 +283,9 @@ def _np_decoder(sd, emb, pe, sparse, dense, s0, s1):
     """predict_masks of the official MaskDecoder in float64 -> (masks (B,4,H,W), iou (B,4), tokens, obj)."""
     p, t, heads = "sam_mask_decoder.", "sam_mask_decoder.transformer.", CFG.decoder_heads
     B = sparse.shape[0]
-    out_tok = np.concatenate([sd[p + "obj_score_token.weight"], sd[p + "iou_token.weight"],
-                              sd[p + "mask_tokens.weight"]], 0)
+    out_tok = np.concatenate(
+        [sd[p + "obj_score_token.weight"], sd[p + "iou_token.weight"], sd[p + "mask_tokens.weight"]], 0
+    )
     tokens = np.concatenate([np.broadcast_to(out_tok, (B, *out_tok.shape)), sparse], 1)
     src = emb + dense
     _, h, w, c = src.shape
@@ -293,7 +319,7 @@ def _np_decoder(sd, emb, pe, sparse, dense, s0, s1):
 
 # The decoder tests share one batch (2) and one prompt length (2 points + padding = 3 tokens) so
 # that eager execution reuses its compiled ops.
-_COORDS = np.array([[[30., 40.], [90., 20.]], [[64., 64.], [5., 120.]]], np.float32)
+_COORDS = np.array([[[30.0, 40.0], [90.0, 20.0]], [[64.0, 64.0], [5.0, 120.0]]], np.float32)
 _LABELS = np.array([[1, 0], [1, 1]], np.int32)
 
 
@@ -312,8 +338,7 @@ def test_mask_decoder_matches_numpy(tiny):
     sparse, dense = pe.apply(vp, (jnp.asarray(coords), jnp.asarray(labels)))
     image_pe = pe.apply(vp, method="dense_pe")
     high = (jnp.asarray(s0), jnp.asarray(s1))
-    masks, iou, toks, obj = md.apply(vd, jnp.asarray(emb), image_pe, sparse, dense, False, high,
-                                     method="predict_masks")
+    masks, iou, toks, obj = md.apply(vd, jnp.asarray(emb), image_pe, sparse, dense, False, high, method="predict_masks")
     f64 = lambda a: np.asarray(a, np.float64)  # noqa: E731
     ref = _np_decoder(sd, f64(emb), f64(image_pe), f64(sparse), f64(dense), f64(s0), f64(s1))
     for got, want in zip((masks, iou, toks, obj), ref):
@@ -328,22 +353,29 @@ def test_mask_decoder_matches_numpy(tiny):
 def test_stability_fallback_decision():
     H = 16
     base = np.full((H, H), 10.0, np.float32)
-    base[:, H // 2:] = -10.0                               # |>0.05| == |>-0.05|: stability 1
+    base[:, H // 2 :] = -10.0  # |>0.05| == |>-0.05|: stability 1
     unstable = base.copy()
-    unstable[:4, H // 2:] = 0.0                           # 32 cells in (-0.05, 0.05]: 128/160
+    unstable[:4, H // 2 :] = 0.0  # 32 cells in (-0.05, 0.05]: 128/160
     edge = np.full((H, H), -10.0, np.float32)
-    edge.reshape(-1)[:49] = 1.0                            # 49 / 50 = 0.98 exactly (>= thresh: stable)
+    edge.reshape(-1)[:49] = 1.0  # 49 / 50 = 0.98 exactly (>= thresh: stable)
     edge.reshape(-1)[49] = 0.0
     below = edge.copy()
-    below.reshape(-1)[48] = 0.0                           # 48 / 50 = 0.96: unstable
-    empty = np.full((H, H), -10.0, np.float32)            # no pixel > -delta: stability 1 by definition
+    below.reshape(-1)[48] = 0.0  # 48 / 50 = 0.96: unstable
+    empty = np.full((H, H), -10.0, np.float32)  # no pixel > -delta: stability 1 by definition
     multi = [np.full((H, H), v, np.float32) for v in (1.0, 2.0, 3.0)]
-    cases = [(base, [0.1, 0.5, 0.9, 0.2], 0), (unstable, [0.9, 0.5, 0.8, 0.2], 2), (edge, [0.1, 0.3, 0.3, 0.9], 0),
-             (below, [0.1, 0.7, 0.7, 0.2], 1), (empty, [0.1, 0.2, 0.3, 0.4], 0), (unstable, [0.9, 0.3, 0.3, 0.3], 1)]
+    cases = [
+        (base, [0.1, 0.5, 0.9, 0.2], 0),
+        (unstable, [0.9, 0.5, 0.8, 0.2], 2),
+        (edge, [0.1, 0.3, 0.3, 0.9], 0),
+        (below, [0.1, 0.7, 0.7, 0.2], 1),
+        (empty, [0.1, 0.2, 0.3, 0.4], 0),
+        (unstable, [0.9, 0.3, 0.3, 0.3], 1),
+    ]
     masks = jnp.asarray(np.stack([np.stack([m0, *multi]) for m0, _, _ in cases]))
     ious = jnp.asarray(np.array([c[1] for c in cases], np.float32))
-    np.testing.assert_allclose(np.asarray(stability_scores(masks[:, 0], 0.05))[:5], [1, 128 / 160, 0.98, 0.96, 1],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(stability_scores(masks[:, 0], 0.05))[:5], [1, 128 / 160, 0.98, 0.96, 1], rtol=1e-6
+    )
     m, iou, idx = jax.jit(lambda a, b: dynamic_multimask_via_stability(a, b, 0.05, 0.98))(masks, ious)
     want = np.array([c[2] for c in cases])
     np.testing.assert_array_equal(np.asarray(idx), want)
@@ -362,9 +394,10 @@ def test_decoder_single_mask_uses_stability_selection(tiny):
         m, i, t, _ = md2.apply(vd, emb, image_pe, sparse, dense, False, False, high)
         np.testing.assert_array_equal(np.asarray(m)[:, 0], np.asarray(allm)[rows, expect])
         np.testing.assert_array_equal(np.asarray(i)[:, 0], np.asarray(alli)[rows, expect])
-        np.testing.assert_array_equal(np.asarray(t), np.asarray(toks)[:, :1])     # always the single-mask token
-    md3 = MaskDecoder(get_config("tiny_test", dynamic_multimask_via_stability=False,
-                                 dynamic_multimask_stability_thresh=2.0))
+        np.testing.assert_array_equal(np.asarray(t), np.asarray(toks)[:, :1])  # always the single-mask token
+    md3 = MaskDecoder(
+        get_config("tiny_test", dynamic_multimask_via_stability=False, dynamic_multimask_stability_thresh=2.0)
+    )
     m, _, _, _ = md3.apply(vd, emb, image_pe, sparse, dense, False, False, high)
     np.testing.assert_array_equal(np.asarray(m)[:, 0], np.asarray(allm)[:, 0])
 
@@ -384,8 +417,9 @@ def test_decoder_shapes(tiny):
     m2 = MaskDecoder(CFG, use_multimask_token_for_obj_ptr=False)
     assert m2.apply(vd, emb, image_pe, sparse, dense, True, True, high)[2].shape == (B, 1, D)
     # conv_s0 / conv_s1 on the FPN levels
-    f4, f8 = md.apply(vd, jnp.ones((1, 4 * HW, 4 * HW, D)), jnp.ones((1, 2 * HW, 2 * HW, D)),
-                      method="high_res_features")
+    f4, f8 = md.apply(
+        vd, jnp.ones((1, 4 * HW, 4 * HW, D)), jnp.ones((1, 2 * HW, 2 * HW, D)), method="high_res_features"
+    )
     assert f4.shape == (1, 4 * HW, 4 * HW, D // 8) and f8.shape == (1, 2 * HW, 2 * HW, D // 4)
 
 
@@ -395,17 +429,22 @@ def test_padding_points(tiny):
     it: the outputs then equal those of the prompt without it."""
     pe, md, vp, vd, emb, high, image_pe = _setup(tiny, 8)
     sp1, dense = pe.apply(vp, (jnp.asarray(_COORDS), jnp.asarray(_LABELS)))
-    extra_xy = np.array([[[3., 100.], [120., 9.]], [[0., 0.], [50., 60.]]], np.float32)
-    sp2, _ = pe.apply(vp, (jnp.asarray(np.concatenate([_COORDS, extra_xy], 1)),
-                           jnp.asarray(np.concatenate([_LABELS, -np.ones((2, 2), np.int32)], 1))))
+    extra_xy = np.array([[[3.0, 100.0], [120.0, 9.0]], [[0.0, 0.0], [50.0, 60.0]]], np.float32)
+    sp2, _ = pe.apply(
+        vp,
+        (
+            jnp.asarray(np.concatenate([_COORDS, extra_xy], 1)),
+            jnp.asarray(np.concatenate([_LABELS, -np.ones((2, 2), np.int32)], 1)),
+        ),
+    )
     assert sp1.shape == (2, 3, D) and sp2.shape == (2, 5, D)
     nap = np.asarray(vp["params"]["not_a_point_embed"][0])
-    for j in (2, 3, 4):                                   # coordinates of -1 points are ignored
+    for j in (2, 3, 4):  # coordinates of -1 points are ignored
         np.testing.assert_array_equal(np.asarray(sp2[:, j]), np.broadcast_to(nap, (2, D)))
     np.testing.assert_array_equal(np.asarray(sp2[:, :2]), np.asarray(sp1[:, :2]))
     ref = md.apply(vd, emb, image_pe, sp1, dense, True, False, high)
     extra = md.apply(vd, emb, image_pe, sp2, dense, True, False, high)
-    assert np.abs(np.asarray(extra[0]) - np.asarray(ref[0])).max() > 1e-3       # not a no-op
+    assert np.abs(np.asarray(extra[0]) - np.asarray(ref[0])).max() > 1e-3  # not a no-op
     # hide two of the three (identical) -1 tokens: left = the 2 clicks + the official padding token
     keep = jnp.asarray([[True, True, True, False, False]] * 2)
     hidden = md.apply(vd, emb, image_pe, sp2, dense, True, False, high, keep)
@@ -421,6 +460,7 @@ def _nhwc(a):
 def test_parity_official_image_predictor():
     npz, pth = ref_dump("sam2")
     from peanut_jax.convert import load_checkpoint
+
     cfg = get_config("tiny")
     sd = load_checkpoint(pth)["model"]
     mine = ("sam_prompt_encoder.", "sam_mask_decoder.")
@@ -429,7 +469,7 @@ def test_parity_official_image_predictor():
     pe, md = PromptEncoder(cfg), MaskDecoder(cfg)
     vp, vd = {"params": params["sam_prompt_encoder"]}, {"params": params["sam_mask_decoder"]}
     c = "c1_image_1024"
-    emb = _nhwc(npz[f"{c}/inter/image_embed"])            # backbone s16 + no_mem_embed
+    emb = _nhwc(npz[f"{c}/inter/image_embed"])  # backbone s16 + no_mem_embed
     high = (_nhwc(npz[f"{c}/inter/high_res_feat_s0"]), _nhwc(npz[f"{c}/inter/high_res_feat_s1"]))
     image_pe = pe.apply(vp, method="dense_pe")
     errs = {}
@@ -442,10 +482,13 @@ def test_parity_official_image_predictor():
         assert err <= 2e-4 * max(1.0, float(np.abs(ref).max())), (name, err)
 
     check("image_pe", image_pe, npz[f"{c}/inter/image_pe"][0].transpose(1, 2, 0))
-    box = np.array([300, 260, 700, 640], np.float32).reshape(1, 2, 2)     # (x0, y0, x1, y1) -> 2 points
-    clicks = np.array([[[420., 410.], [650., 300.]]], np.float32)
-    prompts = [(clicks[:, :1], [[1]], True), (box, [[2, 3]], False),
-               (np.concatenate([box, clicks], 1), [[2, 3, 1, 0]], False)]
+    box = np.array([300, 260, 700, 640], np.float32).reshape(1, 2, 2)  # (x0, y0, x1, y1) -> 2 points
+    clicks = np.array([[[420.0, 410.0], [650.0, 300.0]]], np.float32)
+    prompts = [
+        (clicks[:, :1], [[1]], True),
+        (box, [[2, 3]], False),
+        (np.concatenate([box, clicks], 1), [[2, 3, 1, 0]], False),
+    ]
     run = jax.jit(lambda v, *a, mm: md.apply(v, *a, mm, False, high), static_argnames="mm")
     for i, (co, lab, mm) in enumerate(prompts):
         sparse, dense = pe.apply(vp, (jnp.asarray(co), jnp.asarray(lab, jnp.int32)))
@@ -457,7 +500,7 @@ def test_parity_official_image_predictor():
         check(f"p{i}_iou", iou[0], npz[f"{c}/out/p{i}_iou_predictions"])
         check(f"p{i}_low_res_masks", jnp.clip(masks[0], -32, 32), npz[f"{c}/out/p{i}_low_res_masks"])
         check(f"p{i}_object_score_logits", obj, npz[f"{c}/out/p{i}_object_score_logits"])
-        if not mm:                                        # the chosen output token is the official one
+        if not mm:  # the chosen output token is the official one
             allm, alli = md.apply(vd, emb, image_pe, sparse, dense, False, high, method="predict_masks")[:2]
             _, _, idx = dynamic_multimask_via_stability(allm, alli, 0.05, 0.98)
             ref = npz[f"{c}/inter/p{i}_decoder_masks"][0, 0]

@@ -1,10 +1,12 @@
 """SAM 2 image encoder (Hiera trunk + FPN neck): key map, shapes, pieces, float64 references, dump parity."""
+
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import ref_dump
 from flax.traverse_util import flatten_dict, unflatten_dict
 from scipy.special import erf
 
@@ -14,8 +16,6 @@ from peanut_jax.models.sam2.config import get_config
 from peanut_jax.models.sam2.hiera import BlockSpec, Hiera, MultiScaleBlock
 from peanut_jax.models.sam2.image_encoder import FpnNeck, ImageEncoder
 from peanut_jax.models.sam2.position_encoding import sine_2d
-
-from conftest import ref_dump
 
 CFG = get_config("tiny_test")
 S = CFG.image_size
@@ -42,8 +42,12 @@ def _official_keys(cfg):
     h = cfg.hiera
     c, bh, bw, w0 = h.embed_dim, *h.window_pos_embed_bkg_spatial_size, h.window_spec[0]
     t = "image_encoder.trunk"
-    keys = {f"{t}.pos_embed": (1, c, bh, bw), f"{t}.pos_embed_window": (1, c, w0, w0),
-            f"{t}.patch_embed.proj.weight": (c, 3, 7, 7), f"{t}.patch_embed.proj.bias": (c,)}
+    keys = {
+        f"{t}.pos_embed": (1, c, bh, bw),
+        f"{t}.pos_embed_window": (1, c, w0, w0),
+        f"{t}.patch_embed.proj.weight": (c, 3, 7, 7),
+        f"{t}.patch_embed.proj.bias": (c,),
+    }
     starts = np.cumsum(h.stages)[:-1]
     i = 0
     for s, n in enumerate(h.stages):
@@ -51,18 +55,32 @@ def _official_keys(cfg):
             dout = h.channels[s]
             din = h.channels[s - 1] if (j == 0 and s > 0) else dout
             b = f"{t}.blocks.{i}"
-            keys.update({f"{b}.norm1.weight": (din,), f"{b}.norm1.bias": (din,),
-                         f"{b}.attn.qkv.weight": (3 * dout, din), f"{b}.attn.qkv.bias": (3 * dout,),
-                         f"{b}.attn.proj.weight": (dout, dout), f"{b}.attn.proj.bias": (dout,),
-                         f"{b}.norm2.weight": (dout,), f"{b}.norm2.bias": (dout,),
-                         f"{b}.mlp.layers.0.weight": (4 * dout, dout), f"{b}.mlp.layers.0.bias": (4 * dout,),
-                         f"{b}.mlp.layers.1.weight": (dout, 4 * dout), f"{b}.mlp.layers.1.bias": (dout,)})
+            keys.update(
+                {
+                    f"{b}.norm1.weight": (din,),
+                    f"{b}.norm1.bias": (din,),
+                    f"{b}.attn.qkv.weight": (3 * dout, din),
+                    f"{b}.attn.qkv.bias": (3 * dout,),
+                    f"{b}.attn.proj.weight": (dout, dout),
+                    f"{b}.attn.proj.bias": (dout,),
+                    f"{b}.norm2.weight": (dout,),
+                    f"{b}.norm2.bias": (dout,),
+                    f"{b}.mlp.layers.0.weight": (4 * dout, dout),
+                    f"{b}.mlp.layers.0.bias": (4 * dout,),
+                    f"{b}.mlp.layers.1.weight": (dout, 4 * dout),
+                    f"{b}.mlp.layers.1.bias": (dout,),
+                }
+            )
             if i in starts:
                 keys.update({f"{b}.proj.weight": (dout, din), f"{b}.proj.bias": (dout,)})
             i += 1
-    for k, ch in enumerate(reversed(h.channels)):        # convs.0 on the lowest resolution
-        keys.update({f"image_encoder.neck.convs.{k}.conv.weight": (cfg.d_model, ch, 1, 1),
-                     f"image_encoder.neck.convs.{k}.conv.bias": (cfg.d_model,)})
+    for k, ch in enumerate(reversed(h.channels)):  # convs.0 on the lowest resolution
+        keys.update(
+            {
+                f"image_encoder.neck.convs.{k}.conv.weight": (cfg.d_model, ch, 1, 1),
+                f"image_encoder.neck.convs.{k}.conv.bias": (cfg.d_model,),
+            }
+        )
     return keys
 
 
@@ -81,8 +99,9 @@ def test_keymap_round_trip(enc):
     for p in fa:
         np.testing.assert_array_equal(np.asarray(fa[p]), fb[p], err_msg=str(p))
     # NCHW <-> NHWC of the position embeddings
-    np.testing.assert_array_equal(sd["image_encoder.trunk.pos_embed"][0, :, 1, 2],
-                                  np.asarray(params["trunk"]["pos_embed"])[0, 1, 2])
+    np.testing.assert_array_equal(
+        sd["image_encoder.trunk.pos_embed"][0, :, 1, 2], np.asarray(params["trunk"]["pos_embed"])[0, 1, 2]
+    )
 
 
 def test_shapes_and_pieces(enc):
@@ -126,6 +145,7 @@ def test_block_specs():
     """Per-block settings of the official sizes (reference A.2): q-pool blocks, widths, heads and the
     window size lagging one block behind the stage."""
     from peanut_jax.models.sam2.hiera import block_specs
+
     bp = block_specs(get_config("base_plus").hiera)
     assert [i for i, s in enumerate(bp) if s.q_stride] == [2, 5, 21]
     assert [i for i, s in enumerate(bp) if s.dim != s.dim_out] == [2, 5, 21]
@@ -145,13 +165,15 @@ def test_block_specs():
 
 def _keys_cubic_weights(n_in, n_out, a=-0.75):
     """(n_out, n_in) matrix of torch's bicubic resize (align_corners=False, clamped taps)."""
+
     def k(t):
         t = abs(t)
         if t <= 1:
-            return (a + 2) * t ** 3 - (a + 3) * t ** 2 + 1
+            return (a + 2) * t**3 - (a + 3) * t**2 + 1
         if t < 2:
-            return a * t ** 3 - 5 * a * t ** 2 + 8 * a * t - 4 * a
+            return a * t**3 - 5 * a * t**2 + 8 * a * t - 4 * a
         return 0.0
+
     m = np.zeros((n_out, n_in))
     for o in range(n_out):
         src = (o + 0.5) * n_in / n_out - 0.5
@@ -165,7 +187,7 @@ def test_position_embedding(enc):
     _, params, _ = enc
     h = CFG.hiera
     g = S // 4
-    pe = np.asarray(params["trunk"]["pos_embed"], np.float64)[0]          # (bh, bw, C)
+    pe = np.asarray(params["trunk"]["pos_embed"], np.float64)[0]  # (bh, bw, C)
     win = np.asarray(params["trunk"]["pos_embed_window"], np.float64)[0]  # (w0, w0, C)
     my, mx = _keys_cubic_weights(pe.shape[0], g), _keys_cubic_weights(pe.shape[1], g)
     ref = np.einsum("yi,xj,ijc->yxc", my, mx, pe)
@@ -192,7 +214,7 @@ def _pool2(v):
     out = np.empty((h, w, v.shape[2]))
     for i in range(h):
         for j in range(w):
-            out[i, j] = v[2 * i:2 * i + 2, 2 * j:2 * j + 2].max(axis=(0, 1))
+            out[i, j] = v[2 * i : 2 * i + 2, 2 * j : 2 * j + 2].max(axis=(0, 1))
     return out
 
 
@@ -213,7 +235,7 @@ def _ref_block(x, p, spec: BlockSpec):
     if ws:
         nh, nw = -(-H // ws), -(-W // ws)
         xp = np.zeros((B, nh * ws, nw * ws, spec.dim))
-        xp[:, :H, :W] = xn                                    # zero padding, not masked
+        xp[:, :H, :W] = xn  # zero padding, not masked
         tiles = [(r, c, ws, ws) for r in range(nh) for c in range(nw)]
     else:
         xp, tiles = xn, [(0, 0, H, W)]
@@ -221,7 +243,7 @@ def _ref_block(x, p, spec: BlockSpec):
     att = np.zeros((B, (nh * wo if ws else Ho), (nw * wo if ws else Wo), dout))
     for b in range(B):
         for r, c, th, tw in tiles:
-            t = xp[b, r * th:(r + 1) * th, c * tw:(c + 1) * tw]
+            t = xp[b, r * th : (r + 1) * th, c * tw : (c + 1) * tw]
             qkv = _lin(t, p["attn"]["qkv"]).reshape(th, tw, 3, dout)
             q, k, v = qkv[..., 0, :], qkv[..., 1, :], qkv[..., 2, :]
             if spec.q_stride:
@@ -234,21 +256,25 @@ def _ref_block(x, p, spec: BlockSpec):
                 e = np.exp(s - s.max(-1, keepdims=True))
                 y[:, hh] = (e / e.sum(-1, keepdims=True)) @ v[:, hh]
             y = _lin(y.reshape(qh, qw, dout), p["attn"]["proj"])
-            att[b, r * qh:(r + 1) * qh, c * qw:(c + 1) * qw] = y
+            att[b, r * qh : (r + 1) * qh, c * qw : (c + 1) * qw] = y
     x = sc + att[:, :Ho, :Wo]
     m = _lin(_ln(x, p["norm2"]), p["mlp"]["layers_0"])
     m = 0.5 * m * (1 + erf(m / math.sqrt(2)))
     return x + _lin(m, p["mlp"]["layers_1"])
 
 
-@pytest.mark.parametrize("spec,x_scale", [
-    (BlockSpec(16, 32, 2, (2, 2), 4), 1.0),     # stage change: proj + q-pool inside padded 4x4 windows
-    (BlockSpec(16, 16, 2, None, 4), 1.0),       # plain windowed block with padding
-    (BlockSpec(16, 16, 2, None, 4), 3e-3),      # tiny activations: LayerNorm eps matters
-    (BlockSpec(16, 32, 2, (2, 2), 0), 1.0),     # global attention with q-pool
-], ids=["qpool_window", "window", "window_small", "qpool_global"])
+@pytest.mark.parametrize(
+    "spec,x_scale",
+    [
+        (BlockSpec(16, 32, 2, (2, 2), 4), 1.0),  # stage change: proj + q-pool inside padded 4x4 windows
+        (BlockSpec(16, 16, 2, None, 4), 1.0),  # plain windowed block with padding
+        (BlockSpec(16, 16, 2, None, 4), 3e-3),  # tiny activations: LayerNorm eps matters
+        (BlockSpec(16, 32, 2, (2, 2), 0), 1.0),  # global attention with q-pool
+    ],
+    ids=["qpool_window", "window", "window_small", "qpool_global"],
+)
 def test_block_vs_float64_reference(spec, x_scale):
-    x = (x_scale * np.random.default_rng(0).normal(size=(2, 10, 6, 16))).astype(np.float32)   # pads to 12x8
+    x = (x_scale * np.random.default_rng(0).normal(size=(2, 10, 6, 16))).astype(np.float32)  # pads to 12x8
     blk = MultiScaleBlock(spec)
     params = _random_params(blk, x, seed=3, scale=0.4)
     got = np.asarray(jax.jit(blk.apply)({"params": params}, x))
@@ -260,15 +286,19 @@ def test_block_vs_float64_reference(spec, x_scale):
 
 @pytest.mark.parametrize("levels", [(2, 3), None], ids=["levels23", "all"])
 def test_neck_top_down(levels):
-    chans, d = (64, 32, 16, 8), 8                           # lowest resolution first
+    chans, d = (64, 32, 16, 8), 8  # lowest resolution first
     neck = FpnNeck(d, chans, levels)
     rng = np.random.default_rng(1)
     xs = [rng.normal(size=(1, 4 * 2 ** (3 - i), 4 * 2 ** (3 - i), chans[3 - i])).astype(np.float32) for i in range(4)]
     params = _random_params(neck, xs, seed=2)
     out, pos = jax.jit(neck.apply)({"params": params}, xs)
-    lat = [np.einsum("bhwc,cd->bhwd", xs[i].astype(np.float64),
-                     np.asarray(params[f"convs_{3 - i}"]["kernel"], np.float64)[0, 0])
-           + np.asarray(params[f"convs_{3 - i}"]["bias"], np.float64) for i in range(4)]
+    lat = [
+        np.einsum(
+            "bhwc,cd->bhwd", xs[i].astype(np.float64), np.asarray(params[f"convs_{3 - i}"]["kernel"], np.float64)[0, 0]
+        )
+        + np.asarray(params[f"convs_{3 - i}"]["bias"], np.float64)
+        for i in range(4)
+    ]
     top_down = (2, 3) if levels else (0, 1, 2, 3)
     ref = [None] * 4
     ref[3] = lat[3]
@@ -283,6 +313,7 @@ def test_dump_parity():
     """Tiny SAM 2.1 image encoder vs the official dump (image predictor, 1024x1024 input)."""
     z, pth = ref_dump("sam2")
     from peanut_jax.convert import load_checkpoint
+
     cfg = get_config("tiny", "2.1")
     sd = {k: np.asarray(v) for k, v in load_checkpoint(pth)["model"].items() if k.startswith("image_encoder.")}
     params = _image_encoder_rules(KeyMap(), cfg).apply(sd)["image_encoder"]
@@ -296,12 +327,16 @@ def test_dump_parity():
         def f(m, x):
             st = m.trunk(x)
             return st, m.neck(st)
+
         return model.apply({"params": p}, x, method=f)
 
     stages, (fpn, pos) = run(params, jnp.asarray(img[None]))
     pre = "c1_image_1024/inter/"
-    got = {**{f"trunk_stage{i}": stages[i] for i in range(4)}, **{f"neck_fpn{i}": fpn[i] for i in range(4)},
-           "neck_pos2": pos[2]}
+    got = {
+        **{f"trunk_stage{i}": stages[i] for i in range(4)},
+        **{f"neck_fpn{i}": fpn[i] for i in range(4)},
+        "neck_pos2": pos[2],
+    }
     for name, a in got.items():
         ref = z[pre + name]
         a = np.asarray(a).transpose(0, 3, 1, 2)

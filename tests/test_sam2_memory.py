@@ -9,6 +9,7 @@ case (memory encoder of frames 0 and 1, memory attention of frame 1 with every l
 Frame 5's memory attention (5 memory frames + 20 pointer tokens) cannot be checked from the dump
 alone: its input ``curr`` (the frame's stride-16 features) is not stored.
 """
+
 import time
 
 import jax
@@ -33,6 +34,7 @@ VIDEO = "c0_video_6f_1024/inter/"
 
 # ----------------------------------------------------------------------------- float64 references
 
+
 def np_cis(h, w, dim, theta):
     """complex128 (h*w, dim/2) = exp(i * angle), angle = [t_x * f, t_y * f], f_i = theta^(-4i/dim)."""
     f = 1.0 / theta ** (np.arange(0, dim, 4)[: dim // 4] / dim)
@@ -55,6 +57,7 @@ def np_rope(x, cis, n_tail=0):
 
 def np_rope_attention(p, q, k, v, side, n_tail, theta, valid=None):
     """One-head RoPEAttention in float64; invalid keys are dropped from the key set."""
+
     def lin(x, name):
         return np.asarray(x, np.float64) @ np.asarray(p[name]["kernel"], np.float64) + np.asarray(p[name]["bias"])
 
@@ -156,6 +159,7 @@ def init(mod, *args, seed=0):
 
 # ------------------------------------------------------------------------------------------- RoPE
 
+
 @pytest.mark.parametrize("h,w,dim,theta", [(3, 5, 8, 100.0), (64, 64, 256, 10000.0)])
 def test_rope_tables(h, w, dim, theta):
     cos, sin = axial_rope_tables(h, w, dim, theta)
@@ -179,13 +183,15 @@ def test_apply_rope_tiles_frames_and_skips_pointer_tokens():
     np.testing.assert_allclose(np.asarray(apply_rope(q, cos, sin)), ref[..., : h * w, :], rtol=0, atol=2e-5)
     assert apply_rope(q.astype(jnp.bfloat16), cos, sin).dtype == jnp.bfloat16
     # only pointer tokens: unchanged
-    np.testing.assert_array_equal(np.asarray(apply_rope(x[..., -n_tail:, :], cos, sin, n_tail)),
-                                  np.asarray(x[..., -n_tail:, :]))
+    np.testing.assert_array_equal(
+        np.asarray(apply_rope(x[..., -n_tail:, :], cos, sin, n_tail)), np.asarray(x[..., -n_tail:, :])
+    )
     with pytest.raises(ValueError, match="whole number"):
         apply_rope(x, cos, sin, num_exclude_tail=n_tail + 1)
 
 
 # ------------------------------------------------------------------------------ memory attention
+
 
 def test_rope_attention_vs_numpy():
     """Cross attention: 2 memory frames + 3 pointer tokens, kv width 8, some keys masked."""
@@ -205,16 +211,15 @@ def test_rope_attention_vs_numpy():
 
 def _attn_inputs(seed, n_frames, n_ptr, batch=2):
     rng = np.random.default_rng(seed)
-    n, d, m = CFG.embedding_size ** 2, CFG.d_model, CFG.mem_dim
+    n, d, m = CFG.embedding_size**2, CFG.d_model, CFG.mem_dim
     mem_len = n_frames * n + n_ptr
-    return (rand(rng, batch, n, d), rand(rng, batch, n, d), rand(rng, batch, mem_len, m),
-            rand(rng, batch, mem_len, m))
+    return (rand(rng, batch, n, d), rand(rng, batch, n, d), rand(rng, batch, mem_len, m), rand(rng, batch, mem_len, m))
 
 
 def test_memory_attention_masked_bank_equals_valid_keys():
     """Fixed bank [frame A, empty frame slot, 4 pointer tokens, 4 empty pointer slots] with a validity
     mask == attending to [frame A, 4 pointer tokens] only."""
-    n = CFG.embedding_size ** 2
+    n = CFG.embedding_size**2
     curr, cpos, mem, mpos = _attn_inputs(2, 1, 4)
     rng = np.random.default_rng(3)
     garbage = lambda L: rand(rng, 2, L, CFG.mem_dim, scale=5.0)  # noqa: E731
@@ -222,12 +227,14 @@ def test_memory_attention_masked_bank_equals_valid_keys():
     big_pos = jnp.concatenate([mpos[:, :n], garbage(n), mpos[:, n:], garbage(4)], 1)
     valid = np.zeros((2, 2 * n + 8), bool)
     valid[:, :n] = True
-    valid[:, 2 * n: 2 * n + 4] = True
-    valid[1, 2 * n + 2: 2 * n + 4] = False  # sample 1 has only 2 pointer tokens
+    valid[:, 2 * n : 2 * n + 4] = True
+    valid[1, 2 * n + 2 : 2 * n + 4] = False  # sample 1 has only 2 pointer tokens
     mod = MemoryAttention(CFG, query_chunk=24)
     v = init(mod, curr, cpos, mem, mpos, 4)
-    fn = jax.jit(lambda v, c, cp, m, mp, valid, n_ptr: mod.apply(v, c, cp, m, mp, n_ptr, memory_valid=valid),
-                 static_argnames="n_ptr")
+    fn = jax.jit(
+        lambda v, c, cp, m, mp, valid, n_ptr: mod.apply(v, c, cp, m, mp, n_ptr, memory_valid=valid),
+        static_argnames="n_ptr",
+    )
     out = fn(v, curr, cpos, big, big_pos, jnp.asarray(valid), n_ptr=8)
     ref0 = fn(v, curr[:1], cpos[:1], mem[:1], mpos[:1], None, n_ptr=4)
     ref1 = fn(v, curr[1:], cpos[1:], mem[1:, :-2], mpos[1:, :-2], None, n_ptr=2)
@@ -244,7 +251,8 @@ def test_memory_attention_chunking_dropout_and_checks():
     full = jax.jit(mod.apply, static_argnums=5)(v, curr, cpos, mem, mpos, 4)
     assert full.shape == curr.shape
     chunked = jax.jit(MemoryAttention(CFG, query_chunk=24).apply, static_argnums=5)(
-        v, curr, cpos, mem, mpos, 4)  # 64 queries = 24 + 24 + 16 (padded)
+        v, curr, cpos, mem, mpos, 4
+    )  # 64 queries = 24 + 24 + 16 (padded)
     np.testing.assert_allclose(np.asarray(chunked), np.asarray(full), rtol=0, atol=5e-6)
     drop = jax.jit(lambda v, key: mod.apply(v, curr, cpos, mem, mpos, 4, deterministic=False, rngs={"dropout": key}))
     d1, d2 = drop(v, jax.random.PRNGKey(1)), drop(v, jax.random.PRNGKey(2))
@@ -256,6 +264,7 @@ def test_memory_attention_chunking_dropout_and_checks():
 
 
 # -------------------------------------------------------------------------------- memory encoder
+
 
 def test_memory_encoder_shapes_and_mask_sigmoid():
     rng = np.random.default_rng(5)
@@ -277,14 +286,20 @@ def test_memory_encoder_shapes_and_mask_sigmoid():
 
 # ------------------------------------------------------------------------------------- key map
 
+
 def _param_shapes(cfg, n_ptr=4):
     """Parameter shapes of both modules (eval_shape: no compute)."""
     h = cfg.embedding_size
     n, d, m = h * h, cfg.d_model, cfg.mem_dim
     s = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)  # noqa: E731
     key = jax.random.PRNGKey(0)
-    pa = jax.eval_shape(lambda *a: MemoryAttention(cfg).init(key, *a, n_ptr), s(1, n, d), s(1, n, d),
-                        s(1, n + n_ptr, m), s(1, n + n_ptr, m))["params"]
+    pa = jax.eval_shape(
+        lambda *a: MemoryAttention(cfg).init(key, *a, n_ptr),
+        s(1, n, d),
+        s(1, n, d),
+        s(1, n + n_ptr, m),
+        s(1, n + n_ptr, m),
+    )["params"]
     pe = jax.eval_shape(MemoryEncoder(cfg).init, key, s(1, h, h, d), s(1, 16 * h, 16 * h, 1))["params"]
     return {"memory_attention": pa, "memory_encoder": pe}
 
@@ -321,8 +336,10 @@ def test_official_size_shapes_and_counts():
 
 # ----------------------------------------------------------------------- parity with the dumps
 
+
 def _dump_params(pth, cfg):
     from peanut_jax.convert import load_checkpoint
+
     sd = load_checkpoint(pth)["model"]
     mine = {k: v for k, v in sd.items() if k.startswith(("memory_encoder.", "memory_attention."))}
     assert {k: tuple(np.shape(v)) for k, v in mine.items()} == official_memory_keys(cfg)
@@ -350,14 +367,21 @@ def test_dump_parity_memory_attention():
     z, pth = ref_dump("sam2")
     cfg = get_config("tiny")
     params = _dump_params(pth, cfg)["memory_attention"]
+
     def bf(name):  # the official sequences are seq-first (L, B, C)
         return jnp.asarray(z[f"{VIDEO}f1_memattn_{name}"].transpose(1, 0, 2))
 
     n_ptr = int(z[f"{VIDEO}f1_memattn_num_obj_ptr_tokens"])
     assert n_ptr == 4 and bf("memory").shape == (1, 4096 + n_ptr, 64)
     mod = MemoryAttention(cfg)
-    fn = jax.jit(lambda p, *a: mod.apply({"params": p}, *a, num_obj_ptr_tokens=n_ptr,
-                                         capture_intermediates=lambda m, _: isinstance(m, MemoryAttentionLayer)))
+    fn = jax.jit(
+        lambda p, *a: mod.apply(
+            {"params": p},
+            *a,
+            num_obj_ptr_tokens=n_ptr,
+            capture_intermediates=lambda m, _: isinstance(m, MemoryAttentionLayer),
+        )
+    )
     t0 = time.perf_counter()
     out, state = fn(params, bf("curr"), bf("curr_pos"), bf("memory"), bf("memory_pos"))
     out = np.asarray(out)
@@ -366,8 +390,10 @@ def test_dump_parity_memory_attention():
     # tokens get little attention weight, so rotating them by mistake moves the output by only ~2e-5
     # (relative) here; 1e-5 still leaves a 20x margin over the float32 noise.
     inter = state["intermediates"]
-    pairs = [(inter[f"layers_{i}"]["__call__"][0], z[f"{VIDEO}f1_memattn_layer{i}_out"], f"layer {i}")
-             for i in range(cfg.memattn_layers)] + [(out, bf("out"), "memory attention output")]
+    pairs = [
+        (inter[f"layers_{i}"]["__call__"][0], z[f"{VIDEO}f1_memattn_layer{i}_out"], f"layer {i}")
+        for i in range(cfg.memattn_layers)
+    ] + [(out, bf("out"), "memory attention output")]
     for ours, ref, what in pairs:
         err = assert_parity(ours, ref, what=what)
         print(f"{what}: relative error {err:.2e}")

@@ -5,6 +5,7 @@ input, the video predictor's bounded state against an in-test unbounded referenc
 frame and applies the official lookup rules, per-object independence, padding of the object axis,
 flat memory.  Locally ($PEANUT_REFS): the official SAM 2.1 hiera-tiny dumps, end to end.
 """
+
 from __future__ import annotations
 
 import functools
@@ -85,7 +86,7 @@ def moving_shapes(n=12, s=96, seed=0):
         bg = 100 + 40 * np.sin(xx / 7.0 + t * 0.3) * np.cos(yy / 9.0)
         img = np.stack([bg, bg * 0.8, bg * 0.6], -1)
         x0 = 10 + 3 * t
-        img[30:50, x0:x0 + 20] = (250, 40, 40)
+        img[30:50, x0 : x0 + 20] = (250, 40, 40)
         d = (yy - (60 - t)) ** 2 + (xx - (70 - 2 * t)) ** 2
         img[d < 100] = (20, 20, 200)
         img += rng.normal(0, 3, img.shape)
@@ -125,9 +126,9 @@ def test_converter_is_strict(tiny):
 
 def test_fill_holes_is_8_connected():
     m = np.full((1, 8, 8), 5.0, np.float32)
-    m[0, 2, 2] = -1          # a 1-pixel hole
-    m[0, 4, 4] = m[0, 5, 5] = -1   # diagonal pair: one 8-connected component of area 2
-    m[0, 0:8, 7] = -1        # border strip of 8 pixels
+    m[0, 2, 2] = -1  # a 1-pixel hole
+    m[0, 4, 4] = m[0, 5, 5] = -1  # diagonal pair: one 8-connected component of area 2
+    m[0, 0:8, 7] = -1  # border strip of 8 pixels
     out = fill_holes(m, 2)
     assert out[0, 2, 2] == np.float32(0.1) and out[0, 4, 4] == np.float32(0.1) and out[0, 5, 5] == np.float32(0.1)
     assert (out[0, :, 7] == -1).all()
@@ -212,17 +213,30 @@ class _Reference:
         pad = _bucket(n) - n
         c = np.concatenate([coords, np.zeros((pad, 2), np.float32)])[None]
         lab = np.concatenate([labels, -np.ones(pad, np.int32)])[None]
-        out = self._prompt(self.v, self.feats(f), jnp.asarray(c), jnp.asarray(lab),
-                           jnp.asarray((np.arange(n + pad) < n)[None]), prev_logits, mem, multimask=n <= 1, init=init)
-        o["temp"][f] = (init, {"masks": out["low_res_masks"][0], "ptr": out["obj_ptr"][0],
-                               "score": out["object_score_logits"][0]})
+        out = self._prompt(
+            self.v,
+            self.feats(f),
+            jnp.asarray(c),
+            jnp.asarray(lab),
+            jnp.asarray((np.arange(n + pad) < n)[None]),
+            prev_logits,
+            mem,
+            multimask=n <= 1,
+            init=init,
+        )
+        o["temp"][f] = (
+            init,
+            {"masks": out["low_res_masks"][0], "ptr": out["obj_ptr"][0], "score": out["object_score_logits"][0]},
+        )
         return out["low_res_masks"][0]
 
     def mask(self, oid, f, mask):
         o = self.obj(oid)
         out = self._mask(self.v, self.feats(f), jnp.asarray(mask, jnp.float32)[None])
-        o["temp"][f] = (f not in o["tracked"], {"masks": out["low_res_masks"][0], "ptr": out["obj_ptr"][0],
-                                               "score": out["object_score_logits"][0]})
+        o["temp"][f] = (
+            f not in o["tracked"],
+            {"masks": out["low_res_masks"][0], "ptr": out["obj_ptr"][0], "score": out["object_score_logits"][0]},
+        )
         return out["low_res_masks"][0]
 
     def preflight(self):
@@ -244,13 +258,22 @@ class _Reference:
             nb = _bucket(len(todo))
             empty = self.memory({"cond": {}, "non": {}}, f, reverse, cb)
             mems += [empty] * (nb - len(todo))
-            batch = ([x for m in mems for x in m[0]], np.concatenate([m[1] for m in mems]),
-                     np.concatenate([m[2] for m in mems]), [x for m in mems for x in m[3]],
-                     np.concatenate([m[4] for m in mems]), np.concatenate([m[5] for m in mems]), mems[0][6])
+            batch = (
+                [x for m in mems for x in m[0]],
+                np.concatenate([m[1] for m in mems]),
+                np.concatenate([m[2] for m in mems]),
+                [x for m in mems for x in m[3]],
+                np.concatenate([m[4] for m in mems]),
+                np.concatenate([m[5] for m in mems]),
+                mems[0][6],
+            )
             out = self._track(self.v, self.feats(f), *batch)
             for i, o in enumerate(todo):
-                o["non"][f] = {"masks": out["low_res_masks"][i], "ptr": out["obj_ptr"][i],
-                               "mem": out["maskmem_features"][i]}
+                o["non"][f] = {
+                    "masks": out["low_res_masks"][i],
+                    "ptr": out["obj_ptr"][i],
+                    "mem": out["maskmem_features"][i],
+                }
         for o in self.objs.values():
             o["tracked"][f] = reverse
         return jnp.stack([(o["cond"].get(f) or o["non"][f])["masks"] for o in self.objs.values()])
@@ -266,8 +289,9 @@ def _propagate_both(pred, state, ref, tag, tol=1e-6, **kw):
     worst = 0.0
     for f, ids, logits in pred.propagate_in_video(state, **kw):
         assert ids == list(ref.objs) and logits.shape[0] == len(ids)
-        worst = max(worst, _close(_low_res(state, f), ref.step(f, kw.get("reverse", False)), f"{tag} frame {f}",
-                                  rel=tol))
+        worst = max(
+            worst, _close(_low_res(state, f), ref.step(f, kw.get("reverse", False)), f"{tag} frame {f}", rel=tol)
+        )
     return worst
 
 
@@ -283,8 +307,9 @@ def test_bounded_state_equals_unbounded_reference(tiny):
     k = module.cfg.image_size / size
     mask = np.zeros((size, size), bool)
     mask[40:60, 30:50] = True
-    ref_mask = np.asarray(jax.image.resize(jnp.asarray(mask, jnp.float32), (module.cfg.image_size,) * 2, "linear",
-                                           antialias=True) >= 0.5)
+    ref_mask = np.asarray(
+        jax.image.resize(jnp.asarray(mask, jnp.float32), (module.cfg.image_size,) * 2, "linear", antialias=True) >= 0.5
+    )
 
     def both_points(f, oid, ref_coords, ref_labels, **kw):
         _, _, lg = pred.add_new_points_or_box(state, f, oid, **kw)
@@ -297,12 +322,12 @@ def test_bounded_state_equals_unbounded_reference(tiny):
     pred.add_new_mask(state, 0, "mask", mask)
     ref.mask("mask", 0, ref_mask)
     tol = 1e-6
-    worst = _propagate_both(pred, state, ref, "forward", tol, max_frame_num_to_track=30)       # 0 .. 30
+    worst = _propagate_both(pred, state, ref, "forward", tol, max_frame_num_to_track=30)  # 0 .. 30
     # a correction click on a tracked frame (memory-conditioned, previous logits as mask input)
     both_points(12, "click", [[50, 30]], [1], points=[[50, 30]], labels=[1], clear_old_points=False)
     # an object added mid-video: its first prompt is an initial conditioning frame
     both_points(20, "late", [[40, 10]], [1], points=[[40, 10]], labels=[1])
-    worst = max(worst, _propagate_both(pred, state, ref, "again", tol))                      # 0 .. 39
+    worst = max(worst, _propagate_both(pred, state, ref, "again", tol))  # 0 .. 39
     worst = max(worst, _propagate_both(pred, state, ref, "reverse", tol, start_frame_idx=n - 1, reverse=True))
     assert worst < tol
     # entries far from the position (0) and from every conditioning frame (0, 20) live on the host
@@ -342,7 +367,7 @@ def test_live_track_equals_propagation(tiny):
     assert idx == 0 and ids == [] and first.shape == (0, 64, 64)
     _, _, lg0 = pred.add_new_points_or_box(live, 0, 1, points=[[20, 30]], labels=[1])
     _close(lg0, offline[0], "prompted frame", rel=1e-6)
-    for t in range(1, 20):   # length unknown: pointer encodings normalised by 15 = min(20, 16) - 1
+    for t in range(1, 20):  # length unknown: pointer encodings normalised by 15 = min(20, 16) - 1
         idx, _, lg = pred.track(live, frames[t])
         assert idx == t
         _close(lg, offline[t], f"live frame {t}", rel=1e-5)
@@ -352,6 +377,7 @@ def test_video_file_read_backwards_in_chunks(tiny, tmp_path):
     """A reverse pass over a video file: the same frames as forward, without restarting the
     decoder (which always decodes from the start) for every frame."""
     from peanut_jax.data.video_io import write_video
+
     module, variables = tiny
     path = write_video(tmp_path / "v.mp4", moving_shapes(n=40, s=64, seed=9), fps=10)
     pred = SAM2VideoPredictor(module, variables)
@@ -382,7 +408,7 @@ def test_state_and_compiled_shapes_do_not_grow_with_clip_length(tiny):
     module, variables = tiny
     s = 32
     base = moving_shapes(n=10, s=s, seed=3)
-    video = np.concatenate([base[np.arange(100) % 10]] * 10)      # 1000 frames, 3 MB
+    video = np.concatenate([base[np.arange(100) % 10]] * 10)  # 1000 frames, 3 MB
     pred = SAM2VideoPredictor(module, variables, fill_hole_area=0)
     st = pred.init_state(video)
     pred.add_new_points_or_box(st, 0, 1, points=[[10, 10]], labels=[1])
@@ -391,8 +417,12 @@ def test_state_and_compiled_shapes_do_not_grow_with_clip_length(tiny):
     for f, _, _ in pred.propagate_in_video(st):
         if f in (99, 999):
             jax.effects_barrier()
-            snapshots[f] = (len(jax.live_arrays()), sum(a.nbytes for a in jax.live_arrays()),
-                            [len(o.non_cond) + len(o.cond) for o in st.objects], pred._track._cache_size())
+            snapshots[f] = (
+                len(jax.live_arrays()),
+                sum(a.nbytes for a in jax.live_arrays()),
+                [len(o.non_cond) + len(o.cond) for o in st.objects],
+                pred._track._cache_size(),
+            )
             rss[f] = _rss_bytes()
     assert snapshots[99] == snapshots[999], snapshots
     if rss[99]:
@@ -403,7 +433,8 @@ def test_padded_prompt_points_change_nothing(tiny):
     module, variables = tiny
     s = module.cfg.image_size
     ft = jax.jit(lambda v, x: module.apply(v, normalize_u8(x)[None], method=SAM2.encode_image))(
-        variables, jnp.asarray(moving_shapes(n=1, s=s)[0]))
+        variables, jnp.asarray(moving_shapes(n=1, s=s)[0])
+    )
     pix = module.apply(variables, ft["vision"], method=SAM2.add_no_memory)
     heads = jax.jit(lambda v, *a, point_mask=None: module.apply(v, *a, point_mask=point_mask, method=SAM2.sam_heads))
     coords = jnp.asarray([[[30.0, 40.0], [90.0, 70.0], [60.0, 60.0]]])
@@ -416,7 +447,7 @@ def test_padded_prompt_points_change_nothing(tiny):
     for k in ("low_res_masks", "ious", "obj_ptr", "object_score_logits"):
         _close(out[k], ref[k], k, rel=1e-5)
     unmasked = heads(variables, pix, ft["high_res"], padded, plabels)
-    assert np.abs(np.asarray(unmasked["low_res_masks"] - ref["low_res_masks"])).max() > 1e-4   # padding matters
+    assert np.abs(np.asarray(unmasked["low_res_masks"] - ref["low_res_masks"])).max() > 1e-4  # padding matters
 
 
 def test_padded_object_axis_and_objects_run_alone(tiny):
@@ -425,7 +456,7 @@ def test_padded_object_axis_and_objects_run_alone(tiny):
     prompts = {"a": np.array([[20.0, 40.0]]), "b": np.array([[70.0, 60.0]]), "c": np.array([[40.0, 20.0]])}
     pred = SAM2VideoPredictor(module, variables, fill_hole_area=0)
     st = pred.init_state(frames)
-    for k, p in prompts.items():     # 3 objects -> padded to 4 slots
+    for k, p in prompts.items():  # 3 objects -> padded to 4 slots
         pred.add_new_points_or_box(st, 0, k, points=p, labels=[1])
     together = [lg for _, _, lg in pred.propagate_in_video(st)]
     for i, (k, p) in enumerate(prompts.items()):
@@ -436,12 +467,15 @@ def test_padded_object_axis_and_objects_run_alone(tiny):
             _close(together[t][i], alone[t][0], f"object {k} frame {t}", rel=TRACK_TOL)
 
 
-@pytest.mark.parametrize("bad, match", [
-    ({"frame_idx": 99}, "frame_idx 99 is outside the video"),
-    ({"points": [1, 2, 3]}, r"points must be an \(N, 2\) array"),
-    ({"labels": [2]}, "labels must be 0 .* or 1"),
-    ({"box": [10, 10, 5, 20], "points": None, "labels": None}, "x0 < x1 and y0 < y1"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"frame_idx": 99}, "frame_idx 99 is outside the video"),
+        ({"points": [1, 2, 3]}, r"points must be an \(N, 2\) array"),
+        ({"labels": [2]}, "labels must be 0 .* or 1"),
+        ({"box": [10, 10, 5, 20], "points": None, "labels": None}, "x0 < x1 and y0 < y1"),
+    ],
+)
 def test_bad_prompts_are_refused_and_leave_state_unchanged(tiny, bad, match):
     module, variables = tiny
     pred = SAM2VideoPredictor(module, variables, max_objects=2)
@@ -479,11 +513,20 @@ def test_image_predictor_matches_official_dump():
         pred = SAM2ImagePredictor(module, variables)
         pred.set_image(z["c1_image_1024/in/image"])
         c = "c1_image_1024/"
-        kw = {0: {"point_coords": z[c + "in/p0_point_coords"], "point_labels": z[c + "in/p0_point_labels"],
-                      "multimask_output": True},
-              1: {"box": z[c + "in/p1_box"], "multimask_output": False},
-              2: {"box": z[c + "in/p2_box"], "point_coords": z[c + "in/p2_point_coords"],
-                      "point_labels": z[c + "in/p2_point_labels"], "multimask_output": False}}
+        kw = {
+            0: {
+                "point_coords": z[c + "in/p0_point_coords"],
+                "point_labels": z[c + "in/p0_point_labels"],
+                "multimask_output": True,
+            },
+            1: {"box": z[c + "in/p1_box"], "multimask_output": False},
+            2: {
+                "box": z[c + "in/p2_box"],
+                "point_coords": z[c + "in/p2_point_coords"],
+                "point_labels": z[c + "in/p2_point_labels"],
+                "multimask_output": False,
+            },
+        }
         for i, k in kw.items():
             masks, ious, low = pred.predict(**k, return_logits=True)
             _close(masks, z[c + f"out/p{i}_masks"], f"p{i} masks")
@@ -498,7 +541,7 @@ def test_video_predictor_matches_official_dump():
     module, variables = from_official("sam2", pth)
     c = "c0_video_6f_1024/"
     with jax.default_matmul_precision("highest"):
-        pred = SAM2VideoPredictor(module, variables, fill_hole_area=0)   # the dump ran without the CUDA extension
+        pred = SAM2VideoPredictor(module, variables, fill_hole_area=0)  # the dump ran without the CUDA extension
         st = pred.init_state(z[c + "inter/init_state_frames_decoded"])
         _, _, first = pred.add_new_points_or_box(st, 0, 1, points=z[c + "in/points"], labels=z[c + "in/labels"])
         _close(first, z[c + "out/video_res_masks"][0, 0], "click output")
@@ -508,8 +551,12 @@ def test_video_predictor_matches_official_dump():
             _close(e.pred_masks, z[c + "out/pred_masks"][f, 0, 0], f"frame {f} pred_masks")
             _close(e.obj_ptr, z[c + "out/obj_ptr"][f, 0], f"frame {f} obj_ptr")
             _close(e.score, z[c + "out/object_score_logits"][f, 0], f"frame {f} object score")
-            _close(np.asarray(e.maskmem, np.float32), z[c + "out/maskmem_features"][f, 0].transpose(1, 2, 0),
-                   f"frame {f} maskmem (bf16)", rel=1e-2)
+            _close(
+                np.asarray(e.maskmem, np.float32),
+                z[c + "out/maskmem_features"][f, 0].transpose(1, 2, 0),
+                f"frame {f} maskmem (bf16)",
+                rel=1e-2,
+            )
             _same_decisions(logits, z[c + "out/video_res_masks"][f, 0], f"frame {f} masks > 0")
 
 
@@ -526,22 +573,30 @@ def test_registry_fetch_converts_once_and_loads_offline(tiny, tmp_path, monkeypa
     sd = to_official("sam2", variables)
     folder = tmp_path / "mirror"
     folder.mkdir()
-    torch.save({"model": {k: torch.from_numpy(np.array(v)) for k, v in sd.items()}},
-               folder / "sam2_test.pt")
+    torch.save({"model": {k: torch.from_numpy(np.array(v)) for k, v in sd.items()}}, folder / "sam2_test.pt")
     data = (folder / "sam2_test.pt").read_bytes()
     monkeypatch.setenv("PEANUT_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("PEANUT_WEIGHTS_MIRROR", str(folder))
     monkeypatch.setenv("PEANUT_OFFLINE", "1")
-    e = registry.register(entry.WeightEntry("test_sam2_tiny", "sam2", "sam2_test.pt", urls=("https://example.invalid/x.pt",),
-                                 sha256=hashlib.sha256(data).hexdigest()), replace=True)
+    e = registry.register(
+        entry.WeightEntry(
+            "test_sam2_tiny",
+            "sam2",
+            "sam2_test.pt",
+            urls=("https://example.invalid/x.pt",),
+            sha256=hashlib.sha256(data).hexdigest(),
+        ),
+        replace=True,
+    )
     try:
         out = download.fetch(e.name, progress=False)
         m2, v2 = C.load(e.name)
         assert m2.cfg == module.cfg
-        for (p, a), (_, b) in zip(jax.tree_util.tree_leaves_with_path(variables),
-                                  jax.tree_util.tree_leaves_with_path(v2)):
+        for (p, a), (_, b) in zip(
+            jax.tree_util.tree_leaves_with_path(variables), jax.tree_util.tree_leaves_with_path(v2)
+        ):
             assert np.array_equal(np.asarray(a), np.asarray(b)), p
-        (folder / "sam2_test.pt").unlink()        # converted once: the cache alone serves it now
+        (folder / "sam2_test.pt").unlink()  # converted once: the cache alone serves it now
         assert download.fetch(e.name, progress=False) == out
     finally:
         registry.unregister(e.name)
@@ -549,4 +604,5 @@ def test_registry_fetch_converts_once_and_loads_offline(tiny, tmp_path, monkeypa
     names = {n for n in registry.names() if n.startswith("sam2")}
     assert names == {f"{p}_hiera_{s}" for p in ("sam2", "sam2.1") for s in ("tiny", "small", "base_plus", "large")}
     assert registry.get("sam2.1_hiera_base_plus").urls == (
-        "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_base_plus.pt",)
+        "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_base_plus.pt",
+    )

@@ -1,6 +1,7 @@
 """SAMWISE on the tiny test configuration (CPU): converter round trip and strictness, one clip,
 text-padding / batch invariance, and the streaming predictor.  Parity with the official model is in
 ``test_samwise_parity.py`` (needs PEANUT_REFS)."""
+
 from __future__ import annotations
 
 import jax
@@ -21,7 +22,7 @@ from peanut_jax.models.samwise import SAMWISE, build_samwise, init_bank, pad_fra
 from peanut_jax.pipeline.samwise import SAMWISEPredictor
 from peanut_jax.testing import parity_error
 
-S = 128          # tiny_test input size
+S = 128  # tiny_test input size
 
 
 def random_variables(shapes, seed=0):
@@ -37,14 +38,19 @@ def random_variables(shapes, seed=0):
             v = 0.2 * rng.standard_normal(s.shape)
         flat[path] = np.asarray(v, s.dtype)
     from flax.traverse_util import unflatten_dict
+
     return unflatten_dict(flat)
 
 
 @pytest.fixture(scope="module")
 def tiny():
     module = build_samwise("tiny_test")
-    shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, S, S, 3), jnp.float32),
-                            jax.ShapeDtypeStruct((1, 4), jnp.int32))
+    shapes = jax.eval_shape(
+        module.init,
+        jax.random.PRNGKey(0),
+        jax.ShapeDtypeStruct((1, S, S, 3), jnp.float32),
+        jax.ShapeDtypeStruct((1, 4), jnp.int32),
+    )
     v = random_variables(shapes)
     # calibration as in the official dump: objects present (score > 0), else every mask is -1024
     v["params"]["sam"]["sam_mask_decoder"]["pred_obj_score_head"]["layers_2"]["bias"] += 2.0
@@ -78,9 +84,15 @@ def test_converter_round_trip_bit_exact(tiny, official_sd):
     assert not any(k.endswith("num_batches_tracked") or "lm_head" in k for k in back)
 
 
-@pytest.mark.parametrize("key", ["cmt_adapters.1.hsa.linear.weight", "cmt_adapters.2.proj_vis_up.1.running_var",
-                                 "conditional_memory_encoder.decision_token.weight",
-                                 "sam.sam_prompt_encoder.project_text.layers.2.bias"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "cmt_adapters.1.hsa.linear.weight",
+        "cmt_adapters.2.proj_vis_up.1.running_var",
+        "conditional_memory_encoder.decision_token.weight",
+        "sam.sam_prompt_encoder.project_text.layers.2.bias",
+    ],
+)
 def test_converter_is_strict(official_sd, key):
     sd = {k: v for k, v in official_sd.items() if k != f"module.{key}"}
     with pytest.raises(CheckpointMismatchError, match="missing keys") as e:
@@ -94,7 +106,7 @@ def test_converter_without_cme(official_sd):
         from_state_dict({"model": sd})
     module, variables = from_state_dict({"model": sd}, use_cme=False)
     assert not module.cfg.use_cme and "conditional_memory_encoder" not in variables["params"]
-    module, variables = from_state_dict({"model": official_sd}, use_cme=False)      # CME weights ignored
+    module, variables = from_state_dict({"model": official_sd}, use_cme=False)  # CME weights ignored
     assert "conditional_memory_encoder" not in variables["params"]
 
 
@@ -135,7 +147,7 @@ def test_clip_padding_and_batch_invariance(clip_runs):
     assert alone["pred_masks"].shape == (4, 96, S) and both["pred_masks"].shape == (2, 4, 96, S)
     assert alone["low_res_masks"].shape == (4, 1, S // 4, S // 4)
     assert np.isfinite(alone["pred_masks"]).all()
-    assert (alone["low_res_masks"] > -1000).all()                     # objects present: informative masks
+    assert (alone["low_res_masks"] > -1000).all()  # objects present: informative masks
     # max|Δ| / max(1, |ref|) <= 1e-5 (other shapes reorder float sums; a leak of the padding is >1e-3)
     assert parity_error(both["pred_masks"][0], alone["pred_masks"]) <= 1e-5
     for k in ("low_res_masks", "obj_ptr", "object_score_logits"):
@@ -151,8 +163,15 @@ def test_predictor_streams_clips(tiny, video, clip_runs):
     assert all(x.shape == (2, 60, 80) and x.dtype == np.float32 for _, x in got)
     # the first clip = the module on the same frames, logits resized back to the video size
     from peanut_jax.ops import interpolate
-    ref = np.asarray(interpolate(jnp.asarray(clip_runs[1]["pred_masks"]).reshape(8, 96, S, 1), size=(60, 80),
-                                 mode="bilinear", align_corners=False)).reshape(2, 4, 60, 80)
+
+    ref = np.asarray(
+        interpolate(
+            jnp.asarray(clip_runs[1]["pred_masks"]).reshape(8, 96, S, 1),
+            size=(60, 80),
+            mode="bilinear",
+            align_corners=False,
+        )
+    ).reshape(2, 4, 60, 80)
     np.testing.assert_allclose(np.stack([x for _, x in got[:4]], axis=1), ref, atol=1e-5)
     # streaming by hand gives the same frames, and the bank keeps its shapes
     state = pred.init_state(["ab", "cde"], 60, 80)
@@ -161,7 +180,7 @@ def test_predictor_streams_clips(tiny, video, clip_runs):
     second = pred.segment_clip(state, video[4:])
     np.testing.assert_allclose(np.concatenate([first, second], 1), np.stack([x for _, x in got], 1), atol=1e-6)
     bank0 = jax.tree_util.tree_map(jnp.shape, init_bank(module.cfg, 2))
-    assert jax.tree_util.tree_map(jnp.shape, state["bank"]) == bank0       # memory flat in the video length
+    assert jax.tree_util.tree_map(jnp.shape, state["bank"]) == bank0  # memory flat in the video length
     assert int(state["bank"]["frame"]) == 6
     assert pred.masks(first).dtype == bool
     with pytest.raises(ValueError, match="threshold"):
@@ -186,7 +205,7 @@ def _unbounded_reference(module, v, frames, ids, pm, clip_window):
     r, q, win = cfg.num_recent, cfg.num_pointers, cfg.cme_window
     bank, last, out = {}, np.zeros(ids.shape[0], np.int64), []
     for start in range(0, frames.shape[0], clip_window):
-        feats, _ = module.apply(v, frames[start:start + clip_window], ids, pm, method=SAMWISE.encode_clip)
+        feats, _ = module.apply(v, frames[start : start + clip_window], ids, pm, method=SAMWISE.encode_clip)
         for j in range(feats["vision"].shape[0]):
             f = start + j
             vision, hr, st = feats["vision"][j], (feats["s0"][j], feats["s1"][j]), feats["state"][j]
@@ -201,20 +220,42 @@ def _unbounded_reference(module, v, frames, ids, pm, clip_window):
                 tpos = jnp.asarray([[k - 1 for k, _ in prev]] * p, jnp.int32)
                 ptr = jnp.stack(ptrs, 1)
                 pos = sine_2d(h, w, d)
-                pix = module.apply(v, vision, pos, mem, tpos, ptr, method=lambda m, x, ps, mm, tp, pt: (
-                    m.sam.condition_on_memory(x, ps, mm, tp, jnp.ones(tp.shape, bool), pt, jnp.zeros(pt.shape[:2]),
-                                              jnp.ones(pt.shape[:2], bool), 1.0)))
+                pix = module.apply(
+                    v,
+                    vision,
+                    pos,
+                    mem,
+                    tpos,
+                    ptr,
+                    method=lambda m, x, ps, mm, tp, pt: m.sam.condition_on_memory(
+                        x,
+                        ps,
+                        mm,
+                        tp,
+                        jnp.ones(tp.shape, bool),
+                        pt,
+                        jnp.zeros(pt.shape[:2]),
+                        jnp.ones(pt.shape[:2], bool),
+                        1.0,
+                    ),
+                )
             dec = module.apply(v, pix, hr, st, method=SAMWISE.decode)
             high = module.apply(v, dec["low_res_masks"], method=lambda m, x: m.sam.upsample_masks(x))
             nm = module.apply(v, no_mem, hr, st, method=SAMWISE.decode)
-            logits = module.apply(v, dec["obj_ptr"], nm["early_token"],
-                                  method=lambda m, a, b: m.conditional_memory_encoder(a, b))
+            logits = module.apply(
+                v, dec["obj_ptr"], nm["early_token"], method=lambda m, a, b: m.conditional_memory_encoder(a, b)
+            )
             switch = (f - last >= win - 1) & (f > win) & (np.argmax(np.asarray(logits), -1) == 1)
             hm = module.apply(v, nm["low_res_masks"], method=lambda m, x: m.sam.upsample_masks(x))
             high = jnp.where(jnp.asarray(switch)[:, None, None], jnp.where(hm > 0, 10 * hm, high), high)
             last = np.where(switch, f, last)
-            mm = module.apply(v, vision, high, dec["object_score_logits"],
-                              method=lambda m, x, hh, s: m.sam.encode_memory(x, hh, s, False))
+            mm = module.apply(
+                v,
+                vision,
+                high,
+                dec["object_score_logits"],
+                method=lambda m, x, hh, s: m.sam.encode_memory(x, hh, s, False),
+            )
             bank[f] = (mm, dec["obj_ptr"])
             out.append((np.asarray(dec["low_res_masks"]), np.asarray(dec["obj_ptr"]), switch, np.asarray(pix)))
     return out
@@ -236,17 +277,23 @@ def test_bounded_bank_across_clips_equals_unbounded_reference(tiny):
     bank = init_bank(module.cfg, 2)
     got = []
     for start in (0, 4):
-        outs, bank = run(v, frames[start:start + 4], bank)
-        got += [(np.asarray(outs["low_res_masks"][j]), np.asarray(outs["obj_ptr"][j]),
-                 np.asarray(outs["cme_switch"][j]), np.asarray(outs["pix_feat_with_mem"][j]))
-                for j in range(outs["obj_ptr"].shape[0])]
+        outs, bank = run(v, frames[start : start + 4], bank)
+        got += [
+            (
+                np.asarray(outs["low_res_masks"][j]),
+                np.asarray(outs["obj_ptr"][j]),
+                np.asarray(outs["cme_switch"][j]),
+                np.asarray(outs["pix_feat_with_mem"][j]),
+            )
+            for j in range(outs["obj_ptr"].shape[0])
+        ]
     ref = _unbounded_reference(module, v, frames, ids, pm, 4)
     assert len(got) == len(ref) == 7
     switched = [f for f, (_, _, s, _) in enumerate(ref) if s.any()]
-    assert switched[:1] == [4] and 5 not in switched, switched        # runs at 4, then not before 6
+    assert switched[:1] == [4] and 5 not in switched, switched  # runs at 4, then not before 6
     for f, ((lo, ptr, sw, pix), (rlo, rptr, rsw, rpix)) in enumerate(zip(got, ref)):
         assert np.array_equal(sw, rsw), f
         errs = [parity_error(a, b) for a, b in ((pix, rpix), (lo, rlo), (ptr, rptr))]
-        assert max(errs) <= 1e-4, (f, errs)   # jit vs eager float noise (~2e-5); a wrong memory slot order: 2e-2
-        assert (lo > -1000).all(), f                         # objects present: the masks carry information
+        assert max(errs) <= 1e-4, (f, errs)  # jit vs eager float noise (~2e-5); a wrong memory slot order: 2e-2
+        assert (lo > -1000).all(), f  # objects present: the masks carry information
     assert int(bank["frame"]) == 7

@@ -8,6 +8,7 @@ precision.  Skipped unless PEANUT_REFS is set; both tests are slow (base+ on CPU
   the CME decisions (frames where it switched, the switched pixels) and the > 0 binarisation.
 * ``test_samwise_components_match_official_dump``: frame 0 piece by piece from dumped inputs
   (a quicker check of everything except the adapters, which need the whole clip)."""
+
 from __future__ import annotations
 
 import json
@@ -101,17 +102,24 @@ def run_parity(refs: str) -> tuple[dict, dict]:
     f = 5
     cmp("cme_f5_nomem_low_res_masks", res["nomem_low_res_masks"][f, :1][:, None], inter["cme_f5_nomem_low_res_masks"])
     cmp("cme_f5_nomem_early_obj_ptr", res["nomem_early_obj_ptr"][f, :1], inter["cme_f5_nomem_early_obj_ptr"])
-    cmp("cme_f5_nomem_object_score_logits", res["nomem_object_score_logits"][f, :1],
-        inter["cme_f5_nomem_object_score_logits"])
+    cmp(
+        "cme_f5_nomem_object_score_logits",
+        res["nomem_object_score_logits"][f, :1],
+        inter["cme_f5_nomem_object_score_logits"],
+    )
     cmp("cme_f5_logits", res["cme_logits"][f, :1], inter["cme_f5_logits"])
-    cmp("cme_f5_high_res_masks_after", res["high_res_masks_for_mem"][f, :1][:, None],
-        inter["cme_f5_high_res_masks_after"])
+    cmp(
+        "cme_f5_high_res_masks_after",
+        res["high_res_masks_for_mem"][f, :1][:, None],
+        inter["cme_f5_high_res_masks_after"],
+    )
     applied = [int(i) for i in np.nonzero(res["cme_switch"][:, 0])[0]]
     disc["cme_applied_frames"] = applied == meta["cme_decisions"]["applied_at_frames"]
     disc["cme_f5_applied"] = bool(res["cme_switch"][f, 0]) == bool(inter["cme_f5_applied"])
-    hm = np.asarray(res["nomem_low_res_masks"])   # switched pixels: where the no-memory high-res logits > 0
-    disc["cme_f5_switched_pixels_equal"] = bool(np.array_equal(
-        res["high_res_masks_for_mem"][f, 0] > 0, inter["cme_f5_high_res_masks_after"][0, 0] > 0))
+    hm = np.asarray(res["nomem_low_res_masks"])  # switched pixels: where the no-memory high-res logits > 0
+    disc["cme_f5_switched_pixels_equal"] = bool(
+        np.array_equal(res["high_res_masks_for_mem"][f, 0] > 0, inter["cme_f5_high_res_masks_after"][0, 0] > 0)
+    )
     del hm
     for k in ("pred_masks", "low_res_masks", "ious", "obj_ptr", "object_score_logits"):
         cmp(k, res[k], outs[k])
@@ -120,8 +128,11 @@ def run_parity(refs: str) -> tuple[dict, dict]:
     flips = (res["pred_masks"] > 0) != (outs["pred_masks"] > 0)
     disc["pred_masks_sign_flips"] = int(flips.sum())
     disc["pred_masks_sign_flips_max_abs_ref"] = float(np.abs(outs["pred_masks"][flips]).max()) if flips.any() else 0.0
-    disc["covered"] = sorted(set(inter) - set(err) - {"text_input_ids", "text_padding_mask",
-                                                      "f1_memattn_num_obj_ptr_tokens", "cme_f5_applied"})
+    disc["covered"] = sorted(
+        set(inter)
+        - set(err)
+        - {"text_input_ids", "text_padding_mask", "f1_memattn_num_obj_ptr_tokens", "cme_f5_applied"}
+    )
     return err, disc
 
 
@@ -147,11 +158,19 @@ def run_component_parity(refs: str, verbose: bool = False) -> dict:
     ckpt = load_checkpoint(d / "samwise.pth")
     module, v = from_state_dict(ckpt, source="samwise.pth")
     sd = ckpt["model"]
-    back = to_state_dict(v, module=module)                     # round trip of the official file
+    back = to_state_dict(v, module=module)  # round trip of the official file
     err["roundtrip_keys_missing"] = float(len(set(back) - set(sd)))
     err["roundtrip_max_abs"] = max(float(np.max(np.abs(np.asarray(sd[k]) - b))) for k, b in back.items())
-    err["roundtrip_unmapped_non_ignored"] = float(len([k for k in sd if k not in back and not (
-        "lm_head" in k or k.endswith(("num_batches_tracked", "_float_tensor", ".version")))]))
+    err["roundtrip_unmapped_non_ignored"] = float(
+        len(
+            [
+                k
+                for k in sd
+                if k not in back
+                and not ("lm_head" in k or k.endswith(("num_batches_tracked", "_float_tensor", ".version")))
+            ]
+        )
+    )
     del ckpt, sd, back
     nhwc = lambda a: np.moveaxis(np.asarray(a), 1, -1)
     txt = lambda a: np.asarray(a).transpose(1, 0, 2)
@@ -170,18 +189,27 @@ def run_component_parity(refs: str, verbose: bool = False) -> dict:
             print(f"{name:40s} {err[name]:.3e}", flush=True)
 
     enc = lambda m: m.sam.image_encoder
-    cmp("c_vis_out_stage0", nhwc_back(app(lambda m, x: enc(m).run_blocks(enc(m).embed(x), 0, 2), frame0)),
-        g["inter/vis_out_stage0_f0"])
+    cmp(
+        "c_vis_out_stage0",
+        nhwc_back(app(lambda m, x: enc(m).run_blocks(enc(m).embed(x), 0, 2), frame0)),
+        g["inter/vis_out_stage0_f0"],
+    )
     for a, b, src in ((2, 5, "vis_out_stage0"), (5, 21, "vis_out_stage1"), (21, 24, "vis_out_stage2")):
-        cmp(f"c_vis_blocks_{a}_{b - 1}", app(lambda m, x, a=a, b=b: enc(m).run_blocks(x, a, b),
-                                             nhwc(g[f"inter/{src}_f0"])), g[f"inter/vis_blocks_{a}_{b - 1}_f0"])
+        cmp(
+            f"c_vis_blocks_{a}_{b - 1}",
+            app(lambda m, x, a=a, b=b: enc(m).run_blocks(x, a, b), nhwc(g[f"inter/{src}_f0"])),
+            g[f"inter/vis_blocks_{a}_{b - 1}_f0"],
+        )
     e0 = app(lambda m, i, p_: m.text_encoder.run_layers(*m.text_encoder.embed(i, p_), 0, 1), ids, pm)
     cmp("c_txt_layers_0_0", txt(e0), g["inter/txt_layers_0_0"])
     prev = txt(g["inter/txt_layers_0_0"])
     for a, b, cmt in ((1, 4, None), (4, 8, 0), (8, 12, 1)):
         x = prev if cmt is None else prev + txt(g[f"inter/cmt{cmt}_txt_out"])
-        cmp(f"c_txt_layers_{a}_{b - 1}", txt(app(lambda m, x_, p_, a=a, b=b: m.text_encoder.run_layers(x_, p_, a, b),
-                                                 x, pm)), g[f"inter/txt_layers_{a}_{b - 1}"])
+        cmp(
+            f"c_txt_layers_{a}_{b - 1}",
+            txt(app(lambda m, x_, p_, a=a, b=b: m.text_encoder.run_layers(x_, p_, a, b), x, pm)),
+            g[f"inter/txt_layers_{a}_{b - 1}"],
+        )
         prev = txt(g[f"inter/txt_layers_{a}_{b - 1}"])
     cmp("c_state", (prev + txt(g["inter/cmt2_txt_out"]))[:, 0], g["inter/state"][:1])
 
@@ -199,17 +227,23 @@ def run_component_parity(refs: str, verbose: bool = False) -> dict:
         cmp(f"c_f0_{k}", dec[k], g[f"out/{k}"][0])
     vision0 = nhwc(g["inter/backbone_fpn2_f0"])
     cmp("c_f0_pix_no_mem", app(lambda m, x: m.sam.add_no_memory(x), vision0), nhwc(g["inter/f0_pix_feat_with_mem"]))
-    mm = app(lambda m, x, low, sc: m.sam.encode_memory(x, m.sam.upsample_masks(low), sc, False), vision0,
-             g["out/low_res_masks"][0, 0], g["out/object_score_logits"][0])
+    mm = app(
+        lambda m, x, low, sc: m.sam.encode_memory(x, m.sam.upsample_masks(low), sc, False),
+        vision0,
+        g["out/low_res_masks"][0, 0],
+        g["out/object_score_logits"][0],
+    )
     cmp("c_f0_maskmem_features", nhwc_back(mm), g["out/maskmem_features"][0])
     curr = g["inter/f1_memattn_curr"].transpose(1, 0, 2)
     memory, mpos = g["inter/f1_memattn_memory"].transpose(1, 0, 2), g["inter/f1_memattn_memory_pos"].transpose(1, 0, 2)
     pos = np.asarray(sine_2d(64, 64, 256)).reshape(1, -1, 256)
-    out1 = app(lambda m, c, p_, mem, mp: m.sam.memory_attention(c, p_, mem, mp, num_obj_ptr_tokens=4),
-               curr, pos, memory, mpos)
+    out1 = app(
+        lambda m, c, p_, mem, mp: m.sam.memory_attention(c, p_, mem, mp, num_obj_ptr_tokens=4), curr, pos, memory, mpos
+    )
     cmp("c_f1_memattn_out", out1.transpose(1, 0, 2), g["inter/f1_memattn_out"])
-    logits = app(lambda m, a, b: m.conditional_memory_encoder(a, b), g["out/obj_ptr"][5],
-                 g["inter/cme_f5_nomem_early_obj_ptr"])
+    logits = app(
+        lambda m, a, b: m.conditional_memory_encoder(a, b), g["out/obj_ptr"][5], g["inter/cme_f5_nomem_early_obj_ptr"]
+    )
     cmp("c_cme_f5_logits", logits, g["inter/cme_f5_logits"])
     return err
 
@@ -222,7 +256,8 @@ def nhwc_back(a):
 def test_samwise_components_match_official_dump():
     err = run_component_parity(REFS)
     assert {k: v for k, v in err.items() if k.startswith("roundtrip_")} == dict.fromkeys(
-        ("roundtrip_keys_missing", "roundtrip_max_abs", "roundtrip_unmapped_non_ignored"), 0.0)
+        ("roundtrip_keys_missing", "roundtrip_max_abs", "roundtrip_unmapped_non_ignored"), 0.0
+    )
     bad = {k: v for k, v in err.items() if not v <= TOL}
     assert not bad, f"beyond {TOL}: {bad}"
 
@@ -235,8 +270,15 @@ def test_samwise_matches_official_dump():
     assert disc["covered"] == [], f"dumped intermediates not compared: {disc['covered']}"
     # > 0 binarisation: identical except where the official logit is within float noise of 0
     assert disc["pred_masks_sign_flips_max_abs_ref"] <= 1e-5, disc
-    assert all(disc[k] for k in ("cme_applied_frames", "cme_f5_applied", "cme_f5_switched_pixels_equal",
-                                 "f1_memattn_num_obj_ptr_tokens"))
+    assert all(
+        disc[k]
+        for k in (
+            "cme_applied_frames",
+            "cme_f5_applied",
+            "cme_f5_switched_pixels_equal",
+            "f1_memattn_num_obj_ptr_tokens",
+        )
+    )
 
 
 if __name__ == "__main__":

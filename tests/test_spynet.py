@@ -4,6 +4,7 @@ The torch reference below is written from the published algorithm (mmagic ``SPyN
 sniklaus ``estimate``) in plain torch ops; the official code itself is compared locally through the
 dumps in $PEANUT_REFS (skipped in CI).
 """
+
 import math
 
 import jax
@@ -26,7 +27,8 @@ def _random_params(variant="mmagic", seed=0, scale_head=2.0):
     params = jax.jit(m.init)(jax.random.key(seed), x, x)["params"]
     # a calibrated flow head (random init gives ~200 px flows, i.e. only clamped border samples)
     params = jax.tree_util.tree_map_with_path(
-        lambda p, v: v * scale_head if "conv_4" in jax.tree_util.keystr(p) else v, params)
+        lambda p, v: v * scale_head if "conv_4" in jax.tree_util.keystr(p) else v, params
+    )
     return m, {"params": params}
 
 
@@ -38,8 +40,11 @@ def _torch_spynet(torch, sd, variant, ref, supp):
 
     def basic(level, x):
         for j in range(5):
-            key = (f"basic_module.{level}.basic_module.{j}.conv" if variant == "mmagic"
-                   else f"moduleBasic.{level}.moduleBasic.{2 * j}")
+            key = (
+                f"basic_module.{level}.basic_module.{j}.conv"
+                if variant == "mmagic"
+                else f"moduleBasic.{level}.moduleBasic.{2 * j}"
+            )
             x = F.conv2d(x, torch.from_numpy(sd[key + ".weight"]), torch.from_numpy(sd[key + ".bias"]), padding=3)
             if j < 4:
                 x = F.relu(x)
@@ -88,6 +93,7 @@ def _torch_spynet(torch, sd, variant, ref, supp):
 
 def _pair(h, w, n=2, seed=0):
     from peanut_jax.data.synthetic import generate_clip
+
     frames = np.stack([generate_clip((seed, i), num_frames=2, height=h, width=w).frames for i in range(n)])
     return frames[:, 0], frames[:, 1]
 
@@ -99,8 +105,17 @@ def test_spynet_matches_torch_reference(variant, hw):
     sd = to_official("spynet" if variant == "mmagic" else "spynet_sniklaus", variables)
     ref, supp = _pair(*hw)
     with torch.no_grad():
-        expected = _torch_spynet(torch, sd, variant, torch.from_numpy(ref).permute(0, 3, 1, 2),
-                                 torch.from_numpy(supp).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+        expected = (
+            _torch_spynet(
+                torch,
+                sd,
+                variant,
+                torch.from_numpy(ref).permute(0, 3, 1, 2),
+                torch.from_numpy(supp).permute(0, 3, 1, 2),
+            )
+            .permute(0, 2, 3, 1)
+            .numpy()
+        )
     out = jax.jit(module.apply)(variables, ref, supp)
     assert out.shape == ref.shape[:3] + (2,)
     assert np.abs(expected).max() > 0.2  # a non-trivial flow is compared (1000x the tolerance)
@@ -130,6 +145,7 @@ def test_converter_round_trip_through_torch_files(tmp_path, variant, legacy):
 
 def test_mmagic_buffers_and_module_prefix_are_accepted(tmp_path):
     from peanut_jax.convert.spynet import spynet_buffers
+
     _, variables = _random_params("mmagic", seed=1)
     sd = {"module." + k: v for k, v in to_official("spynet", variables).items()}
     sd.update({"module." + k: v for k, v in spynet_buffers().items()})
@@ -186,6 +202,7 @@ def test_bf16_compute_keeps_float32_flow():
 
 
 # ---- official-code dumps (local development aid; skipped without $PEANUT_REFS) -------------------
+
 
 def _nhwc(a):
     return np.asarray(a).transpose(0, 2, 3, 1)

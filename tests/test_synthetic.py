@@ -1,17 +1,28 @@
 """Procedural synthetic videos: determinism, shapes, exact flows/occlusions, masks, sentences, speed."""
+
 import time
 
 import numpy as np
 import pytest
 from scipy.ndimage import binary_dilation, map_coordinates
 
-from peanut_jax.data import (generate_batch, generate_clip, make_scene, random_video_masks,
-                             synthetic, triplet)
+from peanut_jax.data import generate_batch, generate_clip, make_scene, random_video_masks, synthetic, triplet
 
-ARRAY_FIELDS = ("frames", "background", "masks", "full_masks", "flow_forward", "flow_backward",
-                "occlusion_forward", "occlusion_backward", "background_flow_forward",
-                "background_flow_backward", "background_occlusion_forward",
-                "background_occlusion_backward", "times")
+ARRAY_FIELDS = (
+    "frames",
+    "background",
+    "masks",
+    "full_masks",
+    "flow_forward",
+    "flow_backward",
+    "occlusion_forward",
+    "occlusion_backward",
+    "background_flow_forward",
+    "background_flow_backward",
+    "background_occlusion_forward",
+    "background_occlusion_backward",
+    "times",
+)
 
 
 def bilinear_warp(img, flow):
@@ -19,8 +30,13 @@ def bilinear_warp(img, flow):
     h, w = flow.shape[:2]
     gy, gx = np.mgrid[0:h, 0:w].astype(np.float64)
     coords = [gy + flow[..., 1], gx + flow[..., 0]]
-    return np.stack([map_coordinates(img[..., c].astype(np.float64), coords, order=1, mode="nearest")
-                     for c in range(img.shape[-1])], -1)
+    return np.stack(
+        [
+            map_coordinates(img[..., c].astype(np.float64), coords, order=1, mode="nearest")
+            for c in range(img.shape[-1])
+        ],
+        -1,
+    )
 
 
 def edge_band(masks, width=2):
@@ -43,8 +59,12 @@ def test_shapes_and_dtypes(clip):
     assert clip.masks.shape == clip.full_masks.shape == (t, n, h, w) and clip.masks.dtype == bool
     for f in ("flow_forward", "flow_backward", "background_flow_forward", "background_flow_backward"):
         assert getattr(clip, f).shape == (t - 1, h, w, 2) and getattr(clip, f).dtype == np.float32
-    for f in ("occlusion_forward", "occlusion_backward", "background_occlusion_forward",
-              "background_occlusion_backward"):
+    for f in (
+        "occlusion_forward",
+        "occlusion_backward",
+        "background_occlusion_forward",
+        "background_occlusion_backward",
+    ):
         assert getattr(clip, f).shape == (t - 1, h, w) and getattr(clip, f).dtype == bool
     assert 0.0 <= clip.frames.min() and clip.frames.max() <= 1.0
     assert len(clip.sentences) == len(clip.objects) == n
@@ -72,10 +92,10 @@ def test_background_equals_frames_outside_masks(clip):
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_masks_nonempty_and_consistent(seed):
     c = generate_clip(seed, num_frames=8, height=40, width=40, num_objects=3)
-    assert c.full_masks.sum(axis=(2, 3)).min() > 10          # every object in every frame
-    assert c.masks.any(axis=(0, 2, 3)).all()                  # every object visible somewhere
-    assert not (c.masks & ~c.full_masks).any()                # visible within the full footprint
-    assert c.masks.sum(axis=1).max() <= 1                     # visible masks are disjoint
+    assert c.full_masks.sum(axis=(2, 3)).min() > 10  # every object in every frame
+    assert c.masks.any(axis=(0, 2, 3)).all()  # every object visible somewhere
+    assert not (c.masks & ~c.full_masks).any()  # visible within the full footprint
+    assert c.masks.sum(axis=1).max() <= 1  # visible masks are disjoint
     np.testing.assert_array_equal(c.masks.any(axis=1), c.full_masks.any(axis=1))
     # front-to-back order: where object 0 lies it is the one that is visible
     np.testing.assert_array_equal(c.masks[:, 0], c.full_masks[:, 0])
@@ -88,8 +108,9 @@ def test_flow_exactness_by_warping(seed, camera):
     mean_errs, max_errs = [], []
     for t in range(4):
         for src, dst, flow, occ, m_src, m_dst in (
-                (t, t + 1, c.flow_forward[t], c.occlusion_forward[t], c.full_masks[t], c.full_masks[t + 1]),
-                (t + 1, t, c.flow_backward[t], c.occlusion_backward[t], c.full_masks[t + 1], c.full_masks[t])):
+            (t, t + 1, c.flow_forward[t], c.occlusion_forward[t], c.full_masks[t], c.full_masks[t + 1]),
+            (t + 1, t, c.flow_backward[t], c.occlusion_backward[t], c.full_masks[t + 1], c.full_masks[t]),
+        ):
             err = np.abs(bilinear_warp(c.frames[dst], flow) - c.frames[src]).max(-1)
             mean_errs.append(err[~occ].mean())
             # bilinear taps straddling an object edge are not expected to match: drop pixels
@@ -114,10 +135,11 @@ def test_flow_exactness_by_warping(seed, camera):
 def test_forward_backward_round_trip(clip):
     """Exact flows compose to the identity: p + f(p) + b(p + f(p)) = p for visible targets."""
     for t in range(5):
-        for ff, fb, occ in ((clip.flow_forward[t], clip.flow_backward[t], clip.occlusion_forward[t]),
-                            (clip.background_flow_forward[t], clip.background_flow_backward[t],
-                             clip.background_occlusion_forward[t])):
-            back = bilinear_warp(fb, ff)      # the backward flow read at the forward target
+        for ff, fb, occ in (
+            (clip.flow_forward[t], clip.flow_backward[t], clip.occlusion_forward[t]),
+            (clip.background_flow_forward[t], clip.background_flow_backward[t], clip.background_occlusion_forward[t]),
+        ):
+            back = bilinear_warp(fb, ff)  # the backward flow read at the forward target
             resid = np.linalg.norm(ff + back, axis=-1)
             # away from object edges the motion fields are affine, so bilinear reading is exact
             keep = ~occ & ~edge_band(clip.full_masks[t], 2) & ~edge_band(clip.full_masks[t + 1], 4)
@@ -125,8 +147,7 @@ def test_forward_backward_round_trip(clip):
 
 
 def test_static_scene_has_zero_flow_and_object_velocity():
-    c = generate_clip(4, num_frames=4, height=40, width=48, num_objects=1, camera=False,
-                      object_spin=0.0)
+    c = generate_clip(4, num_frames=4, height=40, width=48, num_objects=1, camera=False, object_spin=0.0)
     np.testing.assert_array_equal(c.background_flow_forward, 0.0)
     np.testing.assert_array_equal(c.background[0], c.background[3])
     vel = np.array(c.objects[0]["velocity"], np.float32)
@@ -152,8 +173,9 @@ def test_occlusions(clip):
         assert not (leaves & ~clip.occlusion_forward[t]).any()
         bf = clip.background_flow_forward[t]
         bx, by = gx + bf[..., 0], gy + bf[..., 1]
-        np.testing.assert_array_equal(clip.background_occlusion_forward[t],
-                                      (bx < 0) | (bx > w - 1) | (by < 0) | (by > h - 1))
+        np.testing.assert_array_equal(
+            clip.background_occlusion_forward[t], (bx < 0) | (bx > w - 1) | (by < 0) | (by > h - 1)
+        )
     # background pixels whose target is covered by an object (rounded) are occluded
     t = 0
     f = clip.flow_forward[t]
@@ -168,7 +190,7 @@ def test_occlusions(clip):
 
 def test_sentences_describe_objects():
     c = generate_clip(21, num_objects=4, height=48, width=48)
-    assert len(set(o["color"] for o in c.objects)) == 4      # distinct colours: unambiguous
+    assert len(set(o["color"] for o in c.objects)) == 4  # distinct colours: unambiguous
     for s, o in zip(c.sentences, c.objects):
         assert s.startswith("the ") and o["color"] in s and o["shape"] in s
         assert s.endswith("moving " + o["direction"])
@@ -209,7 +231,7 @@ def test_triplet_middle_frame_is_exact():
     i0, i1, i2 = triplet(6, height=32, width=40, num_objects=2)
     assert i0.shape == i1.shape == i2.shape == (32, 40, 3) and i1.dtype == np.float32
     assert not np.allclose(i1, i0) and not np.allclose(i1, i2)
-    assert not np.allclose(i1, (i0 + i2) / 2, atol=1e-3)      # rendered, not blended
+    assert not np.allclose(i1, (i0 + i2) / 2, atol=1e-3)  # rendered, not blended
     # pan-only camera, no objects: the flow 0 -> 0.5 is exactly half the flow 0 -> 1
     kw = dict(num_objects=0, camera_zoom=0.0, camera_rotation=0.0)
     scene = make_scene(6, num_frames=2, height=32, width=40, duration=1.0, **kw)
@@ -249,7 +271,7 @@ def test_random_video_masks(seed):
     assert m.shape == (t, h, w) and m.dtype == bool
     np.testing.assert_array_equal(m, random_video_masks(np.random.default_rng(seed), t, h, w))
     area = m.sum(axis=(1, 2))
-    assert (area > 0).all() and (area == area[0]).all()      # the same blob, always fully inside
+    assert (area > 0).all() and (area == area[0]).all()  # the same blob, always fully inside
     rows = np.nonzero(m[0].any(1))[0]
     cols = np.nonzero(m[0].any(0))[0]
     bh, bw = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1

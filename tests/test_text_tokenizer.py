@@ -4,14 +4,15 @@ CI tests use a tiny hand-made vocabulary written in the test, in both file layou
 test (skipped without ../shared) derives both layouts from the GPT-2 ranks file and compares our
 ids on >= 1000 strings with an independent reference, ``tiktoken`` built offline from the ranks.
 """
+
 import base64
 import json
 import random
 
 import numpy as np
 import pytest
-
 from conftest import shared_path
+
 from peanut_jax.text import MAX_TOKENS, RobertaTokenizer, TokenizerFileError
 
 SPECIALS = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
@@ -43,8 +44,7 @@ def write_hf(folder, vocab: dict[str, int], merges):
     """vocab.json (token -> RoBERTa id) + merges.txt (with the '#version' header)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    (folder / "merges.txt").write_text(
-        "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
     return folder / "vocab.json", folder / "merges.txt"
 
 
@@ -53,8 +53,7 @@ def write_fairseq(folder, encoder: dict[str, int], merges, dict_gpt2_ids, extra_
     counts decreasing, as fairseq writes them; ``extra_symbols`` appended with count 0)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "encoder.json").write_text(json.dumps(encoder), encoding="utf-8")
-    (folder / "vocab.bpe").write_text(
-        "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
+    (folder / "vocab.bpe").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
     n = len(dict_gpt2_ids)
     lines = [f"{g} {1000 * (n - i) + 7}" for i, g in enumerate(dict_gpt2_ids)]
     lines += [f"{s} 0" for s in extra_symbols]
@@ -84,8 +83,15 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_vocab")
     hf_files = write_hf(root / "hf", vocab, TINY_MERGES)
     fs_files = write_fairseq(root / "fairseq", encoder, TINY_MERGES, dict_ids, extra)
-    return dict(vocab=vocab, encoder=encoder, root=root, hf_files=hf_files, fs_files=fs_files,
-                hf=RobertaTokenizer.from_files(*hf_files), fs=RobertaTokenizer.from_fairseq(*fs_files))
+    return dict(
+        vocab=vocab,
+        encoder=encoder,
+        root=root,
+        hf_files=hf_files,
+        fs_files=fs_files,
+        hf=RobertaTokenizer.from_files(*hf_files),
+        fs=RobertaTokenizer.from_fairseq(*fs_files),
+    )
 
 
 def test_tiny_expected_ids_and_no_prefix_space(tiny):
@@ -168,28 +174,49 @@ def test_missing_or_bad_files_errors(tiny, tmp_path):
     vocab_json, merges_txt = tiny["hf_files"]
     encoder_json, vocab_bpe, dict_txt = tiny["fs_files"]
     cases = [
-        (lambda: RobertaTokenizer.from_files(tmp_path / "nope" / "vocab.json", merges_txt),
-         "vocab.json", ["not found", str(tmp_path / "nope" / "vocab.json"), "gpt2_bpe", "roberta_base"]),
-        (lambda: RobertaTokenizer.from_files(vocab_json, tmp_path / "merges.txt"),
-         "merges.txt", ["not found", str(tmp_path / "merges.txt")]),
-        (lambda: RobertaTokenizer.from_fairseq(tmp_path / "encoder.json", vocab_bpe, dict_txt),
-         "encoder.json", ["not found", "python -m peanut_jax.weights fetch gpt2_bpe"]),
-        (lambda: RobertaTokenizer.from_fairseq(encoder_json, tmp_path / "vocab.bpe", dict_txt),
-         "vocab.bpe", ["not found", "python -m peanut_jax.weights fetch gpt2_bpe"]),
-        (lambda: RobertaTokenizer.from_fairseq(encoder_json, vocab_bpe, tmp_path / "dict.txt"),
-         "dict.txt", ["not found", "python -m peanut_jax.weights fetch roberta_base"]),
+        (
+            lambda: RobertaTokenizer.from_files(tmp_path / "nope" / "vocab.json", merges_txt),
+            "vocab.json",
+            ["not found", str(tmp_path / "nope" / "vocab.json"), "gpt2_bpe", "roberta_base"],
+        ),
+        (
+            lambda: RobertaTokenizer.from_files(vocab_json, tmp_path / "merges.txt"),
+            "merges.txt",
+            ["not found", str(tmp_path / "merges.txt")],
+        ),
+        (
+            lambda: RobertaTokenizer.from_fairseq(tmp_path / "encoder.json", vocab_bpe, dict_txt),
+            "encoder.json",
+            ["not found", "python -m peanut_jax.weights fetch gpt2_bpe"],
+        ),
+        (
+            lambda: RobertaTokenizer.from_fairseq(encoder_json, tmp_path / "vocab.bpe", dict_txt),
+            "vocab.bpe",
+            ["not found", "python -m peanut_jax.weights fetch gpt2_bpe"],
+        ),
+        (
+            lambda: RobertaTokenizer.from_fairseq(encoder_json, vocab_bpe, tmp_path / "dict.txt"),
+            "dict.txt",
+            ["not found", "python -m peanut_jax.weights fetch roberta_base"],
+        ),
     ]
     bad_json = tmp_path / "bad.json"
     bad_json.write_text("{not json", encoding="utf-8")
     cases.append((lambda: RobertaTokenizer.from_files(bad_json, merges_txt), "vocab.json", ["not JSON"]))
     bad_bytes = tmp_path / "bytes.txt"
     bad_bytes.write_bytes(b"\xff\xfe\x00 1\n")
-    cases.append((lambda: RobertaTokenizer.from_fairseq(encoder_json, vocab_bpe, bad_bytes), "dict.txt",
-                  ["unreadable", str(bad_bytes)]))
+    cases.append(
+        (
+            lambda: RobertaTokenizer.from_fairseq(encoder_json, vocab_bpe, bad_bytes),
+            "dict.txt",
+            ["unreadable", str(bad_bytes)],
+        )
+    )
     foreign = tmp_path / "foreign.bpe"
     foreign.write_text("#version: 0.2\nq z\n", encoding="utf-8")  # 'qz' is not in the vocabulary
-    cases.append((lambda: RobertaTokenizer.from_files(vocab_json, foreign), "merges.txt",
-                  ["does not match the vocabulary"]))
+    cases.append(
+        (lambda: RobertaTokenizer.from_files(vocab_json, foreign), "merges.txt", ["does not match the vocabulary"])
+    )
     short = tmp_path / "short.json"
     short.write_text(json.dumps({k: v for k, v in tiny["vocab"].items() if k != "Ā"}), encoding="utf-8")
     cases.append((lambda: RobertaTokenizer.from_files(short, merges_txt), "vocab.json", ["byte-level base tokens"]))
@@ -203,8 +230,17 @@ def test_missing_or_bad_files_errors(tiny, tmp_path):
             assert needle in msg, (needle, msg)
 
 
-ROUND_TRIP = ["the cat", " the  cat \n\n", "Ça va? Ångström naïve", "東京タワー 北京 서울", "👩‍👩‍👧 🇫🇷 👍🏽",
-              "\x00\x01\x7f\u00ad\u200b", "tab\tand\r\nCRLF", "<unk-ish> text", "‽" * 9]
+ROUND_TRIP = [
+    "the cat",
+    " the  cat \n\n",
+    "Ça va? Ångström naïve",
+    "東京タワー 北京 서울",
+    "👩‍👩‍👧 🇫🇷 👍🏽",
+    "\x00\x01\x7f\u00ad\u200b",
+    "tab\tand\r\nCRLF",
+    "<unk-ish> text",
+    "‽" * 9,
+]
 
 
 def test_byte_level_round_trip(tiny):
@@ -221,6 +257,7 @@ def test_byte_level_round_trip(tiny):
 # the real GPT-2 vocabulary (../shared) against tiktoken
 # ------------------------------------------------------------------------------------------------
 
+
 def derive_merges(ranks: dict[bytes, int]) -> list[tuple[bytes, bytes]]:
     """GPT-2's merges from its ranks: the token of rank r was made by merging the two pieces that
     BPE with only the merges of rank < r leaves of its bytes (exactly two, asserted)."""
@@ -228,7 +265,7 @@ def derive_merges(ranks: dict[bytes, int]) -> list[tuple[bytes, bytes]]:
     for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
         if len(token) == 1:
             continue
-        parts = [token[i:i + 1] for i in range(len(token))]
+        parts = [token[i : i + 1] for i in range(len(token))]
         while len(parts) > 2:
             best, at = rank, -1
             for i in range(len(parts) - 1):
@@ -237,7 +274,7 @@ def derive_merges(ranks: dict[bytes, int]) -> list[tuple[bytes, bytes]]:
                     best, at = r, i
             if at < 0:
                 break
-            parts[at:at + 2] = [parts[at] + parts[at + 1]]
+            parts[at : at + 2] = [parts[at] + parts[at + 1]]
         assert len(parts) == 2, (token, parts)
         assert ranks[parts[0]] < rank and ranks[parts[1]] < rank, token
         merges.append((parts[0], parts[1]))
@@ -246,26 +283,100 @@ def derive_merges(ranks: dict[bytes, int]) -> list[tuple[bytes, bytes]]:
 
 def corpus(n_random: int = 1200, seed: int = 0) -> list[str]:
     fixed = [
-        "the man in the red shirt on the left", "The Man In The Red Shirt", "a dog jumping over a fence",
-        "it's the cat's toy, isn't it? They'll say we'd've... I'M HERE, you'RE there", "don't", "'s'",
+        "the man in the red shirt on the left",
+        "The Man In The Red Shirt",
+        "a dog jumping over a fence",
+        "it's the cat's toy, isn't it? They'll say we'd've... I'M HERE, you'RE there",
+        "don't",
+        "'s'",
         "1 22 333 4444 55555 3.14159 1,000,000 -7 +8e-10 0x1F 2024-12-05 12:30:59",
-        "café naïve résumé Ångström São Paulo Zürich Dvořák ﬁne", "e\u0301 a\u0308 n\u0303 (combining)",
+        "café naïve résumé Ångström São Paulo Zürich Dvořák ﬁne",
+        "e\u0301 a\u0308 n\u0303 (combining)",
         "hello!!! ??? ... --- *** ((( ))) [x] {y} <z> @user #tag $5 %20 ^_^ ~ `code` |pipe| \\back/",
-        "emoji 😀😃😄 👍🏽 👩‍👩‍👧‍👦 🇯🇵🇫🇷 ❤️ ☃ 🏳️‍🌈 🫠", "我爱北京天安门", "日本語のテキストです。カタカナ、ひらがな",
-        "한국어 문장입니다", "مرحبا بالعالم", "नमस्ते दुनिया", "Привет, мир!", "Γειά σου Κόσμε", "שלום עולם",
-        "a  b   c    d", "   leading", "trailing   ", " ", "  \n", "one\ntwo\n\nthree\r\nfour", "\t\ttabs\t",
-        "mixed \u00a0nbsp\u2009thin\u3000ideographic", "zero\u200bwidth\u200djoiner", "\x00\x01\x1f\x7f",
-        "<|endoftext|>", "ÃÂÃÂÃÂÃÂ", "ĠĠĠĠ", "https://example.com/a_b-c?d=e&f=g#h", "x" * 300,
-        "   many    spaces    between    words   ", "end.\n", "\n", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𝟙𝟚𝟛", "Ⅻ ½ ² ٣ ௫",
+        "emoji 😀😃😄 👍🏽 👩‍👩‍👧‍👦 🇯🇵🇫🇷 ❤️ ☃ 🏳️‍🌈 🫠",
+        "我爱北京天安门",
+        "日本語のテキストです。カタカナ、ひらがな",
+        "한국어 문장입니다",
+        "مرحبا بالعالم",
+        "नमस्ते दुनिया",
+        "Привет, мир!",
+        "Γειά σου Κόσμε",
+        "שלום עולם",
+        "a  b   c    d",
+        "   leading",
+        "trailing   ",
+        " ",
+        "  \n",
+        "one\ntwo\n\nthree\r\nfour",
+        "\t\ttabs\t",
+        "mixed \u00a0nbsp\u2009thin\u3000ideographic",
+        "zero\u200bwidth\u200djoiner",
+        "\x00\x01\x1f\x7f",
+        "<|endoftext|>",
+        "ÃÂÃÂÃÂÃÂ",
+        "ĠĠĠĠ",
+        "https://example.com/a_b-c?d=e&f=g#h",
+        "x" * 300,
+        "   many    spaces    between    words   ",
+        "end.\n",
+        "\n",
+        "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𝟙𝟚𝟛",
+        "Ⅻ ½ ² ٣ ௫",
     ]
     rng = random.Random(seed)
-    words = ["the", "man", "woman", "red", "shirt", "left", "right", "dog", "cat", "running", "car",
-             "a", "on", "of", "behind", "Zebra", "QUICK", "naïve", "über", "日本", "猫", "😀", "it's",
-             "they're", "42", "3.5", "2,000", "...", "!!", "?", "-", "'", "\"", "(", ")"]
+    words = [
+        "the",
+        "man",
+        "woman",
+        "red",
+        "shirt",
+        "left",
+        "right",
+        "dog",
+        "cat",
+        "running",
+        "car",
+        "a",
+        "on",
+        "of",
+        "behind",
+        "Zebra",
+        "QUICK",
+        "naïve",
+        "über",
+        "日本",
+        "猫",
+        "😀",
+        "it's",
+        "they're",
+        "42",
+        "3.5",
+        "2,000",
+        "...",
+        "!!",
+        "?",
+        "-",
+        "'",
+        '"',
+        "(",
+        ")",
+    ]
     spaces = [" ", "  ", "   ", "\t", "\n", "\n\n", " \n", "\r\n", "\u00a0", "\u3000"]
-    ranges = [(0x20, 0x7E), (0xA0, 0x24F), (0x370, 0x3FF), (0x400, 0x4FF), (0x590, 0x6FF), (0x900, 0x97F),
-              (0x3040, 0x30FF), (0x4E00, 0x9FFF), (0xAC00, 0xD7A3), (0x1F300, 0x1FAFF), (0x2000, 0x206F),
-              (0xE000, 0xF8FF), (0x10000, 0x10FFFF)]
+    ranges = [
+        (0x20, 0x7E),
+        (0xA0, 0x24F),
+        (0x370, 0x3FF),
+        (0x400, 0x4FF),
+        (0x590, 0x6FF),
+        (0x900, 0x97F),
+        (0x3040, 0x30FF),
+        (0x4E00, 0x9FFF),
+        (0xAC00, 0xD7A3),
+        (0x1F300, 0x1FAFF),
+        (0x2000, 0x206F),
+        (0xE000, 0xF8FF),
+        (0x10000, 0x10FFFF),
+    ]
 
     def random_char():
         lo, hi = rng.choice(ranges)
@@ -283,8 +394,12 @@ def corpus(n_random: int = 1200, seed: int = 0) -> list[str]:
         elif kind == 2:  # digits and symbols
             out.append("".join(rng.choice("0123456789.,:;-+ '\"!?()$%/\\_\n") for _ in range(rng.randint(1, 30))))
         else:  # a mix of all of it
-            out.append("".join(rng.choice([rng.choice(words), rng.choice(spaces), random_char()])
-                               for _ in range(rng.randint(1, 16))))
+            out.append(
+                "".join(
+                    rng.choice([rng.choice(words), rng.choice(spaces), random_char()])
+                    for _ in range(rng.randint(1, 16))
+                )
+            )
     out = [s for s in out if s and not any(t in s for t in ("<s>", "</s>", "<pad>", "<unk>", "<mask>"))]
     return out
 
@@ -315,8 +430,7 @@ def gpt2(tmp_path_factory):
     root = tmp_path_factory.mktemp("gpt2_layouts")
     hf = RobertaTokenizer.from_files(*write_hf(root / "hf", vocab, merges))
     fs = RobertaTokenizer.from_fairseq(*write_fairseq(root / "fairseq", encoder, merges, perm, extra))
-    reference = tiktoken.Encoding(name="gpt2_test", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
-                                  special_tokens={})
+    reference = tiktoken.Encoding(name="gpt2_test", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={})
     return dict(hf=hf, fs=fs, reference=reference, roberta_of_gpt2=roberta_of_gpt2)
 
 

@@ -1,5 +1,6 @@
 """TFDS inpainting builders (YouTube-VOS / DAVIS layouts) on tiny fake ``manual_dir`` trees, built and
 read without TensorFlow, and the E2FGVI task's dataset path on top of them."""
+
 import io
 import json
 import pathlib
@@ -35,14 +36,14 @@ def _youtube_tree(root, rng):
     for i in range(6):
         (root / "JPEGImages" / "vidA" / f"{i:05d}.jpg").write_bytes(_jpeg(_frame(rng, 20 * i)))
     with zipfile.ZipFile(root / "JPEGImages" / "vidB.zip", "w") as z:
-        for i in reversed(range(7)):   # stored out of order: the reader sorts the names
+        for i in reversed(range(7)):  # stored out of order: the reader sorts the names
             z.writestr(f"{i:05d}.jpg", _jpeg(_frame(rng, 30 * i)))
     (root / "train.json").write_text(json.dumps({"vidA": 6, "vidB": 5}))
     (root / "test.json").write_text(json.dumps({"vidA": 3}))
     (root / "test_masks" / "vidA").mkdir(parents=True)
     for i in range(3):
         m = np.zeros((H, W), np.uint8)
-        m[4 + i:10 + i, 5:15] = 255
+        m[4 + i : 10 + i, 5:15] = 255
         Image.fromarray(m).save(root / "test_masks" / "vidA" / f"{i:05d}.png")
 
 
@@ -55,7 +56,7 @@ def _davis_tree(root, rng):
             for i in range(5):
                 (root / "JPEGImages" / "480p" / seq / f"{i:05d}.jpg").write_bytes(_jpeg(_frame(rng)))
                 lab = np.zeros((H, W), np.uint8)
-                lab[2:8, 3 + i:9 + i] = 1
+                lab[2:8, 3 + i : 9 + i] = 1
                 lab[12:20, 20:30] = 2
                 img = Image.fromarray(lab, mode="P")
                 img.putpalette(pal)
@@ -73,8 +74,10 @@ def youtube(tmp_path_factory):
 
 
 def _by_id(ds):
-    return {(r["video_id"].decode() if isinstance(r["video_id"], bytes) else r["video_id"]): r
-            for r in (ds[i] for i in range(len(ds)))}
+    return {
+        (r["video_id"].decode() if isinstance(r["video_id"], bytes) else r["video_id"]): r
+        for r in (ds[i] for i in range(len(ds)))
+    }
 
 
 def test_youtube_vos_builder_without_tensorflow(youtube):
@@ -113,6 +116,7 @@ def test_resized_config(youtube, tmp_path):
 def test_building_and_reading_never_import_tensorflow(tmp_path):
     import subprocess
     import sys
+
     root = tmp_path / "yt"
     _youtube_tree(root, np.random.default_rng(3))
     code = (
@@ -121,9 +125,15 @@ def test_building_and_reading_never_import_tensorflow(tmp_path):
         f"build('youtube_vos_inpainting', {str(root)!r}, {str(tmp_path / 'data')!r}, config='full')\n"
         f"ds = tfds.data_source('youtube_vos_inpainting/full', data_dir={str(tmp_path / 'data')!r}, split='train')\n"
         "assert decode_frames(ds[0]['frames'], [0]).shape[0] == 1\n"
-        "print('TF_IMPORTED' if 'tensorflow' in sys.modules else 'TF_FREE')\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                         cwd=str(pathlib.Path(__file__).resolve().parents[1]))
+        "print('TF_IMPORTED' if 'tensorflow' in sys.modules else 'TF_FREE')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=str(pathlib.Path(__file__).resolve().parents[1]),
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "TF_FREE" in out.stdout
 
@@ -135,7 +145,7 @@ def test_davis_builder_palette_masks(tmp_path):
     val = _by_id(tfds.data_source("davis_inpainting/full", data_dir=str(tmp_path / "data"), split="val"))
     assert set(train) == {"bear"} and set(val) == {"cows"}
     m = decode_masks(train["bear"]["masks"], [3])
-    assert m.shape == (1, H, W) and set(np.unique(m)) == {0, 1, 2}       # palette indices, not colours
+    assert m.shape == (1, H, W) and set(np.unique(m)) == {0, 1, 2}  # palette indices, not colours
     assert (m[0, 2:8, 6:12] == 1).all() and (m[0, 12:20, 20:30] == 2).all()
 
 
@@ -157,17 +167,27 @@ def test_builder_errors_name_the_problem(tmp_path):
 def test_e2fgvi_task_reads_the_dataset(youtube):
     from configs.e2fgvi import get_config
     from peanut_jax.train.tasks import e2fgvi as task
+
     c = get_config("test").unlock()
-    c.data.update(source="tfds", tfds_name="youtube_vos_inpainting/full", tfds_data_dir=str(youtube / "data"),
-                  split="train", eval_split="test", num_local_frames=2, num_ref_frames=1, batch_size=2,
-                  eval_clips=2, eval_batch_size=2)
+    c.data.update(
+        source="tfds",
+        tfds_name="youtube_vos_inpainting/full",
+        tfds_data_dir=str(youtube / "data"),
+        split="train",
+        eval_split="test",
+        num_local_frames=2,
+        num_ref_frames=1,
+        batch_size=2,
+        eval_clips=2,
+        eval_batch_size=2,
+    )
     c.lock()
     it = task.train_batches(c, 0, 0, 1)
     b1, b2 = next(it), next(it)
     assert b1["frames"].shape == (2, 3, 60, 108, 3) and b1["masks"].shape == (2, 3, 60, 108, 1)
     assert "stc_flow" not in b1 and b1["frames"].dtype == np.float32
     assert 0 <= b1["frames"].min() and b1["frames"].max() <= 1 and b1["masks"].sum() > 0
-    again = next(iter(task.train_batches(c, 1, 0, 1)))          # step 2, read again by random access
+    again = next(iter(task.train_batches(c, 1, 0, 1)))  # step 2, read again by random access
     for k in b2:
         np.testing.assert_array_equal(b2[k], again[k])
     ev = next(iter(task.eval_batches(c, 0, 1)))

@@ -1,4 +1,5 @@
 """TFDS builders for REDS / Vimeo-90K septuplets / Vimeo-90K triplets on tiny fake manual_dirs."""
+
 import pathlib
 
 import numpy as np
@@ -20,14 +21,15 @@ def _frame(rng, h, w):
     return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
-def _fake_reds(root: pathlib.Path, clips=("000", "001", "002", "011"), frames=3, lr_for=("000", "001"),
-               val_clips=("000",)):
+def _fake_reds(
+    root: pathlib.Path, clips=("000", "001", "002", "011"), frames=3, lr_for=("000", "001"), val_clips=("000",)
+):
     rng = np.random.default_rng(0)
     gts = {}
     for c in clips:
         for i in range(frames):
             lr = _frame(rng, 4, 6)
-            gt = np.kron(lr, np.ones((4, 4, 1), np.uint8))   # LR = GT[::4, ::4] exactly
+            gt = np.kron(lr, np.ones((4, 4, 1), np.uint8))  # LR = GT[::4, ::4] exactly
             _png(root / "train_sharp" / c / f"{i:08d}.png", gt)
             if c in lr_for:
                 _png(root / "train_sharp_bicubic" / "X4" / c / f"{i:08d}.png", lr)
@@ -57,9 +59,9 @@ def test_reds_builder_splits_table_and_lr(tmp_path):
                 gt = common.decode_png(rec["gt"])
                 np.testing.assert_array_equal(gt, gts[(clip, i)])
                 lq = common.decode_png(rec["lq"])
-                if clip in ("000", "001"):      # official LR files stored as found
+                if clip in ("000", "001"):  # official LR files stored as found
                     np.testing.assert_array_equal(lq, gt[::4, ::4])
-                else:                           # computed: MATLAB imresize of the uint8 GT
+                else:  # computed: MATLAB imresize of the uint8 GT
                     np.testing.assert_array_equal(lq, imresize(gt, 0.25))
 
 
@@ -112,7 +114,7 @@ def test_vimeo_septuplet_builder(tmp_path):
     root = tmp_path / "vimeo_septuplet"
     data = _fake_vimeo(root, ["00001/0001", "00001/0002", "00002/0001"], 7)
     (root / "sep_trainlist.txt").write_text("00001/0001\n00002/0001\n")
-    (root / "sep_testlist.txt").write_text("00001/0002\n\n")   # trailing blank line (as the official lists)
+    (root / "sep_testlist.txt").write_text("00001/0002\n\n")  # trailing blank line (as the official lists)
     vsr.build("vimeo90k_septuplet", root, tmp_path / "tfds", config="bi")
     train, meta = vsr.open_split("vimeo90k_septuplet", tmp_path / "tfds", "train", "bi")
     test, _ = vsr.open_split("vimeo90k_septuplet", tmp_path / "tfds", "test", "bi")
@@ -149,10 +151,12 @@ def test_vimeo_triplet_builder_rife_splits(tmp_path):
     data = _fake_vimeo(root, names + ["00009/0001"], 3, h=8, w=12)
     (root / "tri_trainlist.txt").write_text("\n".join(names) + "\n")
     (root / "tri_testlist.txt").write_text("00009/0001\n")
-    assert vimeo_triplet.rife_splits(names) == (names[:19], names[19:])   # int(0.95 * 21) = 19
+    assert vimeo_triplet.rife_splits(names) == (names[:19], names[19:])  # int(0.95 * 21) = 19
     vsr.build("vimeo90k_triplet", root, tmp_path / "tfds", config=None)
-    sizes = {s: len(vsr.open_split("vimeo90k_triplet", tmp_path / "tfds", s, None)[0])
-             for s in ("train", "validation", "test")}
+    sizes = {
+        s: len(vsr.open_split("vimeo90k_triplet", tmp_path / "tfds", s, None)[0])
+        for s in ("train", "validation", "test")
+    }
     assert sizes == {"train": 19, "validation": 2, "test": 1}
     val, _ = vsr.open_split("vimeo90k_triplet", tmp_path / "tfds", "validation", None)
     rec = val[1]

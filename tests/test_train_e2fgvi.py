@@ -3,6 +3,7 @@
 CI-sized: the ``test`` config (a narrow E2FGVI-HQ at 60x108, 2 local + 1 reference frame, batch 2)
 with every loss on, and a short ``tiny`` run that must raise the hole PSNR on held-out clips.
 """
+
 import math
 import pathlib
 
@@ -40,7 +41,7 @@ _CACHE = {}
 
 
 def _cached(kind, config, make):
-    key = (kind, config.to_json())        # ConfigDicts are not hashable
+    key = (kind, config.to_json())  # ConfigDicts are not hashable
     if key not in _CACHE:
         _CACHE[key] = make()
     return _CACHE[key]
@@ -57,6 +58,7 @@ def _step_fn(config):
         state = _init(config)
         batch = _batch(config)
         return _compile(lambda s, b: task.train_step(s, b, config, lambda g: g), state, batch)
+
     return _cached("step", config, make)
 
 
@@ -82,6 +84,7 @@ def test_config_variants():
     assert task.make_model(off).channel == 128 and task.make_model(off).num_blocks == 8
     # the official schedule: x0.1 at 400k
     from peanut_jax.train.state import build_optimizer
+
     _, sched = build_optimizer(off.optim, off.train.num_steps)
     assert math.isclose(float(sched(399_999)), 1e-4, rel_tol=1e-6)
     assert math.isclose(float(sched(400_001)), 1e-5, rel_tol=1e-6)
@@ -111,13 +114,15 @@ def test_sample_indices_like_official():
         assert local == list(range(local[0], local[0] + 5)) and 0 <= local[0] <= 7
         assert ref == sorted(ref) and len(set(ref)) == 3 and not set(ref) & set(local)
     assert task.sample_indices(np.random.default_rng(3), 12, 5, 3) == task.sample_indices(
-        np.random.default_rng(3), 12, 5, 3)
+        np.random.default_rng(3), 12, 5, 3
+    )
 
 
 @pytest.mark.parametrize("mode", ["object", "random"])
 def test_synthetic_example_ground_truth(mode):
     from peanut_jax.data.synthetic import make_scene
     from peanut_jax.ops import warp
+
     c = _config("tiny", data__mask_dilation=0)
     ex = task.synthetic_example(c.data, (0, 0, 5, 1), 3, 2, mode)
     assert ex["frames"].shape == (5, 60, 108, 3) and ex["masks"].shape == (5, 60, 108, 1)
@@ -144,7 +149,7 @@ def test_synthetic_example_ground_truth(mode):
 def test_train_batches_are_pure_functions_of_the_step():
     c = _config()
     a = list(zip(range(3), task.train_batches(c, 0, 0, 1)))
-    resumed = next(iter(task.train_batches(c, 2, 0, 1)))        # step 3 after a restart at step 2
+    resumed = next(iter(task.train_batches(c, 2, 0, 1)))  # step 3 after a restart at step 2
     for k in a[2][1]:
         np.testing.assert_array_equal(a[2][1][k], resumed[k])
     assert not np.array_equal(a[0][1]["frames"], a[1][1]["frames"])
@@ -165,9 +170,9 @@ def test_blur_fill_fills_holes_from_visible_pixels():
     img = np.full((1, 20, 30, 3), 0.25, np.float32)
     img[:, :, 15:] = 0.75
     m = np.zeros((1, 20, 30, 1), np.float32)
-    m[:, 5:15, 3:8] = 1.0          # inside the dark half: must be filled with ~0.25
-    m[:, 5:15, 22:27] = 1.0        # inside the bright half: ~0.75
-    noisy = img + (rng.random(img.shape).astype(np.float32) - 0.5) * m   # garbage in the hole
+    m[:, 5:15, 3:8] = 1.0  # inside the dark half: must be filled with ~0.25
+    m[:, 5:15, 22:27] = 1.0  # inside the bright half: ~0.75
+    noisy = img + (rng.random(img.shape).astype(np.float32) - 0.5) * m  # garbage in the hole
     out = np.asarray(task.blur_fill(jnp.asarray(noisy), jnp.asarray(m)))
     np.testing.assert_array_equal(out[m[..., 0] == 0], noisy[m[..., 0] == 0])
     np.testing.assert_allclose(out[:, 5:15, 3:8], 0.25, atol=1e-3)
@@ -180,6 +185,7 @@ def test_blur_fill_fills_holes_from_visible_pixels():
 def test_clip_psnr_protocol_against_numpy():
     """The per-clip PSNR the task reports (MSE over the clip, or over its hole pixels) against numpy."""
     from peanut_jax.metrics import psnr, ssim
+
     rng = np.random.default_rng(1)
     a = rng.random((2, 3, 8, 9, 3)).astype(np.float32)
     b = rng.random((2, 3, 8, 9, 3)).astype(np.float32)
@@ -189,16 +195,22 @@ def test_clip_psnr_protocol_against_numpy():
         sel = np.broadcast_to(m[i], a[i].shape) > 0
         want = 10 * np.log10(1.0 / np.mean((a[i][sel] - b[i][sel]) ** 2))
         assert abs(got[i] - want) < 1e-3
-    np.testing.assert_allclose(np.asarray(psnr(jnp.asarray(a), jnp.asarray(b), **task.CLIP_PSNR)),
-                               [10 * np.log10(1 / np.mean((a[i] - b[i]) ** 2)) for i in range(2)], atol=1e-3)
+    np.testing.assert_allclose(
+        np.asarray(psnr(jnp.asarray(a), jnp.asarray(b), **task.CLIP_PSNR)),
+        [10 * np.log10(1 / np.mean((a[i] - b[i]) ** 2)) for i in range(2)],
+        atol=1e-3,
+    )
     # no hole pixels: 0, not inf/nan
     zero = psnr(jnp.asarray(a), jnp.asarray(b), mask=jnp.zeros_like(m), empty=0.0, **task.CLIP_PSNR)
     np.testing.assert_array_equal(np.asarray(zero), 0.0)
     # the SSIM map averages to the package SSIM (its mean over the valid region)
     x = rng.random((2, 24, 24, 3)).astype(np.float32)
     y = np.clip(x + 0.1 * rng.standard_normal(x.shape), 0, 1).astype(np.float32)
-    np.testing.assert_allclose(np.asarray(jnp.mean(ssim(jnp.asarray(x), jnp.asarray(y), reduction="map"),
-                                                   axis=(1, 2, 3))), ssim(x, y), atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(jnp.mean(ssim(jnp.asarray(x), jnp.asarray(y), reduction="map"), axis=(1, 2, 3))),
+        ssim(x, y),
+        atol=1e-4,
+    )
 
 
 # ------------------------------------------------------------------------------------- train step
@@ -211,27 +223,55 @@ def two_steps():
     state1, m1 = step(state0, b1)
     state2, m2 = step(state1, _batch(c, 2))
     host = lambda t: jax.tree.map(np.asarray, t)  # noqa: E731
-    return c, host(state0), b1, host(state1), {k: float(v) for k, v in m1.items()}, host(state2), \
-        {k: float(v) for k, v in m2.items()}
+    return (
+        c,
+        host(state0),
+        b1,
+        host(state1),
+        {k: float(v) for k, v in m1.items()},
+        host(state2),
+        {k: float(v) for k, v in m2.items()},
+    )
 
 
 def test_train_step_runs_and_is_finite(two_steps):
     c, s0, _, s1, m1, s2, m2 = two_steps
-    want = {"loss", "hole_loss", "valid_loss", "flow_loss", "adv_loss", "stc_loss", "dis_loss", "dis_real",
-            "dis_fake", "psnr_hole", "grad_norm", "lr"}
+    want = {
+        "loss",
+        "hole_loss",
+        "valid_loss",
+        "flow_loss",
+        "adv_loss",
+        "stc_loss",
+        "dis_loss",
+        "dis_real",
+        "dis_fake",
+        "psnr_hole",
+        "grad_norm",
+        "lr",
+    }
     assert want <= set(m1), set(m1)
     assert all(math.isfinite(v) for v in list(m1.values()) + list(m2.values()))
     lw = c.loss
-    total = (lw.hole_weight * m1["hole_loss"] + lw.valid_weight * m1["valid_loss"] + lw.flow_weight * m1["flow_loss"]
-             + lw.adversarial_weight * m1["adv_loss"] + lw.stc_weight * m1["stc_loss"])
+    total = (
+        lw.hole_weight * m1["hole_loss"]
+        + lw.valid_weight * m1["valid_loss"]
+        + lw.flow_weight * m1["flow_loss"]
+        + lw.adversarial_weight * m1["adv_loss"]
+        + lw.stc_weight * m1["stc_loss"]
+    )
     assert abs(total - m1["loss"]) < 1e-4 * max(1.0, abs(total))
     # every trained part moved
     for name in ("encoder", "decoder", "feat_prop_module", "transformer_0", "update_spynet"):
-        d = max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(s0.params[name]),
-                                                            jax.tree.leaves(s1.params[name])))
+        d = max(
+            float(np.abs(a - b).max())
+            for a, b in zip(jax.tree.leaves(s0.params[name]), jax.tree.leaves(s1.params[name]))
+        )
         assert d > 0, name
-    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(s0.extra["disc_params"]),
-                                                        jax.tree.leaves(s1.extra["disc_params"])))
+    assert any(
+        not np.array_equal(a, b)
+        for a, b in zip(jax.tree.leaves(s0.extra["disc_params"]), jax.tree.leaves(s1.extra["disc_params"]))
+    )
 
 
 def test_frozen_spynet_is_never_updated(two_steps):
@@ -242,8 +282,10 @@ def test_frozen_spynet_is_never_updated(two_steps):
     # ... and unchanged after two steps, while update_spynet trains
     for a, b in zip(jax.tree.leaves(s0.extra["spynet"]), jax.tree.leaves(s2.extra["spynet"])):
         np.testing.assert_array_equal(a, b)
-    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(s2.extra["spynet"]),
-                                                        jax.tree.leaves(s2.params["update_spynet"])))
+    assert any(
+        not np.array_equal(a, b)
+        for a, b in zip(jax.tree.leaves(s2.extra["spynet"]), jax.tree.leaves(s2.params["update_spynet"]))
+    )
 
 
 def test_discriminator_steps_before_generator(two_steps):
@@ -259,14 +301,15 @@ def test_discriminator_steps_before_generator(two_steps):
     def adv_terms(g_params, d_old, d_new, spec0):
         pred, _ = model.apply({"params": g_params}, gt * (1 - m), lt)
         comp = gt * (1 - m) + pred * m
-        _, s1_ = task._disc_apply(disc, d_old, spec0, gt)          # D step: real, then fake
+        _, s1_ = task._disc_apply(disc, d_old, spec0, gt)  # D step: real, then fake
         _, s2_ = task._disc_apply(disc, d_old, s1_, comp)
-        out_new, s3 = task._disc_apply(disc, d_new, s2_, comp)      # G step with the new D
+        out_new, s3 = task._disc_apply(disc, d_new, s2_, comp)  # G step with the new D
         out_old, _ = task._disc_apply(disc, d_old, s2_, comp)
         return -jnp.mean(out_new), -jnp.mean(out_old), s3
 
-    adv_new, adv_old, s3 = adv_terms(s0.params, s0.extra["disc_params"], s1.extra["disc_params"],
-                                     s0.extra["disc_spectral"])
+    adv_new, adv_old, s3 = adv_terms(
+        s0.params, s0.extra["disc_params"], s1.extra["disc_params"], s0.extra["disc_spectral"]
+    )
     assert abs(float(adv_new) - m1["adv_loss"]) < 1e-4 * max(1.0, abs(float(adv_new)))
     assert abs(float(adv_old) - m1["adv_loss"]) > 10 * abs(float(adv_new) - m1["adv_loss"])
     # three power iterations per step (D(real), D(fake) in the D step, D(comp) in the G step)
@@ -279,7 +322,7 @@ def test_stc_weight_changes_the_generator_gradient(two_steps):
     c0 = _config(loss__stc_weight=0.0)
     s_no, m_no = _step_fn(c0)(_init(c0), b1)
     assert "stc_loss" not in m_no and m1["stc_loss"] > 0
-    for k in ("hole_loss", "valid_loss", "flow_loss", "adv_loss", "dis_loss"):   # same init, same batch
+    for k in ("hole_loss", "valid_loss", "flow_loss", "adv_loss", "dis_loss"):  # same init, same batch
         assert abs(float(m_no[k]) - m1[k]) < 1e-5 * max(1.0, abs(m1[k])), k
     # at initialisation the STC term is small next to the L1 terms (weight 0.5: a relative change of
     # the gradient norm below 1e-6 in fp32), so weigh it up to see its gradient clearly
@@ -298,15 +341,26 @@ def test_spynet_lr_mult_zero_freezes_update_spynet():
     assert math.isfinite(float(m["loss"]))
     for a, b in zip(jax.tree.leaves(s0.params["update_spynet"]), jax.tree.leaves(s1.params["update_spynet"])):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert any(not np.array_equal(np.asarray(a), np.asarray(b))
-               for a, b in zip(jax.tree.leaves(s0.params["encoder"]), jax.tree.leaves(s1.params["encoder"])))
+    assert any(
+        not np.array_equal(np.asarray(a), np.asarray(b))
+        for a, b in zip(jax.tree.leaves(s0.params["encoder"]), jax.tree.leaves(s1.params["encoder"]))
+    )
 
 
 # ------------------------------------------------------------------------------------------ model
 def test_split_grouped_convs_match_native():
     from peanut_jax.models.e2fgvi import InpaintGenerator
-    widths = dict(encoder_channels=(8, 8, 16, 16, 24, 32, 24, 16, 16), channel=16, hidden=32, num_blocks=1,
-                  num_heads=2, mlp_hidden=98, deform_groups=2, decoder_channels=(16, 8, 8))
+
+    widths = dict(
+        encoder_channels=(8, 8, 16, 16, 24, 32, 24, 16, 16),
+        channel=16,
+        hidden=32,
+        num_blocks=1,
+        num_heads=2,
+        mlp_hidden=98,
+        deform_groups=2,
+        decoder_channels=(16, 8, 8),
+    )
     x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (1, 3, 60, 108, 3)).astype(np.float32))
     a = InpaintGenerator(hq=True, **widths)
     b = InpaintGenerator(hq=True, split_grouped_convs=True, **widths)
@@ -341,10 +395,22 @@ def test_short_tiny_run_learns(tmp_path):
     repo = pathlib.Path(__file__).resolve().parents[1]
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env["JAX_PLATFORMS"] = "cpu"
-    cmd = [sys.executable, str(repo / "train.py"), "--config", str(repo / "configs" / "e2fgvi.py") + ":tiny",
-           "--workdir", str(tmp_path / "run"), "--config.train.num_steps=100", "--config.train.eval_every=100",
-           "--config.train.checkpoint_every=100", "--config.train.progress=False", "--config.train.log_every=20",
-           "--config.data.eval_clips=8", "--config.data.eval_batch_size=8", "--config.train.tensorboard=False"]
+    cmd = [
+        sys.executable,
+        str(repo / "train.py"),
+        "--config",
+        str(repo / "configs" / "e2fgvi.py") + ":tiny",
+        "--workdir",
+        str(tmp_path / "run"),
+        "--config.train.num_steps=100",
+        "--config.train.eval_every=100",
+        "--config.train.checkpoint_every=100",
+        "--config.train.progress=False",
+        "--config.train.log_every=20",
+        "--config.data.eval_clips=8",
+        "--config.data.eval_batch_size=8",
+        "--config.train.tensorboard=False",
+    ]
     r = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=3000)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -365,6 +431,7 @@ def test_tiny_recipe_beats_the_blur_baseline(tmp_path):
     import json
 
     from peanut_jax.train.loop import train_and_evaluate
+
     c = _config("tiny", train__progress=False)
     train_and_evaluate(c, tmp_path, devices=jax.devices()[:1])
     evals = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

@@ -1,6 +1,7 @@
 """RIFE training task: schedule and AdamW vs the official formulas / torch, augmentation invariants
 (frames and flow stay consistent), data sources, a few real train steps, and a tiny run that beats
 frame averaging."""
+
 import math
 
 import jax
@@ -38,8 +39,9 @@ def test_warmup_cosine_schedule_matches_official():
     assert total == 228_300 and c.data.batch_size == 64 and c.data.crop == 224
     _, sched = task.make_optimizer(c)
     for step in (0, 1, 999, 2000, 2001, 50_000, 115_150, 200_000, total - 1, total):
-        np.testing.assert_allclose(float(sched(step)), _official_lr(step, total), rtol=2e-5, atol=1e-12,
-                                   err_msg=f"step {step}")
+        np.testing.assert_allclose(
+            float(sched(step)), _official_lr(step, total), rtol=2e-5, atol=1e-12, err_msg=f"step {step}"
+        )
     # the official world_size / 4 factor = global batch / 64
     half = _config("official", **{"data.batch_size": 32})
     np.testing.assert_allclose(float(task.make_optimizer(half)[1](2000)), 1.5e-4, rtol=1e-6)
@@ -48,8 +50,7 @@ def test_warmup_cosine_schedule_matches_official():
 
 def test_adamw_matches_torch():
     torch = pytest.importorskip("torch")
-    c = _config("test", **{"optim.warmup_steps": 3, "train.num_steps": 8, "optim.lr": 1e-2,
-                           "optim.weight_decay": 1e-1})
+    c = _config("test", **{"optim.warmup_steps": 3, "train.num_steps": 8, "optim.lr": 1e-2, "optim.weight_decay": 1e-1})
     tx, sched = task.make_optimizer(c)
     rng = np.random.default_rng(0)
     p = jnp.asarray(rng.normal(size=(5,)).astype(np.float32))
@@ -71,8 +72,13 @@ def test_config_variants():
     m = cfg_lib.get_config("rifem")
     assert m.model.timestep_input and m.loss.distill == 0.002
     o = cfg_lib.get_config("official")
-    assert (o.loss.l1, o.loss.teacher, o.loss.distill, o.optim.weight_decay, tuple(o.model.widths)) == \
-        (1.0, 1.0, 0.01, 1e-3, (240, 150, 90, 90))
+    assert (o.loss.l1, o.loss.teacher, o.loss.distill, o.optim.weight_decay, tuple(o.model.widths)) == (
+        1.0,
+        1.0,
+        0.01,
+        1e-3,
+        (240, 150, 90, 90),
+    )
     with pytest.raises(ValueError, match="unknown variant"):
         cfg_lib.get_config("nope")
     with pytest.raises(ValueError, match="only data.source='synthetic'"):
@@ -86,6 +92,7 @@ def test_config_variants():
 # ------------------------------------------------------------------------------ augmentation
 def _warp_error(img0, gt, flow):
     from peanut_jax.ops import warp
+
     w = np.asarray(warp(jnp.asarray(img0[None]), jnp.asarray(flow[None, ..., :2]), padding="border"))[0]
     return np.abs(w - gt).mean(-1)
 
@@ -124,9 +131,9 @@ def test_augment_crop_channel_flip_and_rotation_rules():
         # a pure crop: the same window of all three frames
         pos = np.argwhere(np.all(img0[:, :, None] == a[0, 0][None, None, None], axis=-1))
         y, x = pos[0][:2]
-        np.testing.assert_array_equal(a, img0[y:y + 64, x:x + 64])
-        np.testing.assert_array_equal(g, gt[y:y + 64, x:x + 64])
-        np.testing.assert_array_equal(b, img1[y:y + 64, x:x + 64])
+        np.testing.assert_array_equal(a, img0[y : y + 64, x : x + 64])
+        np.testing.assert_array_equal(g, gt[y : y + 64, x : x + 64])
+        np.testing.assert_array_equal(b, img1[y : y + 64, x : x + 64])
     cf = dict(only, channel_flip=True)
     outs = {aug.triplet(img0, gt, img1, 0.5, np.random.default_rng(s), None, cf)[0][0, 0, 0] for s in range(20)}
     assert outs == {img0[0, 0, 0], img0[0, 0, 2]}
@@ -154,6 +161,7 @@ def test_synthetic_batches_deterministic_with_flow():
 
 def test_vimeo_source(tmp_path):
     from peanut_jax.data.tfds import vsr
+
     rng = np.random.default_rng(0)
     root = tmp_path / "vimeo_triplet"
     names = [f"00001/{i:04d}" for i in range(1, 5)]
@@ -164,13 +172,21 @@ def test_vimeo_source(tmp_path):
             Image.fromarray(rng.integers(0, 256, (96, 160, 3), dtype=np.uint8)).save(p)
     (root / "tri_trainlist.txt").write_text("\n".join(names) + "\n")
     vsr.build("vimeo90k_triplet", root, tmp_path / "tfds", config=None)
-    c = _config("test", **{"data.source": "vimeo90k", "data.tfds_data_dir": str(tmp_path / "tfds"),
-                           "data.crop": 64, "data.batch_size": 2, "data.eval_batch_size": 1,
-                           "data.eval_clips": 0})
+    c = _config(
+        "test",
+        **{
+            "data.source": "vimeo90k",
+            "data.tfds_data_dir": str(tmp_path / "tfds"),
+            "data.crop": 64,
+            "data.batch_size": 2,
+            "data.eval_batch_size": 1,
+            "data.eval_clips": 0,
+        },
+    )
     task._open.cache_clear()
     b = next(task.train_batches(c, 0, 0, 1))
     assert b["img0"].shape == (2, 64, 64, 3) and b["img0"].dtype == np.float32 and b["img0"].max() <= 1.0
-    ev = list(task.eval_batches(c, 0, 1))           # validation = the last 5% (here 1 of 4)
+    ev = list(task.eval_batches(c, 0, 1))  # validation = the last 5% (here 1 of 4)
     assert len(ev) == 1 and ev[0]["gt"].shape == (1, 96, 160, 3)
     # every epoch visits every training triplet (3 = int(0.95 * 4)) once
     src = task._open(batching.config_items(c.data), "train")
@@ -180,21 +196,45 @@ def test_vimeo_source(tmp_path):
 # ------------------------------------------------------------------------- the real network
 def test_a_few_train_steps_finite(tmp_path):
     from peanut_jax.train.loop import train_and_evaluate
+
     c = _config("test", **{"loss.census": 0.1, "loss.sobel": 0.1, "loss.epe": 0.01})
     res = train_and_evaluate(c, tmp_path / "run", devices=jax.devices()[:1])
     assert res.step == 3
     m = res.train_metrics
     for k in ("loss", "loss_l1", "loss_tea", "loss_distill", "loss_census", "loss_sobel", "loss_epe", "lr"):
         assert np.isfinite(m[k]), (k, m)
-    expected = (m["loss_l1"] + m["loss_tea"] + 0.01 * m["loss_distill"] + 0.1 * m["loss_census"]
-                + 0.1 * m["loss_sobel"] + 0.01 * m["loss_epe"])
+    expected = (
+        m["loss_l1"]
+        + m["loss_tea"]
+        + 0.01 * m["loss_distill"]
+        + 0.1 * m["loss_census"]
+        + 0.1 * m["loss_sobel"]
+        + 0.01 * m["loss_epe"]
+    )
     np.testing.assert_allclose(m["loss"], expected, rtol=1e-4)
     # the evaluation CLI reads the workdir (model rebuilt from config.json)
     from peanut_jax.evaluate import cli as ev_cli
+
     out = tmp_path / "eval.json"
-    assert ev_cli.main(["interpolate", "--dataset", "synthetic", "--workdir", str(tmp_path / "run"), "--max-items", "2",
-                    "--quiet", "--json", str(out)]) == 0
+    assert (
+        ev_cli.main(
+            [
+                "interpolate",
+                "--dataset",
+                "synthetic",
+                "--workdir",
+                str(tmp_path / "run"),
+                "--max-items",
+                "2",
+                "--quiet",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     import json
+
     r = json.loads(out.read_text())
     assert r["num_items"] == 2 and np.isfinite(r["psnr"]) and np.isfinite(r["psnr_average"])
 
@@ -202,6 +242,7 @@ def test_a_few_train_steps_finite(tmp_path):
 @pytest.mark.slow
 def test_tiny_run_beats_frame_averaging(tmp_path):
     from peanut_jax.train.loop import train_and_evaluate
+
     c = _config("tiny", **{"train.progress": False, "train.tensorboard": False})
     res = train_and_evaluate(c, tmp_path / "run", devices=jax.devices()[:1])
     ev = res.eval_metrics
@@ -222,6 +263,7 @@ class _AverageStub(nn.Module):
 
 def test_evaluate_interpolation_layouts(tmp_path):
     from peanut_jax.evaluate import interpolation
+
     rng = np.random.default_rng(0)
     vroot = tmp_path / "vimeo_interp_test"
     for n in ("00001/0001", "00001/0002"):
@@ -236,8 +278,9 @@ def test_evaluate_interpolation_layouts(tmp_path):
             (uroot / d).mkdir(parents=True, exist_ok=True)
             Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(uroot / d / f)
     for dataset, root, n in (("vimeo90k", vroot, 2), ("ucf101", uroot, 3), ("synthetic", None, 2)):
-        res = interpolation.evaluate_interpolation(_AverageStub(), {}, interpolation.triplets(dataset, root, 2 if dataset == "synthetic"
-                                                                         else None))
+        res = interpolation.evaluate_interpolation(
+            _AverageStub(), {}, interpolation.triplets(dataset, root, 2 if dataset == "synthetic" else None)
+        )
         assert res["num_items"] == n
         # the stand-in predicts the average of the inputs: the baseline up to float32 vs float64 ties in
         # the 8-bit rounding (averages of two integers are often exactly k + 0.5)

@@ -4,6 +4,7 @@ Compilations dominate the cost, so the runs are shared through module-scoped fix
 ``trajectories`` (1-device mesh, 8-device mesh and 8-device pmap steps from one initial state)
 and ``full_run`` (train.py's loop, 8 devices, with checkpoints).
 """
+
 from __future__ import annotations
 
 import json
@@ -18,10 +19,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from peanut_jax.train import (NonFiniteLossError, build_optimizer, build_schedule,
-                              cosine_restart_schedule, load_tree, train_and_evaluate)
+from peanut_jax.train import (
+    NonFiniteLossError,
+    build_optimizer,
+    build_schedule,
+    cosine_restart_schedule,
+    load_tree,
+    loop,
+    parallel,
+    tasks,
+    train_and_evaluate,
+)
 from peanut_jax.train import logging as log_lib
-from peanut_jax.train import loop, parallel, tasks
 from peanut_jax.train.tasks import spynet as spynet_task
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -47,8 +56,7 @@ def make_config(variant="test", **overrides):
 def tree_max_diff(a, b) -> float:
     la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
     assert len(la) == len(lb)
-    return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
-               for x, y in zip(la, lb))
+    return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)))) for x, y in zip(la, lb))
 
 
 def host(tree):
@@ -119,23 +127,29 @@ def full_run(tmp_path_factory):
     cfg = make_config()  # 4 steps, checkpoint every 2, log every 2
     ref = train_and_evaluate(cfg, root / "ref")
     killed = train_and_evaluate(cfg, root / "resumed", stop_at=3)
-    killed_steps = sorted(int(p.name) for p in (root / "resumed" / "checkpoints").iterdir()
-                          if p.name.isdigit())
+    killed_steps = sorted(int(p.name) for p in (root / "resumed" / "checkpoints").iterdir() if p.name.isdigit())
     jsonl_after_kill = log_lib.read_jsonl(root / "resumed")
     resumed = train_and_evaluate(cfg, root / "resumed")
-    return dict(root=root, cfg=cfg, ref=ref, killed=killed, killed_steps=killed_steps,
-                jsonl_after_kill=jsonl_after_kill, resumed=resumed)
+    return dict(
+        root=root,
+        cfg=cfg,
+        ref=ref,
+        killed=killed,
+        killed_steps=killed_steps,
+        jsonl_after_kill=jsonl_after_kill,
+        resumed=resumed,
+    )
 
 
 def test_kill_and_resume_reproduces_the_uninterrupted_run(full_run):
     ref, resumed = full_run["ref"], full_run["resumed"]
     assert full_run["killed"].step == 3
-    assert full_run["killed_steps"] == [2]          # step 3 was not a checkpoint step
+    assert full_run["killed_steps"] == [2]  # step 3 was not a checkpoint step
     assert ref.step == resumed.step == 4
     a, b = host(ref.state), host(resumed.state)
     assert jax.tree.structure(a) == jax.tree.structure(b)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        np.testing.assert_array_equal(x, y)         # bitwise
+        np.testing.assert_array_equal(x, y)  # bitwise
     # the killed run had really diverged from the initial state
     assert tree_max_diff(host(full_run["killed"].state).params, a.params) > 0
 
@@ -145,6 +159,7 @@ def test_sigint_saves_the_current_step_and_resume_is_exact(full_run, monkeypatch
     TrainingInterrupted; the resume (under the original config: only the loop-only ``prefetch``
     differs) ends bitwise on the uninterrupted run."""
     import signal
+
     wd = full_run["root"] / "sigint"
     real = spynet_task.train_batches
 
@@ -155,26 +170,25 @@ def test_sigint_saves_the_current_step_and_resume_is_exact(full_run, monkeypatch
             yield b
 
     monkeypatch.setattr(spynet_task, "train_batches", batches)
-    with pytest.raises(loop.TrainingInterrupted) as info:   # prefetch 0: batches on this thread
+    with pytest.raises(loop.TrainingInterrupted) as info:  # prefetch 0: batches on this thread
         train_and_evaluate(make_config(train__prefetch=0), wd)
     assert (info.value.step, info.value.saved) == (3, True)
     assert info.value.checkpoint_dir == wd / "checkpoints"
     steps = sorted(int(p.name) for p in (wd / "checkpoints").iterdir() if p.name.isdigit())
     assert steps == [2, 3]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # handler restored
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
     monkeypatch.setattr(spynet_task, "train_batches", real)
     resumed = train_and_evaluate(full_run["cfg"], wd)
     assert (resumed.start_step, resumed.step) == (3, 4)
     for x, y in zip(jax.tree.leaves(host(full_run["ref"].state)), jax.tree.leaves(host(resumed.state))):
-        np.testing.assert_array_equal(x, y)         # bitwise
-    assert resumed.trace_count == 1                 # the compiled step was reused
+        np.testing.assert_array_equal(x, y)  # bitwise
+    assert resumed.trace_count == 1  # the compiled step was reused
 
 
 def test_config_changes_lists_differing_fields():
     old = {"optim": {"lr": 1e-3, "b1": 0.9}, "train": {"num_steps": 4}, "x": [1, 2]}
     new = {"optim": {"lr": 2e-3, "b1": 0.9}, "train": {"num_steps": 8}, "x": [1, 2], "y": 1}
-    assert loop.config_changes(old, new) == [("optim.lr", 1e-3, 2e-3), ("train.num_steps", 4, 8),
-                                             ("y", "(absent)", 1)]
+    assert loop.config_changes(old, new) == [("optim.lr", 1e-3, 2e-3), ("train.num_steps", 4, 8), ("y", "(absent)", 1)]
     assert "train.num_steps" in loop.RESUME_FREE_KEYS and "optim.lr" not in loop.RESUME_FREE_KEYS
 
 
@@ -196,11 +210,12 @@ def test_jsonl_metrics_config_and_checkpoints(full_run):
     # checkpoints readable without the Python structure (tools, infer.py)
     tree = load_tree(root / "ref")
     assert int(tree["step"]) == 4
-    rel = os.path.relpath(root / "ref")                  # relative workdirs work too (orbax wants absolute)
+    rel = os.path.relpath(root / "ref")  # relative workdirs work too (orbax wants absolute)
     assert int(load_tree(rel)["step"]) == 4
     p = host(full_run["ref"].state).params
-    np.testing.assert_array_equal(tree["params"]["basic_module_5"]["conv_4"]["kernel"],
-                                  p["basic_module_5"]["conv_4"]["kernel"])
+    np.testing.assert_array_equal(
+        tree["params"]["basic_module_5"]["conv_4"]["kernel"], p["basic_module_5"]["conv_4"]["kernel"]
+    )
     assert full_run["ref"].trace_count == 1
 
 
@@ -234,7 +249,7 @@ def test_nan_guard_stops_and_names_the_step(tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"at step 2: loss=nan.*last checkpoint: step 1"):
         train_and_evaluate(cfg, tmp_path, devices=jax.devices()[:1])
     steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
-    assert steps == [1]                              # nothing at or after the bad step is saved
+    assert steps == [1]  # nothing at or after the bad step is saved
 
 
 def test_bf16_compute_keeps_fp32_params(tmp_path):
@@ -243,7 +258,7 @@ def test_bf16_compute_keeps_fp32_params(tmp_path):
     model = spynet_task.make_model(cfg)
     params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), batch["ref"], batch["supp"]))
     jaxpr = str(jax.make_jaxpr(lambda p: model.apply(p, batch["ref"], batch["supp"]))(params))
-    assert "bf16" in jaxpr                           # the convolutions run in bfloat16
+    assert "bf16" in jaxpr  # the convolutions run in bfloat16
     res = train_and_evaluate(cfg, tmp_path, devices=jax.devices()[:1])
     assert math.isfinite(res.train_metrics["loss"])
     assert {x.dtype for x in jax.tree.leaves(res.state.params)} == {jnp.dtype("float32")}
@@ -266,16 +281,31 @@ def test_task_registry():
         spynet_config.get_config("nope")
 
 
-@pytest.mark.parametrize("args, words", [
-    (["spynet.py:test", "--config.parallel=bogus"], ["config.parallel", "bogus"]),
-    (["spynet.py:test", "--config.optim.nosuchkey=1"], ["--config.optim.nosuchkey=1"]),
-    (["spynet.py:huge"], ["unknown variant 'huge'"]),
-    (["nosuchfile.py:test"], ["nosuchfile.py"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["spynet.py:test", "--config.parallel=bogus"], ["config.parallel", "bogus"]),
+        (["spynet.py:test", "--config.optim.nosuchkey=1"], ["--config.optim.nosuchkey=1"]),
+        (["spynet.py:huge"], ["unknown variant 'huge'"]),
+        (["nosuchfile.py:test"], ["nosuchfile.py"]),
+    ],
+)
 def test_train_py_bad_input_is_one_line_error(tmp_path, args, words):
-    r = subprocess.run([sys.executable, str(REPO / "train.py"), "--config",
-                        str(REPO / "configs" / args[0]), "--workdir", str(tmp_path / "w"), *args[1:]],
-                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "train.py"),
+            "--config",
+            str(REPO / "configs" / args[0]),
+            "--workdir",
+            str(tmp_path / "w"),
+            *args[1:],
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode != 0
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("train.py: error:")]
     assert len(lines) == 1 and all(w in lines[0] for w in words), r.stderr[-2000:]
@@ -295,8 +325,7 @@ def test_schedules_and_optimizers():
     expect = [1e-4, half, half, 1e-7 + 0.25 * (1e-4 - 1e-7), 1e-7, 1e-7]
     np.testing.assert_allclose(values(s, steps), expect, rtol=1e-5, atol=1e-12)
     sched = build_schedule(dict(lr=2.0, schedule="multistep", milestones=(3, 6), gamma=0.1), 10)
-    np.testing.assert_allclose(values(sched, [0, 2, 3, 5, 6, 9]), [2, 2, 0.2, 0.2, 0.02, 0.02],
-                               rtol=1e-6)
+    np.testing.assert_allclose(values(sched, [0, 2, 3, 5, 6, 9]), [2, 2, 0.2, 0.2, 0.02, 0.02], rtol=1e-6)
     warm = build_schedule(dict(lr=1.0, schedule="warmup_cosine", warmup_steps=4, min_lr=0.1), 12)
     np.testing.assert_allclose(values(warm, [0, 2, 4, 12]), [0.0, 0.5, 1.0, 0.1], atol=1e-6)
     tx, _ = build_optimizer(dict(name="adamw", lr=0.1, weight_decay=0.5, grad_clip_norm=1.0), 10)
@@ -311,8 +340,7 @@ def test_grouped_optimizer_lr_mult_and_freeze():
     from peanut_jax.train import apply_updates, build_grouped_optimizer
 
     def labels(params):
-        return {k: jax.tree.map(lambda _: "spynet" if k == "spynet" else "default", v)
-                for k, v in params.items()}
+        return {k: jax.tree.map(lambda _: "spynet" if k == "spynet" else "default", v) for k, v in params.items()}
 
     cfg = dict(name="adam", lr=0.1, grad_clip_norm=0.0)
     tx, _ = build_grouped_optimizer(cfg, 10, labels, {"spynet": dict(lr_mult=0.25, frozen_steps=2)})
@@ -323,8 +351,9 @@ def test_grouped_optimizer_lr_mult_and_freeze():
     moves = []
     for _ in range(3):
         new, state = step(grads, state, params)
-        moves.append((float(params["spynet"]["w"][0] - new["spynet"]["w"][0]),
-                      float(params["gen"]["w"][0] - new["gen"]["w"][0])))
+        moves.append(
+            (float(params["spynet"]["w"][0] - new["spynet"]["w"][0]), float(params["gen"]["w"][0] - new["gen"]["w"][0]))
+        )
         params = new
     # Adam's first bias-corrected step moves by lr; SPyNet waits 2 steps, then moves lr/4
     assert moves[0][0] == moves[1][0] == 0.0

@@ -1,4 +1,5 @@
 """Streaming BasicVSR++ upscaling: window planning, chunked vs whole-clip, tiling, padding, errors, CLI."""
+
 import pathlib
 
 import numpy as np
@@ -8,8 +9,7 @@ from PIL import Image
 from test_basicvsr_pp import TINY, clip, random_variables
 
 from peanut_jax.models.basicvsr_pp import BasicVSRPlusPlus
-from peanut_jax.pipeline.upscale import (Upscaler, plan_segments, segment_weights, to_uint8, upscale_clip,
-                                         upscale_video)
+from peanut_jax.pipeline.upscale import Upscaler, plan_segments, segment_weights, to_uint8, upscale_clip, upscale_video
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -48,6 +48,7 @@ def test_segment_weights_partition_of_unity(blend):
 # ---------------------------------------------------------------------------------- streaming logic
 class CountingRunner:
     """Stands in for Upscaler: output = frame value + a context term, records window lengths."""
+
     scale = 1
 
     def __init__(self, context_weight=0.0):
@@ -188,22 +189,37 @@ def test_bad_inputs(tiny):
 def test_cli_upscale_folder_and_errors(tmp_path, tiny, capsys):
     torch = pytest.importorskip("torch")
     import sys
+
     sys.path.insert(0, str(REPO))
     import infer
-
     from peanut_jax.convert import to_official
+
     m, v = tiny
     ckpt = tmp_path / "tiny.pth"
-    torch.save({"meta": {}, "state_dict": {k: torch.from_numpy(a) for k, a in to_official("basicvsr_pp", v).items()}},
-               ckpt)
+    torch.save(
+        {"meta": {}, "state_dict": {k: torch.from_numpy(a) for k, a in to_official("basicvsr_pp", v).items()}}, ckpt
+    )
     frames_dir = tmp_path / "clip"
     frames_dir.mkdir()
     x = to_uint8(clip(4, 64, 64, seed=9)[0])
     for i, f in enumerate(x):
         Image.fromarray(f).save(frames_dir / f"{i:04d}.png")
     out_dir = tmp_path / "out"
-    rc = infer.main(["upscale", "--input", str(frames_dir), "--output", str(out_dir), "--checkpoint", str(ckpt),
-                     "--scale", "4", "--chunk", "0"])
+    rc = infer.main(
+        [
+            "upscale",
+            "--input",
+            str(frames_dir),
+            "--output",
+            str(out_dir),
+            "--checkpoint",
+            str(ckpt),
+            "--scale",
+            "4",
+            "--chunk",
+            "0",
+        ]
+    )
     assert rc == 0
     files = sorted(out_dir.iterdir())
     assert len(files) == 4 and np.asarray(Image.open(files[0])).shape == (256, 256, 3)
@@ -218,21 +234,51 @@ def test_cli_upscale_folder_and_errors(tmp_path, tiny, capsys):
     for i, f in enumerate(x[::-1]):
         Image.fromarray(f).save(clips / "b" / f"{i:04d}.png")
     frames_dir = clips / "a"
-    assert infer.main(["upscale", "--input", str(clips), "--output", str(tmp_path / "batch"), "--checkpoint",
-                       str(ckpt), "--chunk", "0"]) == 0
+    assert (
+        infer.main(
+            [
+                "upscale",
+                "--input",
+                str(clips),
+                "--output",
+                str(tmp_path / "batch"),
+                "--checkpoint",
+                str(ckpt),
+                "--chunk",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in (tmp_path / "batch").iterdir()) == ["a", "b"]
     assert len(list((tmp_path / "batch" / "b").iterdir())) == 4
     capsys.readouterr()
     # an existing output is refused, a wrong scale and a wrong checkpoint give one clear line, nothing written
     assert infer.main(["upscale", "--input", str(frames_dir), "--output", str(out_dir), "--checkpoint", str(ckpt)]) == 2
     assert "exists" in capsys.readouterr().err
-    assert infer.main(["upscale", "--input", str(frames_dir), "--output", str(tmp_path / "o2"), "--checkpoint",
-                       str(ckpt), "--scale", "2"]) == 2
+    assert (
+        infer.main(
+            [
+                "upscale",
+                "--input",
+                str(frames_dir),
+                "--output",
+                str(tmp_path / "o2"),
+                "--checkpoint",
+                str(ckpt),
+                "--scale",
+                "2",
+            ]
+        )
+        == 2
+    )
     assert "produces x4 output, but --upscale 2" in capsys.readouterr().err and not (tmp_path / "o2").exists()
     spy = tmp_path / "spynet.pth"
     torch.save({k: torch.zeros(1) for k in ("basic_module.0.basic_module.0.conv.weight",)}, spy)
-    assert infer.main(["upscale", "--input", str(frames_dir), "--output", str(tmp_path / "o3"), "--checkpoint",
-                       str(spy)]) == 2
+    assert (
+        infer.main(["upscale", "--input", str(frames_dir), "--output", str(tmp_path / "o3"), "--checkpoint", str(spy)])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "holds weights of model 'spynet', not 'basicvsr_pp'" in err and not (tmp_path / "o3").exists()
 

@@ -1,14 +1,24 @@
 """Video / frame-folder IO, mask reading and dilation, overlays, flow colours."""
+
 import math
 import warnings
 
 import numpy as np
 import pytest
+from conftest import shared_path
 from PIL import Image
 
-from conftest import shared_path
-from peanut_jax.data import (VideoWriter, dilate_masks, flow_to_color, generate_clip, open_video,
-                             overlay_mask, read_frames, read_masks, write_video)
+from peanut_jax.data import (
+    VideoWriter,
+    dilate_masks,
+    flow_to_color,
+    generate_clip,
+    open_video,
+    overlay_mask,
+    read_frames,
+    read_masks,
+    write_video,
+)
 from peanut_jax.data.flow_viz import make_colorwheel
 
 
@@ -20,7 +30,7 @@ def frames_u8():
 
 def psnr_u8(a, b):
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return math.inf if mse == 0 else 10 * math.log10(255 ** 2 / mse)
+    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
 def leftovers(folder, keep):
@@ -251,8 +261,7 @@ def dilate_reference(m, iterations):
         prev = out.copy()
         for y in range(h):
             for x in range(w):
-                out[y, x] = any(prev[y + dy, x + dx] for dy, dx in cross
-                                if 0 <= y + dy < h and 0 <= x + dx < w)
+                out[y, x] = any(prev[y + dy, x + dx] for dy, dx in cross if 0 <= y + dy < h and 0 <= x + dx < w)
     return out
 
 
@@ -260,7 +269,7 @@ def dilate_reference(m, iterations):
 def test_dilation_matches_reference(iterations):
     rng = np.random.default_rng(iterations)
     m = rng.random((2, 13, 17)) > 0.93
-    m[0, 0, 0] = m[1, 12, 16] = True                     # touch the borders
+    m[0, 0, 0] = m[1, 12, 16] = True  # touch the borders
     got = dilate_masks(m, iterations)
     for i in range(2):
         np.testing.assert_array_equal(got[i], dilate_reference(m[i], iterations))
@@ -278,7 +287,7 @@ def test_overlay_mask():
     mask = np.zeros((4, 5), bool)
     mask[1, 2] = True
     out = overlay_mask(frame, mask, color=(255, 0, 0), alpha=0.5)
-    np.testing.assert_array_equal(out[1, 2], [178, 50, 50])      # round(0.5*100 + 0.5*255) = 178
+    np.testing.assert_array_equal(out[1, 2], [178, 50, 50])  # round(0.5*100 + 0.5*255) = 178
     np.testing.assert_array_equal(out[~mask], frame[~mask])
     with pytest.raises(ValueError, match="mask shape"):
         overlay_mask(frame, mask[:3])
@@ -306,13 +315,13 @@ def flow_color_reference(u, v):
 def test_colorwheel_layout():
     wheel = make_colorwheel()
     assert wheel.shape == (55, 3)
-    np.testing.assert_array_equal(wheel[0], [255, 0, 0])          # red
-    np.testing.assert_array_equal(wheel[15], [255, 255, 0])       # yellow
-    np.testing.assert_array_equal(wheel[21], [0, 255, 0])         # green
-    np.testing.assert_array_equal(wheel[25], [0, 255, 255])       # cyan
-    np.testing.assert_array_equal(wheel[36], [0, 0, 255])         # blue
-    np.testing.assert_array_equal(wheel[49], [255, 0, 255])       # magenta
-    np.testing.assert_array_equal(wheel[1], [255, 17, 0])         # floor(255 / 15)
+    np.testing.assert_array_equal(wheel[0], [255, 0, 0])  # red
+    np.testing.assert_array_equal(wheel[15], [255, 255, 0])  # yellow
+    np.testing.assert_array_equal(wheel[21], [0, 255, 0])  # green
+    np.testing.assert_array_equal(wheel[25], [0, 255, 255])  # cyan
+    np.testing.assert_array_equal(wheel[36], [0, 0, 255])  # blue
+    np.testing.assert_array_equal(wheel[49], [255, 0, 255])  # magenta
+    np.testing.assert_array_equal(wheel[1], [255, 17, 0])  # floor(255 / 15)
 
 
 def test_flow_to_color():
@@ -325,11 +334,11 @@ def test_flow_to_color():
         for x in range(9):
             u, v = flow[y, x] / (maxrad + np.finfo(float).eps)
             assert list(img[y, x]) == flow_color_reference(u, v), (y, x)
-    np.testing.assert_array_equal(flow_to_color(np.zeros((2, 3, 2))), 255)   # zero flow: white
+    np.testing.assert_array_equal(flow_to_color(np.zeros((2, 3, 2))), 255)  # zero flow: white
     left = flow_to_color(np.array([[[-1.0, 0.0]]]))[0, 0]
-    np.testing.assert_array_equal(left, [0, 209, 255])            # a = 0: hue 27, in cyan-blue
+    np.testing.assert_array_equal(left, [0, 209, 255])  # a = 0: hue 27, in cyan-blue
     big = flow_to_color(np.array([[[0.0, 4.0], [0.0, 1.0]]]), max_flow=2.0)[0]
-    assert big[0].max() < 255 * 0.75 + 1                           # beyond max_flow: darkened
+    assert big[0].max() < 255 * 0.75 + 1  # beyond max_flow: darkened
     nan = flow_to_color(np.array([[[np.nan, 0.0], [1.0, 0.0]]]))[0]
     np.testing.assert_array_equal(nan[0], 0)
     batched = flow_to_color(np.stack([flow, flow / 2]))

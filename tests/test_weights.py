@@ -1,6 +1,7 @@
 """Weight registry: download (resume, redirects, mirrors), verification, convert-once cache,
 offline/manual paths, resolve_checkpoint and the CLI, against a local HTTP server on 127.0.0.1
 serving official-format SPyNet checkpoints written here."""
+
 import hashlib
 import http.server
 import io
@@ -34,12 +35,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # a local HTTP server with Range support, written for these tests
 # --------------------------------------------------------------------------------------------
 
+
 class _State:
     def __init__(self):
         self.files: dict[str, bytes] = {}
         self.etags: dict[str, str] = {}
         self.requests: list[tuple[str, str | None]] = []
-        self.drop_after: dict[str, list[int]] = {}   # path -> byte counts: cut the next responses short
+        self.drop_after: dict[str, list[int]] = {}  # path -> byte counts: cut the next responses short
         self.ignore_range = False
         self.html: set[str] = set()
         self.sent = 0
@@ -77,7 +79,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         with st.lock:
             st.requests.append((path, rng))
         if path.startswith("/redirect/"):
-            return self._send(302, headers=[("Location", "/files/" + path[len("/redirect/"):])])
+            return self._send(302, headers=[("Location", "/files/" + path[len("/redirect/") :])])
         if path in st.html:
             return self._send(200, b"<html>confirm download</html>", [("Content-Type", "text/html; charset=utf-8")])
         data = st.files.get(path)
@@ -102,7 +104,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         cuts = st.drop_after.get(path)
         if cuts:
-            body = body[:cuts.pop(0)]
+            body = body[: cuts.pop(0)]
             self.close_connection = True
         self.wfile.write(body)
         self.wfile.flush()
@@ -143,8 +145,11 @@ def env(tmp_path, monkeypatch):
     home = _Home(tmp_path / "peanut_home")
     monkeypatch.setenv("PEANUT_HOME", str(home))
     for k in list(os.environ):
-        if k.startswith("PEANUT_WEIGHTS_") or k.lower() in ("http_proxy", "https_proxy", "all_proxy") \
-                or k == "PEANUT_OFFLINE":
+        if (
+            k.startswith("PEANUT_WEIGHTS_")
+            or k.lower() in ("http_proxy", "https_proxy", "all_proxy")
+            or k == "PEANUT_OFFLINE"
+        ):
             monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     added = []
@@ -173,6 +178,7 @@ def spynet_ckpt(tmp_path_factory):
         import torch
     except ImportError:
         from peanut_jax.convert.reader import save_safetensors
+
         p = tmp_path_factory.mktemp("ckpt") / "spynet_test.safetensors"
         save_safetensors(p, sd)
         return p.name, p.read_bytes(), params
@@ -210,6 +216,7 @@ def _leftovers(env, name):
 # the happy path: fetch -> verified -> converted -> loaded later without network
 # --------------------------------------------------------------------------------------------
 
+
 def test_fetch_verifies_converts_caches_then_loads_without_network(env, server, spynet_ckpt, monkeypatch):
     fname, data, params = spynet_ckpt
     e = _served_entry(env, server, spynet_ckpt)
@@ -240,8 +247,13 @@ def test_fetch_verifies_converts_caches_then_loads_without_network(env, server, 
 def test_redirect_prefix_check_and_alias(env, server, spynet_ckpt):
     fname, data, params = spynet_ckpt
     server.put("/files/" + fname, data)
-    e = env.reg(name="test_redirect", model="spynet", filename=fname, urls=(server.url("/redirect/" + fname),),
-                sha256_prefix=_sha(data)[:8])
+    e = env.reg(
+        name="test_redirect",
+        model="spynet",
+        filename=fname,
+        urls=(server.url("/redirect/" + fname),),
+        sha256_prefix=_sha(data)[:8],
+    )
     assert e.check == "sha256-prefix"
     out = D.fetch(e.name, progress=False)
     assert [p for p, _ in server.requests] == ["/redirect/" + fname, "/files/" + fname]
@@ -262,6 +274,7 @@ def test_force_downloads_and_converts_again(env, server, spynet_ckpt):
 # --------------------------------------------------------------------------------------------
 # corrupt downloads are rejected and never cached
 # --------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("check", ["sha256", "sha256_prefix"])
 def test_corrupted_download_rejected_deleted_not_cached(env, server, spynet_ckpt, check):
@@ -285,7 +298,7 @@ def test_corrupted_download_rejected_deleted_not_cached(env, server, spynet_ckpt
 def test_wrong_size_rejected_before_saving(env, server, spynet_ckpt):
     fname, data, _ = spynet_ckpt
     e = _served_entry(env, server, spynet_ckpt, size=len(data) + 10)
-    with pytest.raises(R.ChecksumError, match=r"size mismatch .*%d bytes.*%d" % (len(data), len(data) + 10)):
+    with pytest.raises(R.ChecksumError, match=rf"size mismatch .*{len(data)} bytes.*{len(data) + 10}"):
         D.fetch(e.name, progress=False)
     assert _leftovers(env, e.name) == [] and R.converted_dir(e.name) is None
 
@@ -311,6 +324,7 @@ def test_html_page_is_not_saved(env, server, spynet_ckpt):
 # --------------------------------------------------------------------------------------------
 # interrupted downloads resume with Range
 # --------------------------------------------------------------------------------------------
+
 
 def test_interrupted_download_keeps_part_and_resumes_with_range(env, server, spynet_ckpt):
     fname, data, params = spynet_ckpt
@@ -370,6 +384,7 @@ def test_resume_edge_cases(env, server, spynet_ckpt, case):
 # --------------------------------------------------------------------------------------------
 # errors: HTTP, unknown names, offline, manual downloads
 # --------------------------------------------------------------------------------------------
+
 
 def test_http_404_and_unreachable_host_are_one_line_errors(env, server):
     env.reg(name="test_404", model="spynet", filename="missing.pth", urls=(server.url("/files/missing.pth"),))
@@ -455,8 +470,13 @@ def test_manual_entry_explains_then_imports_file_or_zip(env, server, spynet_ckpt
 
 def test_mirror_url_and_local_mirror_folder(env, server, spynet_ckpt, tmp_path, monkeypatch):
     fname, data, params = spynet_ckpt
-    e = env.reg(name="test_mirror", model="spynet", filename=fname, urls=("https://example.invalid/" + fname,),
-                sha256=_sha(data))
+    e = env.reg(
+        name="test_mirror",
+        model="spynet",
+        filename=fname,
+        urls=("https://example.invalid/" + fname,),
+        sha256=_sha(data),
+    )
     server.put("/mirror/" + fname, data)
     monkeypatch.setenv("PEANUT_WEIGHTS_MIRROR", server.url("/mirror/"))
     D.fetch(e.name, progress=False)
@@ -479,8 +499,14 @@ def test_archive_entry_extracts_member(env, server, spynet_ckpt):
         zf.writestr("train_log/" + fname, data)
         zf.writestr("train_log/other.py", "x = 1\n")
     server.put("/files/bundle.zip", buf.getvalue())
-    e = env.reg(name="test_archive", model="spynet", filename=fname, archive="bundle.zip",
-                urls=(server.url("/files/bundle.zip"),), sha256=_sha(buf.getvalue()))
+    e = env.reg(
+        name="test_archive",
+        model="spynet",
+        filename=fname,
+        archive="bundle.zip",
+        urls=(server.url("/files/bundle.zip"),),
+        sha256=_sha(buf.getvalue()),
+    )
     out = D.fetch(e.name, progress=False)
     assert _leftovers(env, e.name) == ["bundle.zip"]
     _assert_params_equal(load(e.name)[1], params)
@@ -491,6 +517,7 @@ def test_archive_entry_extracts_member(env, server, spynet_ckpt):
 # resolve_checkpoint with paths
 # --------------------------------------------------------------------------------------------
 
+
 def test_resolve_checkpoint_with_file_and_converted_dir(env, server, spynet_ckpt, tmp_path):
     fname, data, params = spynet_ckpt
     f = tmp_path / fname
@@ -498,10 +525,11 @@ def test_resolve_checkpoint_with_file_and_converted_dir(env, server, spynet_ckpt
     assert D.resolve_checkpoint(f, "spynet") == f
     assert D.resolve_checkpoint(str(f), "spynet") == f
     _assert_params_equal(load(f, "spynet")[1], params)
-    module, variables = load(f)        # the official file says which model it holds
+    module, variables = load(f)  # the official file says which model it holds
     assert module.variant == "mmagic"
     _assert_params_equal(variables, params)
     from peanut_jax.convert.reader import save_safetensors
+
     save_safetensors(tmp_path / "unknown.safetensors", {"w": np.zeros(2, np.float32)})
     with pytest.raises(ValueError, match="give model_name"):
         load(tmp_path / "unknown.safetensors")
@@ -522,20 +550,22 @@ def test_resolve_checkpoint_with_file_and_converted_dir(env, server, spynet_ckpt
 # the registry itself and the CLI
 # --------------------------------------------------------------------------------------------
 
+
 def test_builtin_registry_is_consistent():
     from peanut_jax.convert import converter_names
     from peanut_jax.models import names as model_names
+
     es = R.entries()
     assert len({e.name for e in es}) == len(es)
     want = {"spynet", "spynet_sniklaus", "e2fgvi", "e2fgvi_hq", "basicvsr_pp", "rife", "rife_hdv3", "vgg19"}
     assert want <= {e.model for e in es}
     for e in es:
         assert e.model in model_names() and e.model in converter_names(), e.name
-        if e.sha256 is not None:   # pinned: a commit URL, the sha256 and size of its Git LFS pointer
+        if e.sha256 is not None:  # pinned: a commit URL, the sha256 and size of its Git LFS pointer
             assert e.size and all(re.search(r"/resolve/[0-9a-f]{40}/", u) for u in e.urls), e.name
-        else:                      # nothing else is published beyond the file-name prefixes
+        else:  # nothing else is published beyond the file-name prefixes
             assert e.size is None, e.name
-            if e.name != "rife":   # the one entry still on a moving branch (see checkpoints/families.py)
+            if e.name != "rife":  # the one entry still on a moving branch (see checkpoints/families.py)
                 assert not any(re.search(r"/(main|master)/", u) for u in e.urls), e.name
         if e.manual:
             assert not e.urls and e.pages, e.name
@@ -571,14 +601,15 @@ def _cli(*args, env_home, extra_env=None, module="peanut_jax.weights"):
     e = {k: v for k, v in os.environ.items() if not k.startswith("PEANUT_")}
     e.update({"PEANUT_HOME": str(env_home), "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"})
     e.update(extra_env or {})
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
-                          env=e, timeout=120, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, env=e, timeout=120, cwd=REPO
+    )
 
 
 def test_cli_list_and_one_line_errors(env, tmp_path, spynet_ckpt):
     r = _cli("list", env_home=env)
     assert r.returncode == 0, r.stderr
-    alias = _cli("list", env_home=env, module="peanut_jax.checkpoints")   # the same command, two names
+    alias = _cli("list", env_home=env, module="peanut_jax.checkpoints")  # the same command, two names
     assert alias.returncode == 0 and alias.stdout == r.stdout, alias.stderr
     assert re.search(r"^e2fgvi_hq\s+e2fgvi_hq\s+E2FGVI-HQ-CVPR22.pth\s+-\s+manual\s+-$", r.stdout, re.M)
     assert re.search(r"^spynet\s+spynet\s+spynet_20210409-c6c1bd09.pth\s+prefix:c6c1bd09\s+http", r.stdout, re.M)
@@ -606,8 +637,13 @@ def test_cli_import_then_offline_fetch_uses_the_converted_copy(env, tmp_path, sp
     params = spynet_ckpt[2]
     torch = pytest.importorskip("torch")
     f = tmp_path / "network-sintel-final.pytorch"
-    torch.save({k: torch.from_numpy(np.ascontiguousarray(v))
-                for k, v in to_official("spynet_sniklaus", {"params": params}).items()}, f)
+    torch.save(
+        {
+            k: torch.from_numpy(np.ascontiguousarray(v))
+            for k, v in to_official("spynet_sniklaus", {"params": params}).items()
+        },
+        f,
+    )
     r = _cli("import", "spynet_sniklaus_sintel_final", str(f), env_home=env)
     assert r.returncode == 0, r.stderr
     out = pathlib.Path(r.stdout.strip())
@@ -627,15 +663,16 @@ def test_stage_loaders_accept_registry_names(env, server, spynet_ckpt, monkeypat
     from peanut_jax.checkpoints.load import load_model
     from peanut_jax.checkpoints.load import resolve as resolve_weights
     from peanut_jax.pipeline.erase import load_eraser
+
     _, _, params = spynet_ckpt
     e = _served_entry(env, server, spynet_ckpt)
-    module, variables = load_model("spynet", e.name)          # fetched + converted on first use
+    module, variables = load_model("spynet", e.name)  # fetched + converted on first use
     _assert_params_equal(variables, params)
     assert len(server.requests) == 1
     monkeypatch.setenv("PEANUT_OFFLINE", "1")
     assert resolve_weights(e.name, "spynet") == env / e.name
     _assert_params_equal(load_model("spynet", e.name)[1], params)
-    assert len(server.requests) == 1                           # later runs use the converted copy
+    assert len(server.requests) == 1  # later runs use the converted copy
     with pytest.raises(ValueError, match="holds weights of model 'spynet', not 'e2fgvi'"):
         load_eraser(e.name)
     with pytest.raises(ValueError, match="neither a file/directory nor a registry name"):

@@ -1,4 +1,5 @@
 """``python -m peanut_jax.checkpoints list|fetch|import|info``."""
+
 import sys
 
 from peanut_jax.checkpoints.cli import main

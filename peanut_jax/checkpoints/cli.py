@@ -1,12 +1,13 @@
 """``python -m peanut_jax.checkpoints`` (alias ``python -m peanut_jax.weights``): list the registry,
 fetch (download + verify + convert), import a manual download, show one entry."""
+
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from peanut_jax.checkpoints import registry
 from peanut_jax.checkpoints.download import fetch, import_file
@@ -33,14 +34,15 @@ def _table(rows: Sequence[Sequence[str]]) -> str:
 
 def _cmd_list(args) -> int:
     if args.json:
-        rows = [{**dataclasses.asdict(e), "status": _status(e), "download_path": str(registry.download_path(e.name))}
-                for e in registry.entries()]
+        rows = [
+            {**dataclasses.asdict(e), "status": _status(e), "download_path": str(registry.download_path(e.name))}
+            for e in registry.entries()
+        ]
         print(json.dumps(rows, indent=2))
         return 0
     rows = [("NAME", "MODEL", "FILE", "CHECK", "GET", "STATUS")]
     for e in registry.entries():
-        check = {"sha256": "sha256", "sha256-prefix": f"prefix:{e.sha256_prefix}", "size": "size",
-                 "none": "-"}[e.check]
+        check = {"sha256": "sha256", "sha256-prefix": f"prefix:{e.sha256_prefix}", "size": "size", "none": "-"}[e.check]
         get_ = "bundled" if e.bundled else "manual" if e.manual else "http"
         rows.append((e.name, e.model, e.bundled_path.name if e.bundled else e.download_name, check, get_, _status(e)))
     print(_table(rows))
@@ -73,9 +75,10 @@ def _cmd_import(args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m peanut_jax.weights",
-                                     description="Official checkpoints: list, fetch (download + verify + convert), "
-                                                 "import a manual download.")
+    parser = argparse.ArgumentParser(
+        prog="python -m peanut_jax.weights",
+        description="Official checkpoints: list, fetch (download + verify + convert), import a manual download.",
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("list", help="table of the registry and cache status")
     p.add_argument("--json", action="store_true")

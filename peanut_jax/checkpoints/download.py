@@ -5,6 +5,7 @@ and turning a ``--checkpoint`` value into a path (:func:`resolve_checkpoint`).
 ``fetch NAME`` downloads into ``$PEANUT_HOME/downloads/NAME/`` through a ``.part`` file that later
 runs resume; a corrupt file is deleted and never cached; the converted parameters go to
 ``$PEANUT_HOME/NAME/`` (the exported-weights format) and later runs load them."""
+
 from __future__ import annotations
 
 import contextlib
@@ -22,14 +23,26 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
-from typing import Iterator
+from collections.abc import Iterator
 
 from peanut_jax.checkpoints.entry import ChecksumError, DownloadError, ManualDownloadError, OfflineError, WeightEntry
 from peanut_jax.checkpoints.export import export_weights, module_kwargs, read_json
 from peanut_jax.checkpoints.families import check_family
 from peanut_jax.checkpoints.registry import (
-    CACHE_VERSION, cache_path, cache_valid, cached_metadata, converted_dir, download_path, env_key, get, home,
-    is_offline, known, looks_like_path, names)
+    CACHE_VERSION,
+    cache_path,
+    cache_valid,
+    cached_metadata,
+    converted_dir,
+    download_path,
+    env_key,
+    get,
+    home,
+    is_offline,
+    known,
+    looks_like_path,
+    names,
+)
 from peanut_jax.checkpoints.registry import sources as download_sources
 
 __all__ = ["fetch", "import_file", "resolve_checkpoint", "sha256_file", "verify_file"]
@@ -62,9 +75,12 @@ def verify_file(path, entry: WeightEntry | str, label: str | None = None) -> str
     if e.sha256 and digest != e.sha256:
         raise ChecksumError(f"checksum mismatch for {label}: sha256 {digest}, registry '{e.name}' expects {e.sha256}")
     if e.sha256_prefix and not digest.startswith(e.sha256_prefix):
-        raise ChecksumError(f"checksum mismatch for {label}: sha256 {digest} does not start with "
-                            f"{e.sha256_prefix} (registry '{e.name}')")
+        raise ChecksumError(
+            f"checksum mismatch for {label}: sha256 {digest} does not start with "
+            f"{e.sha256_prefix} (registry '{e.name}')"
+        )
     return digest
+
 
 @contextlib.contextmanager
 def _locked(path: pathlib.Path) -> Iterator[None]:
@@ -82,6 +98,7 @@ def _locked(path: pathlib.Path) -> Iterator[None]:
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
+
 def _discard(*paths: pathlib.Path) -> None:
     for p in paths:
         with contextlib.suppress(FileNotFoundError):
@@ -98,8 +115,9 @@ def _content_range(value: str | None):
     return start, total
 
 
-def _download_once(url: str, part: pathlib.Path, *, label: str, expected_size: int | None, progress: bool,
-                   timeout: float) -> None:
+def _download_once(
+    url: str, part: pathlib.Path, *, label: str, expected_size: int | None, progress: bool, timeout: float
+) -> None:
     """One HTTP attempt: resume ``part`` if it exists, append until complete."""
     meta_path = part.with_name(part.name + ".json")
     meta = read_json(meta_path)
@@ -122,31 +140,39 @@ def _download_once(url: str, part: pathlib.Path, *, label: str, expected_size: i
             if total == offset:
                 return  # the .part is already complete
             _discard(part, meta_path)
-            raise DownloadError(f"HTTP 416 resuming {label} from {url}: partial file discarded, retry",
-                                transient=True) from None
-        raise DownloadError(f"HTTP {err.code} {err.reason} for {url} (downloading {label})",
-                            transient=err.code in (408, 429) or err.code >= 500) from None
+            raise DownloadError(
+                f"HTTP 416 resuming {label} from {url}: partial file discarded, retry", transient=True
+            ) from None
+        raise DownloadError(
+            f"HTTP {err.code} {err.reason} for {url} (downloading {label})",
+            transient=err.code in (408, 429) or err.code >= 500,
+        ) from None
     except urllib.error.URLError as err:
         raise DownloadError(f"cannot reach {url} (downloading {label}): {err.reason}", transient=True) from None
     except (TimeoutError, OSError) as err:
         raise DownloadError(f"cannot reach {url} (downloading {label}): {err}", transient=True) from None
 
     from tqdm import tqdm
+
     with resp:
         status = getattr(resp, "status", 200)
         ctype = resp.headers.get("Content-Type", "")
         if ctype.split(";")[0].strip().lower() == "text/html":
-            raise DownloadError(f"{url} returned an HTML page instead of {label} (a login or confirmation "
-                                "page?); download it by hand and use 'python -m peanut_jax.weights import'")
+            raise DownloadError(
+                f"{url} returned an HTML page instead of {label} (a login or confirmation "
+                "page?); download it by hand and use 'python -m peanut_jax.weights import'"
+            )
         length = resp.headers.get("Content-Length")
         length = int(length) if length and length.isdigit() else None
         if status == 206:
             start, total = _content_range(resp.headers.get("Content-Range"))
             if start != offset:
                 _discard(part, meta_path)
-                raise DownloadError(f"{url} answered a resume request with the wrong range "
-                                    f"({resp.headers.get('Content-Range')!r}); partial file discarded, retry",
-                                    transient=True)
+                raise DownloadError(
+                    f"{url} answered a resume request with the wrong range "
+                    f"({resp.headers.get('Content-Range')!r}); partial file discarded, retry",
+                    transient=True,
+                )
             mode = "ab"
         else:  # 200: the whole file (Range unsupported, or If-Range says the file changed)
             offset, total, mode = 0, length, "wb"
@@ -154,8 +180,10 @@ def _download_once(url: str, part: pathlib.Path, *, label: str, expected_size: i
             total = offset + length
         if expected_size is not None and total is not None and total != expected_size:
             _discard(part, meta_path)
-            raise ChecksumError(f"size mismatch for {label} from {url}: the server sends {total} bytes, "
-                                f"the registry expects {expected_size}; nothing was saved")
+            raise ChecksumError(
+                f"size mismatch for {label} from {url}: the server sends {total} bytes, "
+                f"the registry expects {expected_size}; nothing was saved"
+            )
         validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
         if validator and validator.startswith("W/"):
             validator = None  # weak validators are not allowed in If-Range
@@ -163,15 +191,29 @@ def _download_once(url: str, part: pathlib.Path, *, label: str, expected_size: i
         tmp.write_text(json.dumps({"url": url, "validator": validator, "total": total}))
         os.replace(tmp, meta_path)
         written = offset
-        with open(part, mode) as f, tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                                          desc=label, disable=not progress, file=sys.stderr, leave=False) as bar:
+        with (
+            open(part, mode) as f,
+            tqdm(
+                total=total,
+                initial=offset,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=label,
+                disable=not progress,
+                file=sys.stderr,
+                leave=False,
+            ) as bar,
+        ):
             while True:
                 try:
                     chunk = resp.read(_CHUNK)
                 except (OSError, http.client.HTTPException) as err:  # reset, timeout, incomplete read
-                    raise DownloadError(f"download of {label} from {url} interrupted after {written} bytes "
-                                        f"({type(err).__name__}); the partial file {part} is kept for resume",
-                                        transient=True) from None
+                    raise DownloadError(
+                        f"download of {label} from {url} interrupted after {written} bytes "
+                        f"({type(err).__name__}); the partial file {part} is kept for resume",
+                        transient=True,
+                    ) from None
                 if not chunk:
                     break
                 try:
@@ -181,8 +223,11 @@ def _download_once(url: str, part: pathlib.Path, *, label: str, expected_size: i
                 written += len(chunk)
                 bar.update(len(chunk))
     if total is not None and written != total:
-        raise DownloadError(f"download of {label} from {url} stopped at {written} of {total} bytes; the partial "
-                            f"file {part} is kept for resume", transient=True)
+        raise DownloadError(
+            f"download of {label} from {url} stopped at {written} of {total} bytes; the partial "
+            f"file {part} is kept for resume",
+            transient=True,
+        )
 
 
 def _copy_local(src: pathlib.Path, part: pathlib.Path, label: str) -> None:
@@ -191,8 +236,9 @@ def _copy_local(src: pathlib.Path, part: pathlib.Path, label: str) -> None:
     shutil.copyfile(src, part)
 
 
-def _download(e: WeightEntry, dest: pathlib.Path, *, progress: bool, timeout: float, retries: int,
-              retry_wait: float) -> str:
+def _download(
+    e: WeightEntry, dest: pathlib.Path, *, progress: bool, timeout: float, retries: int, retry_wait: float
+) -> str:
     """Download ``e`` to ``dest`` (via ``dest.part``); return the URL used. Verification is the caller's."""
     part = dest.with_name(dest.name + ".part")
     errors = []
@@ -203,8 +249,9 @@ def _download(e: WeightEntry, dest: pathlib.Path, *, progress: bool, timeout: fl
             return url
         for attempt in range(retries + 1):
             try:
-                _download_once(url, part, label=e.download_name, expected_size=e.size, progress=progress,
-                               timeout=timeout)
+                _download_once(
+                    url, part, label=e.download_name, expected_size=e.size, progress=progress, timeout=timeout
+                )
                 return url
             except DownloadError as err:
                 if err.transient and attempt < retries:
@@ -214,17 +261,23 @@ def _download(e: WeightEntry, dest: pathlib.Path, *, progress: bool, timeout: fl
                 break
     if not errors:
         raise DownloadError(f"no URL to download {e.download_name} from")
-    raise errors[-1] if len(errors) == 1 else DownloadError("; ".join(str(x) for x in errors),
-                                                          transient=any(x.transient for x in errors))
+    raise (
+        errors[-1]
+        if len(errors) == 1
+        else DownloadError("; ".join(str(x) for x in errors), transient=any(x.transient for x in errors))
+    )
 
 
 def _manual_message(e: WeightEntry) -> str:
     where = download_path(e.name)
     pages = " or ".join(e.pages) if e.pages else "the official project page"
     bare = f" (or the bare {e.filename} next to it)" if e.archive else ""
-    return (f"{e.download_name} ('{e.name}') cannot be downloaded automatically: download it from {pages}, then run "
-            f"'python -m peanut_jax.weights import {e.name} FILE' or put it at {where}{bare} "
-            f"(or set {env_key(e.name)} to a direct URL)")
+    return (
+        f"{e.download_name} ('{e.name}') cannot be downloaded automatically: download it from {pages}, then run "
+        f"'python -m peanut_jax.weights import {e.name} FILE' or put it at {where}{bare} "
+        f"(or set {env_key(e.name)} to a direct URL)"
+    )
+
 
 def _is_plain_zip(path: pathlib.Path) -> bool:
     """A zip archive that is not itself a PyTorch zip checkpoint (which has a ``data.pkl``)."""
@@ -242,14 +295,18 @@ def _checkpoint_file(path: pathlib.Path, e: WeightEntry) -> Iterator[pathlib.Pat
         yield path
         return
     with zipfile.ZipFile(path) as z:
-        hits = [i for i in z.infolist() if not i.is_dir() and i.filename.replace("\\", "/").rsplit("/", 1)[-1]
-                == e.filename]
+        hits = [
+            i for i in z.infolist() if not i.is_dir() and i.filename.replace("\\", "/").rsplit("/", 1)[-1] == e.filename
+        ]
         if not hits:
-            raise ValueError(f"{path}: the zip archive holds no {e.filename} (has: "
-                             f"{', '.join(z.namelist()[:8])}{' ...' if len(z.namelist()) > 8 else ''})")
+            raise ValueError(
+                f"{path}: the zip archive holds no {e.filename} (has: "
+                f"{', '.join(z.namelist()[:8])}{' ...' if len(z.namelist()) > 8 else ''})"
+            )
         if len(hits) > 1:
-            raise ValueError(f"{path}: the zip archive holds several {e.filename}: "
-                             f"{', '.join(i.filename for i in hits)}")
+            raise ValueError(
+                f"{path}: the zip archive holds several {e.filename}: {', '.join(i.filename for i in hits)}"
+            )
         work = home() / "downloads" / e.name
         work.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{e.filename}.", suffix=".extract", dir=work)
@@ -259,6 +316,7 @@ def _checkpoint_file(path: pathlib.Path, e: WeightEntry) -> Iterator[pathlib.Pat
             yield pathlib.Path(tmp)
         finally:
             _discard(pathlib.Path(tmp))
+
 
 def _replace_dir(new: pathlib.Path, target: pathlib.Path) -> None:
     """Move the finished directory ``new`` to ``target`` (replacing it) without a half-written state."""
@@ -270,16 +328,26 @@ def _replace_dir(new: pathlib.Path, target: pathlib.Path) -> None:
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
+
 def _convert(e: WeightEntry, original: pathlib.Path, digest: str, url: str | None, source_name: str) -> pathlib.Path:
     from peanut_jax.convert import from_official
+
     with _checkpoint_file(original, e) as ckpt:
         module, variables = from_official(e.model, ckpt)
         extra = sorted(set(variables) - {"params"})
         if extra:
-            raise ValueError(f"{original}: the converted {e.model} has collections {extra} besides 'params'; "
-                             "the weight cache stores only 'params'")
-        meta = {"registry_name": e.name, "cache_version": CACHE_VERSION, "source_file": source_name,
-                "source_sha256": digest, "source_url": url, "license": e.license}
+            raise ValueError(
+                f"{original}: the converted {e.model} has collections {extra} besides 'params'; "
+                "the weight cache stores only 'params'"
+            )
+        meta = {
+            "registry_name": e.name,
+            "cache_version": CACHE_VERSION,
+            "source_file": source_name,
+            "source_sha256": digest,
+            "source_url": url,
+            "license": e.license,
+        }
         root = home()
         root.mkdir(parents=True, exist_ok=True)
         tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{e.name}.tmp-", dir=root))
@@ -292,19 +360,23 @@ def _convert(e: WeightEntry, original: pathlib.Path, digest: str, url: str | Non
     return cache_path(e)
 
 
-def _convert_checked(e: WeightEntry, original: pathlib.Path, digest: str, url: str | None, *, source_name: str,
-                     remove_on_error: bool) -> pathlib.Path:
+def _convert_checked(
+    e: WeightEntry, original: pathlib.Path, digest: str, url: str | None, *, source_name: str, remove_on_error: bool
+) -> pathlib.Path:
     """Convert; a file that does not convert is removed when ``remove_on_error`` (an unverified download)."""
     from peanut_jax.convert import CheckpointError, CheckpointMismatchError
+
     try:
         return _convert(e, original, digest, url, source_name)
     except (CheckpointError, CheckpointMismatchError, zipfile.BadZipFile) as err:
         msg = " ".join(str(err).split())
         if remove_on_error:
             _discard(original)
-            raise ValueError(f"the download of '{e.name}' ({original.name}"
-                             f"{' from ' + url if url else ''}) is not a valid {e.model} checkpoint and was "
-                             f"deleted: {msg}") from None
+            raise ValueError(
+                f"the download of '{e.name}' ({original.name}"
+                f"{' from ' + url if url else ''}) is not a valid {e.model} checkpoint and was "
+                f"deleted: {msg}"
+            ) from None
         raise ValueError(f"{original} is not a valid {e.model} checkpoint for '{e.name}': {msg}") from None
 
 
@@ -329,8 +401,16 @@ def _local_originals(e: WeightEntry) -> list[tuple[pathlib.Path, bool]]:
         out.append((dest.with_name(e.filename), False))  # the bare checkpoint of an archive entry
     return out
 
-def fetch(name: str, *, force: bool = False, progress: bool = True, timeout: float = 60.0, retries: int = 2,
-          retry_wait: float = 1.0) -> pathlib.Path:
+
+def fetch(
+    name: str,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    timeout: float = 60.0,
+    retries: int = 2,
+    retry_wait: float = 1.0,
+) -> pathlib.Path:
     """Make sure ``name`` is downloaded, verified and converted; return the converted directory.
 
     Uses the converted cache when valid, else the kept original under ``downloads/NAME/`` (also
@@ -394,9 +474,11 @@ def _check_can_download(e: WeightEntry, manual: bool, offline: bool, sources: li
     if manual:
         raise ManualDownloadError(_manual_message(e))
     if offline:
-        raise OfflineError(f"PEANUT_OFFLINE is set and '{e.name}' is not cached: download {e.download_name} "
-                           f"from {' or '.join(sources)} and put it at {download_path(e.name)}, or unset "
-                           "PEANUT_OFFLINE")
+        raise OfflineError(
+            f"PEANUT_OFFLINE is set and '{e.name}' is not cached: download {e.download_name} "
+            f"from {' or '.join(sources)} and put it at {download_path(e.name)}, or unset "
+            "PEANUT_OFFLINE"
+        )
 
 
 def import_file(name: str, path, *, force: bool = False) -> pathlib.Path:
@@ -435,8 +517,10 @@ def import_file(name: str, path, *, force: bool = False) -> pathlib.Path:
         _install(src, dest)
         return out
 
-def resolve_checkpoint(spec, model_name: str | None = None, *, fetch_missing: bool = True,
-                       progress: bool = True) -> pathlib.Path:
+
+def resolve_checkpoint(
+    spec, model_name: str | None = None, *, fetch_missing: bool = True, progress: bool = True
+) -> pathlib.Path:
     """Turn a ``--checkpoint`` value into a path :func:`peanut_jax.checkpoints.load` accepts.
 
     ``spec`` is a registry name (the converted directory is returned, fetched and converted first
@@ -459,15 +543,18 @@ def resolve_checkpoint(spec, model_name: str | None = None, *, fetch_missing: bo
         if d is not None:
             return d
         if e.bundled is not None:
-            return fetch(e.name)   # says that the shipped folder is missing
+            return fetch(e.name)  # says that the shipped folder is missing
         if not fetch_missing:
-            raise FileNotFoundError(f"weights '{e.name}' are not in the cache ({cache_path(e)}); run "
-                                    f"'python -m peanut_jax.weights fetch {e.name}'")
+            raise FileNotFoundError(
+                f"weights '{e.name}' are not in the cache ({cache_path(e)}); run "
+                f"'python -m peanut_jax.weights fetch {e.name}'"
+            )
         return fetch(e.name, progress=progress)
     path = pathlib.Path(spec).expanduser()
     if path.exists():
         return path
     if is_path or looks_like_path(spec):
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    raise ValueError(f"checkpoint {spec!r} is neither a file/directory nor a registry name; known names: "
-                     f"{', '.join(names())}")
+    raise ValueError(
+        f"checkpoint {spec!r} is neither a file/directory nor a registry name; known names: {', '.join(names())}"
+    )

@@ -2,6 +2,7 @@
 errors of getting it.  Files from ``download.openmmlab.com`` / ``download.pytorch.org`` embed the
 first 8 hex digits of their sha256 in the name (``sha256_prefix``); entries without published
 integrity data are checked by the converter (strict keys/shapes)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -52,6 +53,7 @@ class WeightEntry:
     shown when the file must be fetched by hand; ``manual`` marks entries without a plain-HTTP
     URL.  ``model`` is the name given to :func:`peanut_jax.convert.from_official`.
     """
+
     name: str
     model: str
     filename: str
@@ -65,12 +67,13 @@ class WeightEntry:
     license: str = "unknown"
     source: str = ""
     notes: str = ""
-    bundled: str | None = None   # exported weights shipped in peanut_jax/assets/<bundled> (no download)
+    bundled: str | None = None  # exported weights shipped in peanut_jax/assets/<bundled> (no download)
 
     def __post_init__(self):
         if not _NAME_RE.match(self.name) or self.name == "downloads":
-            raise ValueError(f"weight entry name {self.name!r}: use lower-case letters, digits, '_', '.', '-' "
-                             "(and not 'downloads')")
+            raise ValueError(
+                f"weight entry name {self.name!r}: use lower-case letters, digits, '_', '.', '-' (and not 'downloads')"
+            )
         for f in ("urls", "pages"):
             v = getattr(self, f)
             if isinstance(v, str):
@@ -87,8 +90,9 @@ class WeightEntry:
         if self.sha256_prefix is not None:
             h = self.sha256_prefix.lower()
             if not (4 <= len(h) <= 64) or not _HEX_RE.match(h):
-                raise ValueError(f"weight entry {self.name}: sha256_prefix must be 4-64 hex digits, "
-                                 f"got {self.sha256_prefix!r}")
+                raise ValueError(
+                    f"weight entry {self.name}: sha256_prefix must be 4-64 hex digits, got {self.sha256_prefix!r}"
+                )
             object.__setattr__(self, "sha256_prefix", h)
         if self.size is not None and (not isinstance(self.size, int) or self.size <= 0):
             raise ValueError(f"weight entry {self.name}: size must be a positive int, got {self.size!r}")

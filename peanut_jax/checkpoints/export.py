@@ -1,6 +1,7 @@
 """The exported-weights folder: ``model.json`` (model name, constructor kwargs, metadata) +
 ``params.safetensors``.  ``train.py`` runs, the converted registry cache and the bundled demo
 weights all use it; this module writes and reads it."""
+
 from __future__ import annotations
 
 import contextlib
@@ -8,7 +9,7 @@ import dataclasses
 import json
 import os
 import pathlib
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -16,12 +17,14 @@ EXPORT_CONFIG = "model.json"
 EXPORT_PARAMS = "params.safetensors"
 
 
-def export_weights(directory, name: str, module_kwargs: dict, params, metadata: dict | None = None,
-                   dtype=np.float32) -> pathlib.Path:
+def export_weights(
+    directory, name: str, module_kwargs: dict, params, metadata: dict | None = None, dtype=np.float32
+) -> pathlib.Path:
     """Write ``params`` of model ``name`` as ``model.json`` + ``params.safetensors`` (atomic)."""
     from flax.traverse_util import flatten_dict
 
     from peanut_jax.convert.reader import save_safetensors
+
     d = pathlib.Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     flat = {"/".join(k): np.asarray(v).astype(dtype) for k, v in flatten_dict(_to_plain(params)).items()}
@@ -46,6 +49,7 @@ def load_exported(directory):
 
     from peanut_jax.convert.reader import load_checkpoint
     from peanut_jax.models import build
+
     d = pathlib.Path(directory)
     cfg = json.loads((d / EXPORT_CONFIG).read_text())
     flat = load_checkpoint(d / EXPORT_PARAMS)
@@ -64,8 +68,11 @@ def lists_to_tuples(v):
 
 def hashable(module):
     """``module`` with list-valued fields turned into tuples (see :func:`lists_to_tuples`)."""
-    fix = {f.name: lists_to_tuples(getattr(module, f.name)) for f in dataclasses.fields(module)
-           if f.init and f.name not in ("parent", "name") and isinstance(getattr(module, f.name), list)}
+    fix = {
+        f.name: lists_to_tuples(getattr(module, f.name))
+        for f in dataclasses.fields(module)
+        if f.init and f.name not in ("parent", "name") and isinstance(getattr(module, f.name), list)
+    }
     return module.clone(**fix) if fix else module
 
 
@@ -81,12 +88,14 @@ def module_kwargs(model: str, module) -> dict:
     """Constructor arguments of ``module`` that differ from ``build(model)``'s defaults (a module
     with a ``build_kwargs()`` method, e.g. SAM 2 with its configuration, describes itself)."""
     from peanut_jax.models import build
+
     if hasattr(module, "build_kwargs"):
         return {k: _jsonable(v, k) for k, v in module.build_kwargs().items()}
     default = build(model)
     if type(default) is not type(module):
-        raise ValueError(f"the converter for {model!r} returned a {type(module).__name__}, "
-                         f"not a {type(default).__name__}")
+        raise ValueError(
+            f"the converter for {model!r} returned a {type(module).__name__}, not a {type(default).__name__}"
+        )
     out = {}
     for f in dataclasses.fields(module):
         if f.name in ("parent", "name") or not f.init:
@@ -116,6 +125,7 @@ def abstract_params(module, name: str):
     """Parameter shapes of ``module`` (eval_shape of its init at a small valid input)."""
     import jax
     import jax.numpy as jnp
+
     key = jax.random.key(0)
     if name.startswith("e2fgvi"):
         x = jax.ShapeDtypeStruct((1, 2, 60, 108, 3), jnp.float32)
@@ -143,8 +153,9 @@ def _workdir_config(workdir) -> dict:
     return json.loads(cfg_path.read_text())
 
 
-def export_trained(workdir, out_dir, make_model: Callable, step: int | None = None,
-                   dtype: str = "float16") -> pathlib.Path:
+def export_trained(
+    workdir, out_dir, make_model: Callable, step: int | None = None, dtype: str = "float16"
+) -> pathlib.Path:
     """Export the parameters of a ``train.py`` run (its last orbax checkpoint, or ``step``) as demo
     weights (:func:`export_weights`) with the training config, step and last evaluation metrics in
     the metadata.  ``make_model(config)`` builds the trained module from the run's ``config.json``
@@ -156,6 +167,7 @@ def export_trained(workdir, out_dir, make_model: Callable, step: int | None = No
     from flax.traverse_util import flatten_dict
 
     from peanut_jax.checkpoints.orbax import read_tree
+
     workdir = pathlib.Path(workdir)
     raw = _workdir_config(workdir)
     config = ml_collections.ConfigDict(lists_to_tuples(raw))
@@ -168,8 +180,10 @@ def export_trained(workdir, out_dir, make_model: Callable, step: int | None = No
     got = flatten_dict(jax.tree.map(lambda a: np.shape(a), params))
     if set(ref) != set(got) or any(tuple(ref[k]) != tuple(got[k]) for k in ref):
         diff = sorted(set(ref) ^ set(got))[:3] or [k for k in ref if tuple(ref[k]) != tuple(got[k])][:3]
-        raise ValueError(f"{workdir}: checkpoint parameters do not fit {name} {module_kwargs(name, module)}: "
-                         f"{['/'.join(map(str, k)) for k in diff]}")
+        raise ValueError(
+            f"{workdir}: checkpoint parameters do not fit {name} {module_kwargs(name, module)}: "
+            f"{['/'.join(map(str, k)) for k in diff]}"
+        )
     last_eval = {}
     mfile = workdir / "metrics.jsonl"
     if mfile.is_file():
@@ -178,6 +192,12 @@ def export_trained(workdir, out_dir, make_model: Callable, step: int | None = No
                 rec = json.loads(line)
                 if any(str(k).startswith("eval") for k in rec):
                     last_eval = rec
-    meta = {"trained_with": "train.py", "task": config.task, "step": int(np.asarray(tree.get("step", -1))),
-            "stored_dtype": dtype, "config": raw, "last_eval": last_eval}
+    meta = {
+        "trained_with": "train.py",
+        "task": config.task,
+        "step": int(np.asarray(tree.get("step", -1))),
+        "stored_dtype": dtype,
+        "config": raw,
+        "last_eval": last_eval,
+    }
     return export_weights(out_dir, name, module_kwargs(name, module), params, metadata=meta, dtype=np.dtype(dtype))

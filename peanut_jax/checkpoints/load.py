@@ -1,6 +1,7 @@
 """The one model-loading door: ``load(spec, family=None, **overrides) -> (module, variables)``
 for weight-registry names, official checkpoint files, exported folders and orbax workdirs.
 Every kind gets the same family check and a hashable (jit-static) module."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -59,6 +60,7 @@ def _detectors():
     import importlib
 
     from peanut_jax.models import converter_module
+
     return {f.name: importlib.import_module(converter_module(f.model)) for f in FAMILIES.values() if f.detect}
 
 
@@ -66,6 +68,7 @@ def detect_official(name: str, path: pathlib.Path) -> str:
     """Model name of an official checkpoint file of family ``name`` (E2FGVI vs -HQ, ECCV IFNet vs
     HDv3), checked against the family; ``name`` when the converter cannot tell."""
     from peanut_jax.convert.reader import load_checkpoint
+
     detectors = _detectors()
     mod = detectors.get(family(name))
     if mod is None:
@@ -96,6 +99,7 @@ def recorded_model(path) -> str | None:
         return rec[0] if rec and rec[0] else None
     if path.is_file():
         from peanut_jax.convert.reader import load_checkpoint
+
         obj = load_checkpoint(path)
         for mod in _detectors().values():
             found = mod.detect(obj)
@@ -111,6 +115,7 @@ def load_model(name: str, checkpoint, **overrides) -> tuple[Any, dict]:
 
 def _load_path(name: str, path: pathlib.Path, **overrides) -> tuple[Any, dict]:
     from peanut_jax.models import build
+
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.is_dir():
@@ -122,22 +127,32 @@ def _load_path(name: str, path: pathlib.Path, **overrides) -> tuple[Any, dict]:
         recorded = workdir_model(path)
         if recorded is not None and recorded[0]:
             from peanut_jax.models import model_class
+
             got, kwargs = recorded
             check_family(got, name, path)
             cls = model_class(got)
-            fields = ({f.name for f in dataclasses.fields(cls) if f.init} if dataclasses.is_dataclass(cls) else set())
-            fields -= {"dtype", "param_dtype", "parent", "name"}   # inference runs in float32
+            fields = {f.name for f in dataclasses.fields(cls) if f.init} if dataclasses.is_dataclass(cls) else set()
+            fields -= {"dtype", "param_dtype", "parent", "name"}  # inference runs in float32
             module = build(got, **{**{k: lists_to_tuples(v) for k, v in kwargs.items() if k in fields}, **overrides})
         else:
             module = build(name, **overrides)
         return hashable(module), {"params": params}
     from peanut_jax.convert import from_official
+
     module, variables = from_official(detect_official(name, path), path, **overrides)
     return hashable(module), variables
 
 
-def load(spec, family: str | None = None, *, flag: str | None = None, progress: bool = True,
-         dtype: str | None = None, precision: str | None = None, **overrides) -> tuple[Any, dict]:
+def load(
+    spec,
+    family: str | None = None,
+    *,
+    flag: str | None = None,
+    progress: bool = True,
+    dtype: str | None = None,
+    precision: str | None = None,
+    **overrides,
+) -> tuple[Any, dict]:
     """``(module, variables)`` from ``spec``: a registry name (``python -m peanut_jax.weights
     list``, including the bundled ``*_demo`` weights; fetched and converted once), an official
     checkpoint file, an exported folder (``model.json`` + ``params.safetensors``) or an orbax
@@ -152,6 +167,7 @@ def load(spec, family: str | None = None, *, flag: str | None = None, progress: 
         family = _model_of(spec)
     if dtype is not None and str(dtype) != "float32":
         import jax.numpy as jnp
+
         overrides["dtype"] = jnp.dtype(dtype)
     if precision not in (None, "default"):
         overrides["precision"] = precision
@@ -162,7 +178,7 @@ def load(spec, family: str | None = None, *, flag: str | None = None, progress: 
         return _load_path(family, path, **overrides)
     except (ValueError, FileNotFoundError) as err:
         msg = str(err)
-        msg = msg[len(f"{path}: "):] if msg.startswith(f"{path}: ") else msg
+        msg = msg[len(f"{path}: ") :] if msg.startswith(f"{path}: ") else msg
         raise type(err)(f"{flag} {spec}: {msg}") from None
 
 
@@ -174,9 +190,11 @@ def _model_of(spec) -> str:
         return registry.get(str(spec)).model
     path = pathlib.Path(os.fspath(spec)).expanduser()
     if not path.exists():
-        resolve_checkpoint(spec)   # the registry's "not found" / "unknown name" error
+        resolve_checkpoint(spec)  # the registry's "not found" / "unknown name" error
     got = recorded_model(path)
     if got is None:
-        raise ValueError(f"load({spec!r}): give model_name (the family argument) for a checkpoint path that does "
-                         "not record its model")
+        raise ValueError(
+            f"load({spec!r}): give model_name (the family argument) for a checkpoint path that does "
+            "not record its model"
+        )
     return got

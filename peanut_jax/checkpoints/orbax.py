@@ -1,5 +1,6 @@
 """Read a ``train.py`` orbax checkpoint without knowing its structure (nested dicts of numpy
 arrays), so that inference tools load trained weights without importing the trainer."""
+
 from __future__ import annotations
 
 import os
@@ -10,7 +11,7 @@ def read_tree(path: str | os.PathLike, step: int | None = None) -> dict:
     """The saved ``TrainState`` fields of a training checkpoint as a dict (``{'params': ...,
     'opt_state': ..., 'step': ..., ...}``).  ``path`` is a workdir, its ``checkpoints`` folder or
     one step folder; ``step`` picks a step (default: the latest)."""
-    p = pathlib.Path(path).expanduser().absolute()   # orbax wants absolute paths
+    p = pathlib.Path(path).expanduser().absolute()  # orbax wants absolute paths
     if not p.exists():
         raise FileNotFoundError(f"checkpoint path does not exist: {p}")
     if (p / "checkpoints").is_dir():
@@ -29,6 +30,7 @@ def read_tree(path: str | os.PathLike, step: int | None = None) -> dict:
     import numpy as np
     import orbax.checkpoint as ocp
     from etils import epath
+
     handler = ocp.PyTreeCheckpointHandler()
     try:
         meta = handler.metadata(epath.Path(item))

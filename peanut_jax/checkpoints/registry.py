@@ -6,6 +6,7 @@ Environment: ``PEANUT_HOME`` (cache root); ``PEANUT_OFFLINE=1`` (never touch the
 ``PEANUT_WEIGHTS_URL_<NAME>`` (override one entry's URL, e.g. ``PEANUT_WEIGHTS_URL_E2FGVI_HQ``;
 makes a ``manual`` entry fetchable); ``PEANUT_WEIGHTS_MIRROR`` (a base URL or a local folder
 holding the files under their download names, for every entry without its own override)."""
+
 from __future__ import annotations
 
 import os
@@ -14,15 +15,41 @@ import re
 import urllib.parse
 
 from peanut_jax.checkpoints.entry import (  # noqa: F401 - part of the registry's API
-    ChecksumError, DownloadError, ManualDownloadError, OfflineError, WeightEntry)
+    ChecksumError,
+    DownloadError,
+    ManualDownloadError,
+    OfflineError,
+    WeightEntry,
+)
 from peanut_jax.checkpoints.export import EXPORT_CONFIG, EXPORT_PARAMS, read_json
 from peanut_jax.checkpoints.families import DEMO_WEIGHTS, builtin_weights  # noqa: F401 - part of the API
 
 __all__ = [
-    "CACHE_VERSION", "ChecksumError", "DEMO_WEIGHTS", "DownloadError", "ManualDownloadError", "OFFICIAL_SUFFIXES",
-    "OfflineError", "WeightEntry", "aliases", "cache_path", "cache_valid", "cached_metadata", "converted_dir",
-    "download_path", "entries", "env_key", "get", "home", "is_offline", "known", "looks_like_path", "names",
-    "register", "sources", "unregister",
+    "CACHE_VERSION",
+    "ChecksumError",
+    "DEMO_WEIGHTS",
+    "DownloadError",
+    "ManualDownloadError",
+    "OFFICIAL_SUFFIXES",
+    "OfflineError",
+    "WeightEntry",
+    "aliases",
+    "cache_path",
+    "cache_valid",
+    "cached_metadata",
+    "converted_dir",
+    "download_path",
+    "entries",
+    "env_key",
+    "get",
+    "home",
+    "is_offline",
+    "known",
+    "looks_like_path",
+    "names",
+    "register",
+    "sources",
+    "unregister",
 ]
 
 CACHE_VERSION = 1
@@ -56,8 +83,10 @@ def get(name: str) -> WeightEntry:
     """The entry called ``name`` (or an alias: ``basicvsr_pp``, ``spynet_sniklaus``)."""
     key = _ALIASES.get(name, name)
     if key not in _REGISTRY:
-        raise ValueError(f"unknown weights {name!r}; known: {', '.join(names())} "
-                         f"(aliases: {', '.join(f'{a}={b}' for a, b in sorted(_ALIASES.items()))})")
+        raise ValueError(
+            f"unknown weights {name!r}; known: {', '.join(names())} "
+            f"(aliases: {', '.join(f'{a}={b}' for a, b in sorted(_ALIASES.items()))})"
+        )
     return _REGISTRY[key]
 
 
@@ -66,6 +95,7 @@ def register(entry: WeightEntry, replace: bool = False) -> WeightEntry:
     if not isinstance(entry, WeightEntry):
         raise TypeError(f"register() takes a WeightEntry, got {type(entry).__name__}")
     from peanut_jax.models import names as model_names
+
     if entry.model not in model_names():
         raise ValueError(f"weight entry {entry.name}: unknown model {entry.model!r}; known: {', '.join(model_names())}")
     if (entry.name in _REGISTRY or entry.name in _ALIASES) and not replace:
@@ -148,5 +178,9 @@ def cached_metadata(e: WeightEntry) -> dict:
 def looks_like_path(spec: str) -> bool:
     """Whether a ``--checkpoint`` string is meant as a path (a separator, a leading ``.``/``~`` or a
     checkpoint suffix) rather than a registry name."""
-    return (os.sep in spec or "/" in spec or spec.startswith((".", "~"))
-            or pathlib.PurePath(spec).suffix.lower() in (*OFFICIAL_SUFFIXES, ".zip"))
+    return (
+        os.sep in spec
+        or "/" in spec
+        or spec.startswith((".", "~"))
+        or pathlib.PurePath(spec).suffix.lower() in (*OFFICIAL_SUFFIXES, ".zip")
+    )

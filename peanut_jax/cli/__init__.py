@@ -1,5 +1,6 @@
 """The command line: ``infer.py`` commands (one parser, one flag vocabulary: ``docs/cli.md``),
 manifest / folder batch mode and the bundled demo.  ``infer.py`` only calls :func:`main`."""
+
 from __future__ import annotations
 
 import sys
@@ -11,10 +12,11 @@ def main(argv=None, interrupt=None) -> int:
     """Run one command; returns the exit status.  Errors are one line on stderr (exit 2).
     ``interrupt``: a :class:`peanut_jax.pipeline.common.InterruptExit` (the script installs one)
     to tell that the main thread handles a Ctrl-C itself."""
+    from peanut_jax.checkpoints.entry import DownloadError
     from peanut_jax.cli.commands import dispatch
     from peanut_jax.cli.parser import COMMANDS, build_parser, normalize
     from peanut_jax.pipeline.common import announce_compilation, enable_compilation_cache
-    from peanut_jax.checkpoints.entry import DownloadError
+
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(description="peanut_jax inference: mask -> erase -> upscale -> interpolate, and flow.")
     if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help") and argv[0] not in COMMANDS:

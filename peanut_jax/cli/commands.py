@@ -5,6 +5,7 @@ single-stage command is the chain with one stage, so validation, I/O, progress, 
 (manifest or a folder of clips) and atomic output are written once.  ``flow`` writes a
 visualisation rather than frames of the video, and ``run --demo`` is the bundled demo.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,12 +27,14 @@ def dispatch(args: argparse.Namespace) -> int:
         return mask_command(args)
     if args.command == "run" and args.demo:
         from peanut_jax.cli import demo
+
         return demo.main_from_args(args)
     return chain_command(args)
 
 
 def _stages(args) -> list[str]:
     from peanut_jax.pipeline.build import parse_stages
+
     if args.command != "run":
         return [STAGE_OF[args.command]]
     for opt in ("upscale", "interpolate"):
@@ -41,8 +44,9 @@ def _stages(args) -> list[str]:
     stages = parse_stages(args.stages, args.upscale, args.interpolate)
     for opt in ("upscale", "interpolate"):
         if getattr(args, opt) is not None and opt not in stages:
-            raise ValueError(f"--{opt} {getattr(args, opt)} given but the {opt} stage is not in --stages "
-                             f"{','.join(stages)}")
+            raise ValueError(
+                f"--{opt} {getattr(args, opt)} given but the {opt} stage is not in --stages {','.join(stages)}"
+            )
     if "erase" not in stages and (args.masks or _prompts(args)) and not args.overlay:
         raise ValueError("--masks given but the erase stage is not in --stages")
     return stages
@@ -57,12 +61,14 @@ def _prompts(args) -> list:
     if not hasattr(args, "click"):
         return []
     from peanut_jax.pipeline.mask import prompts_from_args
+
     return prompts_from_args(args)
 
 
 def _batch_rows(args, needs_masks: bool):
     """Rows of a manifest or of a folder of clips, or None for a single clip."""
     from peanut_jax.cli.manifest import folder_rows, is_frame_folder, read_manifest
+
     if args.manifest:
         if _prompts(args):
             raise ValueError("--click/--box/--mask-prompt name frames of one video: not with --manifest")
@@ -70,8 +76,9 @@ def _batch_rows(args, needs_masks: bool):
             raise ValueError("--manifest replaces --input/--output; give one or the other")
         return read_manifest(args.manifest)
     if not args.input:
-        raise ValueError("--input is required (or --manifest for batch mode" + (", or --demo)" if args.command == "run"
-                                                                                 else ")"))
+        raise ValueError(
+            "--input is required (or --manifest for batch mode" + (", or --demo)" if args.command == "run" else ")")
+        )
     inp = pathlib.Path(args.input)
     if not inp.exists():
         raise FileNotFoundError(f"--input: not found: {inp}")
@@ -88,6 +95,7 @@ def _precheck(args, stages: list[str]):
     """Cheap input/output checks before the (slow) model loading: (source, masks) of a single clip."""
     from peanut_jax.pipeline.outputs import check_output
     from peanut_jax.pipeline.sources import FolderMasks, StreamInfo, note_masks, open_source
+
     targets = _targets(args)
     if targets["output"] is None and not any(targets.values()):
         raise ValueError("--output is required")
@@ -95,21 +103,34 @@ def _precheck(args, stages: list[str]):
     if prompts and getattr(args, "masks", None):
         raise ValueError("give either --masks or --click/--box/--mask-prompt, not both")
     if "erase" in stages and not args.masks and not prompts:
-        raise ValueError("the erase stage needs --masks MASK_DIR or --click/--box/--mask-prompt"
-                         + (" (or drop it with --stages)" if args.command == "run" else ""))
+        raise ValueError(
+            "the erase stage needs --masks MASK_DIR or --click/--box/--mask-prompt"
+            + (" (or drop it with --stages)" if args.command == "run" else "")
+        )
     for what, v in targets.items():
         if v is not None:
-            check_output(v, args.overwrite, f"--{what.replace('_', '-')}", video_only=what in ("side_by_side", "overlay"),
-                         inputs=(pathlib.Path(args.input),))
+            check_output(
+                v,
+                args.overwrite,
+                f"--{what.replace('_', '-')}",
+                video_only=what in ("side_by_side", "overlay"),
+                inputs=(pathlib.Path(args.input),),
+            )
     source = open_source(args.input, fps=args.in_fps)
     if args.in_fps is not None:
-        source.fps = float(args.in_fps)   # overrides the container's rate too
+        source.fps = float(args.in_fps)  # overrides the container's rate too
     masks = None
     info = StreamInfo(len(source), source.height, source.width, float(source.fps or 25.0))
     if prompts:
         from peanut_jax.pipeline.mask import PromptMasks
-        masks = PromptMasks(prompts, args.sam2_checkpoint, video=source, checkpoint_flag="--checkpoint-mask",
-                            progress=not args.no_progress and sys.stderr.isatty())
+
+        masks = PromptMasks(
+            prompts,
+            args.sam2_checkpoint,
+            video=source,
+            checkpoint_flag="--checkpoint-mask",
+            progress=not args.no_progress and sys.stderr.isatty(),
+        )
         masks.prepare(info)
     elif getattr(args, "masks", None):
         masks = FolderMasks(args.masks, resize=args.resize_masks)
@@ -121,40 +142,66 @@ def _precheck(args, stages: list[str]):
 
 def _stage_options(args, name: str) -> dict:
     from peanut_jax.pipeline.erase_windows import EraseConfig, parse_size
+
     if name == "erase":
-        config = EraseConfig(mode=args.erase_mode, neighbor_stride=args.neighbor_stride, ref_length=args.ref_length,
-                             num_ref=args.num_ref, stream_refs=args.stream_refs)
+        config = EraseConfig(
+            mode=args.erase_mode,
+            neighbor_stride=args.neighbor_stride,
+            ref_length=args.ref_length,
+            num_ref=args.num_ref,
+            stream_refs=args.stream_refs,
+        )
         flag = "--erase-size"
-        return dict(config=config, size=parse_size(args.erase_size, flag),
-                    **({"flags": ERASE_FLAGS} if args.command == "erase" else {}))
+        return dict(
+            config=config,
+            size=parse_size(args.erase_size, flag),
+            **({"flags": ERASE_FLAGS} if args.command == "erase" else {}),
+        )
     if name == "upscale":
         tile = None
         if args.tile:
             if len(args.tile) > 2:
                 raise ValueError(f"--tile takes one or two sizes, got {args.tile}")
             tile = tuple(args.tile) if len(args.tile) == 2 else args.tile[0]
-        return dict(scale=args.upscale, chunk=args.chunk or None, overlap=args.overlap, blend=args.blend, tile=tile,
-                    tile_overlap=args.tile_overlap, tile_blend=args.tile_blend)
+        return dict(
+            scale=args.upscale,
+            chunk=args.chunk or None,
+            overlap=args.overlap,
+            blend=args.blend,
+            tile=tile,
+            tile_overlap=args.tile_overlap,
+            tile_blend=args.tile_blend,
+        )
     from peanut_jax.pipeline.interpolate import CLI_NAMES
+
     target = getattr(args, "target_fps", None)
     if target is not None and args.interpolate is not None:
         raise ValueError("give either --interpolate or --target-fps, not both")
     if args.interpolate is not None and args.interpolate < 1:
         raise ValueError(f"--interpolate must be >= 1, got {args.interpolate}")
-    return dict(multi=args.interpolate or 2, fps=target, batch_size=args.rife_batch, scale=args.rife_scale,
-                tta=args.tta, scene_detect=not args.no_scene_detect, on_duplicate=args.on_duplicate,
-                flags={**CLI_NAMES, "multi": "--interpolate", "fps": "--target-fps"})
+    return dict(
+        multi=args.interpolate or 2,
+        fps=target,
+        batch_size=args.rife_batch,
+        scale=args.rife_scale,
+        tta=args.tta,
+        scene_detect=not args.no_scene_detect,
+        on_duplicate=args.on_duplicate,
+        flags={**CLI_NAMES, "multi": "--interpolate", "fps": "--target-fps"},
+    )
 
 
 def _load(args, name: str, progress: bool):
     """(module, variables, label) of a stage's weights."""
     from peanut_jax.pipeline.build import DEFAULT_CHECKPOINTS, load_stage_model
+
     if args.command == "run":
         spec = getattr(args, f"checkpoint_{name}") or DEFAULT_CHECKPOINTS[name]
         return load_stage_model(name, spec, progress=progress, dtype=args.dtype)
     spec = args.checkpoint or DEFAULT_CHECKPOINTS[name]
     if name == "erase":
         from peanut_jax.pipeline.erase import load_eraser
+
         _, module, variables = load_eraser(spec, args.model, args.dtype)
         return module, variables, str(spec)
     return load_stage_model(name, spec, progress=progress, flag="--checkpoint", dtype=args.dtype)
@@ -166,18 +213,19 @@ def chain_command(args: argparse.Namespace) -> int:
     from peanut_jax.pipeline.build import make_stage
     from peanut_jax.pipeline.common import enable_compilation_cache
     from peanut_jax.pipeline.outputs import check_output, write_json
+
     progress = not args.no_progress and sys.stderr.isatty()
     stages = _stages(args)
-    options = {name: _stage_options(args, name) for name in stages}   # flag errors before anything is loaded
+    options = {name: _stage_options(args, name) for name in stages}  # flag errors before anything is loaded
     rows = _batch_rows(args, "erase" in stages)
     source = masks = None
     if rows is None:
         source, masks = _precheck(args, stages)
     else:
         if not args.manifest and not pathlib.Path(args.output).is_dir():
-            check_output(args.output, True, "--output")   # the batch folder can be created
+            check_output(args.output, True, "--output")  # the batch folder can be created
             pathlib.Path(args.output).mkdir(parents=True)
-        check_rows("erase" in stages, rows, args.overwrite, args.manifest)   # every row, before loading
+        check_rows("erase" in stages, rows, args.overwrite, args.manifest)  # every row, before loading
     enable_compilation_cache()
     built = []
     for name in stages:
@@ -185,14 +233,30 @@ def chain_command(args: argparse.Namespace) -> int:
         built.append(make_stage(name, module, variables, label, **options[name]))
     chain = Chain(built, queue_size=args.queue)
     if rows is not None:
-        results = run_rows(chain, rows, overwrite=args.overwrite, progress=progress, fps=args.in_fps,
-                           resize_masks=getattr(args, "resize_masks", False), keep_going=not args.manifest,
-                           where=args.manifest, copy_audio=not args.no_audio)
+        results = run_rows(
+            chain,
+            rows,
+            overwrite=args.overwrite,
+            progress=progress,
+            fps=args.in_fps,
+            resize_masks=getattr(args, "resize_masks", False),
+            keep_going=not args.manifest,
+            where=args.manifest,
+            copy_audio=not args.no_audio,
+        )
         summary = {"clips": [r.as_dict() for r in results]}
     else:
-        s = chain.run(source, args.output, masks, frames_out=args.frames_out, side_by_side=args.side_by_side,
-                      overlay=getattr(args, "overlay", None), overwrite=args.overwrite, progress=progress,
-                      copy_audio=not args.no_audio)
+        s = chain.run(
+            source,
+            args.output,
+            masks,
+            frames_out=args.frames_out,
+            side_by_side=args.side_by_side,
+            overlay=getattr(args, "overlay", None),
+            overwrite=args.overwrite,
+            progress=progress,
+            copy_audio=not args.no_audio,
+        )
         print(s.format())
         summary = s.as_dict()
     if args.summary_json:
@@ -202,14 +266,24 @@ def chain_command(args: argparse.Namespace) -> int:
 
 def flow_command(args: argparse.Namespace) -> int:
     from peanut_jax.pipeline.flow import run_flow
+
     if not args.demo and not args.input:
         raise ValueError("--input is required unless --demo is given")
     if args.output is None:
         raise ValueError("--output is required")
     if args.flow_batch < 1:
         raise ValueError(f"--flow-batch must be >= 1, got {args.flow_batch}")
-    s = run_flow(args.input, pathlib.Path(args.output), args.checkpoint, args.flow_batch, args.overwrite,
-                 args.max_flow, not args.flow_only, args.demo, progress=not args.no_progress and sys.stderr.isatty())
+    s = run_flow(
+        args.input,
+        pathlib.Path(args.output),
+        args.checkpoint,
+        args.flow_batch,
+        args.overwrite,
+        args.max_flow,
+        not args.flow_only,
+        args.demo,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
     line = f"wrote {s['output']}: {s['pairs']} flow frames in {s['seconds']:.1f} s (weights: {s['checkpoint']})"
     if "epe" in s:
         line += f"\nEPE vs exact flow: {s['epe']:.3f} px (zero-flow baseline {s['epe_zero_flow']:.3f} px)"
@@ -220,6 +294,7 @@ def flow_command(args: argparse.Namespace) -> int:
 def mask_command(args: argparse.Namespace) -> int:
     """``infer.py mask``: SAM 2 masks from prompts, one PNG per frame (union, or palette with --per-object)."""
     from peanut_jax.pipeline.mask import prompts_from_args, run_mask
+
     if not args.input:
         raise ValueError("--input is required")
     if not args.output:
@@ -227,8 +302,16 @@ def mask_command(args: argparse.Namespace) -> int:
     prompts = prompts_from_args(args)
     if not prompts:
         raise ValueError("give at least one --click, --box or --mask-prompt")
-    out = run_mask(args.input, args.output, prompts, checkpoint=args.sam2_checkpoint, per_object=args.per_object,
-                   overlay=args.overlay, overwrite=args.overwrite, fps=args.in_fps,
-                   progress=not args.no_progress and sys.stderr.isatty())
+    out = run_mask(
+        args.input,
+        args.output,
+        prompts,
+        checkpoint=args.sam2_checkpoint,
+        per_object=args.per_object,
+        overlay=args.overlay,
+        overwrite=args.overwrite,
+        fps=args.in_fps,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
     print(f"wrote {out}")
     return 0

@@ -25,6 +25,7 @@ Printed metrics (also returned / written with ``--summary-json``):
 The settings of the recorded run and its numbers are in ``peanut_jax/assets/demo_metrics.json``;
 the CI test reruns the demo with the shipped weights and compares.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,9 +40,21 @@ ASSETS = {"erase": "erase_demo", "upscale": "upscale_demo", "interpolate": "inte
 # official registry names tried (in order) when --demo-weights=auto
 OFFICIAL = {"erase": ("e2fgvi_hq",), "upscale": ("basicvsr_pp_reds4",), "interpolate": ("rife_hdv3", "rife")}
 METRICS_FILE = "demo_metrics.json"
-DEFAULT_SETTINGS = dict(seed=7, num_frames=20, height=60, width=108, num_objects=2, fps=12.0, upscale=None,
-                        interpolate=2, stages=["erase", "upscale", "interpolate"], mask_dilation=4,
-                        chunk=20, overlap=2, rife_batch=4)
+DEFAULT_SETTINGS = dict(
+    seed=7,
+    num_frames=20,
+    height=60,
+    width=108,
+    num_objects=2,
+    fps=12.0,
+    upscale=None,
+    interpolate=2,
+    stages=["erase", "upscale", "interpolate"],
+    mask_dilation=4,
+    chunk=20,
+    overlap=2,
+    rife_batch=4,
+)
 
 
 def recorded() -> dict | None:
@@ -62,9 +75,15 @@ def settings() -> dict:
 def demo_clip(s: dict | None = None):
     """(clip, uint8 frames, bool masks) of the demo."""
     from peanut_jax.data.synthetic import generate_clip
+
     s = s or settings()
-    clip = generate_clip(int(s["seed"]), num_frames=int(s["num_frames"]), height=int(s["height"]),
-                         width=int(s["width"]), num_objects=int(s["num_objects"]))
+    clip = generate_clip(
+        int(s["seed"]),
+        num_frames=int(s["num_frames"]),
+        height=int(s["height"]),
+        width=int(s["width"]),
+        num_objects=int(s["num_objects"]),
+    )
     frames = np.clip(np.round(clip.frames * 255.0), 0, 255).astype(np.uint8)
     return clip, frames, clip.object_mask
 
@@ -73,6 +92,7 @@ def choose_weights(mode: str = "auto", stages=("erase", "upscale", "interpolate"
     """``{stage: (path, label, official)}``: cached official weights when ``mode='auto'`` and they are
     converted in ``$PEANUT_HOME``, else the bundled demo weights."""
     from peanut_jax.checkpoints import registry
+
     if mode not in ("auto", "bundled"):
         raise ValueError(f"--demo-weights must be 'auto' or 'bundled', got {mode!r}")
     out = {}
@@ -92,7 +112,8 @@ def choose_weights(mode: str = "auto", stages=("erase", "upscale", "interpolate"
             if not (d / "model.json").is_file():
                 raise FileNotFoundError(
                     f"bundled demo weights missing: {d} (run scripts/train_demo_weights.sh to train them, or fetch "
-                    f"official weights: python -m peanut_jax.weights fetch {OFFICIAL[stage][0]})")
+                    f"official weights: python -m peanut_jax.weights fetch {OFFICIAL[stage][0]})"
+                )
             chosen = (d, f"bundled demo '{ASSETS[stage]}' (trained with train.py, {d.name})", False)
         out[stage] = chosen
     return out
@@ -102,31 +123,47 @@ def choose_weights(mode: str = "auto", stages=("erase", "upscale", "interpolate"
 def measure(erased_u8: np.ndarray, clip, region: np.ndarray) -> dict:
     """Demo metrics of the erased frames (uint8 (T, H, W, 3)) against the clip's clean background."""
     from peanut_jax.metrics import psnr, ssim, warping_error
+
     out = erased_u8.astype(np.float64) / 255.0
     inp = np.clip(np.round(clip.frames * 255.0), 0, 255) / 255.0
     bg = np.clip(np.round(clip.background * 255.0), 0, 255) / 255.0
 
     def ewarp(v):
-        return float(warping_error(v.astype(np.float32), clip.background_flow_forward,
-                                   occlusion=clip.background_occlusion_forward))
+        return float(
+            warping_error(
+                v.astype(np.float32), clip.background_flow_forward, occlusion=clip.background_occlusion_forward
+            )
+        )
 
     return {
         "psnr_region": psnr(out, bg, mask=region, reduction="all"),
         "ssim_region": ssim(out, bg, mask=region, box_margin=8, reduction="all"),
         "psnr_region_input": psnr(inp, bg, mask=region, reduction="all"),
         "ssim_region_input": ssim(inp, bg, mask=region, box_margin=8, reduction="all"),
-        "ewarp": ewarp(out), "ewarp_input": ewarp(inp), "ewarp_clean": ewarp(bg),
+        "ewarp": ewarp(out),
+        "ewarp_input": ewarp(inp),
+        "ewarp_clean": ewarp(bg),
         "region_fraction": float(region.mean()),
     }
 
 
 # ---------------------------------------------------------------------------------------------- run
-def run_demo(output="peanut_demo.mp4", side_by_side=None, *, weights: str = "auto", overwrite: bool = False,
-             progress: bool = True, frames_out=None, overrides: dict | None = None, log=print) -> dict:
+def run_demo(
+    output="peanut_demo.mp4",
+    side_by_side=None,
+    *,
+    weights: str = "auto",
+    overwrite: bool = False,
+    progress: bool = True,
+    frames_out=None,
+    overrides: dict | None = None,
+    log=print,
+) -> dict:
     """Run the demo; returns ``{'settings', 'weights', 'metrics', 'summary'}``."""
     from peanut_jax.data.masks import dilate_masks
     from peanut_jax.pipeline.build import build_chain, load_stage_model
     from peanut_jax.pipeline.sources import ArrayMasks, ArraySource
+
     s = settings()
     s.update(overrides or {})
     stages = list(s["stages"])
@@ -142,18 +179,34 @@ def run_demo(output="peanut_demo.mp4", side_by_side=None, *, weights: str = "aut
         models[stage] = (module, variables, label)
     clip, frames, masks = demo_clip(s)
     erased = []
-    chain = build_chain(stages, models=models, upscale=s.get("upscale"), interpolate=s.get("interpolate"),
-                        upscale_options=dict(chunk=s["chunk"], overlap=s["overlap"]),
-                        interpolate_options=dict(batch_size=s["rife_batch"]), progress=progress)
-    summary = chain.run(ArraySource(frames, fps=s["fps"], name=f"synthetic demo clip (seed {s['seed']})"), output,
-                        ArrayMasks(masks, name="demo object masks"), side_by_side=side_by_side,
-                        frames_out=frames_out, overwrite=overwrite, progress=progress,
-                        observers={"erase": lambda i, f: erased.append(np.asarray(f))})
+    chain = build_chain(
+        stages,
+        models=models,
+        upscale=s.get("upscale"),
+        interpolate=s.get("interpolate"),
+        upscale_options=dict(chunk=s["chunk"], overlap=s["overlap"]),
+        interpolate_options=dict(batch_size=s["rife_batch"]),
+        progress=progress,
+    )
+    summary = chain.run(
+        ArraySource(frames, fps=s["fps"], name=f"synthetic demo clip (seed {s['seed']})"),
+        output,
+        ArrayMasks(masks, name="demo object masks"),
+        side_by_side=side_by_side,
+        frames_out=frames_out,
+        overwrite=overwrite,
+        progress=progress,
+        observers={"erase": lambda i, f: erased.append(np.asarray(f))},
+    )
     region = dilate_masks(masks, int(s["mask_dilation"]))
     metrics = measure(np.stack(erased), clip, region)
-    result = {"settings": s, "weights": {k: v[1] for k, v in chosen.items()},
-              "official": {k: bool(v[2]) for k, v in chosen.items()}, "metrics": metrics,
-              "summary": summary.as_dict()}
+    result = {
+        "settings": s,
+        "weights": {k: v[1] for k, v in chosen.items()},
+        "official": {k: bool(v[2]) for k, v in chosen.items()},
+        "metrics": metrics,
+        "summary": summary.as_dict(),
+    }
     if log:
         log(format_result(result, summary))
     return result
@@ -182,6 +235,7 @@ def main(argv=None) -> int:
 
     from peanut_jax.checkpoints.export import export_trained
     from peanut_jax.pipeline.outputs import write_json
+
     p = argparse.ArgumentParser(prog="python -m peanut_jax.cli.demo")
     sub = p.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("export", help="export a train.py run as demo weights")
@@ -199,12 +253,24 @@ def main(argv=None) -> int:
             print(f"exported {args.workdir} -> {d} ({size / 2**20:.2f} MiB)")
             return 0
         import tempfile
+
         with tempfile.TemporaryDirectory() as tmp:
             out = args.output or str(pathlib.Path(tmp) / "demo.mp4")
-            res = run_demo(out, None, weights="bundled", overwrite=True, progress=False,
-                           overrides=dict(DEFAULT_SETTINGS, **(recorded() or {}).get("settings", {})))
-        rec = {"settings": res["settings"], "metrics": res["metrics"], "weights": res["weights"],
-               "frames_out": res["summary"]["frames_out"], "size_out": res["summary"]["size_out"]}
+            res = run_demo(
+                out,
+                None,
+                weights="bundled",
+                overwrite=True,
+                progress=False,
+                overrides=dict(DEFAULT_SETTINGS, **(recorded() or {}).get("settings", {})),
+            )
+        rec = {
+            "settings": res["settings"],
+            "metrics": res["metrics"],
+            "weights": res["weights"],
+            "frames_out": res["summary"]["frames_out"],
+            "size_out": res["summary"]["size_out"],
+        }
         write_json(bundled_asset(METRICS_FILE), rec)
         print(f"recorded {bundled_asset(METRICS_FILE)}")
         return 0
@@ -216,6 +282,7 @@ def main(argv=None) -> int:
 def _make_model(config):
     """The module a ``train.py`` run trains (its task's ``make_model``), for the export."""
     from peanut_jax.train import tasks
+
     task = tasks.get(config.task)
     if not hasattr(task, "make_model"):
         raise ValueError(f"task {config.task!r} has no make_model(config); cannot tell which module it trains")
@@ -226,13 +293,20 @@ def main_from_args(args) -> int:
     """``infer.py --demo`` (arguments of the ``run`` sub-command)."""
     from peanut_jax.pipeline.common import enable_compilation_cache
     from peanut_jax.pipeline.outputs import write_json
+
     if args.input or args.masks or args.manifest:
         raise ValueError("--demo runs the bundled clip: do not give --input/--masks/--manifest")
     enable_compilation_cache()
     output = args.output or "peanut_demo.mp4"
     progress = not args.no_progress and sys.stderr.isatty()
-    result = run_demo(output, args.side_by_side, weights=args.demo_weights, overwrite=args.overwrite,
-                      progress=progress, frames_out=args.frames_out)
+    result = run_demo(
+        output,
+        args.side_by_side,
+        weights=args.demo_weights,
+        overwrite=args.overwrite,
+        progress=progress,
+        frames_out=args.frames_out,
+    )
     if args.summary_json:
         write_json(args.summary_json, result)
     return 0

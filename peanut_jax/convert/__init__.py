@@ -5,6 +5,7 @@ restricted unpickler: no code from the file ever runs).  ``from_official(name, p
 official checkpoint of model ``name`` onto our module; ``to_official(name, variables)`` does the
 inverse (official key names and layouts; used by tests and to export weights).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -16,18 +17,26 @@ from peanut_jax.convert.reader import CheckpointError, load_checkpoint
 # -> (module, variables), to_state_dict(variables, name, **kw) -> dict[str, np.ndarray], and optionally
 # detect(sd) -> name|None.
 
-__all__ = ["CheckpointError", "CheckpointMismatchError", "converter_names", "from_official", "load_checkpoint",
-           "to_official"]
+__all__ = [
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "converter_names",
+    "from_official",
+    "load_checkpoint",
+    "to_official",
+]
 
 
 def converter_names() -> list[str]:
     """Model names that have a converter of official checkpoints."""
     from peanut_jax.models import converter_module, names
+
     return [n for n in names() if converter_module(n)]
 
 
 def _converter(name: str):
     from peanut_jax.models import converter_module
+
     mod = converter_module(name)
     if mod is None:
         raise ValueError(f"no converter for model {name!r}; known: {', '.join(converter_names())}")
@@ -41,8 +50,9 @@ def from_official(name: str, path, **overrides):
     unexpected keys and shape mismatches.
     """
     obj = load_checkpoint(path) if not isinstance(path, dict) else path
-    return _converter(name).from_state_dict(obj, name, source=str(path) if not isinstance(path, dict) else "<dict>",
-                                            **overrides)
+    return _converter(name).from_state_dict(
+        obj, name, source=str(path) if not isinstance(path, dict) else "<dict>", **overrides
+    )
 
 
 def to_official(name: str, variables, **kwargs) -> dict:

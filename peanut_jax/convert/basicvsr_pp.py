@@ -13,10 +13,11 @@ feature extractor of the deblur/denoise models) and ``scale`` (x4 with ``upsampl
 without).  ``max_residue_magnitude`` is not stored (official default 10; pass it as an override).
 Matching is strict: missing, unexpected and mis-shaped tensors are listed by name.
 """
+
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +45,7 @@ def _torch_to_numpy(obj):
 def unwrap(obj, source: str = "checkpoint") -> dict[str, np.ndarray]:
     """The generator's flat state dict (no ``generator.``/``module.`` prefix, no ``step_counter``)."""
     from peanut_jax.convert.reader import CheckpointError, unwrap_state_dict
+
     if not isinstance(obj, Mapping):
         raise CheckpointMismatchError(f"{source}: expected a state dict (mapping), got {type(obj).__name__}")
     try:
@@ -51,20 +53,23 @@ def unwrap(obj, source: str = "checkpoint") -> dict[str, np.ndarray]:
     except CheckpointError as e:
         raise CheckpointMismatchError(f"{source}: {e}") from None
     if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
     if any(k.startswith("generator.") for k in sd):
-        gen = {k[len("generator."):]: v for k, v in sd.items() if k.startswith("generator.")}
+        gen = {k[len("generator.") :]: v for k, v in sd.items() if k.startswith("generator.")}
         rest = [k for k in sd if not k.startswith("generator.") and k not in IGNORED_TOP_LEVEL]
         if rest:
             raise CheckpointMismatchError(
                 f"{source}: unexpected non-generator tensors in a BasicVSR++ restorer checkpoint: "
-                + ", ".join(sorted(rest)[:8]) + (" ..." if len(rest) > 8 else ""))
+                + ", ".join(sorted(rest)[:8])
+                + (" ..." if len(rest) > 8 else "")
+            )
         sd = gen
         if sd and all(k.startswith("module.") for k in sd):
-            sd = {k[len("module."):]: v for k, v in sd.items()}
+            sd = {k[len("module.") :]: v for k, v in sd.items()}
     if not any(k.endswith(m) for k in sd for m in _MARKERS):
         raise CheckpointMismatchError(
-            f"{source} is not a BasicVSR++ checkpoint: no '{_MARKERS[0]}' (found e.g. {sorted(sd)[:4]})")
+            f"{source} is not a BasicVSR++ checkpoint: no '{_MARKERS[0]}' (found e.g. {sorted(sd)[:4]})"
+        )
     return sd
 
 
@@ -77,8 +82,9 @@ def detect_config(sd: Mapping[str, np.ndarray], source: str = "checkpoint") -> d
         is_low_res_input = False
         mid = int(np.shape(sd["feat_extract.0.weight"])[0])
     else:
-        raise CheckpointMismatchError(f"{source}: no feat_extract.main.0.weight / feat_extract.0.weight: "
-                                      "cannot tell the BasicVSR++ configuration")
+        raise CheckpointMismatchError(
+            f"{source}: no feat_extract.main.0.weight / feat_extract.0.weight: cannot tell the BasicVSR++ configuration"
+        )
     pat = re.compile(r"^backbone\.backward_1\.main\.2\.(\d+)\.conv1\.weight$")
     blocks = [int(m.group(1)) for k in sd if (m := pat.match(k))]
     if not blocks:
@@ -147,14 +153,20 @@ def from_state_dict(obj, name: str = "basicvsr_pp", source: str = "checkpoint", 
     cfg = detect_config(sd, source)
     for k in ("mid_channels", "num_blocks", "is_low_res_input", "scale", "hr_channels"):
         if k in overrides and k in cfg and overrides[k] != cfg[k]:
-            raise CheckpointMismatchError(f"{source}: the checkpoint has {k}={cfg[k]!r}, but {k}={overrides[k]!r} "
-                                          "was requested")
+            raise CheckpointMismatchError(
+                f"{source}: the checkpoint has {k}={cfg[k]!r}, but {k}={overrides[k]!r} was requested"
+            )
     cfg.update(overrides)
     module = BasicVSRPlusPlus(**cfg)
     check_spynet_buffers(sd, "spynet.", source)
     km = keymap(module)
-    params = km.apply(sd, reference_params(module), model=f"{name} ({_describe(module)})", source=source,
-                      ignore=lambda k: k in ("spynet.mean", "spynet.std"))
+    params = km.apply(
+        sd,
+        reference_params(module),
+        model=f"{name} ({_describe(module)})",
+        source=source,
+        ignore=lambda k: k in ("spynet.mean", "spynet.std"),
+    )
     return module, {"params": params}
 
 
@@ -163,8 +175,14 @@ def _describe(m: BasicVSRPlusPlus) -> str:
     return f"c{m.mid_channels}n{m.num_blocks} {kind}"
 
 
-def to_state_dict(variables, name: str = "basicvsr_pp", module: BasicVSRPlusPlus | None = None,
-                  prefix: str = "generator.", step_counter: bool = True, **_) -> dict[str, np.ndarray]:
+def to_state_dict(
+    variables,
+    name: str = "basicvsr_pp",
+    module: BasicVSRPlusPlus | None = None,
+    prefix: str = "generator.",
+    step_counter: bool = True,
+    **_,
+) -> dict[str, np.ndarray]:
     """Our variables -> the official flat state dict, as in the released files' ``state_dict``:
     ``generator.``-prefixed network tensors incl. the ``spynet.mean/std`` buffers, plus the
     restorer's ``step_counter`` (``prefix=''``, ``step_counter=False`` for a bare generator dict).
@@ -176,8 +194,10 @@ def to_state_dict(variables, name: str = "basicvsr_pp", module: BasicVSRPlusPlus
     sd.update(spynet_buffers(f"{prefix}spynet."))
     if step_counter:
         sd["step_counter"] = np.zeros((1,), np.float32)
-    return {k: np.asarray(v, dtype=np.float32) if np.asarray(v).dtype != np.float32 else np.asarray(v)
-            for k, v in sd.items()}
+    return {
+        k: np.asarray(v, dtype=np.float32) if np.asarray(v).dtype != np.float32 else np.asarray(v)
+        for k, v in sd.items()
+    }
 
 
 def _config_from_params(params) -> dict:

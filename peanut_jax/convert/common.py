@@ -1,7 +1,8 @@
 """Helpers shared by the per-model converters: layout transposes and strict key matching."""
+
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
@@ -89,8 +90,15 @@ class KeyMap:
         self.add(f"{torch_prefix}.bias", (*path, "bias"))
         return self
 
-    def apply(self, sd: Mapping[str, np.ndarray], reference: Mapping | None = None, *, model: str = "model",
-              source: str = "checkpoint", ignore: Callable[[str], bool] | None = None) -> dict:
+    def apply(
+        self,
+        sd: Mapping[str, np.ndarray],
+        reference: Mapping | None = None,
+        *,
+        model: str = "model",
+        source: str = "checkpoint",
+        ignore: Callable[[str], bool] | None = None,
+    ) -> dict:
         """Map ``sd`` to a nested params dict.  ``reference`` (a params tree from ``module.init``)
         gives the expected shapes; keys for which ``ignore(key)`` is true may be present or absent."""
         ignore = ignore or (lambda k: False)
@@ -108,8 +116,10 @@ class KeyMap:
                 if exp is None:
                     raise KeyError(f"converter bug: {path} not in the {model} parameters")
                 if tuple(exp.shape) != tuple(val.shape):
-                    shape_err.append(f"{tkey}: checkpoint {tuple(np.asarray(sd[tkey]).shape)} -> "
-                                     f"{tuple(val.shape)}, model expects {tuple(exp.shape)}")
+                    shape_err.append(
+                        f"{tkey}: checkpoint {tuple(np.asarray(sd[tkey]).shape)} -> "
+                        f"{tuple(val.shape)}, model expects {tuple(exp.shape)}"
+                    )
                     continue
                 val = val.astype(exp.dtype)
             out[path] = val
@@ -136,8 +146,12 @@ def format_mismatch(model, source, missing, unexpected, shape_err, limit: int = 
         more = f" ... (+{len(items) - limit} more)" if len(items) > limit else ""
         return f"\n  {title} ({len(items)}): " + ", ".join(items[:limit]) + more
 
-    return (f"{source} does not match model {model!r}:" + fmt("missing keys", missing)
-            + fmt("unexpected keys", unexpected) + fmt("shape mismatches", shape_err))
+    return (
+        f"{source} does not match model {model!r}:"
+        + fmt("missing keys", missing)
+        + fmt("unexpected keys", unexpected)
+        + fmt("shape mismatches", shape_err)
+    )
 
 
 def tensors_only(obj) -> dict[str, np.ndarray]:

@@ -17,6 +17,7 @@ discriminator saved without spectral norm (``conv.N.weight/bias`` everywhere) co
 ``to_state_dict`` writes the exact official key set and order, buffers included, so that the
 official ``load_state_dict(strict=True)`` accepts it.
 """
+
 from __future__ import annotations
 
 import functools
@@ -29,8 +30,14 @@ import numpy as np
 from peanut_jax.convert.common import CheckpointMismatchError, KeyMap, conv3d_w, conv3d_w_back
 from peanut_jax.convert.spynet import add_spynet_rules, check_spynet_buffers, spynet_buffers
 
-__all__ = ["detect", "from_state_dict", "to_state_dict", "generator_keymap", "discriminator_keymap",
-           "official_key_order"]
+__all__ = [
+    "detect",
+    "from_state_dict",
+    "to_state_dict",
+    "generator_keymap",
+    "discriminator_keymap",
+    "official_key_order",
+]
 
 GENERATORS = ("e2fgvi", "e2fgvi_hq")
 DISCRIMINATOR = "e2fgvi_discriminator"
@@ -55,13 +62,14 @@ def _as_numpy_dict(obj):
 
 def _state_dict(obj, source: str) -> dict:
     from peanut_jax.convert.reader import CheckpointError, unwrap_state_dict
+
     obj = _as_numpy_dict(obj)
     try:
         sd = unwrap_state_dict(obj, _PREFER)
     except CheckpointError as e:
         raise CheckpointMismatchError(f"{source}: {e}") from None
     if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
     return sd
 
 
@@ -86,12 +94,13 @@ def detect(obj) -> str | None:
 
 # ------------------------------------------------------------------------------------------ generator
 
+
 def official_key_order(hq: bool) -> list[tuple[str, str]]:
     """[(official key, 'param' | 'buffer')] in ``netG.state_dict()`` order."""
     return [(k, kind) for k, kind, *_ in _generator_rules(hq)]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _generator_rules(hq: bool):
     """Tuples (torch key, 'param'|'buffer', keymap-adder) in official order."""
     rules = []
@@ -145,8 +154,7 @@ def _generator_rules(hq: bool):
     rules.append(("update_spynet.mean", "buffer", None))
     rules.append(("update_spynet.std", "buffer", None))
     probe = add_spynet_rules(KeyMap(), "update_spynet.", ("update_spynet",), "mmagic")
-    param(lambda km: add_spynet_rules(km, "update_spynet.", ("update_spynet",), "mmagic"),
-          *[r[0] for r in probe.rules])
+    param(lambda km: add_spynet_rules(km, "update_spynet.", ("update_spynet",), "mmagic"), *[r[0] for r in probe.rules])
     return tuple(rules)
 
 
@@ -163,6 +171,7 @@ def generator_keymap(hq: bool) -> KeyMap:
 
 def _generator_buffers(hq: bool) -> dict[str, np.ndarray]:
     from peanut_jax.models.focal_transformer import rolled_valid_indices
+
     buf = {f"transformer.{n}.attn.valid_ind_rolled": rolled_valid_indices() for n in range(NUM_BLOCKS)}
     buf.update(spynet_buffers("update_spynet."))
     return buf
@@ -183,6 +192,7 @@ def _reference_params(name: str, module) -> dict:
 
 def _generator_from_sd(sd, name, source, overrides):
     from peanut_jax.models import build
+
     hq = name == "e2fgvi_hq"
     module = build(name, **overrides)
     km = generator_keymap(hq)
@@ -192,20 +202,26 @@ def _generator_from_sd(sd, name, source, overrides):
         params = km.apply(sd, ref, model=name, source=source, ignore=lambda k: k in buffers)
     except CheckpointMismatchError as e:
         found = _detect_sd(sd)
-        hint = (f"\n  (the file looks like an {found!r} checkpoint: use from_official({found!r}, ...))"
-                if found and found != name else "")
+        hint = (
+            f"\n  (the file looks like an {found!r} checkpoint: use from_official({found!r}, ...))"
+            if found and found != name
+            else ""
+        )
         raise CheckpointMismatchError(f"{e}{hint}") from None
     for key, val in buffers.items():
         if key.endswith("valid_ind_rolled") and key in sd:
             got = np.asarray(sd[key]).reshape(-1)
             if got.shape != val.shape or not np.array_equal(got.astype(np.int64), val):
-                raise CheckpointMismatchError(f"{source}: buffer {key} = {got[:8]}... differs from the index set the "
-                                              f"model computes ({val[:8]}...); not an official {name} checkpoint")
+                raise CheckpointMismatchError(
+                    f"{source}: buffer {key} = {got[:8]}... differs from the index set the "
+                    f"model computes ({val[:8]}...); not an official {name} checkpoint"
+                )
     check_spynet_buffers(sd, "update_spynet.", source)
     return module, {"params": params}
 
 
 # -------------------------------------------------------------------------------------- discriminator
+
 
 def discriminator_keymap(use_spectral_norm: bool = True) -> KeyMap:
     """Variables paths are ('params'|'spectral', 'conv_N', ...)."""
@@ -225,6 +241,7 @@ def discriminator_keymap(use_spectral_norm: bool = True) -> KeyMap:
 
 def _discriminator_from_sd(sd, source, overrides):
     from peanut_jax.models import build
+
     overrides = dict(overrides)
     if "use_spectral_norm" not in overrides:
         overrides["use_spectral_norm"] = "conv.0.weight" not in sd
@@ -240,13 +257,17 @@ def _discriminator_from_sd(sd, source, overrides):
         variables = km.apply(sd, ref, model=DISCRIMINATOR, source=source)
     except CheckpointMismatchError as e:
         found = _detect_sd(sd)
-        hint = (f"\n  (the file looks like an {found!r} checkpoint: use from_official({found!r}, ...))"
-                if found and found != DISCRIMINATOR else "")
+        hint = (
+            f"\n  (the file looks like an {found!r} checkpoint: use from_official({found!r}, ...))"
+            if found and found != DISCRIMINATOR
+            else ""
+        )
         raise CheckpointMismatchError(f"{e}{hint}") from None
     return module, variables
 
 
 # ------------------------------------------------------------------------------------------ public
+
 
 def from_state_dict(obj, name: str = "e2fgvi", source: str = "checkpoint", **overrides):
     """Official checkpoint object -> (module, variables) for ``name`` in

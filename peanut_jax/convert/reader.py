@@ -30,6 +30,7 @@ file. Do not truncate or rewrite a checkpoint in place while arrays loaded from 
 (replace it by rename, as :func:`save_safetensors` does); pass ``mmap=False`` to read the file
 into memory instead.
 """
+
 from __future__ import annotations
 
 import _compat_pickle
@@ -45,7 +46,8 @@ import struct
 import tempfile
 import types
 import zipfile
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -74,6 +76,7 @@ class CheckpointError(ValueError):
 # dtypes
 # --------------------------------------------------------------------------------------------
 
+
 def _ml(name: str):
     return np.dtype(getattr(ml_dtypes, name)) if ml_dtypes is not None and hasattr(ml_dtypes, name) else None
 
@@ -99,21 +102,29 @@ _STORAGE_DTYPES = {k: v for k, v in _STORAGE_DTYPES.items() if v is not None}
 
 # torch dtype attribute names (as pickled: GLOBAL 'torch <name>') -> numpy dtype
 _TORCH_DTYPES = {
-    "float64": np.dtype("f8"), "double": np.dtype("f8"),
-    "float32": np.dtype("f4"), "float": np.dtype("f4"),
-    "float16": np.dtype("f2"), "half": np.dtype("f2"),
+    "float64": np.dtype("f8"),
+    "double": np.dtype("f8"),
+    "float32": np.dtype("f4"),
+    "float": np.dtype("f4"),
+    "float16": np.dtype("f2"),
+    "half": np.dtype("f2"),
     "bfloat16": _BF16,
-    "int64": np.dtype("i8"), "long": np.dtype("i8"),
-    "int32": np.dtype("i4"), "int": np.dtype("i4"),
-    "int16": np.dtype("i2"), "short": np.dtype("i2"),
+    "int64": np.dtype("i8"),
+    "long": np.dtype("i8"),
+    "int32": np.dtype("i4"),
+    "int": np.dtype("i4"),
+    "int16": np.dtype("i2"),
+    "short": np.dtype("i2"),
     "int8": np.dtype("i1"),
     "uint8": np.dtype("u1"),
     "uint16": np.dtype("u2"),
     "uint32": np.dtype("u4"),
     "uint64": np.dtype("u8"),
     "bool": np.dtype("?"),
-    "complex64": np.dtype("c8"), "cfloat": np.dtype("c8"),
-    "complex128": np.dtype("c16"), "cdouble": np.dtype("c16"),
+    "complex64": np.dtype("c8"),
+    "cfloat": np.dtype("c8"),
+    "complex128": np.dtype("c16"),
+    "cdouble": np.dtype("c16"),
     "float8_e4m3fn": _ml("float8_e4m3fn"),
     "float8_e5m2": _ml("float8_e5m2"),
     "float8_e4m3fnuz": _ml("float8_e4m3fnuz"),
@@ -124,11 +135,22 @@ _TORCH_DTYPES = {k: v for k, v in _TORCH_DTYPES.items() if v is not None}
 
 # safetensors dtype code <-> numpy dtype
 _ST_DTYPES = {
-    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": _BF16,
-    "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
-    "U64": np.dtype("<u8"), "U32": np.dtype("<u4"), "U16": np.dtype("<u2"), "U8": np.dtype("u1"),
-    "BOOL": np.dtype("?"), "C64": np.dtype("<c8"),
-    "F8_E4M3": _ml("float8_e4m3fn"), "F8_E5M2": _ml("float8_e5m2"),
+    "F64": np.dtype("<f8"),
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "BF16": _BF16,
+    "I64": np.dtype("<i8"),
+    "I32": np.dtype("<i4"),
+    "I16": np.dtype("<i2"),
+    "I8": np.dtype("i1"),
+    "U64": np.dtype("<u8"),
+    "U32": np.dtype("<u4"),
+    "U16": np.dtype("<u2"),
+    "U8": np.dtype("u1"),
+    "BOOL": np.dtype("?"),
+    "C64": np.dtype("<c8"),
+    "F8_E4M3": _ml("float8_e4m3fn"),
+    "F8_E5M2": _ml("float8_e5m2"),
 }
 _ST_DTYPES = {k: v for k, v in _ST_DTYPES.items() if v is not None}
 _ST_CODES = {v.newbyteorder("="): k for k, v in _ST_DTYPES.items()}
@@ -142,6 +164,7 @@ _TORCH_LEGACY_PROTOCOL = 1001
 # --------------------------------------------------------------------------------------------
 # objects the unpickler builds
 # --------------------------------------------------------------------------------------------
+
 
 class _Inert:
     """Base of the reader's internal objects: never picklable, never state-settable."""
@@ -217,7 +240,7 @@ class _LazyTensor(_Inert):
         extent = 1 + sum((n - 1) * s for n, s in zip(size, stride))
         if base.size < offset + extent:  # checked against the declared size already; re-check
             raise CheckpointError("storage shorter than a tensor viewing it")
-        flat = base[offset: offset + extent]
+        flat = base[offset : offset + extent]
         expect, acc = [], 1
         for n in reversed(size):
             expect.append(acc)
@@ -227,8 +250,11 @@ class _LazyTensor(_Inert):
             return flat.reshape(size)
         overlapping = any(n > 1 and s == 0 for n, s in zip(size, stride))
         return np.lib.stride_tricks.as_strided(
-            flat, shape=size, strides=tuple(s * dtype.itemsize for s in stride),
-            writeable=bool(flat.flags.writeable and not overlapping))
+            flat,
+            shape=size,
+            strides=tuple(s * dtype.itemsize for s in stride),
+            writeable=bool(flat.flags.writeable and not overlapping),
+        )
 
 
 class _DictShim(dict):
@@ -250,6 +276,7 @@ class _DictShim(dict):
 # --------------------------------------------------------------------------------------------
 # the allow-list: every entry is a function or inert object defined here
 # --------------------------------------------------------------------------------------------
+
 
 def _int(x, what):
     if type(x) is not int:  # noqa: E721 - bool and subclasses are not sizes
@@ -276,7 +303,8 @@ def _make_tensor(storage, offset, size, stride, dtype=None):
         if offset + extent > have:
             raise CheckpointError(
                 f"tensor of size {size}, stride {stride}, offset {offset} reads past the end of its "
-                f"storage ({have} elements of {dtype})")
+                f"storage ({have} elements of {dtype})"
+            )
     return _LazyTensor(storage, offset, size, stride, dtype)
 
 
@@ -284,13 +312,15 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
     return _make_tensor(storage, storage_offset, size, stride)
 
 
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
-                       metadata=None, *_ignored):
+def _rebuild_tensor_v2(
+    storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None, *_ignored
+):
     return _make_tensor(storage, storage_offset, size, stride)
 
 
-def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, backward_hooks, dtype,
-                       metadata=None, *_ignored):
+def _rebuild_tensor_v3(
+    storage, storage_offset, size, stride, requires_grad, backward_hooks, dtype, metadata=None, *_ignored
+):
     return _make_tensor(storage, storage_offset, size, stride, dtype)
 
 
@@ -308,8 +338,14 @@ def _rebuild_device_tensor_from_numpy(data, dtype, device=None, requires_grad=Fa
     return data.astype(dtype, copy=False)
 
 
-_REBUILDERS = (_rebuild_tensor, _rebuild_tensor_v2, _rebuild_tensor_v3, _rebuild_parameter,
-               _rebuild_parameter_with_state, _rebuild_device_tensor_from_numpy)
+_REBUILDERS = (
+    _rebuild_tensor,
+    _rebuild_tensor_v2,
+    _rebuild_tensor_v3,
+    _rebuild_parameter,
+    _rebuild_parameter_with_state,
+    _rebuild_device_tensor_from_numpy,
+)
 
 
 def _rebuild_from_type_v2(func, new_type, args, state=None, *_ignored):
@@ -441,10 +477,16 @@ def _build_allow_list() -> dict:
         ("numpy", "ndarray"): _NDARRAY,
         ("numpy", "dtype"): _np_dtype,
     }
-    allowed.update({
-        ("builtins", "set"): set, ("builtins", "frozenset"): frozenset, ("builtins", "complex"): complex,
-        ("builtins", "slice"): slice, ("builtins", "object"): object, ("builtins", "bytes"): _bytes,
-    })
+    allowed.update(
+        {
+            ("builtins", "set"): set,
+            ("builtins", "frozenset"): frozenset,
+            ("builtins", "complex"): complex,
+            ("builtins", "slice"): slice,
+            ("builtins", "object"): object,
+            ("builtins", "bytes"): _bytes,
+        }
+    )
     for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
         allowed[(mod, "_reconstruct")] = _np_reconstruct
         allowed[(mod, "scalar")] = _np_scalar
@@ -456,8 +498,16 @@ def _build_allow_list() -> dict:
     for name, dt in _TORCH_DTYPES.items():
         allowed[("torch", name)] = dt
     if ml_dtypes is not None:  # numpy dtypes of ml_dtypes arrays pickle as dtype(ml_dtypes.<type>)
-        for name in ("bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz",
-                     "float8_e4m3b11fnuz", "int4", "uint4"):
+        for name in (
+            "bfloat16",
+            "float8_e4m3fn",
+            "float8_e5m2",
+            "float8_e4m3fnuz",
+            "float8_e5m2fnuz",
+            "float8_e4m3b11fnuz",
+            "int4",
+            "uint4",
+        ):
             if hasattr(ml_dtypes, name):
                 allowed[("ml_dtypes", name)] = getattr(ml_dtypes, name)
     return allowed
@@ -482,8 +532,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
             module = _compat_pickle.IMPORT_MAPPING[module]
         obj = _ALLOWED.get((module, name))
         if obj is None:
-            raise CheckpointError(f"{self._origin}: refusing to load pickle global '{module}.{name}' "
-                                  "(not in the allow-list of a state dict)")
+            raise CheckpointError(
+                f"{self._origin}: refusing to load pickle global '{module}.{name}' "
+                "(not in the allow-list of a state dict)"
+            )
         return obj
 
     def persistent_load(self, pid):
@@ -495,6 +547,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
 # --------------------------------------------------------------------------------------------
 # finishing: lazy tensors -> arrays, shims -> dicts
 # --------------------------------------------------------------------------------------------
+
 
 def _finalize(obj, memo):
     oid = id(obj)
@@ -528,6 +581,7 @@ def _finalize(obj, memo):
 # file access
 # --------------------------------------------------------------------------------------------
 
+
 class _Source:
     """An open checkpoint: a seekable file object for parsing and a buffer for zero-copy data."""
 
@@ -536,7 +590,7 @@ class _Source:
         self.size = len(buf)
 
     @classmethod
-    def open(cls, path, use_mmap: bool) -> "_Source":
+    def open(cls, path, use_mmap: bool) -> _Source:
         origin = os.fspath(path)
         if isinstance(origin, bytes):
             origin = os.fsdecode(origin)
@@ -568,8 +622,9 @@ class _Source:
         """``count`` elements of ``dtype`` at byte ``offset``; zero-copy when aligned."""
         nbytes = count * dtype.itemsize
         if offset < 0 or offset + nbytes > self.size:
-            raise CheckpointError(f"{self.origin}: truncated: {what} needs bytes {offset}..{offset + nbytes} "
-                                  f"but the file has {self.size}")
+            raise CheckpointError(
+                f"{self.origin}: truncated: {what} needs bytes {offset}..{offset + nbytes} but the file has {self.size}"
+            )
         arr = np.frombuffer(self.buf, dtype=dtype, count=count, offset=offset)
         if dtype.itemsize > 1 and offset % dtype.alignment:
             arr = arr.copy()
@@ -589,13 +644,16 @@ def _from_big_endian(arr: np.ndarray) -> np.ndarray:
 # the formats
 # --------------------------------------------------------------------------------------------
 
+
 def _parse_storage_pid(pid, origin):
     if not isinstance(pid, tuple) or not pid:
         raise CheckpointError(f"{origin}: malformed persistent id {pid!r}")
     kind = pid[0].decode("ascii") if isinstance(pid[0], bytes) else pid[0]
     if kind == "module":
-        raise CheckpointError(f"{origin}: the file stores a pickled torch module (torch.save(model)); "
-                              "only state dicts and plain data are supported")
+        raise CheckpointError(
+            f"{origin}: the file stores a pickled torch module (torch.save(model)); "
+            "only state dicts and plain data are supported"
+        )
     if kind != "storage" or len(pid) not in (5, 6):
         raise CheckpointError(f"{origin}: unsupported persistent id {kind!r}")
     stype, key, _location, numel = pid[1:5]
@@ -634,8 +692,9 @@ def _load_zip(src: _Source):
                 raise CheckpointError(f"{origin}: missing storage record {name!r}")
             nbytes = count * dtype.itemsize
             if info.file_size < nbytes:
-                raise CheckpointError(f"{origin}: storage record {name!r} has {info.file_size} bytes, "
-                                      f"needs {nbytes} (truncated?)")
+                raise CheckpointError(
+                    f"{origin}: storage record {name!r} has {info.file_size} bytes, needs {nbytes} (truncated?)"
+                )
             if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:
                 head = src.array(info.header_offset, np.dtype("u1"), 30, f"zip header of {name!r}").tobytes()
                 if head[:4] != b"PK\x03\x04":
@@ -674,8 +733,18 @@ def _unpickle(fileobj, origin, storages, what):
         raise CheckpointError(f"{origin}: truncated: unexpected end of pickle data in {what}") from None
     except pickle.UnpicklingError as e:
         raise CheckpointError(f"{origin}: corrupt pickle data in {what} ({e})") from None
-    except (ValueError, TypeError, AttributeError, IndexError, KeyError, OverflowError, RecursionError,
-            MemoryError, UnicodeDecodeError, struct.error) as e:
+    except (
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        OverflowError,
+        RecursionError,
+        MemoryError,
+        UnicodeDecodeError,
+        struct.error,
+    ) as e:
         raise CheckpointError(f"{origin}: malformed pickle data in {what} ({type(e).__name__}: {e})") from None
 
 
@@ -731,7 +800,7 @@ def _load_pickle_stream(src: _Source):
     if missing:
         raise CheckpointError(f"{origin}: storages {missing[:5]} have no data")
     for base, off, vsize, vst in views.values():
-        vst.data = base.data[off: off + vsize]
+        vst.data = base.data[off : off + vsize]
     return obj
 
 
@@ -743,9 +812,8 @@ def _load_safetensors(src: _Source) -> dict:
     if n > _MAX_SAFETENSORS_HEADER:
         raise CheckpointError(f"{origin}: safetensors header of {n} bytes is too large (corrupt?)")
     if 8 + n > src.size:
-        raise CheckpointError(f"{origin}: truncated safetensors file (header needs {8 + n} bytes, file has "
-                              f"{src.size})")
-    header_bytes = bytes(src.buf[8: 8 + n])
+        raise CheckpointError(f"{origin}: truncated safetensors file (header needs {8 + n} bytes, file has {src.size})")
+    header_bytes = bytes(src.buf[8 : 8 + n])
 
     def no_dupes(pairs):
         d = {}
@@ -776,18 +844,18 @@ def _load_safetensors(src: _Source) -> dict:
         dtype = _ST_DTYPES.get(code)
         if dtype is None:
             raise CheckpointError(f"{origin}: unsupported safetensors dtype {code!r} for {name!r}")
-        if (not isinstance(shape, list) or len(shape) > _MAX_NDIM
-                or not all(type(s) is int and s >= 0 for s in shape)):  # noqa: E721
+        if not isinstance(shape, list) or len(shape) > _MAX_NDIM or not all(type(s) is int and s >= 0 for s in shape):  # noqa: E721
             raise CheckpointError(f"{origin}: bad shape {shape!r} for {name!r}")
         if not (type(begin) is int and type(end) is int and 0 <= begin <= end):  # noqa: E721
             raise CheckpointError(f"{origin}: bad data_offsets for {name!r}")
         count = math.prod(shape)
         if end - begin != count * dtype.itemsize:
-            raise CheckpointError(f"{origin}: {name!r}: data_offsets span {end - begin} bytes, shape {shape} "
-                                  f"of {code} needs {count * dtype.itemsize}")
+            raise CheckpointError(
+                f"{origin}: {name!r}: data_offsets span {end - begin} bytes, shape {shape} "
+                f"of {code} needs {count * dtype.itemsize}"
+            )
         if end > data_len:
-            raise CheckpointError(f"{origin}: truncated: {name!r} ends at byte {end} of a {data_len}-byte "
-                                  "data section")
+            raise CheckpointError(f"{origin}: truncated: {name!r} ends at byte {end} of a {data_len}-byte data section")
         out[name] = src.array(data_start + begin, dtype, count, repr(name)).reshape(tuple(shape))
     return out
 
@@ -805,8 +873,9 @@ def _detect(src: _Source) -> str:
         if 2 <= n <= src.size - 8:
             return "safetensors"
     if src.size > 262 and bytes(src.buf[257:262]) == b"ustar":
-        raise CheckpointError(f"{src.origin}: not a supported checkpoint (a tar archive: the pre-0.4 "
-                              "torch.save format is not supported)")
+        raise CheckpointError(
+            f"{src.origin}: not a supported checkpoint (a tar archive: the pre-0.4 torch.save format is not supported)"
+        )
     if head[:1] not in tuple(bytes([c]) for c in b"(]}cN)KIJLFSVX\x8a"):
         raise CheckpointError(f"{src.origin}: not a PyTorch checkpoint, pickle or safetensors file")
     return "pickle"
@@ -829,6 +898,7 @@ def _load_source(src: _Source):
 # --------------------------------------------------------------------------------------------
 # public API
 # --------------------------------------------------------------------------------------------
+
 
 def load_checkpoint(path, *, mmap: bool = True) -> Any:
     """Read a PyTorch checkpoint (zip or legacy), a pickle, or a safetensors file, without torch.
@@ -908,8 +978,9 @@ def save_safetensors(path, tensors: Mapping[str, Any], metadata: Mapping[str, st
         arr = np.asarray(arr, dtype=_ST_DTYPES[code], order="C")  # (keeps 0-d arrays 0-d)
         arrays[name] = (code, arr)
     if metadata is not None:
-        if not isinstance(metadata, Mapping) or not all(isinstance(k, str) and isinstance(v, str)
-                                                        for k, v in metadata.items()):
+        if not isinstance(metadata, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+        ):
             raise ValueError(f"{origin}: safetensors metadata must map str -> str")
     # Largest elements first keeps every tensor aligned to its itemsize (no gaps are allowed).
     order = sorted(arrays, key=lambda k: (-arrays[k][1].dtype.itemsize, k))
@@ -961,8 +1032,17 @@ def flatten_state_dict(obj, prefix: str = "") -> dict:
     return out
 
 
-_NOT_WEIGHTS = ("optimizer", "optim", "optimizers", "lr_scheduler", "scheduler", "meta", "message_hub",
-                "args", "scaler")
+_NOT_WEIGHTS = (
+    "optimizer",
+    "optim",
+    "optimizers",
+    "lr_scheduler",
+    "scheduler",
+    "meta",
+    "message_hub",
+    "args",
+    "scaler",
+)
 
 
 def _has_arrays(obj) -> bool:
@@ -1010,7 +1090,7 @@ def strip_prefix(sd: Mapping[str, Any], prefix: str, *, drop_unprefixed: bool = 
     out = {}
     for k, v in sd.items():
         if k.startswith(prefix):
-            nk = k[len(prefix):]
+            nk = k[len(prefix) :]
         elif drop_unprefixed:
             continue
         else:

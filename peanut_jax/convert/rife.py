@@ -12,6 +12,7 @@ which one from ``block0.conv0.0.0.weight`` and sets ``timestep_input``.  Channel
 the file too, so non-official widths (e.g. small training configs) round-trip.  ``block_tea`` is
 kept in the parameters for both models (HDv3 never uses it) so that the round trip is lossless.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -37,16 +38,21 @@ def official_filter(sd: dict, source: str = "checkpoint") -> dict:
     if kept:
         dropped = [k for k in sd if "module." not in k]
         if dropped:
-            warnings.warn(f"{source}: {len(dropped)} keys without 'module.' dropped like the official loader "
-                          f"(e.g. {dropped[:3]})", stacklevel=3)
+            warnings.warn(
+                f"{source}: {len(dropped)} keys without 'module.' dropped like the official loader "
+                f"(e.g. {dropped[:3]})",
+                stacklevel=3,
+            )
         return kept
-    warnings.warn(f"{source}: no key has the 'module.' prefix of the official DDP save; loading the bare keys",
-                  stacklevel=3)
+    warnings.warn(
+        f"{source}: no key has the 'module.' prefix of the official DDP save; loading the bare keys", stacklevel=3
+    )
     return dict(sd)
 
 
 def _state_dict(obj, source: str) -> dict:
     from peanut_jax.convert.reader import unwrap_state_dict
+
     return official_filter(unwrap_state_dict(obj), source)
 
 
@@ -75,6 +81,7 @@ def detect(obj) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
+
 
 def _conv_prelu(km: KeyMap, tprefix: str, path: tuple) -> None:
     km.conv(f"{tprefix}.0", (*path, "conv"))
@@ -138,17 +145,19 @@ def from_state_dict(obj, name: str = "rife", source: str = "checkpoint", **overr
     if kind == "v4":
         raise CheckpointMismatchError(
             f"{source} is a Practical-RIFE v4.x checkpoint (feature head / 'beta' residual keys); only the ECCV "
-            "IFNet / IFNet_m ('rife') and IFNet_HDv3 ('rife_hdv3') are supported")
+            "IFNet / IFNet_m ('rife') and IFNet_HDv3 ('rife_hdv3') are supported"
+        )
     if name == "rife" and kind == "hdv3":
         raise CheckpointMismatchError(f"{source} is an IFNet_HDv3 (RIFE v3.x HD) checkpoint: load it as 'rife_hdv3'")
     if name == "rife_hdv3" and kind in ("eccv", "eccv_m"):
         raise CheckpointMismatchError(f"{source} is an ECCV RIFE IFNet checkpoint: load it as 'rife'")
 
     if name == "rife":
-        kw = dict(timestep_input=(kind == "eccv_m"),
-                  widths=tuple(_width(sd, f"{b}.conv0.1.0.weight", d)
-                               for b, d in zip(_ECCV_STUDENTS, IFNet.widths)),
-                  context_c=_width(sd, "contextnet.conv1.conv1.0.weight", IFNet.context_c))
+        kw = dict(
+            timestep_input=(kind == "eccv_m"),
+            widths=tuple(_width(sd, f"{b}.conv0.1.0.weight", d) for b, d in zip(_ECCV_STUDENTS, IFNet.widths)),
+            context_c=_width(sd, "contextnet.conv1.conv1.0.weight", IFNet.context_c),
+        )
         kw.update(overrides)
         module = IFNet(**kw)
         model = "rife (IFNet_m)" if module.timestep_input else "rife (IFNet)"
@@ -166,6 +175,7 @@ def to_state_dict(variables, name: str = "rife", prefix: str = "module.", **_) -
     official DDP save; ``prefix=''`` for bare keys).  Includes ``block_tea``."""
     params = variables["params"] if "params" in variables else variables
     sd = keymap(name).invert(params)
-    return {f"{prefix}{k}": np.asarray(v, np.float32) if np.asarray(v).dtype != np.float32 else np.asarray(v)
-            for k, v in sd.items()}
-
+    return {
+        f"{prefix}{k}": np.asarray(v, np.float32) if np.asarray(v).dtype != np.float32 else np.asarray(v)
+        for k, v in sd.items()
+    }

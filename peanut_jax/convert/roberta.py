@@ -17,6 +17,7 @@ map onto the encoder is an error (:class:`CheckpointMismatchError` lists missing
 mis-shaped keys).  Sizes (layers, width, FFN, vocabulary, position table) are read from the file;
 the number of heads cannot be, so it is the model default (12) unless ``heads=`` is given.
 """
+
 from __future__ import annotations
 
 import re
@@ -39,12 +40,18 @@ _LAYER_RE = re.compile(r"^layers\.(\d+)\.")
 
 
 def _ignored(key: str) -> bool:
-    return (key.endswith("_float_tensor") or key == "version" or key.endswith(".version")
-            or key.startswith("lm_head.") or ".lm_head." in key)
+    return (
+        key.endswith("_float_tensor")
+        or key == "version"
+        or key.endswith(".version")
+        or key.startswith("lm_head.")
+        or ".lm_head." in key
+    )
 
 
 def _state_dict(obj) -> dict:
     from peanut_jax.convert.reader import unwrap_state_dict
+
     sd = unwrap_state_dict(obj)
     if sd and all(k.startswith("module.") for k in sd):
         sd = strip_prefix(sd, "module.")
@@ -73,6 +80,7 @@ def detect(obj) -> str | None:
 
 # ---------------------------------------------------------------------------------------------
 
+
 def keymap(num_layers: int, prefix: str = "") -> KeyMap:
     """The (upgraded fairseq key, our param path) rules, keys prefixed with ``prefix``."""
     km = KeyMap()
@@ -98,7 +106,7 @@ def _upgrade(rel: dict, shape_err: list, prefix: str) -> dict:
     for k, v in rel.items():
         nk = k
         if nk.startswith("emb_layer_norm."):
-            nk = "layernorm_embedding." + nk[len("emb_layer_norm."):]
+            nk = "layernorm_embedding." + nk[len("emb_layer_norm.") :]
         nk = re.sub(r"^(layers\.\d+)\.layer_norms\.0\.", r"\1.self_attn_layer_norm.", nk)
         nk = re.sub(r"^(layers\.\d+)\.layer_norms\.1\.", r"\1.final_layer_norm.", nk)
         m = re.match(r"^(layers\.\d+\.self_attn)\.in_proj_(weight|bias)$", nk)
@@ -109,7 +117,7 @@ def _upgrade(rel: dict, shape_err: list, prefix: str) -> dict:
                 continue
             d = arr.shape[0] // 3
             for j, proj in enumerate(("q_proj", "k_proj", "v_proj")):
-                _put(out, f"{m.group(1)}.{proj}.{m.group(2)}", arr[j * d:(j + 1) * d], prefix, k)
+                _put(out, f"{m.group(1)}.{proj}.{m.group(2)}", arr[j * d : (j + 1) * d], prefix, k)
             continue
         _put(out, nk, v, prefix, k)
     return out
@@ -153,24 +161,28 @@ def from_state_dict(obj, name: str = "roberta_base", source: str = "checkpoint",
     if layout is None:
         raise CheckpointMismatchError(
             f"{source} holds no RoBERTa sentence encoder: no key starts with any of "
-            f"{', '.join(repr(p) for p in LAYOUTS.values())} (first keys: {list(sd)[:5]})")
+            f"{', '.join(repr(p) for p in LAYOUTS.values())} (first keys: {list(sd)[:5]})"
+        )
     prefix = LAYOUTS[layout]
     shape_err: list[str] = []
-    rel = _upgrade({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}, shape_err, prefix)
+    rel = _upgrade({k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}, shape_err, prefix)
     # the keys the strict check sees: the encoder (upgraded names) + what else belongs to the file's model
-    others = {k: v for k, v in sd.items() if not k.startswith(prefix)
-              and (layout != "samwise" or k.startswith(_SAMWISE_ROOT))}
+    others = {
+        k: v for k, v in sd.items() if not k.startswith(prefix) and (layout != "samwise" or k.startswith(_SAMWISE_ROOT))
+    }
     kw = _config(rel, overrides)
     module = RobertaEncoder(**kw)
     if module.dim % module.heads:
-        raise CheckpointMismatchError(f"{source}: width {module.dim} is not divisible by heads={module.heads}; "
-                                      "pass heads=")
+        raise CheckpointMismatchError(
+            f"{source}: width {module.dim} is not divisible by heads={module.heads}; pass heads="
+        )
     km = keymap(module.num_layers, prefix)
     full = {prefix + k: v for k, v in rel.items()}
     full.update(others)
     try:
-        params = km.apply(full, _reference_params(module), model=f"roberta_base ({layout} layout)",
-                          source=source, ignore=_ignored)
+        params = km.apply(
+            full, _reference_params(module), model=f"roberta_base ({layout} layout)", source=source, ignore=_ignored
+        )
     except CheckpointMismatchError as e:
         if shape_err:
             raise CheckpointMismatchError(f"{e}\n  packed projections: " + ", ".join(shape_err)) from None
@@ -194,13 +206,14 @@ def to_state_dict(variables, name: str = "roberta_base", layout: str = "samwise"
         packed = {}
         for k, v in rel.items():
             if k.startswith("layernorm_embedding."):
-                packed["emb_layer_norm." + k[len("layernorm_embedding."):]] = v
+                packed["emb_layer_norm." + k[len("layernorm_embedding.") :]] = v
                 continue
             m = re.match(r"^(layers\.\d+\.self_attn)\.q_proj\.(weight|bias)$", k)
             if m:
                 base, kind = m.groups()
                 packed[f"{base}.in_proj_{kind}"] = np.concatenate(
-                    [rel[f"{base}.{p}.{kind}"] for p in ("q_proj", "k_proj", "v_proj")], axis=0)
+                    [rel[f"{base}.{p}.{kind}"] for p in ("q_proj", "k_proj", "v_proj")], axis=0
+                )
                 continue
             if re.match(r"^layers\.\d+\.self_attn\.[kv]_proj\.", k):
                 continue

@@ -4,6 +4,7 @@ loaded strictly by the official ``build_sam._load_checkpoint``.
 Size and version are detected from the keys (trunk depth and width; 2.1 adds
 ``no_obj_embed_spatial`` and ``obj_ptr_tpos_proj``).  The key map is built per component below.
 """
+
 from __future__ import annotations
 
 import jax
@@ -47,8 +48,7 @@ def _image_encoder_rules(km: KeyMap, cfg, tprefix: str = "image_encoder", path: 
 
 
 # ---------------------------------------------------------------- prompt encoder + mask decoder
-def _prompt_encoder_rules(km: KeyMap, cfg, tprefix: str = "sam_prompt_encoder",
-                          path: tuple = ("sam_prompt_encoder",)):
+def _prompt_encoder_rules(km: KeyMap, cfg, tprefix: str = "sam_prompt_encoder", path: tuple = ("sam_prompt_encoder",)):
     """``PromptEncoder``: embeddings (1, d) and the Gaussian PE buffer (2, d/2) keep their layout."""
     km.add(f"{tprefix}.pe_layer.positional_encoding_gaussian_matrix", (*path, "positional_encoding_gaussian_matrix"))
     for i in range(4):
@@ -63,6 +63,7 @@ def _prompt_encoder_rules(km: KeyMap, cfg, tprefix: str = "sam_prompt_encoder",
 
 def _mask_decoder_rules(km: KeyMap, cfg, tprefix: str = "sam_mask_decoder", path: tuple = ("sam_mask_decoder",)):
     """``MaskDecoder`` (+ its ``TwoWayTransformer``); the output tokens keep their (n, d) layout."""
+
     def attention(tp, p):
         for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
             km.linear(f"{tp}.{proj}", (*p, proj))
@@ -113,8 +114,7 @@ def _memory_encoder_rules(km: KeyMap, cfg, tprefix: str = "memory_encoder", path
         km.conv(f"{tprefix}.out_proj", (*path, "out_proj"))
 
 
-def _memory_attention_rules(km: KeyMap, cfg, tprefix: str = "memory_attention",
-                            path: tuple = ("memory_attention",)):
+def _memory_attention_rules(km: KeyMap, cfg, tprefix: str = "memory_attention", path: tuple = ("memory_attention",)):
     for i in range(cfg.memattn_layers):
         t, p = f"{tprefix}.layers.{i}", (*path, f"layers_{i}")
         for attn in ("self_attn", "cross_attn_image"):
@@ -146,8 +146,12 @@ def keymap(cfg) -> KeyMap:
     if cfg.proj_tpos_enc_in_obj_ptrs:
         km.linear("obj_ptr_tpos_proj", ("obj_ptr_tpos_proj",))
     km.conv("mask_downsample", ("mask_downsample",))
-    km.add("maskmem_tpos_enc", ("maskmem_tpos_enc",), _reshape((cfg.num_maskmem, mem)),
-           _reshape((cfg.num_maskmem, 1, 1, mem)))
+    km.add(
+        "maskmem_tpos_enc",
+        ("maskmem_tpos_enc",),
+        _reshape((cfg.num_maskmem, mem)),
+        _reshape((cfg.num_maskmem, 1, 1, mem)),
+    )
     km.add("no_mem_embed", ("no_mem_embed",), _reshape((d,)), _reshape((1, 1, d)))
     km.add("no_mem_pos_enc", ("no_mem_pos_enc",), _reshape((d,)), _reshape((1, 1, d)))
     km.add("no_obj_ptr", ("no_obj_ptr",), _reshape((d,)), _reshape((1, d)))
@@ -158,6 +162,7 @@ def keymap(cfg) -> KeyMap:
 
 def _state_dict(obj) -> dict:
     from peanut_jax.convert.reader import unwrap_state_dict
+
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
     return unwrap_state_dict(obj)
@@ -183,7 +188,8 @@ def _size_of(embed: int, depth: int) -> str:
             return size
     raise CheckpointMismatchError(
         f"a SAM 2 trunk of unknown size (embed dim {embed}, {depth} blocks); known sizes: "
-        + ", ".join(f"{s} ({h.embed_dim}, {sum(h.stages)} blocks)" for s, h in HIERA_SIZES.items()))
+        + ", ".join(f"{s} ({h.embed_dim}, {sum(h.stages)} blocks)" for s, h in HIERA_SIZES.items())
+    )
 
 
 def detect(obj) -> str | None:
@@ -193,8 +199,15 @@ def detect(obj) -> str | None:
         return None
 
 
-def from_state_dict(obj, name: str = "sam2", source: str = "checkpoint", size: str | None = None,
-                    version: str | None = None, dtype=jnp.float32, **overrides):
+def from_state_dict(
+    obj,
+    name: str = "sam2",
+    source: str = "checkpoint",
+    size: str | None = None,
+    version: str | None = None,
+    dtype=jnp.float32,
+    **overrides,
+):
     """Official SAM 2 checkpoint -> ``(module, variables)``; size/version detected unless given
     (a given size/version that disagrees with the file is an error naming both)."""
     from peanut_jax.models.sam2.sam2 import SAM2
@@ -202,15 +215,16 @@ def from_state_dict(obj, name: str = "sam2", source: str = "checkpoint", size: s
     sd = _state_dict(obj)
     found = detect_config(sd)
     if found is None:
-        raise CheckpointMismatchError(f"{source} is not a SAM 2 checkpoint (no image_encoder.trunk / "
-                                      f"sam_mask_decoder keys)")
+        raise CheckpointMismatchError(
+            f"{source} is not a SAM 2 checkpoint (no image_encoder.trunk / sam_mask_decoder keys)"
+        )
     if (size and size != found[0]) or (version and str(version) != found[1]):
-        raise CheckpointMismatchError(f"{source} holds SAM {found[1]} hiera-{found[0]}, not "
-                                      f"SAM {version or found[1]} hiera-{size or found[0]}")
+        raise CheckpointMismatchError(
+            f"{source} holds SAM {found[1]} hiera-{found[0]}, not SAM {version or found[1]} hiera-{size or found[0]}"
+        )
     cfg = get_config(*found, **overrides)
     module = SAM2(cfg, dtype=dtype)
-    params = keymap(cfg).apply(sd, _reference_params(module), model=f"sam{cfg.version}_hiera_{cfg.size}",
-                               source=source)
+    params = keymap(cfg).apply(sd, _reference_params(module), model=f"sam{cfg.version}_hiera_{cfg.size}", source=source)
     return module, {"params": params}
 
 

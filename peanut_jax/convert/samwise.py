@@ -11,6 +11,7 @@ missing adapter, CME (when ``use_cme``) or ``project_text`` key is an error that
 Ignored: ``lm_head``, ``_float_tensor``/``version`` buffers, BatchNorm ``num_batches_tracked``,
 the unused ``project_motion_prompts`` and, with ``use_cme=False``, the CME weights.
 """
+
 from __future__ import annotations
 
 import functools
@@ -36,9 +37,14 @@ _CME = "conditional_memory_encoder."
 
 
 def _ignored(key: str, use_cme: bool) -> bool:
-    return (key.endswith("_float_tensor") or key.endswith(".version") or ".lm_head." in key
-            or key.endswith("num_batches_tracked") or ".project_motion_prompts." in key
-            or (not use_cme and key.startswith(_CME)))
+    return (
+        key.endswith("_float_tensor")
+        or key.endswith(".version")
+        or ".lm_head." in key
+        or key.endswith("num_batches_tracked")
+        or ".project_motion_prompts." in key
+        or (not use_cme and key.startswith(_CME))
+    )
 
 
 def _prefixed(src: KeyMap, tprefix: str, path: tuple, into: KeyMap) -> None:
@@ -46,7 +52,7 @@ def _prefixed(src: KeyMap, tprefix: str, path: tuple, into: KeyMap) -> None:
         into.rules.append((tprefix + tkey, (*path, *p), fwd, back))
 
 
-def _conv1x1(w):                     # torch Conv2d (O, I, 1, 1) -> Dense (I, O)
+def _conv1x1(w):  # torch Conv2d (O, I, 1, 1) -> Dense (I, O)
     return np.ascontiguousarray(np.asarray(w)[:, :, 0, 0].T)
 
 
@@ -54,7 +60,7 @@ def _conv1x1_back(k):
     return np.ascontiguousarray(np.asarray(k).T[:, :, None, None])
 
 
-def _convT1x1(w):                    # torch ConvTranspose2d (I, O, 1, 1) -> Dense (I, O)
+def _convT1x1(w):  # torch ConvTranspose2d (I, O, 1, 1) -> Dense (I, O)
     return np.ascontiguousarray(np.asarray(w)[:, :, 0, 0])
 
 
@@ -100,8 +106,12 @@ def keymap(cfg) -> KeyMap:
         _mha(km, f"{t}.ca_T2V.multihead_attn", ("params", a, "ca_T2V"))
         if cfg.hsa:
             p2 = cfg.hsa_patch_sizes[i] ** 2
-            km.add(f"{t}.spatial_pos_embed", ("params", a, "spatial_pos_embed"), _reshape((p2, d)),
-                   _reshape((1, 1, 1, p2, d)))
+            km.add(
+                f"{t}.spatial_pos_embed",
+                ("params", a, "spatial_pos_embed"),
+                _reshape((p2, d)),
+                _reshape((1, 1, 1, p2, d)),
+            )
             _mha(km, f"{t}.hsa.self_attn", ("params", a, "hsa_self_attn"))
             km.linear(f"{t}.hsa.linear", ("params", a, "hsa_linear"))
             km.norm(f"{t}.norm_pre_HSA", ("params", a, "norm_pre_HSA"))
@@ -120,6 +130,7 @@ def keymap(cfg) -> KeyMap:
 
 def _state_dict(obj) -> dict:
     from peanut_jax.convert.reader import unwrap_state_dict
+
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]
     sd = unwrap_state_dict(obj)
@@ -142,14 +153,17 @@ def detect_config(obj) -> dict | None:
         raise CheckpointMismatchError("SAMWISE is built on SAM 2 v1.0; this checkpoint holds SAM 2.1 keys")
     kw["hsa"] = "cmt_adapters.0.hsa.self_attn.in_proj_weight" in sd
     if kw["hsa"]:
-        kw["hsa_patch_sizes"] = tuple(int(round(np.shape(sd[f"cmt_adapters.{i}.spatial_pos_embed"])[3] ** 0.5))
-                                      for i in range(3) if f"cmt_adapters.{i}.spatial_pos_embed" in sd)
+        kw["hsa_patch_sizes"] = tuple(
+            int(round(np.shape(sd[f"cmt_adapters.{i}.spatial_pos_embed"])[3] ** 0.5))
+            for i in range(3)
+            if f"cmt_adapters.{i}.spatial_pos_embed" in sd
+        )
     if "cmt_adapters.0.proj_text_down.0.weight" in sd:
         kw["adapter_dim"], kw["text_dim"] = (int(s) for s in np.shape(sd["cmt_adapters.0.proj_text_down.0.weight"]))
     kw["use_cme"] = any(k.startswith(_CME) for k in sd)
     if kw["use_cme"] and f"{_CME}transformerBlock.linear1.weight" in sd:
         kw["cme_ffn"] = int(np.shape(sd[f"{_CME}transformerBlock.linear1.weight"])[0])
-    text = {k[len(TEXT_PREFIX):]: v for k, v in sd.items() if k.startswith(TEXT_PREFIX)}
+    text = {k[len(TEXT_PREFIX) :]: v for k, v in sd.items() if k.startswith(TEXT_PREFIX)}
     layers = {int(k.split(".")[1]) for k in text if k.startswith("layers.")}
     if layers:
         kw["text_layers"] = max(layers) + 1
@@ -173,8 +187,12 @@ def detect(obj) -> str | None:
 def _reference_variables(module) -> dict:
     """Variable shapes of ``module`` (traced once per configuration; modules hash by their fields)."""
     s = module.cfg.sam2.image_size
-    return jax.eval_shape(module.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, s, s, 3), jnp.float32),
-                          jax.ShapeDtypeStruct((1, 4), jnp.int32))
+    return jax.eval_shape(
+        module.init,
+        jax.random.PRNGKey(0),
+        jax.ShapeDtypeStruct((1, s, s, 3), jnp.float32),
+        jax.ShapeDtypeStruct((1, 4), jnp.int32),
+    )
 
 
 def from_state_dict(obj, name: str = "samwise", source: str = "checkpoint", dtype=jnp.float32, **overrides):
@@ -189,17 +207,19 @@ def from_state_dict(obj, name: str = "samwise", source: str = "checkpoint", dtyp
     sd = _state_dict(obj)
     found = detect_config(sd)
     if found is None:
-        raise CheckpointMismatchError(f"{source} is not a SAMWISE checkpoint (no sam.* SAM 2 keys with a "
-                                      f"text_encoder.* RoBERTa)")
+        raise CheckpointMismatchError(
+            f"{source} is not a SAMWISE checkpoint (no sam.* SAM 2 keys with a text_encoder.* RoBERTa)"
+        )
     kw = dict(found)
     if kw.get("use_cme") is False:
-        kw.pop("use_cme")                 # a file without CME keys fails below unless use_cme=False is asked
+        kw.pop("use_cme")  # a file without CME keys fails below unless use_cme=False is asked
     kw.update(overrides)
     module = build_samwise(dtype=dtype, **kw)
     cfg = module.cfg
     ref = _reference_variables(module)
-    variables = keymap(cfg).apply(sd, ref, model=f"samwise (hiera {cfg.sam2_size})", source=source,
-                                  ignore=lambda k: _ignored(k, cfg.use_cme))
+    variables = keymap(cfg).apply(
+        sd, ref, model=f"samwise (hiera {cfg.sam2_size})", source=source, ignore=lambda k: _ignored(k, cfg.use_cme)
+    )
     return module, variables
 
 
@@ -220,15 +240,21 @@ def _config_of_variables(variables):
     sam_cfg = sam2_conv.config_of_params(params["sam"])
     a0 = params["cmt_adapters_0"]
     hsa = "hsa_self_attn" in a0
-    kw = dict(hsa=hsa, use_cme="conditional_memory_encoder" in params,
-              adapter_dim=int(a0["proj_text_down_0"]["kernel"].shape[1]))
+    kw = dict(
+        hsa=hsa,
+        use_cme="conditional_memory_encoder" in params,
+        adapter_dim=int(a0["proj_text_down_0"]["kernel"].shape[1]),
+    )
     if hsa:
-        kw["hsa_patch_sizes"] = tuple(int(round(params[f"cmt_adapters_{i}"]["spatial_pos_embed"].shape[0] ** 0.5))
-                                      for i in range(3))
+        kw["hsa_patch_sizes"] = tuple(
+            int(round(params[f"cmt_adapters_{i}"]["spatial_pos_embed"].shape[0] ** 0.5)) for i in range(3)
+        )
     te = params["text_encoder"]
-    kw.update(text_layers=sum(1 for k in te if k.startswith("layers_")),
-              vocab_size=int(te["embed_tokens"]["embedding"].shape[0]),
-              text_dim=int(te["embed_tokens"]["embedding"].shape[1]),
-              max_positions=int(te["embed_positions"]["embedding"].shape[0]),
-              text_ffn=int(te["layers_0"]["fc1"]["kernel"].shape[1]))
+    kw.update(
+        text_layers=sum(1 for k in te if k.startswith("layers_")),
+        vocab_size=int(te["embed_tokens"]["embedding"].shape[0]),
+        text_dim=int(te["embed_tokens"]["embedding"].shape[1]),
+        max_positions=int(te["embed_positions"]["embedding"].shape[0]),
+        text_ffn=int(te["layers_0"]["fc1"]["kernel"].shape[1]),
+    )
     return get_config(sam_cfg.size, **kw)

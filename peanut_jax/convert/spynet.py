@@ -2,6 +2,7 @@
 ``spynet_20210409-c6c1bd09.pth`` and inside BasicVSR++/E2FGVI checkpoints) and sniklaus
 pytorch-spynet (``moduleBasic.{L}.moduleBasic.{0,2,4,6,8}.*``, the hub files; renamed ``netBasic``
 in the code).  ``from_official('spynet', path)`` detects the format."""
+
 from __future__ import annotations
 
 import re
@@ -17,8 +18,13 @@ _MMAGIC = re.compile(r"(^|\.)basic_module\.\d+\.basic_module\.\d+\.conv\.weight$
 _SNIKLAUS = re.compile(r"(^|\.)(moduleBasic|netBasic)\.\d+\.(moduleBasic|netBasic)\.\d+\.weight$")
 
 
-def add_spynet_rules(keymap: KeyMap, torch_prefix: str = "", path_prefix: tuple = (), variant: str = "mmagic",
-                     sniklaus_name: str = "moduleBasic") -> KeyMap:
+def add_spynet_rules(
+    keymap: KeyMap,
+    torch_prefix: str = "",
+    path_prefix: tuple = (),
+    variant: str = "mmagic",
+    sniklaus_name: str = "moduleBasic",
+) -> KeyMap:
     """Add the 60 SPyNet parameter rules (6 levels x 5 convs x weight/bias) to ``keymap``."""
     for level in range(NUM_LEVELS):
         for j in range(5):
@@ -32,20 +38,24 @@ def add_spynet_rules(keymap: KeyMap, torch_prefix: str = "", path_prefix: tuple 
 
 def spynet_buffers(torch_prefix: str = "") -> dict[str, np.ndarray]:
     """The ``mean``/``std`` buffers that mmagic SPyNets inside BasicVSR++/E2FGVI checkpoints carry."""
-    return {f"{torch_prefix}mean": np.asarray(IMAGENET_MEAN, np.float32).reshape(1, 3, 1, 1),
-            f"{torch_prefix}std": np.asarray(IMAGENET_STD, np.float32).reshape(1, 3, 1, 1)}
+    return {
+        f"{torch_prefix}mean": np.asarray(IMAGENET_MEAN, np.float32).reshape(1, 3, 1, 1),
+        f"{torch_prefix}std": np.asarray(IMAGENET_STD, np.float32).reshape(1, 3, 1, 1),
+    }
 
 
 def check_spynet_buffers(sd, torch_prefix: str, source: str) -> None:
     """The normalisation is fixed in our module: refuse checkpoints whose buffers differ."""
     for key, val in spynet_buffers(torch_prefix).items():
         if key in sd and not np.allclose(np.asarray(sd[key], np.float32).reshape(-1), val.reshape(-1), atol=1e-6):
-            raise CheckpointMismatchError(f"{source}: {key} = {np.asarray(sd[key]).reshape(-1)} differs from the "
-                                          f"ImageNet statistics SPyNet uses")
+            raise CheckpointMismatchError(
+                f"{source}: {key} = {np.asarray(sd[key]).reshape(-1)} differs from the ImageNet statistics SPyNet uses"
+            )
 
 
 def detect(obj) -> str | None:
     from peanut_jax.convert.reader import unwrap_state_dict
+
     try:
         sd = unwrap_state_dict(obj)
     except Exception:
@@ -64,13 +74,15 @@ def _reference_params(module) -> dict:
 
 def from_state_dict(obj, name: str = "spynet", source: str = "checkpoint", **overrides):
     from peanut_jax.convert.reader import unwrap_state_dict
+
     sd = strip_prefix(unwrap_state_dict(obj), "module.")
     has_mm = any(_MMAGIC.search(k) for k in sd)
     has_sn = any(_SNIKLAUS.search(k) for k in sd)
     if has_mm == has_sn:
         raise CheckpointMismatchError(
             f"{source} is not a SPyNet checkpoint: expected keys like 'basic_module.0.basic_module.0.conv.weight' "
-            f"(mmagic) or 'moduleBasic.0.moduleBasic.0.weight' (sniklaus); found e.g. {sorted(sd)[:4]}")
+            f"(mmagic) or 'moduleBasic.0.moduleBasic.0.weight' (sniklaus); found e.g. {sorted(sd)[:4]}"
+        )
     variant = "mmagic" if has_mm else "sniklaus"
     if name == "spynet_sniklaus" and variant != "sniklaus":
         raise CheckpointMismatchError(f"{source} is an mmagic SPyNet checkpoint, not sniklaus (use 'spynet')")

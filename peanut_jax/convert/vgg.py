@@ -5,6 +5,7 @@ Keys ``features.{i}.{weight,bias}`` for the 16 convs (i in ``CONV_INDICES``) map
 accepted: a bare ``features`` state dict (``0.weight`` ...), the ``vgg_pretrained_features.``
 prefix of RIFE's ``VGGPerceptualLoss`` and a ``module.`` prefix.
 """
+
 from __future__ import annotations
 
 import re
@@ -30,8 +31,10 @@ def keymap() -> KeyMap:
 def _normalise_keys(sd: dict) -> dict:
     sd = strip_prefix(sd, "module.")
     if any(k.startswith("vgg_pretrained_features.") for k in sd):
-        sd = {("features." + k[len("vgg_pretrained_features."):] if k.startswith("vgg_pretrained_features.") else k): v
-              for k, v in sd.items()}
+        sd = {
+            ("features." + k[len("vgg_pretrained_features.") :] if k.startswith("vgg_pretrained_features.") else k): v
+            for k, v in sd.items()
+        }
     if sd and all(re.match(r"^\d+\.(weight|bias)$", k) for k in sd):
         sd = {f"features.{k}": v for k, v in sd.items()}
     return sd
@@ -39,6 +42,7 @@ def _normalise_keys(sd: dict) -> dict:
 
 def _unwrap(obj) -> dict:
     from peanut_jax.convert.reader import unwrap_state_dict
+
     return _normalise_keys(dict(unwrap_state_dict(obj)))
 
 
@@ -64,10 +68,12 @@ def from_state_dict(obj, name: str = "vgg19", source: str = "checkpoint", **over
     if not any(_FEATURE_KEY.match(k) for k in sd):
         raise CheckpointMismatchError(
             f"{source} is not a torchvision VGG19 checkpoint: expected keys like 'features.0.weight'; "
-            f"found e.g. {sorted(sd)[:4]}")
+            f"found e.g. {sorted(sd)[:4]}"
+        )
     module = VGG19Features(**overrides)
-    params = keymap().apply(sd, _reference_params(module), model="vgg19", source=source,
-                            ignore=lambda k: k.startswith("classifier."))
+    params = keymap().apply(
+        sd, _reference_params(module), model="vgg19", source=source, ignore=lambda k: k.startswith("classifier.")
+    )
     return module, {"params": params}
 
 

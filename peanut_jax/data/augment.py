@@ -4,6 +4,7 @@ Each one reproduces an official data pipeline (mmagic for BasicVSR++, RIFE's ``V
 ``TrainDataset``) including the order in which it draws its random numbers, so an example stays a pure
 function of its seed.  Clips are (T, H, W, C); frames (H, W, C).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,8 +15,9 @@ def sample_indices(rng: np.random.Generator, length: int, num_local: int, num_re
     """E2FGVI's ``_sample_index``: a run of ``num_local`` consecutive frames at a random pivot, then
     ``num_ref`` sorted frames drawn without replacement from the others."""
     if length < num_local + num_ref:
-        raise ValueError(f"a video of {length} frames is shorter than num_local_frames + num_ref_frames = "
-                         f"{num_local + num_ref}")
+        raise ValueError(
+            f"a video of {length} frames is shorter than num_local_frames + num_ref_frames = {num_local + num_ref}"
+        )
     pivot = int(rng.integers(0, length - num_local + 1))
     local = list(range(pivot, pivot + num_local))
     remain = [i for i in range(length) if i < pivot or i >= pivot + num_local]
@@ -30,8 +32,7 @@ def random_hflip(rng: np.random.Generator, *clips: np.ndarray) -> tuple[np.ndarr
     return clips
 
 
-def flip_transpose(lq: np.ndarray, gt: np.ndarray, rng: np.random.Generator, flip: bool = True,
-                   transpose: bool = True):
+def flip_transpose(lq: np.ndarray, gt: np.ndarray, rng: np.random.Generator, flip: bool = True, transpose: bool = True):
     """mmagic ``Flip`` (horizontal, then vertical) and ``RandomTransposeHW``, p = 0.5 each, the same
     for every frame of the (T, H, W, C) clips ``lq`` and ``gt`` (three draws, always)."""
     u = rng.random(3)
@@ -44,8 +45,9 @@ def flip_transpose(lq: np.ndarray, gt: np.ndarray, rng: np.random.Generator, fli
     return np.ascontiguousarray(lq), np.ascontiguousarray(gt)
 
 
-def paired_random_crop(lq: np.ndarray, gt: np.ndarray, lq_size: int, scale: int, rng: np.random.Generator,
-                       where: str = "clip"):
+def paired_random_crop(
+    lq: np.ndarray, gt: np.ndarray, lq_size: int, scale: int, rng: np.random.Generator, where: str = "clip"
+):
     """mmagic ``PairedRandomCrop``: an ``lq_size`` LR patch at a random position and the aligned
     ``scale * lq_size`` GT patch."""
     h, w = lq.shape[1:3]
@@ -55,8 +57,10 @@ def paired_random_crop(lq: np.ndarray, gt: np.ndarray, lq_size: int, scale: int,
         raise ValueError(f"{where}: LR frames {h}x{w} are smaller than the crop data.lq_size={lq_size}")
     top, left = int(rng.integers(0, h - lq_size + 1)), int(rng.integers(0, w - lq_size + 1))
     s = scale
-    return (lq[:, top:top + lq_size, left:left + lq_size],
-            gt[:, top * s:(top + lq_size) * s, left * s:(left + lq_size) * s])
+    return (
+        lq[:, top : top + lq_size, left : left + lq_size],
+        gt[:, top * s : (top + lq_size) * s, left * s : (left + lq_size) * s],
+    )
 
 
 def paired_center_crop(lq: np.ndarray, gt: np.ndarray, size: int, scale: int):
@@ -67,8 +71,10 @@ def paired_center_crop(lq: np.ndarray, gt: np.ndarray, size: int, scale: int):
         return lq, gt
     sh, sw = min(size, h), min(size, w)
     top, left = (h - sh) // 2, (w - sw) // 2
-    return (lq[:, top:top + sh, left:left + sw],
-            gt[:, top * scale:(top + sh) * scale, left * scale:(left + sw) * scale])
+    return (
+        lq[:, top : top + sh, left : left + sw],
+        gt[:, top * scale : (top + sh) * scale, left * scale : (left + sw) * scale],
+    )
 
 
 def mirror_sequence(x: np.ndarray) -> np.ndarray:
@@ -80,8 +86,16 @@ def mirror_sequence(x: np.ndarray) -> np.ndarray:
 TRIPLET_FLAGS = ("channel_flip", "vflip", "hflip", "temporal_flip", "rotate")
 
 
-def triplet(img0: np.ndarray, gt: np.ndarray, img1: np.ndarray, t: float, rng: np.random.Generator,
-            crop: tuple[int, int] | None, flags=None, flow: np.ndarray | None = None):
+def triplet(
+    img0: np.ndarray,
+    gt: np.ndarray,
+    img1: np.ndarray,
+    t: float,
+    rng: np.random.Generator,
+    crop: tuple[int, int] | None,
+    flags=None,
+    flow: np.ndarray | None = None,
+):
     """RIFE's ``VimeoDataset.__getitem__`` augmentation of (H, W, 3) frames, in order: random ``crop``
     (rows, then columns), then one draw of 5 uniforms for channel flip (RGB <-> BGR), vertical flip,
     horizontal flip, temporal swap of img0 and img1 (t -> 1 - t), each p = 0.5, and rotation by 90 CW /
@@ -99,9 +113,9 @@ def triplet(img0: np.ndarray, gt: np.ndarray, img1: np.ndarray, t: float, rng: n
         if h < ch or w < cw:
             raise ValueError(f"frames of {h}x{w} are smaller than the crop {ch}x{cw} (data.crop)")
         x, y = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-        img0, gt, img1 = (a[x:x + ch, y:y + cw] for a in (img0, gt, img1))
+        img0, gt, img1 = (a[x : x + ch, y : y + cw] for a in (img0, gt, img1))
         if flow is not None:
-            flow = flow[x:x + ch, y:y + cw]
+            flow = flow[x : x + ch, y : y + cw]
     u = rng.random(5)
     if on("channel_flip") and u[0] < 0.5:
         img0, gt, img1 = img0[:, :, ::-1], gt[:, :, ::-1], img1[:, :, ::-1]

@@ -21,29 +21,41 @@ Images are (H, W) or (H, W, C); a leading frame axis (T, H, W, C) is accepted by
 :func:`degrade_clip`.  :func:`degrade_uint8` is the official LR of a dataset frame,
 :func:`bicubic_upsample` the bicubic baseline of an LR clip.
 """
+
 from __future__ import annotations
 
 import math
 
 import numpy as np
 
-__all__ = ["bd_downsample", "bicubic_upsample", "cubic_kernel", "degrade_clip", "degrade_uint8", "gaussian_kernel1d",
-           "imresize", "resize_weights"]
+__all__ = [
+    "bd_downsample",
+    "bicubic_upsample",
+    "cubic_kernel",
+    "degrade_clip",
+    "degrade_uint8",
+    "gaussian_kernel1d",
+    "imresize",
+    "resize_weights",
+]
 
 
 def cubic_kernel(x, a: float = -0.5):
     """Keys cubic convolution kernel (MATLAB uses a = -0.5)."""
     x = np.abs(np.asarray(x, np.float64))
     x2, x3 = x * x, x * x * x
-    return (((a + 2) * x3 - (a + 3) * x2 + 1) * (x <= 1)
-            + (a * x3 - 5 * a * x2 + 8 * a * x - 4 * a) * ((x > 1) & (x <= 2)))
+    return ((a + 2) * x3 - (a + 3) * x2 + 1) * (x <= 1) + (a * x3 - 5 * a * x2 + 8 * a * x - 4 * a) * (
+        (x > 1) & (x <= 2)
+    )
 
 
 def resize_weights(in_len: int, out_len: int, scale: float, kernel_width: float = 4.0, antialias: bool = True):
     """MATLAB ``contributions``: (weights (out, P), indices (out, P)) along one axis, 0-based indices."""
     if scale < 1 and antialias:
+
         def h(x):
             return scale * cubic_kernel(scale * x)
+
         width = kernel_width / scale
     else:
         h = cubic_kernel
@@ -71,8 +83,9 @@ def _resize_axis(img: np.ndarray, axis: int, weights: np.ndarray, indices: np.nd
     return np.moveaxis(out, 0, axis)
 
 
-def imresize(img, scale: float | None = None, output_shape: tuple[int, int] | None = None,
-             antialias: bool = True) -> np.ndarray:
+def imresize(
+    img, scale: float | None = None, output_shape: tuple[int, int] | None = None, antialias: bool = True
+) -> np.ndarray:
     """MATLAB-compatible bicubic ``imresize`` of an (H, W) or (H, W, C) image.
 
     Give ``scale`` (output size ``ceil(scale * size)``, as MATLAB) or ``output_shape`` (h, w).
@@ -129,8 +142,14 @@ def _correlate_axis(img: np.ndarray, w: np.ndarray, anchor: int, axis: int, bord
     return out
 
 
-def bd_downsample(img, scale: int = 4, sigma: float = 1.6, variant: str = "matlab", kernel_size: int | None = None,
-                  border: str = "replicate") -> np.ndarray:
+def bd_downsample(
+    img,
+    scale: int = 4,
+    sigma: float = 1.6,
+    variant: str = "matlab",
+    kernel_size: int | None = None,
+    border: str = "replicate",
+) -> np.ndarray:
     """BD degradation of an (H, W) or (H, W, C) image: Gaussian blur, then subsample by ``scale``.
 
     ``variant='matlab'``: ``kernel_size`` (default 13) odd taps centred on the pixel, samples at

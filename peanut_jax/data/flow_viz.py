@@ -6,6 +6,7 @@ Hue encodes the direction and saturation the magnitude: zero flow is white, the 
 magenta-red 6.  Conventions: flow (..., H, W, 2) in pixels, channel 0 = x (right), 1 = y (down);
 output uint8 RGB.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,8 +18,9 @@ def make_colorwheel() -> np.ndarray:
     """The (55, 3) Middlebury colour wheel, RGB values in 0..255 (float)."""
     rows = []
     # each segment ramps one channel while another is saturated: (ramped, fixed, rising?)
-    for n, ramp, full, rising in zip(_SEGMENTS, (1, 0, 2, 1, 0, 2), (0, 1, 1, 2, 2, 0),
-                                     (True, False, True, False, True, False)):
+    for n, ramp, full, rising in zip(
+        _SEGMENTS, (1, 0, 2, 1, 0, 2), (0, 1, 1, 2, 2, 0), (True, False, True, False, True, False)
+    ):
         seg = np.zeros((n, 3))
         step = np.floor(255.0 * np.arange(n) / n)
         seg[:, full] = 255.0
@@ -53,8 +55,8 @@ def flow_to_color(flow: np.ndarray, max_flow: float | None = None) -> np.ndarray
     v = v / (max_flow + eps)
     rad = np.sqrt(u * u + v * v)
     ncols = _WHEEL.shape[0]
-    a = np.arctan2(-v, -u) / np.pi                     # in [-1, 1]
-    fk = (a + 1.0) / 2.0 * (ncols - 1)                 # 0 .. ncols-1
+    a = np.arctan2(-v, -u) / np.pi  # in [-1, 1]
+    fk = (a + 1.0) / 2.0 * (ncols - 1)  # 0 .. ncols-1
     k0 = np.floor(fk).astype(np.int64)
     k1 = k0 + 1
     k1[k1 == ncols] = 0

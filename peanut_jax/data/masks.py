@@ -5,11 +5,12 @@ E2FGVI's inference mask pipeline (``test.py``) is: sorted files, ``resize(size, 
 :func:`read_masks` (with ``resize=True``) followed by :func:`dilate_masks` reproduces it exactly,
 without OpenCV.
 """
+
 from __future__ import annotations
 
 import os
 import pathlib
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -20,9 +21,10 @@ MASK_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 def list_images(folder: str | os.PathLike, extensions: Sequence[str] = MASK_EXTENSIONS) -> list[pathlib.Path]:
     """Image files of ``folder`` (by extension, case-insensitive, hidden files skipped), sorted by name."""
     folder = pathlib.Path(folder)
-    return sorted((p for p in folder.iterdir()
-                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in extensions),
-                  key=lambda p: p.name)
+    return sorted(
+        (p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in extensions),
+        key=lambda p: p.name,
+    )
 
 
 def mask_files(source: str | os.PathLike) -> list[pathlib.Path]:
@@ -39,10 +41,13 @@ def mask_files(source: str | os.PathLike) -> list[pathlib.Path]:
     return files
 
 
-
-
-def _read_one(path: pathlib.Path, size: tuple[int, int] | None, resize: bool,
-              object_ids: Iterable[int] | None, resize_flag: str = "resize=True") -> np.ndarray:
+def _read_one(
+    path: pathlib.Path,
+    size: tuple[int, int] | None,
+    resize: bool,
+    object_ids: Iterable[int] | None,
+    resize_flag: str = "resize=True",
+) -> np.ndarray:
     try:
         img = Image.open(path)
         img.load()
@@ -52,19 +57,24 @@ def _read_one(path: pathlib.Path, size: tuple[int, int] | None, resize: bool,
         if not resize:
             raise ValueError(
                 f"{path}: mask size {img.width}x{img.height} (WxH) differs from the frame size "
-                f"{size[1]}x{size[0]}; pass {resize_flag} to resize masks (nearest neighbour)")
+                f"{size[1]}x{size[0]}; pass {resize_flag} to resize masks (nearest neighbour)"
+            )
         img = img.resize((size[1], size[0]), Image.NEAREST)
     if object_ids is None:
         return np.asarray(img.convert("L")) > 0
     if img.mode not in ("P", "L", "I", "I;16", "I;16B", "I;16L"):
-        raise ValueError(f"{path}: object_ids needs a palette or single-channel label image, "
-                         f"got PIL mode {img.mode!r}")
+        raise ValueError(f"{path}: object_ids needs a palette or single-channel label image, got PIL mode {img.mode!r}")
     return np.isin(np.asarray(img), np.asarray(list(object_ids)))
 
 
-def read_masks(source: str | os.PathLike, num_frames: int | None = None,
-               size: tuple[int, int] | None = None, object_ids: Iterable[int] | None = None,
-               resize: bool = False, resize_flag: str = "resize=True") -> np.ndarray:
+def read_masks(
+    source: str | os.PathLike,
+    num_frames: int | None = None,
+    size: tuple[int, int] | None = None,
+    object_ids: Iterable[int] | None = None,
+    resize: bool = False,
+    resize_flag: str = "resize=True",
+) -> np.ndarray:
     """Read a mask video as a (T, H, W) bool array (True = object / region to fill).
 
     ``source``: a folder of mask images (sorted by file name) or a single image file.  One image
@@ -92,8 +102,10 @@ def read_masks(source: str | os.PathLike, num_frames: int | None = None,
     for f in files:
         m = _read_one(f, size, resize, object_ids, resize_flag)
         if masks and m.shape != masks[0].shape:
-            raise ValueError(f"{f}: mask size {m.shape[0]}x{m.shape[1]} differs from "
-                             f"{files[0].name} ({masks[0].shape[0]}x{masks[0].shape[1]})")
+            raise ValueError(
+                f"{f}: mask size {m.shape[0]}x{m.shape[1]} differs from "
+                f"{files[0].name} ({masks[0].shape[0]}x{masks[0].shape[1]})"
+            )
         masks.append(m)
     out = np.stack(masks)
     if len(files) == 1 and num_frames is not None and num_frames > 1:
@@ -122,8 +134,9 @@ def dilate_masks(masks: np.ndarray, iterations: int = 4) -> np.ndarray:
     return out
 
 
-def overlay_mask(frame_u8: np.ndarray, mask: np.ndarray, color: Sequence[int] = (255, 0, 0),
-                 alpha: float = 0.5) -> np.ndarray:
+def overlay_mask(
+    frame_u8: np.ndarray, mask: np.ndarray, color: Sequence[int] = (255, 0, 0), alpha: float = 0.5
+) -> np.ndarray:
     """Tint the masked pixels of a uint8 RGB frame (..., H, W, 3): ``(1-alpha)*frame + alpha*color``."""
     frame = np.asarray(frame_u8)
     mask = np.asarray(mask, bool)
@@ -142,8 +155,7 @@ def overlay_mask(frame_u8: np.ndarray, mask: np.ndarray, color: Sequence[int] = 
 
 
 # ------------------------------------------------------------------ E2FGVI-style random masks
-def _bezier_blob(rng: np.random.Generator, edge_num: int, ratio: float, height: int,
-                 width: int) -> np.ndarray:
+def _bezier_blob(rng: np.random.Generator, edge_num: int, ratio: float, height: int, width: int) -> np.ndarray:
     """A closed curve of ``edge_num`` cubic Bezier segments through points at perturbed radii of the
     unit circle (radius factor uniform in [1 - ratio, 1 + ratio]), filled, stretched to a
     ``height`` x ``width`` box and cropped to its extent.  Returns a bool array."""
@@ -154,21 +166,29 @@ def _bezier_blob(rng: np.random.Generator, edge_num: int, ratio: float, height: 
     verts[-1] = verts[0]
     s = np.linspace(0.0, 1.0, 24, endpoint=False)[:, None, None]
     p0, p1, p2, p3 = verts[0:-1:3], verts[1::3], verts[2::3], verts[3::3]
-    curve = ((1 - s) ** 3 * p0 + 3 * (1 - s) ** 2 * s * p1 + 3 * (1 - s) * s ** 2 * p2 + s ** 3 * p3)
+    curve = (1 - s) ** 3 * p0 + 3 * (1 - s) ** 2 * s * p1 + 3 * (1 - s) * s**2 * p2 + s**3 * p3
     pts = curve.transpose(1, 0, 2).reshape(-1, 2)
     lo, hi = verts.min() * 1.1, verts.max() * 1.1
     xs = (pts[:, 0] - lo) / (hi - lo) * (width - 1)
     ys = (hi - pts[:, 1]) / (hi - lo) * (height - 1)
     from PIL import ImageDraw
+
     canvas = Image.new("L", (width, height), 0)
     ImageDraw.Draw(canvas).polygon(list(zip(xs.tolist(), ys.tolist())), fill=255)
     region = np.asarray(canvas) > 0
     rows, cols = np.nonzero(region)
-    return region[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    return region[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
 
 
-def random_video_masks(rng: np.random.Generator | int | None, num_frames: int, height: int,
-                       width: int, *, static_prob: float = 0.5, max_speed: float = 3.0) -> np.ndarray:
+def random_video_masks(
+    rng: np.random.Generator | int | None,
+    num_frames: int,
+    height: int,
+    width: int,
+    *,
+    static_prob: float = 0.5,
+    max_speed: float = 3.0,
+) -> np.ndarray:
     """E2FGVI's training masks (``create_random_shape_with_random_motion``): (T, H, W) bool.
 
     One random Bezier blob (6-8 edges, radius perturbation ratio 0.6/0.7/0.8) of random size
@@ -181,21 +201,20 @@ def random_video_masks(rng: np.random.Generator | int | None, num_frames: int, h
     """
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     if num_frames < 1 or height < 3 or width < 3:
-        raise ValueError(f"random_video_masks: need num_frames >= 1 and H, W >= 3, "
-                         f"got {num_frames}, {height}x{width}")
-    rh = int(rng.integers(height // 3, height))   # randint(H//3, H-1) inclusive
+        raise ValueError(f"random_video_masks: need num_frames >= 1 and H, W >= 3, got {num_frames}, {height}x{width}")
+    rh = int(rng.integers(height // 3, height))  # randint(H//3, H-1) inclusive
     rw = int(rng.integers(width // 3, width))
     edge_num = int(rng.integers(6, 9))
     ratio = int(rng.integers(6, 9)) / 10
     region = _bezier_blob(rng, edge_num, ratio, rh, rw)
     rh, rw = region.shape
-    x = int(rng.integers(0, height - rh + 1))     # row
-    y = int(rng.integers(0, width - rw + 1))      # column
+    x = int(rng.integers(0, height - rh + 1))  # row
+    y = int(rng.integers(0, width - rw + 1))  # column
     speed, angle = rng.uniform(1.0, max_speed), rng.uniform(0, 2 * np.pi)
     masks = np.zeros((num_frames, height, width), bool)
     static = rng.uniform() < static_prob
     for t in range(num_frames):
-        masks[t, x:x + rh, y:y + rw] = region
+        masks[t, x : x + rh, y : y + rw] = region
         if static:
             continue
         x += int(speed * np.cos(angle))

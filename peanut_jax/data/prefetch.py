@@ -6,13 +6,14 @@ import each other.  Order is preserved, a producer error is re-raised in the con
 it occurred, and :meth:`Prefetcher.close` (or leaving a :func:`prefetch` generator) stops the
 producer thread.
 """
+
 from __future__ import annotations
 
 import contextlib
 import queue
 import threading
 import time
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 __all__ = ["Prefetcher", "prefetch"]
 

@@ -29,11 +29,13 @@ object, even though its colour is partly background.
 Time is continuous: :meth:`SyntheticScene.render` accepts any frame times, e.g. ``[0, 0.5, 1]`` for
 an exact interpolation triplet (:func:`triplet`).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -62,8 +64,7 @@ SIZES: dict[str, tuple[float, float]] = {
 }
 # Direction words for the 8 compass sectors of the image-space velocity angle atan2(vy, vx)
 # (image y points down), starting at 0 rad and going clockwise on screen.
-DIRECTIONS = ("right", "down and right", "down", "down and left", "left", "up and left", "up",
-              "up and right")
+DIRECTIONS = ("right", "down and right", "down", "down and left", "left", "up and left", "up", "up and right")
 _BOUND_RADIUS = 1.2  # every unit shape lies inside this radius (bounding boxes)
 
 
@@ -146,21 +147,21 @@ class SyntheticClip:
     leading batch axis and turns ``sentences`` / ``objects`` into lists of per-clip lists.
     """
 
-    frames: np.ndarray                  # (T, H, W, 3) float32 in [0, 1]
-    background: np.ndarray              # (T, H, W, 3) float32: same camera, no objects
-    masks: np.ndarray                   # (T, N, H, W) bool, visible footprint of each object
-    full_masks: np.ndarray              # (T, N, H, W) bool, unoccluded footprint
-    flow_forward: np.ndarray            # (T-1, H, W, 2) float32, frame t -> t+1
-    flow_backward: np.ndarray           # (T-1, H, W, 2) float32, frame t+1 -> t
-    occlusion_forward: np.ndarray       # (T-1, H, W) bool, target of flow_forward not visible
-    occlusion_backward: np.ndarray      # (T-1, H, W) bool, target of flow_backward not visible
-    background_flow_forward: np.ndarray   # (T-1, H, W, 2) camera-only flow of ``background``
+    frames: np.ndarray  # (T, H, W, 3) float32 in [0, 1]
+    background: np.ndarray  # (T, H, W, 3) float32: same camera, no objects
+    masks: np.ndarray  # (T, N, H, W) bool, visible footprint of each object
+    full_masks: np.ndarray  # (T, N, H, W) bool, unoccluded footprint
+    flow_forward: np.ndarray  # (T-1, H, W, 2) float32, frame t -> t+1
+    flow_backward: np.ndarray  # (T-1, H, W, 2) float32, frame t+1 -> t
+    occlusion_forward: np.ndarray  # (T-1, H, W) bool, target of flow_forward not visible
+    occlusion_backward: np.ndarray  # (T-1, H, W) bool, target of flow_backward not visible
+    background_flow_forward: np.ndarray  # (T-1, H, W, 2) camera-only flow of ``background``
     background_flow_backward: np.ndarray  # (T-1, H, W, 2)
-    background_occlusion_forward: np.ndarray   # (T-1, H, W) bool, target leaves the frame
+    background_occlusion_forward: np.ndarray  # (T-1, H, W) bool, target leaves the frame
     background_occlusion_backward: np.ndarray  # (T-1, H, W) bool
-    sentences: list                     # one referring sentence per object
-    objects: list                       # per object: dict(color, shape, size, rgb, radius, velocity, ...)
-    times: np.ndarray                   # (T,) float64 frame times (frame units)
+    sentences: list  # one referring sentence per object
+    objects: list  # per object: dict(color, shape, size, rgb, radius, velocity, ...)
+    times: np.ndarray  # (T,) float64 frame times (frame units)
 
     @property
     def object_mask(self) -> np.ndarray:
@@ -173,15 +174,15 @@ class _Object:
     color: str
     shape: str
     size: str
-    rgb: np.ndarray          # (3,)
-    radius: float            # pixels
-    center0: np.ndarray      # (2,) (x, y) at t = 0
-    velocity: np.ndarray     # (2,) pixels per frame
+    rgb: np.ndarray  # (3,)
+    radius: float  # pixels
+    center0: np.ndarray  # (2,) (x, y) at t = 0
+    velocity: np.ndarray  # (2,) pixels per frame
     angle0: float
-    spin: float              # radians per frame
-    tex_k: np.ndarray        # (J, 2) texture wave vectors (rad / pixel, object frame)
-    tex_phase: np.ndarray    # (J,)
-    tex_amp: np.ndarray      # (J, 3)
+    spin: float  # radians per frame
+    tex_k: np.ndarray  # (J, 2) texture wave vectors (rad / pixel, object frame)
+    tex_phase: np.ndarray  # (J,)
+    tex_amp: np.ndarray  # (J, 3)
 
     def center(self, t: float) -> np.ndarray:
         return self.center0 + self.velocity * t
@@ -228,11 +229,18 @@ class _Object:
 
     def describe(self) -> dict[str, Any]:
         vx, vy = (float(v) for v in self.velocity)
-        return dict(color=self.color, shape=self.shape, size=self.size,
-                    rgb=tuple(float(c) for c in self.rgb), radius=float(self.radius),
-                    velocity=(vx, vy), direction=direction_word(vx, vy),
-                    center0=tuple(float(c) for c in self.center0),
-                    angle0=float(self.angle0), spin=float(self.spin))
+        return dict(
+            color=self.color,
+            shape=self.shape,
+            size=self.size,
+            rgb=tuple(float(c) for c in self.rgb),
+            radius=float(self.radius),
+            velocity=(vx, vy),
+            direction=direction_word(vx, vy),
+            center0=tuple(float(c) for c in self.center0),
+            angle0=float(self.angle0),
+            spin=float(self.spin),
+        )
 
     def sentence(self) -> str:
         size = "" if self.size == "medium" else self.size + " "
@@ -245,16 +253,30 @@ class SyntheticScene:
     Build it with :func:`make_scene`; :func:`generate_clip` is ``make_scene(...).render(range(T))``.
     """
 
-    def __init__(self, rng: np.random.Generator, height: int, width: int, duration: float,
-                 num_objects: int, camera: bool, antialias: bool, object_speed: tuple[float, float],
-                 object_spin: float, camera_speed: float, camera_zoom: float,
-                 camera_rotation: float, min_wavelength: float, shapes: Sequence[str],
-                 colors: Sequence[str]):
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        height: int,
+        width: int,
+        duration: float,
+        num_objects: int,
+        camera: bool,
+        antialias: bool,
+        object_speed: tuple[float, float],
+        object_spin: float,
+        camera_speed: float,
+        camera_zoom: float,
+        camera_rotation: float,
+        min_wavelength: float,
+        shapes: Sequence[str],
+        colors: Sequence[str],
+    ):
         self.height, self.width = int(height), int(width)
         self.antialias = bool(antialias)
         self._center = np.array([(width - 1) / 2.0, (height - 1) / 2.0])
-        self._grid_y, self._grid_x = np.meshgrid(np.arange(height, dtype=np.float32),
-                                                 np.arange(width, dtype=np.float32), indexing="ij")
+        self._grid_y, self._grid_x = np.meshgrid(
+            np.arange(height, dtype=np.float32), np.arange(width, dtype=np.float32), indexing="ij"
+        )
         side = float(min(height, width))
         # -- camera: q_world = A(t) (p - c) + b(t), A = zoom(t) R(rot(t)), b = pan * t
         if camera:
@@ -280,13 +302,13 @@ class SyntheticScene:
         self._wave_k = np.stack([k * np.cos(theta), k * np.sin(theta)]).astype(np.float32)  # (2, K)
         self._wave_phase = rng.uniform(0, 2 * np.pi, lam.shape).astype(np.float32)
         amp = (lam / big) ** 0.6
-        amp = amp / np.sqrt(np.sum(amp ** 2)) * 1.6
+        amp = amp / np.sqrt(np.sum(amp**2)) * 1.6
         self._wave_color = (amp[:, None] * rng.normal(size=(lam.size, 3))).astype(np.float32)
         nblobs = 6
         span = big * 1.5
         self._blob_mu = rng.uniform(-span, span, (nblobs, 2)).astype(np.float32)
         sigma = rng.uniform(big / 8, big / 3, nblobs)
-        self._blob_inv2s2 = (1.0 / (2 * sigma ** 2)).astype(np.float32)
+        self._blob_inv2s2 = (1.0 / (2 * sigma**2)).astype(np.float32)
         self._blob_color = (1.2 * rng.normal(size=(nblobs, 3))).astype(np.float32)
         self._bias = (0.3 * rng.normal(size=3)).astype(np.float32)
 
@@ -298,15 +320,14 @@ class SyntheticScene:
         a, b = self._camera(t)
         dx, dy = px - np.float32(self._center[0]), py - np.float32(self._center[1])
         a = a.astype(np.float32)
-        return (a[0, 0] * dx + a[0, 1] * dy + np.float32(b[0]),
-                a[1, 0] * dx + a[1, 1] * dy + np.float32(b[1]))
+        return (a[0, 0] * dx + a[0, 1] * dy + np.float32(b[0]), a[1, 0] * dx + a[1, 1] * dy + np.float32(b[1]))
 
     def camera_move(self, px, py, t_from: float, t_to: float):
         """Where the background point seen at pixel (px, py) at t_from is seen at t_to."""
         a0, b0 = self._camera(t_from)
         a1, b1 = self._camera(t_to)
         a1i = np.linalg.inv(a1)
-        m = (a1i @ a0).astype(np.float32)          # composed affine map, built in float64
+        m = (a1i @ a0).astype(np.float32)  # composed affine map, built in float64
         off = (a1i @ (b0 - b1)).astype(np.float32)
         dx, dy = px - np.float32(self._center[0]), py - np.float32(self._center[1])
         cx, cy = np.float32(self._center[0]), np.float32(self._center[1])
@@ -319,10 +340,12 @@ class SyntheticScene:
         # 3, (multi-threaded) BLAS matmuls or einsum are several times slower on a busy CPU
         x = qx.reshape(1, -1).astype(np.float32)
         y = qy.reshape(1, -1).astype(np.float32)
-        waves = np.sin(self._wave_k[0][:, None] * x + self._wave_k[1][:, None] * y
-                       + self._wave_phase[:, None])                                    # (K, P)
-        blobs = np.exp(-((x - self._blob_mu[:, :1]) ** 2 + (y - self._blob_mu[:, 1:]) ** 2)
-                       * self._blob_inv2s2[:, None])                                   # (G, P)
+        waves = np.sin(
+            self._wave_k[0][:, None] * x + self._wave_k[1][:, None] * y + self._wave_phase[:, None]
+        )  # (K, P)
+        blobs = np.exp(
+            -((x - self._blob_mu[:, :1]) ** 2 + (y - self._blob_mu[:, 1:]) ** 2) * self._blob_inv2s2[:, None]
+        )  # (G, P)
         v = np.zeros((3, x.shape[1]), np.float32)
         for comps, colors in ((waves, self._wave_color), (blobs, self._blob_color)):
             for comp, col in zip(comps, colors):
@@ -333,8 +356,7 @@ class SyntheticScene:
         return (1.0 / (1.0 + np.exp(-v))).reshape(shape + (3,)).astype(np.float32)
 
     # ------------------------------------------------------------------------------- objects
-    def _sample_objects(self, rng, num_objects, duration, object_speed, object_spin, shapes,
-                        colors) -> None:
+    def _sample_objects(self, rng, num_objects, duration, object_speed, object_spin, shapes, colors) -> None:
         if num_objects > len(colors):
             raise ValueError(f"num_objects={num_objects} exceeds the {len(colors)} distinct colours")
         for s in shapes:
@@ -378,13 +400,22 @@ class SyntheticScene:
             tdir = rng.uniform(0, 2 * np.pi, ntex)
             tex_k = np.stack([k * np.cos(tdir), k * np.sin(tdir)], -1)
             tex_amp = rng.uniform(0.03, 0.06, (ntex, 1)) * (1 + 0.3 * rng.normal(size=(ntex, 3)))
-            self.objects.append(_Object(
-                color=colors[chosen[i]], shape=shape, size=size,
-                rgb=np.array(COLORS[colors[chosen[i]]]), radius=float(radius), center0=center0,
-                velocity=vel, angle0=float(rng.uniform(0, 2 * np.pi)),
-                spin=float(rng.uniform(-object_spin, object_spin)),
-                tex_k=tex_k.astype(np.float32), tex_phase=rng.uniform(0, 2 * np.pi, ntex).astype(np.float32),
-                tex_amp=tex_amp.astype(np.float32)))
+            self.objects.append(
+                _Object(
+                    color=colors[chosen[i]],
+                    shape=shape,
+                    size=size,
+                    rgb=np.array(COLORS[colors[chosen[i]]]),
+                    radius=float(radius),
+                    center0=center0,
+                    velocity=vel,
+                    angle0=float(rng.uniform(0, 2 * np.pi)),
+                    spin=float(rng.uniform(-object_spin, object_spin)),
+                    tex_k=tex_k.astype(np.float32),
+                    tex_phase=rng.uniform(0, 2 * np.pi, ntex).astype(np.float32),
+                    tex_amp=tex_amp.astype(np.float32),
+                )
+            )
 
     def _footprint(self, obj: _Object, px, py, t):
         d = obj.sdf(px, py, t)
@@ -476,21 +507,43 @@ class SyntheticScene:
             ff[k], of[k], bff[k], bof[k] = self._flow(rendered[k][4], t0, t1)
             fb[k], ob[k], bfb[k], bob[k] = self._flow(rendered[k + 1][4], t1, t0)
         return SyntheticClip(
-            frames=frames, background=background, masks=masks, full_masks=full,
-            flow_forward=ff, flow_backward=fb, occlusion_forward=of, occlusion_backward=ob,
-            background_flow_forward=bff, background_flow_backward=bfb,
-            background_occlusion_forward=bof, background_occlusion_backward=bob,
+            frames=frames,
+            background=background,
+            masks=masks,
+            full_masks=full,
+            flow_forward=ff,
+            flow_backward=fb,
+            occlusion_forward=of,
+            occlusion_backward=ob,
+            background_flow_forward=bff,
+            background_flow_backward=bfb,
+            background_occlusion_forward=bof,
+            background_occlusion_backward=bob,
             sentences=[o.sentence() for o in self.objects],
-            objects=[o.describe() for o in self.objects], times=times)
+            objects=[o.describe() for o in self.objects],
+            times=times,
+        )
 
 
-def make_scene(seed: int | Sequence[int], num_frames: int = 8, height: int = 64, width: int = 64,
-               num_objects: int = 2, camera: bool = True, *, antialias: bool = True,
-               object_speed: tuple[float, float] = (0.015, 0.04), object_spin: float = 0.04,
-               camera_speed: float = 0.02, camera_zoom: float = 0.01,
-               camera_rotation: float = 0.01, min_wavelength: float = 12.0,
-               shapes: Sequence[str] = SHAPES, colors: Sequence[str] = tuple(COLORS),
-               duration: float | None = None) -> SyntheticScene:
+def make_scene(
+    seed: int | Sequence[int],
+    num_frames: int = 8,
+    height: int = 64,
+    width: int = 64,
+    num_objects: int = 2,
+    camera: bool = True,
+    *,
+    antialias: bool = True,
+    object_speed: tuple[float, float] = (0.015, 0.04),
+    object_spin: float = 0.04,
+    camera_speed: float = 0.02,
+    camera_zoom: float = 0.01,
+    camera_rotation: float = 0.01,
+    min_wavelength: float = 12.0,
+    shapes: Sequence[str] = SHAPES,
+    colors: Sequence[str] = tuple(COLORS),
+    duration: float | None = None,
+) -> SyntheticScene:
     """Sample a scene, deterministically from ``seed`` (an int or a sequence of ints).
 
     Speeds are fractions of ``min(height, width)`` per frame: ``object_speed`` a (min, max) range,
@@ -508,26 +561,55 @@ def make_scene(seed: int | Sequence[int], num_frames: int = 8, height: int = 64,
     if min_wavelength <= 2:
         raise ValueError(f"min_wavelength must be > 2 pixels, got {min_wavelength}")
     rng = np.random.default_rng(seed)
-    return SyntheticScene(rng, height, width, float(num_frames - 1 if duration is None else duration),
-                          num_objects, camera, antialias, tuple(object_speed), object_spin,
-                          camera_speed, camera_zoom, camera_rotation, min_wavelength, tuple(shapes),
-                          tuple(colors))
+    return SyntheticScene(
+        rng,
+        height,
+        width,
+        float(num_frames - 1 if duration is None else duration),
+        num_objects,
+        camera,
+        antialias,
+        tuple(object_speed),
+        object_spin,
+        camera_speed,
+        camera_zoom,
+        camera_rotation,
+        min_wavelength,
+        tuple(shapes),
+        tuple(colors),
+    )
 
 
-def generate_clip(seed: int | Sequence[int], num_frames: int = 8, height: int = 64, width: int = 64,
-                  num_objects: int = 2, camera: bool = True, **scene_kwargs) -> SyntheticClip:
+def generate_clip(
+    seed: int | Sequence[int],
+    num_frames: int = 8,
+    height: int = 64,
+    width: int = 64,
+    num_objects: int = 2,
+    camera: bool = True,
+    **scene_kwargs,
+) -> SyntheticClip:
     """Render a ``num_frames`` clip at frame times 0..T-1 (keyword options: :func:`make_scene`)."""
     scene = make_scene(seed, num_frames, height, width, num_objects, camera, **scene_kwargs)
     return scene.render(np.arange(num_frames))
 
 
-def generate_batch(seed: int, batch: int, num_frames: int = 8, height: int = 64, width: int = 64,
-                   num_objects: int = 2, camera: bool = True, **scene_kwargs) -> SyntheticClip:
+def generate_batch(
+    seed: int,
+    batch: int,
+    num_frames: int = 8,
+    height: int = 64,
+    width: int = 64,
+    num_objects: int = 2,
+    camera: bool = True,
+    **scene_kwargs,
+) -> SyntheticClip:
     """``batch`` clips stacked on a new leading axis; clip i is ``generate_clip((seed, i), ...)``."""
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
-    clips = [generate_clip((seed, i), num_frames, height, width, num_objects, camera, **scene_kwargs)
-             for i in range(batch)]
+    clips = [
+        generate_clip((seed, i), num_frames, height, width, num_objects, camera, **scene_kwargs) for i in range(batch)
+    ]
     fields = {}
     for f in dataclasses.fields(SyntheticClip):
         vals = [getattr(c, f.name) for c in clips]
@@ -535,8 +617,15 @@ def generate_batch(seed: int, batch: int, num_frames: int = 8, height: int = 64,
     return SyntheticClip(**fields)
 
 
-def triplet(seed: int | Sequence[int], height: int = 64, width: int = 64, num_objects: int = 2,
-            camera: bool = True, gap: float = 1.0, **scene_kwargs):
+def triplet(
+    seed: int | Sequence[int],
+    height: int = 64,
+    width: int = 64,
+    num_objects: int = 2,
+    camera: bool = True,
+    gap: float = 1.0,
+    **scene_kwargs,
+):
     """(I0, I1, I2) float32 (H, W, 3) for frame interpolation: the scene at times 0, gap/2, gap.
 
     I1 is rendered exactly at the middle time (not interpolated).  Motions are per frame unit, so

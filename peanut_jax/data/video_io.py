@@ -14,6 +14,7 @@ Writers
   ``KeyboardInterrupt`` inside the ``with`` block the temporary output is removed, so the target
   name never holds a partial video.  An existing target is refused unless ``overwrite=True``.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,7 +26,7 @@ import tempfile
 import uuid
 import warnings
 import weakref
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image
@@ -39,6 +40,7 @@ FRAME_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 def ffmpeg_exe() -> str:
     """The ffmpeg binary shipped with ``imageio-ffmpeg`` (only its path is used: see ``_run_ffmpeg``)."""
     import imageio_ffmpeg
+
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
@@ -51,7 +53,7 @@ def _image_to_rgb_u8(img: Image.Image, path: pathlib.Path, warned: list) -> np.n
             warned.append(True)
     if mode.startswith("I;16") or mode == "I":
         arr = np.asarray(img).astype(np.float64)
-        arr = np.clip(np.round(arr / 257.0), 0, 255).astype(np.uint8)   # 16-bit -> 8-bit
+        arr = np.clip(np.round(arr / 257.0), 0, 255).astype(np.uint8)  # 16-bit -> 8-bit
         return np.repeat(arr[..., None], 3, axis=-1)
     if mode == "L":
         arr = np.asarray(img)
@@ -76,16 +78,24 @@ class VideoSource:
     (None when not given).
     """
 
-    def __init__(self, path: pathlib.Path, kind: str, fps: float | None, height: int, width: int,
-                 files: list[pathlib.Path] | None = None, num_frames: int | None = None):
+    def __init__(
+        self,
+        path: pathlib.Path,
+        kind: str,
+        fps: float | None,
+        height: int,
+        width: int,
+        files: list[pathlib.Path] | None = None,
+        num_frames: int | None = None,
+    ):
         self.path = path
-        self.kind = kind            # 'video' or 'frames'
+        self.kind = kind  # 'video' or 'frames'
         self.fps = fps
         self.height = height
         self.width = width
         self._files = files
         self._len = num_frames
-        self.declared_frames: int | None = None   # frame count the video container declares (duration x fps)
+        self.declared_frames: int | None = None  # frame count the video container declares (duration x fps)
         self._warned: list = []
 
     @property
@@ -100,8 +110,10 @@ class VideoSource:
 
     def __repr__(self) -> str:
         n = self._len if self._len is not None else "?"
-        return (f"VideoSource({str(self.path)!r}, kind={self.kind!r}, frames={n}, "
-                f"size={self.height}x{self.width}, fps={self.fps})")
+        return (
+            f"VideoSource({str(self.path)!r}, kind={self.kind!r}, frames={n}, "
+            f"size={self.height}x{self.width}, fps={self.fps})"
+        )
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return self.iter_frames()
@@ -114,8 +126,10 @@ class VideoSource:
             for f in self._files[start:]:
                 frame = _load_frame(f, self._warned)
                 if frame.shape[:2] != (self.height, self.width):
-                    raise ValueError(f"{f}: frame size {frame.shape[0]}x{frame.shape[1]} differs from "
-                                     f"the first frame ({self.height}x{self.width})")
+                    raise ValueError(
+                        f"{f}: frame size {frame.shape[0]}x{frame.shape[1]} differs from "
+                        f"the first frame ({self.height}x{self.width})"
+                    )
                 yield frame
             return
         yield from self._iter_video(start)
@@ -189,15 +203,22 @@ _ERROR_LINE = re.compile(r"error|invalid|corrupt|partial file|truncat|missing", 
 
 
 def _run_ffmpeg(args: list[str], stdout=subprocess.DEVNULL) -> subprocess.CompletedProcess:
-    return subprocess.run([ffmpeg_exe(), "-hide_banner", *args], stdin=subprocess.DEVNULL, stdout=stdout,
-                          stderr=subprocess.PIPE, start_new_session=True)
+    return subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
 
 
 def _probe(path: pathlib.Path) -> dict:
     """Size (after ffmpeg's rotation), frame rate, declared frame count and pixel format of the
     first video stream, from one short ffmpeg run that decodes the first frame."""
-    r = _run_ffmpeg(["-i", str(path), "-map", "0:v:0", "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24",
-                     "-"], stdout=subprocess.PIPE)
+    r = _run_ffmpeg(
+        ["-i", str(path), "-map", "0:v:0", "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+        stdout=subprocess.PIPE,
+    )
     text = r.stderr.decode(errors="replace")
     head, _, out = text.partition("Output #0")
     vin = next((ln for ln in head.splitlines() if "Stream #" in ln and "Video:" in ln), None)
@@ -217,15 +238,19 @@ def _probe(path: pathlib.Path) -> dict:
     dur = re.search(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)", head)
     seconds = int(dur.group(1)) * 3600 + int(dur.group(2)) * 60 + float(dur.group(3)) if dur else None
     pix = re.search(r"Video: [^,]+, ([a-z0-9_]+)", vin)
-    return {"width": w, "height": h, "fps": fps or None, "pix_fmt": pix.group(1) if pix else "",
-            "declared_frames": int(round(seconds * fps)) if seconds and fps else None}
+    return {
+        "width": w,
+        "height": h,
+        "fps": fps or None,
+        "pix_fmt": pix.group(1) if pix else "",
+        "declared_frames": int(round(seconds * fps)) if seconds and fps else None,
+    }
 
 
 def _count_video_frames(path: pathlib.Path, declared: int | None) -> int:
     """Frames ffmpeg decodes from ``path``; a file that decodes to fewer frames than its container
     declares, with decoding errors on the way (a cut or damaged file), is refused."""
-    r = _run_ffmpeg(["-nostdin", "-loglevel", "error", "-stats", "-i", str(path), "-map", "0:v:0",
-                     "-f", "null", "-"])
+    r = _run_ffmpeg(["-nostdin", "-loglevel", "error", "-stats", "-i", str(path), "-map", "0:v:0", "-f", "null", "-"])
     text = r.stderr.decode(errors="replace").replace("\r", "\n")
     counts = re.findall(r"frame=\s*(\d+)", text)
     if r.returncode != 0 or not counts:
@@ -235,8 +260,10 @@ def _count_video_frames(path: pathlib.Path, declared: int | None) -> int:
     errors = [ln.strip() for ln in text.splitlines() if _ERROR_LINE.search(ln) and "frame=" not in ln]
     if declared and n < declared and errors:
         why = re.sub(r"^(\[[^\]]*\]\s*)+", "", errors[-1])
-        raise ValueError(f"{path}: the video is truncated or damaged: only {n} of the {declared} frames its "
-                         f"container declares can be decoded (ffmpeg: {why}); re-encode or re-download it")
+        raise ValueError(
+            f"{path}: the video is truncated or damaged: only {n} of the {declared} frames its "
+            f"container declares can be decoded (ffmpeg: {why}); re-encode or re-download it"
+        )
     return n
 
 
@@ -245,10 +272,28 @@ class _FFmpegFrames:
 
     def __init__(self, path: pathlib.Path):
         self._err = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(path),
-                                      "-map", "0:v:0", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._err,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [
+                ffmpeg_exe(),
+                "-hide_banner",
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-i",
+                str(path),
+                "-map",
+                "0:v:0",
+                "-f",
+                "rawvideo",
+                "-pix_fmt",
+                "rgb24",
+                "-",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._err,
+            start_new_session=True,
+        )
 
     def read(self, nbytes: int) -> bytes:
         buf = bytearray()
@@ -307,23 +352,28 @@ def check_target(path, overwrite: bool, what: str | None = None) -> pathlib.Path
         foreign = _foreign_entries(p)
         if foreign:
             more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
-            raise FileExistsError(f"{label} holds files this program did not write ({foreign[0]!r}{more}); "
-                                  f"--overwrite only replaces a folder of frames: choose another folder or empty it")
+            raise FileExistsError(
+                f"{label} holds files this program did not write ({foreign[0]!r}{more}); "
+                f"--overwrite only replaces a folder of frames: choose another folder or empty it"
+            )
     elif not video:
         raise FileExistsError(f"{label} is a file, not a frame folder; --overwrite will not replace it by a folder")
     return p
 
 
-def check_output(path, overwrite: bool, what: str = "--output", video_only: bool = False,
-                 inputs: tuple = ()) -> pathlib.Path:
+def check_output(
+    path, overwrite: bool, what: str = "--output", video_only: bool = False, inputs: tuple = ()
+) -> pathlib.Path:
     """The checks every command runs on an output location before loading or compiling anything:
     a supported extension (or none: a frame folder), an existing writable parent folder, not one of
     ``inputs``, and :func:`check_target` (existing outputs)."""
     p = pathlib.Path(path)
     suffix = p.suffix.lower()
     if suffix and suffix not in VIDEO_EXTENSIONS:
-        raise ValueError(f"{what} {p}: unsupported extension {suffix!r}; use one of {', '.join(VIDEO_EXTENSIONS)}"
-                         + ("" if video_only else " or a folder name without extension for PNG frames"))
+        raise ValueError(
+            f"{what} {p}: unsupported extension {suffix!r}; use one of {', '.join(VIDEO_EXTENSIONS)}"
+            + ("" if video_only else " or a folder name without extension for PNG frames")
+        )
     if video_only and not suffix:
         raise ValueError(f"{what} {p}: give a video file name ({', '.join(VIDEO_EXTENSIONS)})")
     parent = p.parent if str(p.parent) else pathlib.Path(".")
@@ -378,9 +428,19 @@ class VideoWriter:
                 w.write(frame)
     """
 
-    def __init__(self, path: str | os.PathLike, fps: float = 25.0, *, overwrite: bool = False,
-                 codec: str = "libx264", crf: int | None = 18, pix_fmt: str = "yuv420p",
-                 odd_size: str = "exact", frame_pattern: str = "{:05d}.png", preset: str | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        fps: float = 25.0,
+        *,
+        overwrite: bool = False,
+        codec: str = "libx264",
+        crf: int | None = 18,
+        pix_fmt: str = "yuv420p",
+        odd_size: str = "exact",
+        frame_pattern: str = "{:05d}.png",
+        preset: str | None = None,
+    ):
         self.path = pathlib.Path(path)
         suffix = self.path.suffix.lower()
         if suffix in VIDEO_EXTENSIONS:
@@ -388,8 +448,10 @@ class VideoWriter:
         elif suffix == "":
             self.kind = "frames"
         else:
-            raise ValueError(f"{self.path}: unsupported output extension {suffix!r}; use one of "
-                             f"{', '.join(VIDEO_EXTENSIONS)} or a folder name without extension")
+            raise ValueError(
+                f"{self.path}: unsupported output extension {suffix!r}; use one of "
+                f"{', '.join(VIDEO_EXTENSIONS)} or a folder name without extension"
+            )
         if not fps or fps <= 0:
             raise ValueError(f"{self.path}: fps must be > 0, got {fps}")
         if odd_size not in ("exact", "pad", "error"):
@@ -403,7 +465,7 @@ class VideoWriter:
         self.odd_size = odd_size
         self.frame_pattern = frame_pattern
         self.count = 0
-        self._size: tuple[int, int] | None = None    # (H, W) of the frames given
+        self._size: tuple[int, int] | None = None  # (H, W) of the frames given
         self._proc: subprocess.Popen | None = None
         self._stderr = None
         self._closed = False
@@ -417,7 +479,7 @@ class VideoWriter:
         _LIVE_WRITERS.add(self)
 
     # -------------------------------------------------------------------- context manager
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> VideoWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -435,8 +497,10 @@ class VideoWriter:
         if self._size is None:
             self._size = a.shape[:2]
         elif a.shape[:2] != self._size:
-            raise ValueError(f"{self.path}: frame {self.count} has size {a.shape[0]}x{a.shape[1]}, "
-                             f"expected {self._size[0]}x{self._size[1]}")
+            raise ValueError(
+                f"{self.path}: frame {self.count} has size {a.shape[0]}x{a.shape[1]}, "
+                f"expected {self._size[0]}x{self._size[1]}"
+            )
         try:
             if self.kind == "frames":
                 Image.fromarray(a).save(self._tmp / self.frame_pattern.format(self.count))
@@ -456,11 +520,13 @@ class VideoWriter:
         h, w = a.shape[:2]
         if (h % 2 or w % 2) and self.pix_fmt.startswith("yuv420"):
             if self.odd_size == "error":
-                raise ValueError(f"{self.path}: frame size {w}x{h} (WxH) is odd; {self.pix_fmt} needs even "
-                                 f"sizes (use odd_size='exact' or 'pad')")
+                raise ValueError(
+                    f"{self.path}: frame size {w}x{h} (WxH) is odd; {self.pix_fmt} needs even "
+                    f"sizes (use odd_size='exact' or 'pad')"
+                )
             if self.odd_size == "pad":
                 a = np.pad(a, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-            elif self._proc is None:   # 'exact': full-resolution chroma has no even-size constraint
+            elif self._proc is None:  # 'exact': full-resolution chroma has no even-size constraint
                 self.pix_fmt = "yuv444p"
         if self._proc is None:
             self._start_ffmpeg(a.shape[0], a.shape[1])
@@ -470,9 +536,29 @@ class VideoWriter:
             raise ValueError(f"{self.path}: ffmpeg stopped: {self._ffmpeg_error()}") from None
 
     def _start_ffmpeg(self, h: int, w: int) -> None:
-        cmd = [ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-vcodec", "rawvideo",
-               "-s", f"{w}x{h}", "-pix_fmt", "rgb24", "-r", f"{self.fps:g}", "-i", "-", "-an",
-               "-vcodec", self.codec, "-pix_fmt", self.pix_fmt]
+        cmd = [
+            ffmpeg_exe(),
+            "-y",
+            "-loglevel",
+            "error",
+            "-f",
+            "rawvideo",
+            "-vcodec",
+            "rawvideo",
+            "-s",
+            f"{w}x{h}",
+            "-pix_fmt",
+            "rgb24",
+            "-r",
+            f"{self.fps:g}",
+            "-i",
+            "-",
+            "-an",
+            "-vcodec",
+            self.codec,
+            "-pix_fmt",
+            self.pix_fmt,
+        ]
         if self.crf is not None:
             cmd += ["-crf", str(self.crf)]
         if self.preset:
@@ -481,8 +567,7 @@ class VideoWriter:
             cmd += ["-movflags", "+faststart"]
         cmd.append(str(self._tmp))
         self._stderr = tempfile.TemporaryFile()
-        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                      stderr=self._stderr)
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr)
         self._finalizer.detach()
         self._finalizer = weakref.finalize(self, _discard, self._tmp, self._proc)
 
@@ -524,7 +609,7 @@ class VideoWriter:
 
     def _commit(self) -> None:
         if not self.path.exists() or self.kind == "video":
-            os.replace(self._tmp, self.path)   # atomic, also over an existing file
+            os.replace(self._tmp, self.path)  # atomic, also over an existing file
             return
         # replacing a folder of frames (check_target: it holds nothing else): move the old one
         # aside, move the new one in, then delete the old frame files and the folder if empty
@@ -536,9 +621,8 @@ class VideoWriter:
                 e.unlink()
         try:
             old.rmdir()
-        except OSError:   # something appeared meanwhile: keep it
-            warnings.warn(f"{self.path}: files added to the old folder while writing were kept in {old}",
-                          stacklevel=3)
+        except OSError:  # something appeared meanwhile: keep it
+            warnings.warn(f"{self.path}: files added to the old folder while writing were kept in {old}", stacklevel=3)
 
     def abort(self) -> None:
         """Stop writing and remove the temporary output; the target is left untouched."""
@@ -551,7 +635,7 @@ class VideoWriter:
             self._stderr.close()
 
 
-_LIVE_WRITERS: "weakref.WeakSet[VideoWriter]" = weakref.WeakSet()
+_LIVE_WRITERS: weakref.WeakSet[VideoWriter] = weakref.WeakSet()
 
 
 def discard_partial_outputs() -> None:

@@ -8,6 +8,7 @@
 ``--workdir`` a ``train.py`` workdir (model from its ``config.json``, latest checkpoint); both load
 through :func:`peanut_jax.checkpoints.load`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,6 +30,7 @@ def load_for(kind: str, checkpoint=None, workdir=None):
     if (checkpoint is None) == (workdir is None):
         raise ValueError("give exactly one of --checkpoint and --workdir")
     from peanut_jax.checkpoints import load
+
     if workdir is not None:
         if not (pathlib.Path(workdir) / "config.json").is_file():
             raise FileNotFoundError(f"{pathlib.Path(workdir) / 'config.json'}: not a train.py workdir (no config.json)")
@@ -47,8 +49,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m peanut_jax.ev
     for kind, sets in (("upscale", vsr.DATASETS), ("interpolate", interpolation.DATASETS)):
         s = sub.add_parser(kind)
         s.add_argument("--dataset", required=True, choices=sets)
-        s.add_argument("--root", default=None, help="dataset folder (layouts: peanut_jax.evaluate.vsr / .interpolation)")
-        s.add_argument("--checkpoint", default=None, help="registry name, official checkpoint, exported dir or orbax folder")
+        s.add_argument(
+            "--root", default=None, help="dataset folder (layouts: peanut_jax.evaluate.vsr / .interpolation)"
+        )
+        s.add_argument(
+            "--checkpoint", default=None, help="registry name, official checkpoint, exported dir or orbax folder"
+        )
         s.add_argument("--workdir", default=None, help="a train.py workdir (model from its config.json)")
         s.add_argument("--max-items", type=int, default=None, help="evaluate only the first N clips/triplets")
         s.add_argument("--json", default=None, help="write the full results (per clip/triplet) here")
@@ -67,12 +73,20 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m peanut_jax.ev
         module, variables = load_for(args.kind, args.checkpoint, args.workdir)
         if args.kind == "upscale":
             clips = vsr.vsr_clips(args.dataset, args.root, args.degradation, args.max_items, args.max_frames)
-            res = vsr.evaluate_vsr(module, variables, clips, crop_border=args.crop_border, chunk=args.chunk,
-                                   progress=not args.quiet)
+            res = vsr.evaluate_vsr(
+                module, variables, clips, crop_border=args.crop_border, chunk=args.chunk, progress=not args.quiet
+            )
         else:
             items = interpolation.triplets(args.dataset, args.root, args.max_items)
-            res = interpolation.evaluate_interpolation(module, variables, items, channel_order=args.channel_order,
-                                                       scale=args.scale, tta=args.tta, progress=not args.quiet)
+            res = interpolation.evaluate_interpolation(
+                module,
+                variables,
+                items,
+                channel_order=args.channel_order,
+                scale=args.scale,
+                tta=args.tta,
+                progress=not args.quiet,
+            )
         if args.json:
             tmp = pathlib.Path(args.json + ".tmp")
             tmp.write_text(json.dumps(res, indent=2, sort_keys=True))

@@ -1,4 +1,5 @@
 """Dataset-folder helpers shared by the evaluation protocols: image reading, 8-bit quantisation."""
+
 from __future__ import annotations
 
 import pathlib
@@ -11,6 +12,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 def read_rgb(path: pathlib.Path) -> np.ndarray:
     """(H, W, 3) uint8 RGB of an image file."""
     from PIL import Image
+
     try:
         with Image.open(path) as img:
             return np.asarray(img.convert("RGB"))

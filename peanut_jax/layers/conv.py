@@ -6,9 +6,11 @@ kernel as (kh, kw, Cin, Cout) = torch (Cin, Cout, kh, kw) ``.transpose(2, 3, 0, 
 Initialisers default to torch's (kaiming-uniform a=sqrt(5): U(±1/sqrt(fan_in)) for weight and bias)
 so that models trained from scratch behave like the official ones.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -36,6 +38,7 @@ def leaky_relu(x, negative_slope: float):
 
 class Conv2d(nn.Module):
     """torch ``nn.Conv2d`` (symmetric explicit padding, groups, dilation) in NHWC."""
+
     features: int
     kernel_size: int | Sequence[int] = 3
     stride: int | Sequence[int] = 1
@@ -60,9 +63,15 @@ class Conv2d(nn.Module):
         kernel = self.param("kernel", k_init, (kh, kw, cin // self.groups, self.features), self.param_dtype)
         ph, pw = pair(self.padding)
         y = lax.conv_general_dilated(
-            x.astype(self.dtype), kernel.astype(self.dtype), pair(self.stride), ((ph, ph), (pw, pw)),
-            rhs_dilation=pair(self.dilation), dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            feature_group_count=self.groups, precision=self.precision)
+            x.astype(self.dtype),
+            kernel.astype(self.dtype),
+            pair(self.stride),
+            ((ph, ph), (pw, pw)),
+            rhs_dilation=pair(self.dilation),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=self.groups,
+            precision=self.precision,
+        )
         if self.use_bias:
             b_init = self.bias_init or torch_uniform(fan_in)
             bias = self.param("bias", b_init, (self.features,), self.param_dtype)
@@ -72,6 +81,7 @@ class Conv2d(nn.Module):
 
 class ConvTranspose2d(nn.Module):
     """torch ``nn.ConvTranspose2d`` (padding, output_padding) in NHWC, groups = 1."""
+
     features: int
     kernel_size: int | Sequence[int] = 4
     stride: int | Sequence[int] = 2
@@ -97,10 +107,14 @@ class ConvTranspose2d(nn.Module):
         # transposed conv = dilated-input conv with the spatially flipped kernel
         k = kernel[::-1, ::-1].astype(self.dtype)
         y = lax.conv_general_dilated(
-            x.astype(self.dtype), k, (1, 1),
+            x.astype(self.dtype),
+            k,
+            (1, 1),
             ((kh - 1 - ph, kh - 1 - ph + oph), (kw - 1 - pw, kw - 1 - pw + opw)),
-            lhs_dilation=pair(self.stride), dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            precision=self.precision)
+            lhs_dilation=pair(self.stride),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            precision=self.precision,
+        )
         if self.use_bias:
             b_init = self.bias_init or torch_uniform(fan_in)
             bias = self.param("bias", b_init, (self.features,), self.param_dtype)
@@ -110,12 +124,12 @@ class ConvTranspose2d(nn.Module):
 
 class PReLU(nn.Module):
     """torch ``nn.PReLU(num_parameters)``: one slope per channel (Flax's ``nn.PReLU`` has one scalar)."""
+
     num_parameters: int = 1
     init_value: float = 0.25
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x):
-        a = self.param("weight", nn.initializers.constant(self.init_value), (self.num_parameters,),
-                       self.param_dtype)
+        a = self.param("weight", nn.initializers.constant(self.init_value), (self.num_parameters,), self.param_dtype)
         return jnp.where(x >= 0, x, x * a.astype(x.dtype))

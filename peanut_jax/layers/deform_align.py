@@ -22,9 +22,11 @@ U(+-1/sqrt(2C*9)) for the deformable kernel, zero bias, and a zero last offset c
 at initialisation the offsets equal the flows and the mask is 0.5.  ``kernel_init`` (optional)
 initialises ``conv_offset_{0,2,4}`` (with zero biases); E2FGVI's generator uses normal(0, 0.02).
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -38,6 +40,7 @@ Dtype = Any
 
 class SecondOrderDeformableAlignment(nn.Module):
     """See the module docstring.  ``channels`` = C (the output channels; the input has 2C)."""
+
     channels: int
     deform_groups: int = 16
     max_residue_magnitude: float = 10.0
@@ -57,22 +60,33 @@ class SecondOrderDeformableAlignment(nn.Module):
         if x.shape[-1] != 2 * c:
             raise ValueError(f"{self.name}: x must have 2*channels = {2 * c} channels, got {x.shape[-1]}")
         if flow_1.shape[-1] != 2 or flow_2.shape[-1] != 2 or flow_1.shape[:3] != x.shape[:3]:
-            raise ValueError(f"{self.name}: flows must be (N, H, W, 2) matching x {x.shape[:3]}; "
-                             f"got {flow_1.shape} and {flow_2.shape}")
+            raise ValueError(
+                f"{self.name}: flows must be (N, H, W, 2) matching x {x.shape[:3]}; "
+                f"got {flow_1.shape} and {flow_2.shape}"
+            )
         if g % 2:
             raise ValueError(f"{self.name}: deform_groups must be even, got {g}")
         zeros = nn.initializers.zeros
         conv = lambda feats, name, init=self.kernel_init, b_init=None: Conv2d(  # noqa: E731
-            feats, 3, padding=1, dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision,
-            kernel_init=init, bias_init=b_init or (zeros if init is not None else None), name=name)
-        h = jnp.concatenate([extra_feat.astype(self.dtype), flow_1.astype(self.dtype), flow_2.astype(self.dtype)],
-                            axis=-1)
+            feats,
+            3,
+            padding=1,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            precision=self.precision,
+            kernel_init=init,
+            bias_init=b_init or (zeros if init is not None else None),
+            name=name,
+        )
+        h = jnp.concatenate(
+            [extra_feat.astype(self.dtype), flow_1.astype(self.dtype), flow_2.astype(self.dtype)], axis=-1
+        )
         h = leaky_relu(conv(c, "conv_offset_0")(h), 0.1)
         h = leaky_relu(conv(c, "conv_offset_2")(h), 0.1)
         h = leaky_relu(conv(c, "conv_offset_4")(h), 0.1)
         out = conv(3 * g * kk, "conv_offset_6", zeros, zeros)(h).astype(jnp.float32)
         n_off = g * kk  # channels of o1 (= of o2, = of the mask)
-        o12, m = out[..., :2 * n_off], out[..., 2 * n_off:]
+        o12, m = out[..., : 2 * n_off], out[..., 2 * n_off :]
         offset = self.max_residue_magnitude * jnp.tanh(o12)
         half = n_off  # offsets of deform groups 0..G/2-1 (2*K per group)
         reps = half // 2
@@ -82,12 +96,22 @@ class SecondOrderDeformableAlignment(nn.Module):
         mask = jax.nn.sigmoid(m)
 
         fan_in = 2 * c * kk
-        bound = 1.0 / fan_in ** 0.5
-        kernel = self.param("kernel", lambda key, s, d: jax.random.uniform(key, s, d, -bound, bound),
-                            (k, k, 2 * c, c), self.param_dtype)
+        bound = 1.0 / fan_in**0.5
+        kernel = self.param(
+            "kernel", lambda key, s, d: jax.random.uniform(key, s, d, -bound, bound), (k, k, 2 * c, c), self.param_dtype
+        )
         bias = self.param("bias", zeros, (c,), self.param_dtype)
-        y = modulated_deform_conv2d(x.astype(self.dtype), offset, mask.astype(self.dtype),
-                                    kernel.astype(self.dtype), bias.astype(self.dtype), stride=1,
-                                    padding=self.padding, dilation=1, groups=1, deform_groups=g,
-                                    precision=self.precision)
+        y = modulated_deform_conv2d(
+            x.astype(self.dtype),
+            offset,
+            mask.astype(self.dtype),
+            kernel.astype(self.dtype),
+            bias.astype(self.dtype),
+            stride=1,
+            padding=self.padding,
+            dilation=1,
+            groups=1,
+            deform_groups=g,
+            precision=self.precision,
+        )
         return y.astype(self.dtype)

@@ -13,9 +13,11 @@ Spectral normalisation follows ``torch.nn.utils.spectral_norm`` (and E2FGVI's co
 * ``normalize(x) = x / max(||x||, eps)``, eps = 1e-12; u, v are initialised as normalised
   standard normal vectors (from the ``'params'`` rng).
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -53,6 +55,7 @@ def spectral_sigma(w_mat, u, v):
 
 class Conv3d(nn.Module):
     """torch ``nn.Conv3d`` (symmetric explicit padding) on (N, D, H, W, C), optionally spectral-normalised."""
+
     features: int
     kernel_size: int | Sequence[int] = 3
     stride: int | Sequence[int] = 1
@@ -72,14 +75,23 @@ class Conv3d(nn.Module):
         kt, kh, kw = _triple(self.kernel_size)
         cin = x.shape[-1]
         fan_in = cin * kt * kh * kw
-        kernel = self.param("kernel", self.kernel_init or torch_uniform(fan_in), (kt, kh, kw, cin, self.features),
-                            self.param_dtype)
+        kernel = self.param(
+            "kernel", self.kernel_init or torch_uniform(fan_in), (kt, kh, kw, cin, self.features), self.param_dtype
+        )
         if self.spectral_norm:
             w_mat = kernel.astype(jnp.float32).transpose(4, 3, 0, 1, 2).reshape(self.features, -1)
-            u = self.variable("spectral", "u", lambda: l2_normalize(
-                jax.random.normal(self.make_rng("params"), (self.features,), jnp.float32), self.eps))
-            v = self.variable("spectral", "v", lambda: l2_normalize(
-                jax.random.normal(self.make_rng("params"), (fan_in,), jnp.float32), self.eps))
+            u = self.variable(
+                "spectral",
+                "u",
+                lambda: l2_normalize(
+                    jax.random.normal(self.make_rng("params"), (self.features,), jnp.float32), self.eps
+                ),
+            )
+            v = self.variable(
+                "spectral",
+                "v",
+                lambda: l2_normalize(jax.random.normal(self.make_rng("params"), (fan_in,), jnp.float32), self.eps),
+            )
             uu, vv = u.value, v.value
             if update_stats and not self.is_initializing():
                 uu, vv = power_iteration(w_mat, uu, vv, self.n_power_iterations, self.eps)
@@ -87,8 +99,13 @@ class Conv3d(nn.Module):
             kernel = kernel.astype(jnp.float32) / spectral_sigma(w_mat, uu, vv)
         pt, ph, pw = _triple(self.padding)
         y = lax.conv_general_dilated(
-            x.astype(self.dtype), kernel.astype(self.dtype), _triple(self.stride), ((pt, pt), (ph, ph), (pw, pw)),
-            dimension_numbers=("NDHWC", "DHWIO", "NDHWC"), precision=self.precision)
+            x.astype(self.dtype),
+            kernel.astype(self.dtype),
+            _triple(self.stride),
+            ((pt, pt), (ph, ph), (pw, pw)),
+            dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
+            precision=self.precision,
+        )
         if self.use_bias:
             bias = self.param("bias", self.bias_init or torch_uniform(fan_in), (self.features,), self.param_dtype)
             y = y + bias.astype(self.dtype)

@@ -3,18 +3,50 @@
 Map-valued losses (``epe``, ``sobel``, ``ternary_loss``) return per-pixel maps like the official
 modules; the caller reduces them.  Scalar losses return a 0-d array.
 """
+
 from peanut_jax.losses.adversarial import hinge_discriminator_loss, hinge_generator_loss
 from peanut_jax.losses.census import census_transform, rgb_to_grey, ternary_loss
-from peanut_jax.losses.flow import (e2fgvi_flow_targets, epe, flow_completion_loss, flow_distillation_loss,
-                                    flow_distillation_term, flow_l1, sobel)
+from peanut_jax.losses.flow import (
+    e2fgvi_flow_targets,
+    epe,
+    flow_completion_loss,
+    flow_distillation_loss,
+    flow_distillation_term,
+    flow_l1,
+    sobel,
+)
 from peanut_jax.losses.perceptual import PERCEPTUAL_LAYERS, PERCEPTUAL_WEIGHTS, perceptual_loss
-from peanut_jax.losses.reconstruction import (charbonnier_loss, hole_loss, l1_loss, laplacian_loss,
-                                              laplacian_pyramid, valid_loss)
+from peanut_jax.losses.reconstruction import (
+    charbonnier_loss,
+    hole_loss,
+    l1_loss,
+    laplacian_loss,
+    laplacian_pyramid,
+    valid_loss,
+)
 from peanut_jax.losses.temporal import stc_loss
 
 __all__ = [
-    "PERCEPTUAL_LAYERS", "PERCEPTUAL_WEIGHTS", "census_transform", "charbonnier_loss", "e2fgvi_flow_targets", "epe",
-    "flow_completion_loss", "flow_distillation_loss", "flow_distillation_term", "flow_l1",
-    "hinge_discriminator_loss", "hinge_generator_loss", "hole_loss", "l1_loss", "laplacian_loss",
-    "laplacian_pyramid", "perceptual_loss", "rgb_to_grey", "sobel", "stc_loss", "ternary_loss", "valid_loss",
+    "PERCEPTUAL_LAYERS",
+    "PERCEPTUAL_WEIGHTS",
+    "census_transform",
+    "charbonnier_loss",
+    "e2fgvi_flow_targets",
+    "epe",
+    "flow_completion_loss",
+    "flow_distillation_loss",
+    "flow_distillation_term",
+    "flow_l1",
+    "hinge_discriminator_loss",
+    "hinge_generator_loss",
+    "hole_loss",
+    "l1_loss",
+    "laplacian_loss",
+    "laplacian_pyramid",
+    "perceptual_loss",
+    "rgb_to_grey",
+    "sobel",
+    "stc_loss",
+    "ternary_loss",
+    "valid_loss",
 ]

@@ -1,6 +1,7 @@
 """Hinge adversarial losses as E2FGVI uses them (``core/loss.py`` ``AdversarialLoss(type='hinge')``
 combined as in ``core/trainer.py``). Inputs are raw discriminator outputs (no sigmoid for hinge).
 """
+
 from __future__ import annotations
 
 import jax

@@ -7,9 +7,10 @@
 - :func:`flow_distillation_term` / :func:`flow_distillation_loss`: the teacher-student flow
   distillation inside RIFE's ``IFNet.forward`` (the caller applies the 0.01 weight).
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -17,8 +18,14 @@ import numpy as np
 from jax import lax
 
 __all__ = [
-    "e2fgvi_flow_targets", "epe", "flow_completion_loss", "flow_distillation_loss", "flow_distillation_term",
-    "flow_l1", "sobel", "SOBEL_X",
+    "e2fgvi_flow_targets",
+    "epe",
+    "flow_completion_loss",
+    "flow_distillation_loss",
+    "flow_distillation_term",
+    "flow_l1",
+    "sobel",
+    "SOBEL_X",
 ]
 
 # RIFE's kernelX (applied as cross-correlation, like torch conv2d); kernelY is its transpose.
@@ -42,8 +49,15 @@ def _sobel_xy(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     c = x.shape[-1]
     k = np.stack([SOBEL_X, SOBEL_X.T], axis=-1)  # (3, 3, 2): output 0 = X, 1 = Y
     k = jnp.asarray(np.tile(k[:, :, None, :], (1, 1, 1, c)), x.dtype)  # (3,3,1,2C): channel c -> (2c, 2c+1)
-    y = lax.conv_general_dilated(x, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                 feature_group_count=c, precision=lax.Precision.HIGHEST)
+    y = lax.conv_general_dilated(
+        x,
+        k,
+        (1, 1),
+        ((1, 1), (1, 1)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=c,
+        precision=lax.Precision.HIGHEST,
+    )
     return y[..., 0::2], y[..., 1::2]
 
 
@@ -70,12 +84,15 @@ def _sobel(pred, gt):
 def flow_l1(pred_flow: jax.Array, gt_flow: jax.Array) -> jax.Array:
     """``mean|pred - sg(gt)|`` (E2FGVI's ``nn.L1Loss`` on flows; the target is a frozen network's output)."""
     if pred_flow.shape != gt_flow.shape:
-        raise ValueError(f"flow_l1: pred {tuple(pred_flow.shape)} and gt {tuple(gt_flow.shape)} must have the same shape")
+        raise ValueError(
+            f"flow_l1: pred {tuple(pred_flow.shape)} and gt {tuple(gt_flow.shape)} must have the same shape"
+        )
     return jnp.mean(jnp.abs(pred_flow - lax.stop_gradient(gt_flow)))
 
 
-def flow_completion_loss(pred_forward: jax.Array, pred_backward: jax.Array, gt_forward: jax.Array,
-                         gt_backward: jax.Array) -> jax.Array:
+def flow_completion_loss(
+    pred_forward: jax.Array, pred_backward: jax.Array, gt_forward: jax.Array, gt_backward: jax.Array
+) -> jax.Array:
     """E2FGVI ``FlowCompletionLoss``: ``L1(pred_fwd, gt_fwd) + L1(pred_bwd, gt_bwd)``.
 
     Flows (B, T-1, H/4, W/4, 2); the targets come from :func:`e2fgvi_flow_targets`.
@@ -83,8 +100,9 @@ def flow_completion_loss(pred_forward: jax.Array, pred_backward: jax.Array, gt_f
     return flow_l1(pred_forward, gt_forward) + flow_l1(pred_backward, gt_backward)
 
 
-def e2fgvi_flow_targets(flow_fn: Callable[[jax.Array, jax.Array], jax.Array],
-                        local_frames: jax.Array) -> tuple[jax.Array, jax.Array]:
+def e2fgvi_flow_targets(
+    flow_fn: Callable[[jax.Array, jax.Array], jax.Array], local_frames: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     """Ground-truth flows of E2FGVI's flow loss: (forward, backward), each (B, T-1, H//4, W//4, 2).
 
     ``local_frames`` (B, T, H, W, 3) are the *unmasked* local ground-truth frames in [0, 1]
@@ -100,8 +118,13 @@ def e2fgvi_flow_targets(flow_fn: Callable[[jax.Array, jax.Array], jax.Array],
     b, t, h, w, c = local_frames.shape
     if t < 2:
         raise ValueError(f"e2fgvi_flow_targets: need at least 2 local frames, got T={t}")
-    x = interpolate(local_frames.reshape(b * t, h, w, c), scale_factor=0.25, mode="bilinear", align_corners=True,
-                    recompute_scale_factor=True)
+    x = interpolate(
+        local_frames.reshape(b * t, h, w, c),
+        scale_factor=0.25,
+        mode="bilinear",
+        align_corners=True,
+        recompute_scale_factor=True,
+    )
     x = lax.stop_gradient(x.reshape(b, t, h // 4, w // 4, c))
     f1 = x[:, :-1].reshape(-1, h // 4, w // 4, c)
     f2 = x[:, 1:].reshape(-1, h // 4, w // 4, c)
@@ -110,8 +133,14 @@ def e2fgvi_flow_targets(flow_fn: Callable[[jax.Array, jax.Array], jax.Array],
     return lax.stop_gradient(fwd), lax.stop_gradient(bwd)
 
 
-def flow_distillation_term(flow: jax.Array, flow_teacher: jax.Array, merged: jax.Array, merged_teacher: jax.Array,
-                           gt: jax.Array, margin: float = 0.01) -> jax.Array:
+def flow_distillation_term(
+    flow: jax.Array,
+    flow_teacher: jax.Array,
+    merged: jax.Array,
+    merged_teacher: jax.Array,
+    gt: jax.Array,
+    margin: float = 0.01,
+) -> jax.Array:
     """One level of RIFE's distillation: ``mean(sqrt(mean_c (sg(flow_tea) - flow)^2) * loss_mask)``.
 
     ``loss_mask = mean_c|merged - gt| > mean_c|merged_teacher - gt| + margin`` (float, no gradient):
@@ -121,11 +150,15 @@ def flow_distillation_term(flow: jax.Array, flow_teacher: jax.Array, merged: jax
     Shapes: flows (N, H, W, Cf), frames (N, H, W, 3).
     """
     if flow.shape != flow_teacher.shape:
-        raise ValueError(f"flow_distillation_term: flow {tuple(flow.shape)} and flow_teacher "
-                         f"{tuple(flow_teacher.shape)} must have the same shape")
+        raise ValueError(
+            f"flow_distillation_term: flow {tuple(flow.shape)} and flow_teacher "
+            f"{tuple(flow_teacher.shape)} must have the same shape"
+        )
     if merged.shape != gt.shape or merged_teacher.shape != gt.shape:
-        raise ValueError(f"flow_distillation_term: merged {tuple(merged.shape)}, merged_teacher "
-                         f"{tuple(merged_teacher.shape)} and gt {tuple(gt.shape)} must have the same shape")
+        raise ValueError(
+            f"flow_distillation_term: merged {tuple(merged.shape)}, merged_teacher "
+            f"{tuple(merged_teacher.shape)} and gt {tuple(gt.shape)} must have the same shape"
+        )
     err_s = jnp.mean(jnp.abs(merged - gt), axis=-1, keepdims=True)
     err_t = jnp.mean(jnp.abs(merged_teacher - gt), axis=-1, keepdims=True)
     loss_mask = lax.stop_gradient((err_s > err_t + margin).astype(flow.dtype))
@@ -133,8 +166,14 @@ def flow_distillation_term(flow: jax.Array, flow_teacher: jax.Array, merged: jax
     return jnp.mean(jnp.sqrt(d) * loss_mask)
 
 
-def flow_distillation_loss(flow_list: Sequence[jax.Array], flow_teacher: jax.Array, merged_list: Sequence[jax.Array],
-                           merged_teacher: jax.Array, gt: jax.Array, margin: float = 0.01) -> jax.Array:
+def flow_distillation_loss(
+    flow_list: Sequence[jax.Array],
+    flow_teacher: jax.Array,
+    merged_list: Sequence[jax.Array],
+    merged_teacher: jax.Array,
+    gt: jax.Array,
+    margin: float = 0.01,
+) -> jax.Array:
     """RIFE ``loss_distill``: :func:`flow_distillation_term` summed over the student levels.
 
     ``merged_list`` are the *unrefined* blended frames of each level (the official computes the
@@ -142,5 +181,6 @@ def flow_distillation_loss(flow_list: Sequence[jax.Array], flow_teacher: jax.Arr
     """
     if len(flow_list) != len(merged_list):
         raise ValueError(f"flow_distillation_loss: {len(flow_list)} flows but {len(merged_list)} merged frames")
-    return sum(flow_distillation_term(f, flow_teacher, m, merged_teacher, gt, margin)
-               for f, m in zip(flow_list, merged_list))
+    return sum(
+        flow_distillation_term(f, flow_teacher, m, merged_teacher, gt, margin) for f, m in zip(flow_list, merged_list)
+    )

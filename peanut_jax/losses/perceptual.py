@@ -8,10 +8,12 @@ and after feature indices 1, 6, 11, 20, 29 (relu1_1 .. relu5_1; the official ``(
 
 Parameters come from ``peanut_jax.convert.from_official('vgg19', 'vgg19-dcbb9e9d.pth')``.
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,9 +28,17 @@ PERCEPTUAL_WEIGHTS = (1.0 / 2.6, 1.0 / 4.8, 1.0 / 3.7, 1.0 / 5.6, 10 / 1.5)
 PERCEPTUAL_SCALE = 0.1
 
 
-def perceptual_loss(vgg_params, pred: jax.Array, target: jax.Array, *,
-                    layers: Sequence[int] = PERCEPTUAL_LAYERS, weights: Sequence[float] = PERCEPTUAL_WEIGHTS,
-                    scale: float = PERCEPTUAL_SCALE, dtype: Any = jnp.float32, precision: Any = None) -> jax.Array:
+def perceptual_loss(
+    vgg_params,
+    pred: jax.Array,
+    target: jax.Array,
+    *,
+    layers: Sequence[int] = PERCEPTUAL_LAYERS,
+    weights: Sequence[float] = PERCEPTUAL_WEIGHTS,
+    scale: float = PERCEPTUAL_SCALE,
+    dtype: Any = jnp.float32,
+    precision: Any = None,
+) -> jax.Array:
     """RIFE's VGG perceptual loss between ``pred`` and ``target`` (N, H, W, 3) RGB in [0, 1].
 
     ``vgg_params`` is the ``params`` collection of :class:`VGG19Features` (or the whole variables
@@ -36,13 +46,23 @@ def perceptual_loss(vgg_params, pred: jax.Array, target: jax.Array, *,
     gradient (the official ``Y.detach()``).  ``dtype`` sets the VGG compute dtype (float32 for parity).
     """
     if pred.shape != target.shape or pred.ndim != 4 or pred.shape[-1] != 3:
-        raise ValueError(f"perceptual_loss: pred {tuple(pred.shape)} and target {tuple(target.shape)} must be the "
-                         f"same (N, H, W, 3) shape")
+        raise ValueError(
+            f"perceptual_loss: pred {tuple(pred.shape)} and target {tuple(target.shape)} must be the "
+            f"same (N, H, W, 3) shape"
+        )
     if len(layers) != len(weights):
         raise ValueError(f"perceptual_loss: {len(layers)} layers but {len(weights)} weights")
     params = vgg_params["params"] if "params" in vgg_params else vgg_params
-    return _perceptual(params, pred, target, tuple(int(i) for i in layers), tuple(float(w) for w in weights),
-                       float(scale), dtype, precision)
+    return _perceptual(
+        params,
+        pred,
+        target,
+        tuple(int(i) for i in layers),
+        tuple(float(w) for w in weights),
+        float(scale),
+        dtype,
+        precision,
+    )
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7))

@@ -7,6 +7,7 @@
 - :func:`laplacian_loss`: RIFE's ``LapLoss`` (``model/laplacian.py``): L1 between the band-pass
   levels of two Laplacian pyramids built with the 5x5 binomial kernel and reflect padding.
 """
+
 from __future__ import annotations
 
 import functools
@@ -17,7 +18,12 @@ import numpy as np
 from jax import lax
 
 __all__ = [
-    "charbonnier_loss", "gauss_kernel", "hole_loss", "l1_loss", "laplacian_loss", "laplacian_pyramid",
+    "charbonnier_loss",
+    "gauss_kernel",
+    "hole_loss",
+    "l1_loss",
+    "laplacian_loss",
+    "laplacian_pyramid",
     "valid_loss",
 ]
 
@@ -65,8 +71,7 @@ def valid_loss(pred: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array
     return _masked_l1("valid_loss", pred, target, 1.0 - mask)
 
 
-def charbonnier_loss(pred: jax.Array, target: jax.Array, eps: float = 1e-12,
-                     reduction: str = "mean") -> jax.Array:
+def charbonnier_loss(pred: jax.Array, target: jax.Array, eps: float = 1e-12, reduction: str = "mean") -> jax.Array:
     """mmagic ``CharbonnierLoss``: ``sqrt((pred - target)^2 + eps)``, reduced by ``'mean'``/``'sum'``/``'none'``."""
     _check_same_shape("charbonnier_loss", pred, target)
     if reduction not in ("mean", "sum", "none"):
@@ -94,8 +99,15 @@ def _conv_gauss(x: jax.Array, scale: float = 1.0) -> jax.Array:
     xp = jnp.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="reflect")
     k = jnp.asarray(gauss_kernel() * scale, x.dtype)
     k = jnp.broadcast_to(k[:, :, None, None], (5, 5, 1, c))
-    return lax.conv_general_dilated(xp, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                    feature_group_count=c, precision=lax.Precision.HIGHEST)
+    return lax.conv_general_dilated(
+        xp,
+        k,
+        (1, 1),
+        "VALID",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=c,
+        precision=lax.Precision.HIGHEST,
+    )
 
 
 def _upsample(x: jax.Array) -> jax.Array:
@@ -111,14 +123,17 @@ def _check_pyramid(fn: str, shape, max_levels: int) -> None:
     if max_levels < 1:
         raise ValueError(f"{fn}: max_levels must be >= 1, got {max_levels}")
     h, w = shape[1], shape[2]
-    div = 2 ** max_levels
+    div = 2**max_levels
     if h % div or w % div:
-        raise ValueError(f"{fn}: H and W must be divisible by 2**max_levels = {div} for {max_levels} levels; "
-                         f"got H={h}, W={w} (pad or crop the images)")
+        raise ValueError(
+            f"{fn}: H and W must be divisible by 2**max_levels = {div} for {max_levels} levels; "
+            f"got H={h}, W={w} (pad or crop the images)"
+        )
     if min(h, w) < 2 * div:
         # the coarsest upsample reflect-pads an image of size 2 * H / 2**L by 2, which needs >= 3 pixels
-        raise ValueError(f"{fn}: H and W must be at least 2**(max_levels+1) = {2 * div} for {max_levels} levels; "
-                         f"got H={h}, W={w}")
+        raise ValueError(
+            f"{fn}: H and W must be at least 2**(max_levels+1) = {2 * div} for {max_levels} levels; got H={h}, W={w}"
+        )
 
 
 def laplacian_pyramid(img: jax.Array, max_levels: int = 5) -> list[jax.Array]:

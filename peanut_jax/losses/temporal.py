@@ -13,6 +13,7 @@ This is exactly the L1 warping error Ewarp reported at evaluation: the loss call
 :func:`peanut_jax.metrics.flow.consistency_occlusion` (alpha1 0.01, alpha2 0.5) and the
 normalisation), adding only that the flows and the occlusion mask get no gradient.
 """
+
 from __future__ import annotations
 
 import jax
@@ -22,8 +23,13 @@ from jax import lax
 __all__ = ["stc_loss"]
 
 
-def stc_loss(video: jax.Array, flow_fw: jax.Array, flow_bw: jax.Array | None = None,
-             occlusion: jax.Array | None = None, check_bounds: bool = True) -> jax.Array:
+def stc_loss(
+    video: jax.Array,
+    flow_fw: jax.Array,
+    flow_bw: jax.Array | None = None,
+    occlusion: jax.Array | None = None,
+    check_bounds: bool = True,
+) -> jax.Array:
     """The STC loss of ``video`` (B, T, H, W, C) given ground-truth flows (see the module docstring).
 
     ``flow_fw[:, t]`` is the flow from frame t to t+1 and ``flow_bw[:, t]`` from t+1 to t, both
@@ -42,8 +48,10 @@ def stc_loss(video: jax.Array, flow_fw: jax.Array, flow_bw: jax.Array | None = N
     want = (b, t - 1, h, w, 2)
     for nm, f in (("flow_fw", flow_fw), ("flow_bw", flow_bw)):
         if f is not None and tuple(f.shape) != want:
-            raise ValueError(f"stc_loss: {nm} must be (B, T-1, H, W, 2) = {want} for video {tuple(video.shape)}, "
-                             f"got {tuple(f.shape)}")
+            raise ValueError(
+                f"stc_loss: {nm} must be (B, T-1, H, W, 2) = {want} for video {tuple(video.shape)}, "
+                f"got {tuple(f.shape)}"
+            )
     flow_fw = lax.stop_gradient(jnp.asarray(flow_fw, jnp.float32))
     if flow_bw is not None:
         flow_bw = lax.stop_gradient(jnp.asarray(flow_bw, jnp.float32))

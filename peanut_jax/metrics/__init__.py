@@ -1,18 +1,29 @@
 """Evaluation metrics, each defined once: PSNR / SSIM (every protocol as arguments), EPE, warping error."""
+
 from peanut_jax.metrics.flow import (
-           consistency_occlusion,
-           epe,
-           out_of_frame,
-           warping_error,
+    consistency_occlusion,
+    epe,
+    out_of_frame,
+    warping_error,
 )
 from peanut_jax.metrics.image import (
-           box_region,
-           gaussian_kernel_1d,
-           psnr,
-           rgb_to_y,
-           ssim,
+    box_region,
+    gaussian_kernel_1d,
+    psnr,
+    rgb_to_y,
+    ssim,
 )
 from peanut_jax.metrics.ssim_matlab import ssim_matlab
 
-__all__ = ["box_region", "consistency_occlusion", "epe", "gaussian_kernel_1d", "out_of_frame", "psnr", "rgb_to_y",
-           "ssim", "ssim_matlab", "warping_error"]
+__all__ = [
+    "box_region",
+    "consistency_occlusion",
+    "epe",
+    "gaussian_kernel_1d",
+    "out_of_frame",
+    "psnr",
+    "rgb_to_y",
+    "ssim",
+    "ssim_matlab",
+    "warping_error",
+]

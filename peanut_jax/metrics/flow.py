@@ -6,6 +6,7 @@ the warping error is differentiable in the frames, so it doubles as the STC loss
 Backward warping uses the package's single warp, :func:`peanut_jax.ops.warp` (bilinear,
 ``grid_sample(align_corners=True)`` semantics).
 """
+
 from __future__ import annotations
 
 import functools
@@ -18,6 +19,7 @@ def _warp(img, flow, padding="zeros"):
     """Backward warp with leading axes flattened: img (..., H, W, C), flow (..., H, W, 2)."""
     # imported here to keep `import peanut_jax.metrics` light
     from peanut_jax.ops import warp
+
     lead = img.shape[:-3]
     h, w, c = img.shape[-3:]
     out = warp(img.reshape((-1, h, w, c)), flow.reshape((-1, h, w, 2)), padding=padding)
@@ -51,15 +53,15 @@ def epe(flow, gt, mask=None) -> jax.Array:
 def out_of_frame(flow) -> jax.Array:
     """(..., H, W) bool: pixel + flow lies outside [0, W-1] x [0, H-1]."""
     h, w = flow.shape[-3], flow.shape[-2]
-    gy, gx = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32),
-                          indexing="ij")
+    gy, gx = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij")
     x = gx + flow[..., 0]
     y = gy + flow[..., 1]
     return (x < 0) | (x > w - 1) | (y < 0) | (y > h - 1)
 
 
-def consistency_occlusion(flow_fw, flow_bw, alpha1: float = 0.01, alpha2: float = 0.5,
-                          check_bounds: bool = True) -> jax.Array:
+def consistency_occlusion(
+    flow_fw, flow_bw, alpha1: float = 0.01, alpha2: float = 0.5, check_bounds: bool = True
+) -> jax.Array:
     """Occlusion mask (..., H, W) bool of ``flow_fw`` by the forward-backward consistency check.
 
     With ``b = warp(flow_bw, flow_fw)`` (the backward flow read at each pixel's forward target),
@@ -72,8 +74,9 @@ def consistency_occlusion(flow_fw, flow_bw, alpha1: float = 0.01, alpha2: float 
     bw = jnp.asarray(flow_bw, jnp.float32)
     _check_flow("consistency_occlusion: flow_fw", fw)
     if fw.shape != bw.shape:
-        raise ValueError(f"consistency_occlusion: flow_fw {tuple(fw.shape)} and flow_bw "
-                         f"{tuple(bw.shape)} differ in shape")
+        raise ValueError(
+            f"consistency_occlusion: flow_fw {tuple(fw.shape)} and flow_bw {tuple(bw.shape)} differ in shape"
+        )
     return _consistency(fw, bw, float(alpha1), float(alpha2), bool(check_bounds))
 
 
@@ -81,15 +84,23 @@ def consistency_occlusion(flow_fw, flow_bw, alpha1: float = 0.01, alpha2: float 
 def _consistency(fw, bw, alpha1, alpha2, check_bounds):
     b = _warp(bw, fw)
     lhs = jnp.sum((fw + b) ** 2, -1)
-    rhs = alpha1 * (jnp.sum(fw ** 2, -1) + jnp.sum(b ** 2, -1)) + alpha2
+    rhs = alpha1 * (jnp.sum(fw**2, -1) + jnp.sum(b**2, -1)) + alpha2
     occ = lhs >= rhs
     if check_bounds:
         occ = occ | out_of_frame(fw)
     return occ
 
 
-def warping_error(frames, flow_forward, flow_backward=None, occlusion=None, *, norm: str = "l1",
-                  check_bounds: bool = True, reduce: str = "mean") -> jax.Array:
+def warping_error(
+    frames,
+    flow_forward,
+    flow_backward=None,
+    occlusion=None,
+    *,
+    norm: str = "l1",
+    check_bounds: bool = True,
+    reduce: str = "mean",
+) -> jax.Array:
     """Temporal warping error (Ewarp) of a video against the flow of its ground truth.
 
     ``frames`` (..., T, H, W, C) is the video to judge (e.g. an inpainting result);
@@ -122,18 +133,20 @@ def warping_error(frames, flow_forward, flow_backward=None, occlusion=None, *, n
         raise ValueError(f"warping_error: frames must be (..., T>=2, H, W, C), got {tuple(frames.shape)}")
     pair_shape = frames.shape[:-4] + (frames.shape[-4] - 1,) + frames.shape[-3:-1]
     if fw.shape != pair_shape + (2,):
-        raise ValueError(f"warping_error: flow_forward must have shape {pair_shape + (2,)} for frames "
-                         f"{tuple(frames.shape)}, got {tuple(fw.shape)}")
+        raise ValueError(
+            f"warping_error: flow_forward must have shape {pair_shape + (2,)} for frames "
+            f"{tuple(frames.shape)}, got {tuple(fw.shape)}"
+        )
     if occlusion is not None:
         occlusion = jnp.asarray(occlusion, bool)
         if occlusion.shape != pair_shape:
-            raise ValueError(f"warping_error: occlusion must have shape {pair_shape}, "
-                             f"got {tuple(occlusion.shape)}")
+            raise ValueError(f"warping_error: occlusion must have shape {pair_shape}, got {tuple(occlusion.shape)}")
     if flow_backward is not None:
         flow_backward = jnp.asarray(flow_backward, jnp.float32)
         if flow_backward.shape != fw.shape:
-            raise ValueError(f"warping_error: flow_backward must have shape {tuple(fw.shape)}, "
-                             f"got {tuple(flow_backward.shape)}")
+            raise ValueError(
+                f"warping_error: flow_backward must have shape {tuple(fw.shape)}, got {tuple(flow_backward.shape)}"
+            )
     return _warping_error(frames, fw, flow_backward, occlusion, norm, bool(check_bounds), reduce)
 
 

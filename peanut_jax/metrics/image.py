@@ -6,6 +6,7 @@ differentiable).  The protocols and the arguments that reproduce them are listed
 :func:`psnr` and :func:`ssim`; the variants differ only in the
 last floating-point bits, kept so that every reported number stays what it was.
 """
+
 from __future__ import annotations
 
 import functools
@@ -19,7 +20,7 @@ SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
-BOX_MIN_SIDE = 16          # box-region SSIM: each crop side is at least this (>= the 11 window)
+BOX_MIN_SIDE = 16  # box-region SSIM: each crop side is at least this (>= the 11 window)
 PSNR_FORMULAS = ("mmagic", "e2fgvi", "rife")
 SSIM_WINDOWS = ("gaussian", "uniform", "matlab")
 REDUCTIONS = ("image", "sample", "all")
@@ -39,7 +40,7 @@ def gaussian_kernel_1d(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> np
 
 def matlab_window(size: int, sigma: float = SSIM_SIGMA) -> np.ndarray:
     """1-D Gaussian as RIFE's ``pytorch_msssim`` builds it (float32 values, float32 sum)."""
-    g = np.asarray([math.exp(-((x - size // 2) ** 2) / float(2 * sigma ** 2)) for x in range(size)], np.float32)
+    g = np.asarray([math.exp(-((x - size // 2) ** 2) / float(2 * sigma**2)) for x in range(size)], np.float32)
     return g / g.sum(dtype=np.float32)
 
 
@@ -71,10 +72,10 @@ def _prepare(xp, a, b, crop_border: int, y_channel: bool, data_range, what: str,
     if mask is not None:
         mask = _mask(xp, mask, a, what)
     if crop_border:
-        a = a[..., crop_border:h - crop_border, crop_border:w - crop_border, :]
-        b = b[..., crop_border:h - crop_border, crop_border:w - crop_border, :]
+        a = a[..., crop_border : h - crop_border, crop_border : w - crop_border, :]
+        b = b[..., crop_border : h - crop_border, crop_border : w - crop_border, :]
         if mask is not None:
-            mask = mask[..., crop_border:h - crop_border, crop_border:w - crop_border, :]
+            mask = mask[..., crop_border : h - crop_border, crop_border : w - crop_border, :]
     if y_channel:
         if data_range is None:
             raise ValueError(f"{what}: y_channel needs a data_range")
@@ -111,9 +112,19 @@ def _axes(ndim: int, reduction: str):
 
 
 # ============================================================================================ PSNR
-def psnr(a, b, data_range: float = 1.0, crop_border: int = 0, y_channel: bool = False, *, mask=None,
-         reduction: str = "image", formula: str = "mmagic", mse_floor: float | None = None,
-         empty: float = math.inf):
+def psnr(
+    a,
+    b,
+    data_range: float = 1.0,
+    crop_border: int = 0,
+    y_channel: bool = False,
+    *,
+    mask=None,
+    reduction: str = "image",
+    formula: str = "mmagic",
+    mse_floor: float | None = None,
+    empty: float = math.inf,
+):
     """Peak signal-to-noise ratio in dB from the mean squared error; inf for identical images.
 
     ``crop_border``: pixels removed from each side; ``y_channel``: measure BT.601 luma (:func:`rgb_to_y`).
@@ -134,8 +145,15 @@ def psnr(a, b, data_range: float = 1.0, crop_border: int = 0, y_channel: bool = 
     _check("formula", formula, PSNR_FORMULAS, what)
     if mse_floor is not None and not mse_floor > 0:
         raise ValueError(f"psnr: mse_floor must be > 0, got {mse_floor}")
-    args = (float(data_range), int(crop_border), bool(y_channel), reduction, formula,
-            None if mse_floor is None else float(mse_floor), float(empty))
+    args = (
+        float(data_range),
+        int(crop_border),
+        bool(y_channel),
+        reduction,
+        formula,
+        None if mse_floor is None else float(mse_floor),
+        float(empty),
+    )
     if _xp(a, b, mask) is jnp:
         return _psnr_jnp(a, b, mask, *args)
     return _psnr_np(a, b, mask, *args)
@@ -143,11 +161,11 @@ def psnr(a, b, data_range: float = 1.0, crop_border: int = 0, y_channel: bool = 
 
 def _db(xp, mse, data_range, formula, scalar: bool):
     if formula == "mmagic":
-        return 10.0 * xp.log10(data_range ** 2 / mse)
+        return 10.0 * xp.log10(data_range**2 / mse)
     if formula == "e2fgvi":
         return 20.0 * xp.log10(data_range / xp.sqrt(mse))
     if data_range != 1.0:
-        mse = mse / data_range ** 2
+        mse = mse / data_range**2
     if scalar:
         return math.inf if mse == 0 else -10.0 * math.log10(mse)
     return -10.0 * xp.log10(mse)
@@ -162,7 +180,7 @@ def _psnr_np(a, b, mask, data_range, crop_border, y_channel, reduction, formula,
         return _masked_psnr_np(a, b, mask, data_range, formula, mse_floor, empty)
     else:
         lead = a.shape[:-3] if reduction == "image" else a.shape[:1]
-        mask = np.broadcast_to(mask, lead + mask.shape[len(lead):])
+        mask = np.broadcast_to(mask, lead + mask.shape[len(lead) :])
         out = np.empty(lead, np.float64)
         for idx in np.ndindex(*lead):
             out[idx] = _masked_psnr_np(a[idx], b[idx], mask[idx], data_range, formula, mse_floor, empty)
@@ -182,7 +200,7 @@ def _masked_psnr_np(a, b, mask, data_range, formula, mse_floor, empty):
         d = (a - b)[np.broadcast_to(mask, a.shape)]
     if d.size == 0:
         return float(empty)
-    mse = np.mean(d ** 2)
+    mse = np.mean(d**2)
     if mse_floor is not None:
         mse = np.maximum(mse, mse_floor)
     with np.errstate(divide="ignore"):
@@ -209,9 +227,20 @@ _psnr_jnp = jax.jit(_psnr_jnp_impl, static_argnums=tuple(range(3, 10)))
 
 
 # ============================================================================================ SSIM
-def ssim(a, b, data_range: float | None = 1.0, crop_border: int = 0, y_channel: bool = False, *,
-         window: str = "gaussian", window_size: int | None = None, sigma: float = SSIM_SIGMA, mask=None,
-         box_margin: int | None = None, reduction: str = "image"):
+def ssim(
+    a,
+    b,
+    data_range: float | None = 1.0,
+    crop_border: int = 0,
+    y_channel: bool = False,
+    *,
+    window: str = "gaussian",
+    window_size: int | None = None,
+    sigma: float = SSIM_SIGMA,
+    mask=None,
+    box_margin: int | None = None,
+    reduction: str = "image",
+):
     """Structural similarity (K1 = 0.01, K2 = 0.03); ``crop_border`` / ``y_channel`` as in :func:`psnr`.
 
     ``window``:
@@ -250,8 +279,19 @@ def ssim(a, b, data_range: float | None = 1.0, crop_border: int = 0, y_channel: 
     if box_margin is not None:
         if mask is None:
             raise ValueError("ssim: box_margin needs a mask")
-        return _box_ssim(a, b, dr, int(crop_border), bool(y_channel), window, int(window_size), float(sigma),
-                         mask, int(box_margin), reduction)
+        return _box_ssim(
+            a,
+            b,
+            dr,
+            int(crop_border),
+            bool(y_channel),
+            window,
+            int(window_size),
+            float(sigma),
+            mask,
+            int(box_margin),
+            reduction,
+        )
     if window == "matlab":
         if mask is not None or reduction in ("map",):
             raise ValueError("ssim: window='matlab' supports no mask and no 'map' reduction")
@@ -287,8 +327,8 @@ def _filter_valid_np(x, g):
     """Separable 'valid' correlation of (..., H, W, C) with taps g along H and W (float64)."""
     k = len(g)
     h, w = x.shape[-3], x.shape[-2]
-    y = sum(g[i] * x[..., i:i + h - k + 1, :, :] for i in range(k))
-    return sum(g[i] * y[..., :, i:i + w - k + 1, :] for i in range(k))
+    y = sum(g[i] * x[..., i : i + h - k + 1, :, :] for i in range(k))
+    return sum(g[i] * y[..., :, i : i + w - k + 1, :] for i in range(k))
 
 
 def _filter_valid_jnp(x, g):
@@ -296,12 +336,16 @@ def _filter_valid_jnp(x, g):
     lead, (h, w, c), k = x.shape[:-3], x.shape[-3:], len(g)
     taps = jnp.asarray(g, x.dtype)
     y = x.reshape((-1, h, w, c))
-    for kernel in (jnp.tile(taps.reshape(k, 1, 1, 1), (1, 1, 1, c)),
-                   jnp.tile(taps.reshape(1, k, 1, 1), (1, 1, 1, c))):
-        y = jax.lax.conv_general_dilated(y, kernel, (1, 1), "VALID",
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                         feature_group_count=c,
-                                         precision=jax.lax.Precision.HIGHEST)
+    for kernel in (jnp.tile(taps.reshape(k, 1, 1, 1), (1, 1, 1, c)), jnp.tile(taps.reshape(1, k, 1, 1), (1, 1, 1, c))):
+        y = jax.lax.conv_general_dilated(
+            y,
+            kernel,
+            (1, 1),
+            "VALID",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=c,
+            precision=jax.lax.Precision.HIGHEST,
+        )
     return y.reshape(lead + y.shape[1:])
 
 
@@ -317,10 +361,10 @@ def _ssim_gauss(xp, a, b, mask, data_range, crop_border, y_channel, window_size,
         return smap
     axes = _axes(smap.ndim, reduction)
     if mask is None:
-        return xp.mean(smap, axis=axes)   # 'image' = mean over channels of per-channel means
+        return xp.mean(smap, axis=axes)  # 'image' = mean over channels of per-channel means
     r = window_size // 2
     h, w = mask.shape[-3], mask.shape[-2]
-    m = xp.broadcast_to(mask[..., r:h - r, r:w - r, :], smap.shape).astype(smap.dtype)
+    m = xp.broadcast_to(mask[..., r : h - r, r : w - r, :], smap.shape).astype(smap.dtype)
     return xp.sum(smap * m, axis=axes) / xp.maximum(xp.sum(m, axis=axes), 1.0)
 
 
@@ -348,8 +392,16 @@ def _ssim_uniform(a, b, data_range, crop_border, y_channel, k, reduction):
         vals = []
         for c in range(a.shape[-1]):
             x, y = a[idx][..., c], b[idx][..., c]
-            s = _formula(_box_mean_valid(x, k), _box_mean_valid(y, k), _box_mean_valid(x * x, k),
-                         _box_mean_valid(y * y, k), _box_mean_valid(x * y, k), c1, c2, cov_norm)
+            s = _formula(
+                _box_mean_valid(x, k),
+                _box_mean_valid(y, k),
+                _box_mean_valid(x * x, k),
+                _box_mean_valid(y * y, k),
+                _box_mean_valid(x * y, k),
+                c1,
+                c2,
+                cov_norm,
+            )
             maps[idx][..., c] = s
             vals.append(s.mean())
         values[idx] = np.mean(vals)
@@ -434,9 +486,18 @@ def _box_ssim(a, b, data_range, crop_border, y_channel, window, window_size, sig
         box = box_region(mask[idx], margin)
         if box is not None:
             y0, y1, x0, x1 = box
-            values[idx] = float(ssim(a[idx][y0:y1, x0:x1].astype(np.float64), b[idx][y0:y1, x0:x1].astype(np.float64),
-                                     data_range, crop_border, y_channel, window=window, window_size=window_size,
-                                     sigma=sigma))
+            values[idx] = float(
+                ssim(
+                    a[idx][y0:y1, x0:x1].astype(np.float64),
+                    b[idx][y0:y1, x0:x1].astype(np.float64),
+                    data_range,
+                    crop_border,
+                    y_channel,
+                    window=window,
+                    window_size=window_size,
+                    sigma=sigma,
+                )
+            )
     if reduction == "image":
         return values if lead else values[()]
     vals = [float(v) for v in values.reshape(-1) if not np.isnan(v)]

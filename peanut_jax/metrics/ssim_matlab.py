@@ -3,6 +3,7 @@
 A named protocol of the one SSIM, :func:`peanut_jax.metrics.image.ssim` with ``window='matlab'``
 (the RGB channels as a volume, 11x11x11 Gaussian after replicate padding 5, data-dependent range).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,7 +24,14 @@ def ssim_matlab(img1, img2, val_range: float | None = None, window_size: int = 1
     if reduce not in ("mean", "none"):
         raise ValueError(f"ssim_matlab: reduce must be 'mean' or 'none', got {reduce!r}")
     if np.ndim(img1) != 4 or np.shape(img1) != np.shape(img2):
-        raise ValueError(f"ssim_matlab: expected two NHWC arrays of the same shape, got {np.shape(img1)} and "
-                         f"{np.shape(img2)}")
-    return ssim(img1, img2, val_range, window="matlab", window_size=window_size,
-                reduction="all" if reduce == "mean" else "sample")
+        raise ValueError(
+            f"ssim_matlab: expected two NHWC arrays of the same shape, got {np.shape(img1)} and {np.shape(img2)}"
+        )
+    return ssim(
+        img1,
+        img2,
+        val_range,
+        window="matlab",
+        window_size=window_size,
+        reduction="all" if reduce == "mean" else "sample",
+    )

@@ -28,6 +28,7 @@ pure saving -- for such a clip both computations see identical inputs -- so unde
 the frames are not concrete and cannot be compared) the model simply computes both directions;
 pass ``is_mirror_extended=True/False`` to decide explicitly.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -55,14 +56,21 @@ def kaiming_normal(scale: float = 1.0):
 
 class ResidualBlockNoBN(nn.Module):
     """conv3x3 -> ReLU -> conv3x3, plus identity (res_scale 1; mmagic init kaiming x0.1, bias 0)."""
+
     features: int = 64
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x):
-        kw = dict(kernel_size=3, padding=1, dtype=self.dtype, param_dtype=self.param_dtype,
-                  kernel_init=kaiming_normal(0.1), bias_init=nn.initializers.zeros)
+        kw = dict(
+            kernel_size=3,
+            padding=1,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=kaiming_normal(0.1),
+            bias_init=nn.initializers.zeros,
+        )
         out = Conv2d(self.features, name="conv1", **kw)(x)
         out = Conv2d(self.features, name="conv2", **kw)(nn.relu(out))
         return x + out
@@ -70,6 +78,7 @@ class ResidualBlockNoBN(nn.Module):
 
 class ResidualBlocksWithInputConv(nn.Module):
     """mmagic ``ResidualBlocksWithInputConv``: conv3x3 (in -> features), LReLU(0.1), residual blocks."""
+
     features: int = 64
     num_blocks: int = 5
     dtype: Dtype = jnp.float32
@@ -86,6 +95,7 @@ class ResidualBlocksWithInputConv(nn.Module):
 
 class PixelShufflePack(nn.Module):
     """conv3x3 (C -> features*r*r) then pixel shuffle x r (torch channel order)."""
+
     features: int = 64
     factor: int = 2
     dtype: Dtype = jnp.float32
@@ -93,8 +103,16 @@ class PixelShufflePack(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        x = Conv2d(self.features * self.factor ** 2, 3, padding=1, dtype=self.dtype, param_dtype=self.param_dtype,
-                   kernel_init=kaiming_normal(1.0), bias_init=nn.initializers.zeros, name="upsample_conv")(x)
+        x = Conv2d(
+            self.features * self.factor**2,
+            3,
+            padding=1,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=kaiming_normal(1.0),
+            bias_init=nn.initializers.zeros,
+            name="upsample_conv",
+        )(x)
         return pixel_shuffle(x, self.factor)
 
 
@@ -105,6 +123,7 @@ class _PropagationCell(nn.Module):
     branches' features at this frame, flow_n1 of this step: the flow pulling the previous step's
     frame onto this one; zeros at step 0).  Returns (new carry, out_i).
     """
+
     features: int = 64
     num_blocks: int = 7
     max_residue_magnitude: float = 10.0
@@ -121,10 +140,20 @@ class _PropagationCell(nn.Module):
         else:
             flow_n2 = jnp.where(i > 1, flow_n2, 0.0)
         cond_n2 = warp(prev2, flow_n2)
-        align = SecondOrderDeformableAlignment(self.features, 16, self.max_residue_magnitude, dtype=self.dtype,
-                                               param_dtype=self.param_dtype, name="deform_align")
-        return align(jnp.concatenate([prev, prev2], axis=-1),
-                     jnp.concatenate([cond_n1, feat_current, cond_n2], axis=-1), flow_n1, flow_n2)
+        align = SecondOrderDeformableAlignment(
+            self.features,
+            16,
+            self.max_residue_magnitude,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="deform_align",
+        )
+        return align(
+            jnp.concatenate([prev, prev2], axis=-1),
+            jnp.concatenate([cond_n1, feat_current, cond_n2], axis=-1),
+            flow_n1,
+            flow_n2,
+        )
 
     @nn.compact
     def __call__(self, carry, x):
@@ -138,13 +167,15 @@ class _PropagationCell(nn.Module):
         else:  # scanned: no alignment at step 0 (feat_prop stays the zero carry), without computing it
             feat_prop = nn.cond(i > 0, lambda mdl, *a: mdl._align(*a), lambda mdl, *a: a[0], self, *operands)
         parts = [feat_current, *others, feat_prop]
-        out = feat_prop + ResidualBlocksWithInputConv(self.features, self.num_blocks, self.dtype, self.param_dtype,
-                                                      name="backbone")(jnp.concatenate(parts, axis=-1))
+        out = feat_prop + ResidualBlocksWithInputConv(
+            self.features, self.num_blocks, self.dtype, self.param_dtype, name="backbone"
+        )(jnp.concatenate(parts, axis=-1))
         return (out, prev, flow_n1, i + 1), out
 
 
 class _ReconstructionCell(nn.Module):
     """Per-frame reconstruction: (carry, (five (N,h,w,C) features, lq (N,h,w,3))) -> (carry, hr)."""
+
     features: int = 64
     scale: int = 4
     is_low_res_input: bool = True
@@ -176,7 +207,7 @@ def mirror_extended(lqs) -> bool:
     t = a.shape[1]
     if t % 2:
         return False
-    return bool(np.array_equal(a[:, : t // 2], a[:, t // 2:][:, ::-1]))
+    return bool(np.array_equal(a[:, : t // 2], a[:, t // 2 :][:, ::-1]))
 
 
 def _is_concrete(x) -> bool:
@@ -185,6 +216,7 @@ def _is_concrete(x) -> bool:
 
 class BasicVSRPlusPlus(nn.Module):
     """BasicVSR++ generator.  See the module docstring for the call convention and options."""
+
     mid_channels: int = 64
     num_blocks: int = 7
     max_residue_magnitude: float = 10.0
@@ -210,8 +242,10 @@ class BasicVSRPlusPlus(nn.Module):
         if self.scale not in SCALES:
             raise ValueError(f"BasicVSR++: scale must be one of {SCALES}, got {self.scale}")
         if not self.is_low_res_input and self.scale != 4:
-            raise ValueError("BasicVSR++: is_low_res_input=False (same-size restoration) uses the x4 "
-                             f"feature down/up-sampling; scale must be 4, got {self.scale}")
+            raise ValueError(
+                "BasicVSR++: is_low_res_input=False (same-size restoration) uses the x4 "
+                f"feature down/up-sampling; scale must be 4, got {self.scale}"
+            )
         _, t, h, w, _ = shape
         if t < 1:
             raise ValueError("BasicVSR++: the clip has no frames")
@@ -223,9 +257,11 @@ class BasicVSRPlusPlus(nn.Module):
             fh, fw = h // 4, w // 4
         if fh < MIN_FLOW_SIZE or fw < MIN_FLOW_SIZE:
             what = "frames" if self.is_low_res_input else "frames / 4"
-            raise ValueError(f"BasicVSR++: the low-resolution {what} used for SPyNet must be at least "
-                             f"{MIN_FLOW_SIZE}x{MIN_FLOW_SIZE}, got {fh}x{fw} (pad the input; "
-                             "peanut_jax.pipeline.upscale pads automatically)")
+            raise ValueError(
+                f"BasicVSR++: the low-resolution {what} used for SPyNet must be at least "
+                f"{MIN_FLOW_SIZE}x{MIN_FLOW_SIZE}, got {fh}x{fw} (pad the input; "
+                "peanut_jax.pipeline.upscale pads automatically)"
+            )
 
     @nn.compact
     def __call__(self, lqs, is_mirror_extended: bool | None = None):
@@ -259,7 +295,7 @@ class BasicVSRPlusPlus(nn.Module):
             else:
                 both = spynet(jnp.concatenate([l1, l2]), jnp.concatenate([l2, l1]))
                 flows_backward = both[: b * (t - 1)].reshape(b, t - 1, hf, wf, 2)
-                flows_forward = both[b * (t - 1):].reshape(b, t - 1, hf, wf, 2)
+                flows_forward = both[b * (t - 1) :].reshape(b, t - 1, hf, wf, 2)
         else:
             if self.is_initializing():  # create the SPyNet parameters even for 1-frame init calls
                 spynet(lqs_ds[:, 0], lqs_ds[:, 0])
@@ -280,13 +316,20 @@ class BasicVSRPlusPlus(nn.Module):
             branch_feats[name] = self._propagate(name, spatial, others, flow_in, reverse=backward)
             self.sow("intermediates", f"propagate_{name}", branch_feats[name])
 
-        recon_kw = dict(features=c, scale=self.scale, is_low_res_input=self.is_low_res_input,
-                        hr_channels=self.hr_channels, name="recon", **kw)
+        recon_kw = dict(
+            features=c,
+            scale=self.scale,
+            is_low_res_input=self.is_low_res_input,
+            hr_channels=self.hr_channels,
+            name="recon",
+            **kw,
+        )
         hr_in_t = tuple(jnp.swapaxes(f, 0, 1) for f in [spatial] + [branch_feats[k] for k in BRANCHES])  # (T, B, ..)
         lq_t = jnp.swapaxes(lqs, 0, 1)
         if self.use_scan:
-            cell = nn.scan(_ReconstructionCell, variable_broadcast="params", split_rngs={"params": False},
-                           in_axes=0, out_axes=0)(**recon_kw)
+            cell = nn.scan(
+                _ReconstructionCell, variable_broadcast="params", split_rngs={"params": False}, in_axes=0, out_axes=0
+            )(**recon_kw)
             _, out = cell(None, (hr_in_t, lq_t))
         else:
             cell = _ReconstructionCell(**recon_kw)
@@ -295,16 +338,28 @@ class BasicVSRPlusPlus(nn.Module):
 
     def _propagate(self, name, spatial, others, flow_in, reverse: bool):
         b, t, hf, wf, c = spatial.shape
-        cell_kw = dict(features=c, num_blocks=self.num_blocks, max_residue_magnitude=self.max_residue_magnitude,
-                       dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+        cell_kw = dict(
+            features=c,
+            num_blocks=self.num_blocks,
+            max_residue_magnitude=self.max_residue_magnitude,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name=name,
+        )
         zeros = jnp.zeros((b, hf, wf, c), self.dtype)
         zf = jnp.zeros((b, hf, wf, 2), jnp.float32)
         spatial_t = jnp.swapaxes(spatial, 0, 1).astype(self.dtype)
         others_t = tuple(jnp.swapaxes(o, 0, 1).astype(self.dtype) for o in others)
         flow_t = jnp.swapaxes(flow_in, 0, 1)
         if self.use_scan:
-            cell = nn.scan(_PropagationCell, variable_broadcast="params", split_rngs={"params": False},
-                           in_axes=0, out_axes=0, reverse=reverse)(**cell_kw)
+            cell = nn.scan(
+                _PropagationCell,
+                variable_broadcast="params",
+                split_rngs={"params": False},
+                in_axes=0,
+                out_axes=0,
+                reverse=reverse,
+            )(**cell_kw)
             _, outs = cell((zeros, zeros, zf, jnp.asarray(0, jnp.int32)), (spatial_t, others_t, flow_t))
         else:
             cell = _PropagationCell(**cell_kw)
@@ -319,6 +374,7 @@ class BasicVSRPlusPlus(nn.Module):
 
 class _StridedFeatExtract(nn.Module):
     """``is_low_res_input=False`` feature extractor: conv s2, LReLU, conv s2, LReLU, residual stack."""
+
     features: int = 64
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32

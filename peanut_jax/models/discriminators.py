@@ -15,6 +15,7 @@ Variables: ``params`` (``conv_{0,2,4,6,8,10}/kernel``, ``conv_10/bias``) and ``s
 
 Official initialisation: normal(0, 0.02) weights, zero bias.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -41,18 +42,29 @@ class TPatchGANDiscriminator(nn.Module):
     @nn.compact
     def __call__(self, clips, update_stats: bool = False):
         if clips.ndim != 5 or clips.shape[-1] != self.in_channels:
-            raise ValueError(f"TPatchGANDiscriminator: clips must be (B, T, H, W, {self.in_channels}), "
-                             f"got {clips.shape}")
+            raise ValueError(
+                f"TPatchGANDiscriminator: clips must be (B, T, H, W, {self.in_channels}), got {clips.shape}"
+            )
         nf = self.nf
         chans = (nf, 2 * nf, 4 * nf, 4 * nf, 4 * nf, 4 * nf)
         x = clips.astype(self.dtype)
         for li, c in enumerate(chans):
             last = li == len(chans) - 1
             sn = self.use_spectral_norm and not last
-            x = Conv3d(c, (3, 5, 5), (1, 2, 2), 1 if li == 0 else (1, 2, 2), use_bias=not sn, spectral_norm=sn,
-                       dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=nn.initializers.normal(0.02),
-                       bias_init=nn.initializers.zeros, precision=self.precision,
-                       name=f"conv_{2 * li}")(x, update_stats=update_stats)
+            x = Conv3d(
+                c,
+                (3, 5, 5),
+                (1, 2, 2),
+                1 if li == 0 else (1, 2, 2),
+                use_bias=not sn,
+                spectral_norm=sn,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                kernel_init=nn.initializers.normal(0.02),
+                bias_init=nn.initializers.zeros,
+                precision=self.precision,
+                name=f"conv_{2 * li}",
+            )(x, update_stats=update_stats)
             if not last:
                 x = leaky_relu(x, 0.2)
         if self.use_sigmoid:

@@ -42,6 +42,7 @@ Parameters mirror the torch module tree (``encoder/layers_{0..16}``, ``decoder/l
 generator's (normal(0, 0.02) conv/linear weights, zero biases, mmcv DCN init, zero last offset
 convolution); SPyNet keeps its own (the official loads pretrained SPyNet weights there).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -62,8 +63,17 @@ CONV_INIT = nn.initializers.normal(0.02)
 NON_HQ_SIZE = (240, 432)
 WINDOW = (5, 9)
 # (out channels, stride, groups) of the encoder convolutions at layer indices 0, 2, ..., 16
-ENCODER = ((64, 2, 1), (64, 1, 1), (128, 2, 1), (256, 1, 1), (384, 1, 1), (512, 1, 2), (384, 1, 4),
-           (256, 1, 8), (128, 1, 1))
+ENCODER = (
+    (64, 2, 1),
+    (64, 1, 1),
+    (128, 2, 1),
+    (256, 1, 1),
+    (384, 1, 1),
+    (512, 1, 2),
+    (384, 1, 4),
+    (256, 1, 8),
+    (128, 1, 1),
+)
 NUM_BLOCKS = 8
 HIDDEN = 512
 CHANNEL = 128
@@ -73,16 +83,20 @@ def check_input_size(h: int, w: int, hq: bool) -> None:
     """Raise ValueError unless (h, w) is a frame size the model accepts."""
     if not hq:
         if (h, w) != NON_HQ_SIZE:
-            raise ValueError(f"e2fgvi: masked_frames must be {NON_HQ_SIZE[0]}x{NON_HQ_SIZE[1]} (H x W), got {h}x{w}; "
-                             f"the non-HQ model is tied to that size (resize the video, or use e2fgvi_hq)")
+            raise ValueError(
+                f"e2fgvi: masked_frames must be {NON_HQ_SIZE[0]}x{NON_HQ_SIZE[1]} (H x W), got {h}x{w}; "
+                f"the non-HQ model is tied to that size (resize the video, or use e2fgvi_hq)"
+            )
         return
     if h % 4 or w % 4:
         raise ValueError(f"e2fgvi_hq: frame size {h}x{w} must be a multiple of 4 (pad to multiples of 60x108)")
     fh, fw = token_grid((h // 4, w // 4))
     if fh % WINDOW[0] or fw % WINDOW[1] or fh == 0 or fw == 0:
-        raise ValueError(f"e2fgvi_hq: frame size {h}x{w} gives a {fh}x{fw} token grid, which is not divisible by "
-                         f"the {WINDOW[0]}x{WINDOW[1]} attention window; pad H to a multiple of 60 and W to a "
-                         f"multiple of 108")
+        raise ValueError(
+            f"e2fgvi_hq: frame size {h}x{w} gives a {fh}x{fw} token grid, which is not divisible by "
+            f"the {WINDOW[0]}x{WINDOW[1]} attention window; pad H to a multiple of 60 and W to a "
+            f"multiple of 108"
+        )
 
 
 def valid_size(h: int, w: int) -> tuple[int, int]:
@@ -125,9 +139,19 @@ class Encoder(nn.Module):
                 o = out.reshape(n, h, w, groups, -1)
                 out = jnp.concatenate([a, o], axis=-1).reshape(n, h, w, -1)
             conv_cls = SplitGroupConv2d if self.split_groups and groups > 1 else Conv2d
-            out = conv_cls(feats, 3, stride=stride, padding=1, groups=groups, dtype=self.dtype,
-                         param_dtype=self.param_dtype, precision=self.precision, kernel_init=CONV_INIT,
-                         bias_init=nn.initializers.zeros, name=f"layers_{i}")(out)
+            out = conv_cls(
+                feats,
+                3,
+                stride=stride,
+                padding=1,
+                groups=groups,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                precision=self.precision,
+                kernel_init=CONV_INIT,
+                bias_init=nn.initializers.zeros,
+                name=f"layers_{i}",
+            )(out)
             out = leaky_relu(out, 0.2)
         return out
 
@@ -140,9 +164,17 @@ class Decoder(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        conv = lambda f, name: Conv2d(f, 3, padding=1, dtype=self.dtype, param_dtype=self.param_dtype,  # noqa: E731
-                                      precision=self.precision, kernel_init=CONV_INIT,
-                                      bias_init=nn.initializers.zeros, name=name)
+        conv = lambda f, name: Conv2d(
+            f,
+            3,
+            padding=1,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,  # noqa: E731
+            precision=self.precision,
+            kernel_init=CONV_INIT,
+            bias_init=nn.initializers.zeros,
+            name=name,
+        )
         up = lambda a: interpolate(a, scale_factor=2, mode="bilinear", align_corners=True)  # noqa: E731
         c0, c1, c2 = self.channels
         x = leaky_relu(conv(c0, "layers_0")(up(x)), 0.2)
@@ -153,6 +185,7 @@ class Decoder(nn.Module):
 
 class InpaintGenerator(nn.Module):
     """E2FGVI (``hq=False``) / E2FGVI-HQ (``hq=True``) generator; see the module docstring."""
+
     hq: bool = False
     fix_backward_flow_idx: bool = False
     dtype: Dtype = jnp.float32
@@ -178,8 +211,13 @@ class InpaintGenerator(nn.Module):
             z = jnp.zeros((b, 0, h // 4, w // 4, 2), jnp.float32)
             return z, z
         f = (masked_local_frames.astype(jnp.float32) + 1.0) / 2.0
-        f = interpolate(f.reshape(b * lt, h, w, c), scale_factor=1 / 4, mode="bilinear", align_corners=True,
-                        recompute_scale_factor=True)
+        f = interpolate(
+            f.reshape(b * lt, h, w, c),
+            scale_factor=1 / 4,
+            mode="bilinear",
+            align_corners=True,
+            recompute_scale_factor=True,
+        )
         hq, wq = f.shape[1:3]
         f = f.reshape(b, lt, hq, wq, c)
         f1 = f[:, :-1].reshape(-1, hq, wq, c)
@@ -195,47 +233,63 @@ class InpaintGenerator(nn.Module):
     def _check_widths(self):
         enc = tuple(int(c) for c in self.encoder_channels)
         if len(enc) != len(ENCODER) or enc[-1] != self.channel:
-            raise ValueError(f"InpaintGenerator: encoder_channels must be {len(ENCODER)} widths ending with "
-                             f"channel={self.channel}, got {enc}")
+            raise ValueError(
+                f"InpaintGenerator: encoder_channels must be {len(ENCODER)} widths ending with "
+                f"channel={self.channel}, got {enc}"
+            )
         for li in (5, 6, 7):  # grouped convs fed with the interleave of the layer-8 input and the activation
             groups = ENCODER[li][2]
             if enc[li] % groups or enc[li - 1] % groups or enc[3] % groups:
-                raise ValueError(f"InpaintGenerator: encoder layers_{2 * li} is a {groups}-group conv; its input "
-                                 f"widths {enc[3]}, {enc[li - 1]} and output width {enc[li]} must be multiples of "
-                                 f"{groups}")
+                raise ValueError(
+                    f"InpaintGenerator: encoder layers_{2 * li} is a {groups}-group conv; its input "
+                    f"widths {enc[3]}, {enc[li - 1]} and output width {enc[li]} must be multiples of "
+                    f"{groups}"
+                )
         if self.hidden % self.num_heads:
             raise ValueError(f"InpaintGenerator: hidden={self.hidden} must be a multiple of num_heads={self.num_heads}")
         k = T2T["kernel_size"][0] * T2T["kernel_size"][1]
         if self.mlp_hidden % k:
             raise ValueError(f"InpaintGenerator: mlp_hidden={self.mlp_hidden} must be a multiple of {k}")
         if self.deform_groups % 2 or self.channel % self.deform_groups:
-            raise ValueError(f"InpaintGenerator: deform_groups={self.deform_groups} must be even and divide "
-                             f"channel={self.channel}")
+            raise ValueError(
+                f"InpaintGenerator: deform_groups={self.deform_groups} must be even and divide channel={self.channel}"
+            )
         if len(tuple(self.decoder_channels)) != 3:
             raise ValueError(f"InpaintGenerator: decoder_channels must be 3 widths, got {self.decoder_channels}")
 
     def setup(self):
         self._check_widths()
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        self.encoder = Encoder(tuple(self.encoder_channels), **kw, precision=self.precision,
-                               split_groups=self.split_grouped_convs)
+        self.encoder = Encoder(
+            tuple(self.encoder_channels), **kw, precision=self.precision, split_groups=self.split_grouped_convs
+        )
         self.decoder = Decoder(tuple(self.decoder_channels), **kw, precision=self.precision)
         self.feat_prop_module = BidirectionalPropagation(
-            self.channel, fix_backward_flow_idx=self.fix_backward_flow_idx, deform_groups=self.deform_groups, **kw,
-            precision=self.precision, kernel_init=CONV_INIT)
+            self.channel,
+            fix_backward_flow_idx=self.fix_backward_flow_idx,
+            deform_groups=self.deform_groups,
+            **kw,
+            precision=self.precision,
+            kernel_init=CONV_INIT,
+        )
         self.ss = SoftSplit(self.hidden, **T2T, **kw, precision=self.precision)
         self.sc = SoftComp(self.channel, hq=self.hq, **T2T, **kw, precision=self.precision)
-        self.transformer = [TemporalFocalTransformerBlock(self.hidden, self.num_heads, WINDOW, WINDOW,
-                                                          mlp_hidden=self.mlp_hidden, **kw, precision=self.precision)
-                            for _ in range(self.num_blocks)]
+        self.transformer = [
+            TemporalFocalTransformerBlock(
+                self.hidden, self.num_heads, WINDOW, WINDOW, mlp_hidden=self.mlp_hidden, **kw, precision=self.precision
+            )
+            for _ in range(self.num_blocks)
+        ]
         self.update_spynet = SPyNet(variant="mmagic", **kw)
 
     def __call__(self, masked_frames, num_local_frames: int):
         if masked_frames.ndim != 5 or masked_frames.shape[-1] != 3:
             raise ValueError(f"InpaintGenerator: masked_frames must be (B, T, H, W, 3), got {masked_frames.shape}")
         if not isinstance(num_local_frames, (int, np.integer)) or isinstance(num_local_frames, bool):
-            raise ValueError(f"InpaintGenerator: num_local_frames must be a Python int (static), "
-                             f"got {type(num_local_frames).__name__}")
+            raise ValueError(
+                f"InpaintGenerator: num_local_frames must be a Python int (static), "
+                f"got {type(num_local_frames).__name__}"
+            )
         b, t, h, w, c = masked_frames.shape
         lt = int(num_local_frames)
         if not 1 <= lt <= t:

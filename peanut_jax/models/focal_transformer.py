@@ -29,10 +29,12 @@ Parameter names follow the torch modules: ``pool_layers_0``, ``norm1``, ``attn/{
 ``norm2``, ``mlp/{conv1_0,conv2_1}``.  LayerNorm eps is 1e-5 (torch).  Initialisation is the
 official generator's (normal(0, 0.02) Linear weights, zero biases).
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -56,13 +58,14 @@ def num_blocks(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - (kernel - 1) - 1) // stride + 1
 
 
-def token_grid(feat_hw: Sequence[int], kernel=T2T["kernel_size"], stride=T2T["stride"],
-               padding=T2T["padding"]) -> tuple[int, int]:
+def token_grid(
+    feat_hw: Sequence[int], kernel=T2T["kernel_size"], stride=T2T["stride"], padding=T2T["padding"]
+) -> tuple[int, int]:
     """Token grid (fh, fw) of the soft split of a (h, w) feature map."""
     return tuple(num_blocks(s, k, st, p) for s, k, st, p in zip(feat_hw, kernel, stride, padding))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def overlap_count(output_size: tuple, kernel_size: tuple, stride: tuple, padding: tuple) -> np.ndarray:
     """``fold(ones)``: how many patches cover each pixel, (h, w, 1) float32 (the F3N normaliser)."""
     counts = []
@@ -70,27 +73,31 @@ def overlap_count(output_size: tuple, kernel_size: tuple, stride: tuple, padding
         c = np.zeros(size, np.float32)
         for b in range(num_blocks(size, k, s, p)):
             lo, hi = b * s - p, b * s - p + k
-            c[max(lo, 0):min(hi, size)] += 1
+            c[max(lo, 0) : min(hi, size)] += 1
         counts.append(c)
     return (counts[0][:, None] * counts[1][None, :])[..., None]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def rolled_valid_indices(window_size=(5, 9), expand_size=(2, 4)) -> np.ndarray:
     """The official ``valid_ind_rolled`` buffer: indices into the 4*wh*ww rolled tokens (quadrants
     top-left, top-right, bottom-left, bottom-right) that are kept, int64."""
     wh, ww = window_size
     eh, ew = expand_size
     quads = []
-    for rows, cols in ((slice(None, -eh), slice(None, -ew)), (slice(None, -eh), slice(ew, None)),
-                       (slice(eh, None), slice(None, -ew)), (slice(eh, None), slice(ew, None))):
+    for rows, cols in (
+        (slice(None, -eh), slice(None, -ew)),
+        (slice(None, -eh), slice(ew, None)),
+        (slice(eh, None), slice(None, -ew)),
+        (slice(eh, None), slice(ew, None)),
+    ):
         m = np.ones((wh, ww), np.float32)
         m[rows, cols] = 0
         quads.append(m)
     return np.flatnonzero(np.stack(quads).reshape(-1)).astype(np.int64)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def pooled_key_bias(nh: int, nw: int, kernel=(5, 9)) -> np.ndarray:
     """(nh, nw, kh*kw) logit bias of the pooled keys of each window: 0 inside the pooled map,
     -100 where the (kh, kw) unfold around the window reads zero padding."""
@@ -103,8 +110,16 @@ def pooled_key_bias(nh: int, nw: int, kernel=(5, 9)) -> np.ndarray:
 
 
 def _dense(features, name, dtype, param_dtype, precision, use_bias=True):
-    return nn.Dense(features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, precision=precision,
-                    kernel_init=DENSE_INIT, bias_init=nn.initializers.zeros, name=name)
+    return nn.Dense(
+        features,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        precision=precision,
+        kernel_init=DENSE_INIT,
+        bias_init=nn.initializers.zeros,
+        name=name,
+    )
 
 
 def _layer_norm(name, dtype, param_dtype):
@@ -113,6 +128,7 @@ def _layer_norm(name, dtype, param_dtype):
 
 class SoftSplit(nn.Module):
     """(B*T, h, w, C) -> (B, T, fh, fw, hidden): overlapping 7x7 patches, linearly embedded."""
+
     hidden: int = 512
     kernel_size: Sequence[int] = (7, 7)
     stride: Sequence[int] = (3, 3)
@@ -135,6 +151,7 @@ class SoftComp(nn.Module):
     ``hq=False``: a learned ``bias`` of shape (h, w, channel) (the model is tied to that size);
     ``hq=True``: ``bias_conv`` (3x3 conv) applied to the folded map.
     """
+
     channel: int = 128
     hq: bool = False
     kernel_size: Sequence[int] = (7, 7)
@@ -149,18 +166,26 @@ class SoftComp(nn.Module):
         b, t, fh, fw, _ = x.shape
         kh, kw = _pair(self.kernel_size)
         feat = _dense(self.channel * kh * kw, "embedding", self.dtype, self.param_dtype, self.precision)(x)
-        feat = fold(feat.reshape(b * t, fh, fw, -1), tuple(output_size), self.kernel_size, self.stride,
-                     self.padding)
+        feat = fold(feat.reshape(b * t, fh, fw, -1), tuple(output_size), self.kernel_size, self.stride, self.padding)
         if self.hq:
-            return Conv2d(self.channel, 3, padding=1, dtype=self.dtype, param_dtype=self.param_dtype,
-                          precision=self.precision, kernel_init=DENSE_INIT, bias_init=nn.initializers.zeros,
-                          name="bias_conv")(feat)
+            return Conv2d(
+                self.channel,
+                3,
+                padding=1,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                precision=self.precision,
+                kernel_init=DENSE_INIT,
+                bias_init=nn.initializers.zeros,
+                name="bias_conv",
+            )(feat)
         bias = self.param("bias", nn.initializers.zeros, (*output_size, self.channel), self.param_dtype)
         return feat + bias.astype(self.dtype)
 
 
 class FusionFeedForward(nn.Module):
     """F3N: Linear -> fold / overlap count -> unfold -> GELU (exact) -> Linear."""
+
     dim: int = 512
     hidden: int = 1960
     kernel_size: Sequence[int] = (7, 7)
@@ -195,6 +220,7 @@ class WindowAttention(nn.Module):
     ``__call__(x, x_pooled)``: ``x`` (B, T, H, W, C) normalised tokens, ``x_pooled``
     (B, nh, nw, T, C) the pooled window tokens.  Returns (B, nh, nw, T*wh*ww, C).
     """
+
     dim: int = 512
     num_heads: int = 4
     window_size: Sequence[int] = (5, 9)
@@ -222,8 +248,10 @@ class WindowAttention(nn.Module):
 
         def keys(a):
             own = _windows(a, wh, ww, heads).reshape(b, nh, nw, heads, n_win, hd)
-            rolled = [_windows(jnp.roll(a, shift, axis=(2, 3)), wh, ww, heads)
-                      for shift in ((-eh, -ew), (-eh, ew), (eh, -ew), (eh, ew))]
+            rolled = [
+                _windows(jnp.roll(a, shift, axis=(2, 3)), wh, ww, heads)
+                for shift in ((-eh, -ew), (-eh, ew), (eh, -ew), (eh, ew))
+            ]
             rolled = jnp.take(jnp.concatenate(rolled, axis=5), valid, axis=5)  # (.., T, 120, hd)
             return own, rolled.reshape(b, nh, nw, heads, -1, hd)
 
@@ -246,9 +274,10 @@ class WindowAttention(nn.Module):
         k_all = jnp.concatenate([k_own, k_rolled, k_pool], axis=4)
         v_all = jnp.concatenate([v_own, v_rolled, v_pool], axis=4)
 
-        scale = hd ** -0.5
-        logits = jnp.einsum("bhwnqd,bhwnkd->bhwnqk", q_w * jnp.asarray(scale, q_w.dtype), k_all,
-                            precision=self.precision).astype(jnp.float32)
+        scale = hd**-0.5
+        logits = jnp.einsum(
+            "bhwnqd,bhwnkd->bhwnqk", q_w * jnp.asarray(scale, q_w.dtype), k_all, precision=self.precision
+        ).astype(jnp.float32)
         n_rolled_all = k_own.shape[4] + k_rolled.shape[4]
         pool_bias = np.tile(pooled_key_bias(nh, nw, (kh, kw)), (1, 1, t))  # (nh, nw, T*kh*kw)
         bias = np.concatenate([np.zeros((nh, nw, n_rolled_all), np.float32), pool_bias], axis=-1)
@@ -264,6 +293,7 @@ class TemporalFocalTransformerBlock(nn.Module):
 
     ``output_size`` is the (h, w) of the feature map the tokens were split from (F3N folds to it).
     """
+
     dim: int = 512
     num_heads: int = 4
     window_size: Sequence[int] = (5, 9)
@@ -278,19 +308,35 @@ class TemporalFocalTransformerBlock(nn.Module):
         b, t, h, w, c = x.shape
         wh, ww = self.window_size
         if h % wh or w % ww:
-            raise ValueError(f"TemporalFocalTransformerBlock: token grid {h}x{w} is not divisible by the "
-                             f"window {wh}x{ww}")
+            raise ValueError(
+                f"TemporalFocalTransformerBlock: token grid {h}x{w} is not divisible by the window {wh}x{ww}"
+            )
         nh, nw = h // wh, w // ww
         shortcut = x
         y = _layer_norm("norm1", self.dtype, self.param_dtype)(x)
         # pooled level: one token per window through a learned Linear(wh*ww -> 1)
         win = y.reshape(b, t, nh, wh, nw, ww, c).transpose(0, 2, 4, 1, 6, 3, 5).reshape(b, nh, nw, t, c, wh * ww)
         pooled = _dense(1, "pool_layers_0", self.dtype, self.param_dtype, self.precision)(win)[..., 0]
-        attn = WindowAttention(c, self.num_heads, self.window_size, tuple(i // 2 for i in self.window_size),
-                               self.focal_window, dtype=self.dtype, param_dtype=self.param_dtype,
-                               precision=self.precision, name="attn")(y, pooled)
+        attn = WindowAttention(
+            c,
+            self.num_heads,
+            self.window_size,
+            tuple(i // 2 for i in self.window_size),
+            self.focal_window,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            precision=self.precision,
+            name="attn",
+        )(y, pooled)
         attn = attn.reshape(b, nh, nw, t, wh, ww, c).transpose(0, 3, 1, 4, 2, 5, 6).reshape(b, t, h, w, c)
         x = shortcut + attn
         y = _layer_norm("norm2", self.dtype, self.param_dtype)(x)
-        return x + FusionFeedForward(c, self.mlp_hidden, **T2T, dtype=self.dtype, param_dtype=self.param_dtype,
-                                     precision=self.precision, name="mlp")(y, output_size)
+        return x + FusionFeedForward(
+            c,
+            self.mlp_hidden,
+            **T2T,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            precision=self.precision,
+            name="mlp",
+        )(y, output_size)

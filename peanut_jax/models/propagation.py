@@ -23,9 +23,11 @@ The steps are unrolled in Python (T is static and small: the local window).  Par
 ``deform_align_{backward,forward}``, ``backbone_{backward,forward}_{0,2}``, ``fusion`` (torch
 ``deform_align.{backward_,forward_}``, ``backbone.{backward_,forward_}.{0,2}``, ``fusion``).
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -71,9 +73,17 @@ class BidirectionalPropagation(nn.Module):
 
     def _conv(self, feats, k, name):
         init = self.kernel_init
-        return Conv2d(feats, k, padding=k // 2, dtype=self.dtype, param_dtype=self.param_dtype,
-                      precision=self.precision, kernel_init=init,
-                      bias_init=nn.initializers.zeros if init is not None else None, name=name)
+        return Conv2d(
+            feats,
+            k,
+            padding=k // 2,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            precision=self.precision,
+            kernel_init=init,
+            bias_init=nn.initializers.zeros if init is not None else None,
+            name=name,
+        )
 
     @nn.compact
     def __call__(self, x, flows_backward, flows_forward):
@@ -86,12 +96,18 @@ class BidirectionalPropagation(nn.Module):
         x = x.astype(self.dtype)
         spatial = [x[:, i] for i in range(t)]
         feats: dict[str, list] = {}
-        for bi, branch in enumerate(BRANCHES):
+        for _bi, branch in enumerate(BRANCHES):
             flows = flows_backward if branch == "backward" else flows_forward
             align = SecondOrderDeformableAlignment(
-                self.channels, self.deform_groups, self.max_residue_magnitude, dtype=self.dtype,
-                param_dtype=self.param_dtype, precision=self.precision, kernel_init=self.kernel_init,
-                name=f"deform_align_{branch}")
+                self.channels,
+                self.deform_groups,
+                self.max_residue_magnitude,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                precision=self.precision,
+                kernel_init=self.kernel_init,
+                name=f"deform_align_{branch}",
+            )
             conv0 = self._conv(self.channels, 3, f"backbone_{branch}_0")
             conv2 = self._conv(self.channels, 3, f"backbone_{branch}_2")
             outs = []

@@ -21,10 +21,12 @@ Entry points::
     frame = IFNet(timestep_input=True).apply(variables, img0, img1, timestep=0.25)
     frame = IFNetHDv3().apply(variables, img0, img1)
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -36,13 +38,25 @@ from peanut_jax.ops import interpolate, warp
 Dtype = Any
 
 __all__ = [
-    "IFBlock", "IFBlockHDv3", "IFNet", "IFNetHDv3", "Contextnet", "Unet", "RIFEOutput", "HDv3Output",
-    "required_multiple", "check_input_size", "rotate180", "init_params", "param_count",
+    "IFBlock",
+    "IFBlockHDv3",
+    "IFNet",
+    "IFNetHDv3",
+    "Contextnet",
+    "Unet",
+    "RIFEOutput",
+    "HDv3Output",
+    "required_multiple",
+    "check_input_size",
+    "rotate180",
+    "init_params",
+    "param_count",
 ]
 
 
 # --------------------------------------------------------------------------------------------
 # helpers
+
 
 def required_multiple(scale_list: Sequence[float] = (4, 2, 1), base: int = 32) -> int:
     """Padding multiple used by the official inference scripts: ``max(base, int(base / scale))``
@@ -60,10 +74,13 @@ def check_input_size(h: int, w: int, scale_list: Sequence[float], refine: bool, 
                 raise ValueError(
                     f"{model}: input {name} {size} is not divisible by 4*scale={4 * s:g} "
                     f"(scale_list={tuple(scale_list)}); pad to a multiple of "
-                    f"{required_multiple(scale_list)} (peanut_jax.pipeline.interpolate pads and crops)")
+                    f"{required_multiple(scale_list)} (peanut_jax.pipeline.interpolate pads and crops)"
+                )
         if refine and size % 16:
-            raise ValueError(f"{model}: input {name} {size} is not divisible by 16 (refinement U-Net); "
-                             f"pad to a multiple of {required_multiple(scale_list)}")
+            raise ValueError(
+                f"{model}: input {name} {size} is not divisible by 16 (refinement U-Net); "
+                f"pad to a multiple of {required_multiple(scale_list)}"
+            )
 
 
 def rotate180(x):
@@ -83,8 +100,9 @@ def _timestep_map(timestep, like):
     n, h, w, _ = like.shape
     t = jnp.asarray(timestep, like.dtype).reshape(-1, 1, 1, 1)
     if t.shape[0] not in (1, n):
-        raise ValueError(f"timestep must be a scalar or have one value per sample ({n}), got shape "
-                         f"{jnp.shape(timestep)}")
+        raise ValueError(
+            f"timestep must be a scalar or have one value per sample ({n}), got shape {jnp.shape(timestep)}"
+        )
     return jnp.broadcast_to(t, (n, h, w, 1))
 
 
@@ -98,8 +116,10 @@ def _check_pair(img0, img1, model: str):
 # --------------------------------------------------------------------------------------------
 # building blocks
 
+
 class ConvPReLU(nn.Module):
     """``conv(i, o, k, s, p)`` of the official code: Conv2d(bias) + per-channel PReLU."""
+
     features: int
     kernel_size: int = 3
     stride: int = 1
@@ -109,26 +129,34 @@ class ConvPReLU(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        x = Conv2d(self.features, self.kernel_size, self.stride, self.padding, dtype=self.dtype,
-                   param_dtype=self.param_dtype, name="conv")(x)
+        x = Conv2d(
+            self.features,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="conv",
+        )(x)
         return PReLU(self.features, param_dtype=self.param_dtype, name="prelu")(x)
 
 
 class DeconvPReLU(nn.Module):
     """``deconv(i, o)``: ConvTranspose2d(i, o, 4, 2, 1) + per-channel PReLU (x2 upsampling)."""
+
     features: int
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x):
-        x = ConvTranspose2d(self.features, 4, 2, 1, dtype=self.dtype, param_dtype=self.param_dtype,
-                            name="convt")(x)
+        x = ConvTranspose2d(self.features, 4, 2, 1, dtype=self.dtype, param_dtype=self.param_dtype, name="convt")(x)
         return PReLU(self.features, param_dtype=self.param_dtype, name="prelu")(x)
 
 
 class Conv2(nn.Module):
     """refine.py ``Conv2``: conv(i, o, 3, stride) + conv(o, o, 3, 1), both with PReLU."""
+
     features: int
     stride: int = 2
     dtype: Dtype = jnp.float32
@@ -146,6 +174,7 @@ class IFBlock(nn.Module):
 
     Returns ``(flow (N,H,W,4), mask logit (N,H,W,1))`` at the input resolution.
     """
+
     c: int = 64
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -171,6 +200,7 @@ class IFBlock(nn.Module):
 
 class IFBlockHDv3(nn.Module):
     """IFNet_HDv3 ``IFBlock(in_planes, c=90)``: /4 encoder, 4 residual conv pairs, two x4 ConvT heads."""
+
     c: int = 90
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -200,6 +230,7 @@ class IFBlockHDv3(nn.Module):
 
 class Contextnet(nn.Module):
     """refine.py ``Contextnet``: 4 stride-2 stages (c, 2c, 4c, 8c), each warped by the halved flow."""
+
     c: int = 16
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -209,7 +240,7 @@ class Contextnet(nn.Module):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         feats = []
         for k in range(4):
-            x = Conv2(self.c * 2 ** k, name=f"conv{k + 1}", **kw)(x)
+            x = Conv2(self.c * 2**k, name=f"conv{k + 1}", **kw)(x)
             flow = _resize(flow, 0.5) * 0.5
             feats.append(warp(x, flow, padding="border"))
         return feats
@@ -217,6 +248,7 @@ class Contextnet(nn.Module):
 
 class Unet(nn.Module):
     """refine.py ``Unet``: returns the sigmoid output (N, H, W, 3)."""
+
     c: int = 16
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -241,6 +273,7 @@ class Unet(nn.Module):
 # --------------------------------------------------------------------------------------------
 # outputs
 
+
 class RIFEOutput(NamedTuple):
     """Everything the official ECCV ``IFNet.forward`` returns (NHWC).
 
@@ -249,6 +282,7 @@ class RIFEOutput(NamedTuple):
     ``flow_teacher`` / ``merged_teacher``: teacher flow and frame (None without ``gt``);
     ``loss_distill``: scalar distillation loss (0 without ``gt``).
     """
+
     flow_list: tuple
     mask: jax.Array
     merged: tuple
@@ -259,6 +293,7 @@ class RIFEOutput(NamedTuple):
 
 class HDv3Output(NamedTuple):
     """What the CogVideo ``IFNet_HDv3.forward`` returns (NHWC): 3 flows, the last sigmoid mask, 3 frames."""
+
     flow_list: tuple
     mask: jax.Array
     merged: tuple
@@ -266,6 +301,7 @@ class HDv3Output(NamedTuple):
 
 # --------------------------------------------------------------------------------------------
 # ECCV IFNet (+ RIFEm)
+
 
 class IFNet(nn.Module):
     """ECCV 2022 RIFE ``IFNet`` (``timestep_input=False``) or ``IFNet_m`` (``timestep_input=True``).
@@ -281,6 +317,7 @@ class IFNet(nn.Module):
     ``tta`` averages with the prediction on the 180-degree rotated pair, rotated back (official
     ``Model.inference(TTA=True)``); it applies to the returned frame only.
     """
+
     timestep_input: bool = False
     widths: tuple = (240, 150, 90, 90)
     context_c: int = 16
@@ -290,8 +327,9 @@ class IFNet(nn.Module):
     pad_base: ClassVar[int] = 32  # pipeline padding base (see required_multiple)
 
     @nn.compact
-    def __call__(self, img0, img1, gt=None, timestep=0.5, scale_list=(4, 2, 1), tta: bool = False,
-                 return_all: bool = False):
+    def __call__(
+        self, img0, img1, gt=None, timestep=0.5, scale_list=(4, 2, 1), tta: bool = False, return_all: bool = False
+    ):
         name = "rife (IFNet_m)" if self.timestep_input else "rife (IFNet)"
         _check_pair(img0, img1, name)
         if gt is not None and gt.shape != img0.shape:
@@ -317,8 +355,9 @@ class IFNet(nn.Module):
             a, b, t2, g = img0, img1, timestep, gt
 
         f32 = lambda x: None if x is None else jnp.asarray(x, jnp.float32)  # noqa: E731
-        out = self._forward(blocks, block_tea, contextnet, unet, f32(a), f32(b), f32(g), t2,
-                            tuple(float(s) for s in scale_list))
+        out = self._forward(
+            blocks, block_tea, contextnet, unet, f32(a), f32(b), f32(g), t2, tuple(float(s) for s in scale_list)
+        )
         if tta:
             final = (out.merged[2][:n] + rotate180(out.merged[2][n:])) / 2
             out = jax.tree_util.tree_map(lambda v: v[:n] if getattr(v, "ndim", 0) == 4 else v, out)
@@ -384,6 +423,7 @@ class IFNet(nn.Module):
 # --------------------------------------------------------------------------------------------
 # IFNet_HDv3 (CogVideoX demo)
 
+
 class IFNetHDv3(nn.Module):
     """CogVideo ``rife/IFNet_HDv3.IFNet`` (RIFE v3.x HD): three c=90 blocks with an always-on
     symmetric ensemble (each block also runs on the swapped pair with the negated mask, flows
@@ -395,6 +435,7 @@ class IFNetHDv3(nn.Module):
     for API symmetry and ignored, like the official model ignores it.  The official inference
     ``Model.inference(img0, img1, scale)`` uses ``scale_list = (4/scale, 2/scale, 1/scale)``.
     """
+
     c: int = 90
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -402,13 +443,16 @@ class IFNetHDv3(nn.Module):
     pad_base: ClassVar[int] = 32  # pipeline padding base (see required_multiple)
 
     @nn.compact
-    def __call__(self, img0, img1, gt=None, timestep=0.5, scale_list=(4, 2, 1), tta: bool = False,
-                 return_all: bool = False):
+    def __call__(
+        self, img0, img1, gt=None, timestep=0.5, scale_list=(4, 2, 1), tta: bool = False, return_all: bool = False
+    ):
         del timestep
         name = "rife_hdv3 (IFNet_HDv3)"
         if gt is not None:
-            raise ValueError(f"{name}: no training path (the official HDv3 training forward is broken and "
-                             "has no teacher); train the ECCV 'rife' model instead")
+            raise ValueError(
+                f"{name}: no training path (the official HDv3 training forward is broken and "
+                "has no teacher); train the ECCV 'rife' model instead"
+            )
         _check_pair(img0, img1, name)
         if len(scale_list) != 3:
             raise ValueError(f"{name}: scale_list must have 3 entries, got {tuple(scale_list)}")
@@ -440,8 +484,9 @@ class IFNetHDv3(nn.Module):
         swap = lambda f: jnp.concatenate([f[..., 2:4], f[..., :2]], -1)  # noqa: E731
         for i in range(3):
             # both ensemble members in one batch: (w0, w1, mask, flow) and (w1, w0, -mask, swapped flow)
-            x = jnp.concatenate([jnp.concatenate([warped0, warped1, mask], -1),
-                                 jnp.concatenate([warped1, warped0, -mask], -1)], 0)
+            x = jnp.concatenate(
+                [jnp.concatenate([warped0, warped1, mask], -1), jnp.concatenate([warped1, warped0, -mask], -1)], 0
+            )
             f = jnp.concatenate([flow, swap(flow)], 0)
             fd, md = blocks[i](x, f, scale_list[i])
             if i == 0:

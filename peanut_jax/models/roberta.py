@@ -28,6 +28,7 @@ Piecewise use (SAMWISE interleaves layer groups with the vision trunk)::
 Parameter names follow fairseq: ``embed_tokens``, ``embed_positions``, ``layernorm_embedding``,
 ``layers_{i}/{self_attn/{q,k,v,out}_proj, self_attn_layer_norm, fc1, fc2, final_layer_norm}``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -49,12 +50,14 @@ def _embed_init(padding_idx: int):
     def init(key, shape, dtype=jnp.float32):
         w = _W_INIT(key, shape, dtype)
         return w.at[padding_idx].set(0) if padding_idx is not None else w
+
     return init
 
 
 def _dense(features: int, name: str, dtype: Dtype, param_dtype: Dtype) -> nn.Dense:
-    return nn.Dense(features, dtype=dtype, param_dtype=param_dtype, kernel_init=_W_INIT,
-                    bias_init=nn.initializers.zeros, name=name)
+    return nn.Dense(
+        features, dtype=dtype, param_dtype=param_dtype, kernel_init=_W_INIT, bias_init=nn.initializers.zeros, name=name
+    )
 
 
 def _layer_norm(name: str, dtype: Dtype, param_dtype: Dtype) -> nn.LayerNorm:
@@ -71,6 +74,7 @@ def make_positions(input_ids, padding_idx: int = 1):
 class SelfAttention(nn.Module):
     """fairseq ``MultiheadAttention`` used as self-attention (separate q/k/v projections, softmax
     scale ``head_dim ** -0.5``, key padding mask, dropout on the attention weights)."""
+
     dim: int
     heads: int
     attention_dropout: float = 0.1
@@ -91,13 +95,15 @@ class SelfAttention(nn.Module):
         q, k, v = proj("q_proj"), proj("k_proj"), proj("v_proj")
         rate = 0.0 if deterministic else self.attention_dropout
         rng = self.make_rng("dropout") if rate > 0.0 else None
-        out = attention(q, k, v, None if padding_mask is None else ~padding_mask, dropout_rate=rate,
-                        rng=rng).reshape(b, n, self.dim)
+        out = attention(q, k, v, None if padding_mask is None else ~padding_mask, dropout_rate=rate, rng=rng).reshape(
+            b, n, self.dim
+        )
         return _dense(self.dim, "out_proj", dt, pdt)(out)
 
 
 class EncoderLayer(nn.Module):
     """fairseq ``TransformerEncoderLayer`` with ``normalize_before=False`` (post-LN)."""
+
     dim: int = 768
     heads: int = 12
     ffn: int = 3072
@@ -111,7 +117,8 @@ class EncoderLayer(nn.Module):
     def __call__(self, x, padding_mask=None, deterministic: bool = True):
         dt, pdt = self.dtype, self.param_dtype
         y = SelfAttention(self.dim, self.heads, self.attention_dropout, dt, pdt, name="self_attn")(
-            x, padding_mask, deterministic)
+            x, padding_mask, deterministic
+        )
         y = nn.Dropout(self.dropout)(y, deterministic=deterministic)
         x = _layer_norm("self_attn_layer_norm", dt, pdt)(x + y)
         y = jax.nn.gelu(_dense(self.ffn, "fc1", dt, pdt)(x), approximate=False)
@@ -124,31 +131,45 @@ class EncoderLayer(nn.Module):
 class RobertaEncoder(nn.Module):
     """fairseq RoBERTa(-base) sentence encoder; ``__call__(input_ids (B, L) int, padding_mask (B, L)
     bool True at pads | None, deterministic=True) -> (B, L, dim)``.  See the module docstring."""
+
     num_layers: int = 12
     dim: int = 768
     heads: int = 12
     ffn: int = 3072
     vocab_size: int = 50265
-    max_positions: int = 514          # rows of embed_positions (512 tokens + padding_idx + 1)
+    max_positions: int = 514  # rows of embed_positions (512 tokens + padding_idx + 1)
     padding_idx: int = 1
     dropout: float = 0.1
     attention_dropout: float = 0.1
     activation_dropout: float = 0.0
-    zero_padded_embeddings: bool = True   # SAMWISE zeroes pad embeddings after forward_embedding
+    zero_padded_embeddings: bool = True  # SAMWISE zeroes pad embeddings after forward_embedding
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     def setup(self):
         dt, pdt = self.dtype, self.param_dtype
-        self.embed_tokens = nn.Embed(self.vocab_size, self.dim, dtype=dt, param_dtype=pdt,
-                                     embedding_init=_embed_init(self.padding_idx))
-        self.embed_positions = nn.Embed(self.max_positions, self.dim, dtype=dt, param_dtype=pdt,
-                                        embedding_init=_embed_init(self.padding_idx))
+        self.embed_tokens = nn.Embed(
+            self.vocab_size, self.dim, dtype=dt, param_dtype=pdt, embedding_init=_embed_init(self.padding_idx)
+        )
+        self.embed_positions = nn.Embed(
+            self.max_positions, self.dim, dtype=dt, param_dtype=pdt, embedding_init=_embed_init(self.padding_idx)
+        )
         self.layernorm_embedding = _layer_norm("layernorm_embedding", dt, pdt)
         self.embed_dropout = nn.Dropout(self.dropout)
-        self.layers = [EncoderLayer(self.dim, self.heads, self.ffn, self.dropout, self.attention_dropout,
-                                    self.activation_dropout, dt, pdt, name=f"layers_{i}")
-                       for i in range(self.num_layers)]
+        self.layers = [
+            EncoderLayer(
+                self.dim,
+                self.heads,
+                self.ffn,
+                self.dropout,
+                self.attention_dropout,
+                self.activation_dropout,
+                dt,
+                pdt,
+                name=f"layers_{i}",
+            )
+            for i in range(self.num_layers)
+        ]
 
     def embed(self, input_ids, padding_mask=None, deterministic: bool = True):
         """``forward_embedding`` + SAMWISE's zeroing of pads -> ``(x (B, L, dim), padding_mask)``."""
@@ -157,8 +178,10 @@ class RobertaEncoder(nn.Module):
             padding_mask = input_ids == self.padding_idx
         padding_mask = jnp.asarray(padding_mask, bool)
         if input_ids.shape[1] > self.max_positions - self.padding_idx - 1:
-            raise ValueError(f"RobertaEncoder: {input_ids.shape[1]} tokens, at most "
-                             f"{self.max_positions - self.padding_idx - 1} fit the position table")
+            raise ValueError(
+                f"RobertaEncoder: {input_ids.shape[1]} tokens, at most "
+                f"{self.max_positions - self.padding_idx - 1} fit the position table"
+            )
         x = self.embed_tokens(input_ids) + self.embed_positions(make_positions(input_ids, self.padding_idx))
         x = self.layernorm_embedding(x)
         x = self.embed_dropout(x, deterministic=deterministic)

@@ -17,6 +17,7 @@
 (N, H, W, 2) from ``ref`` to ``supp`` (it warps ``supp`` onto ``ref``), in pixels, x first.
 Flows stay float32 when ``dtype`` is bfloat16 (only the convolutions run in ``dtype``).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -36,6 +37,7 @@ MIN_SIZE = 1  # the mmagic variant resizes internally; callers (BasicVSR++) impo
 
 class SPyNetBasicModule(nn.Module):
     """Five 7x7 convolutions 8->32->64->32->16->2 with ReLU between them."""
+
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -72,8 +74,7 @@ class SPyNet(nn.Module):
             raise ValueError(f"SPyNet variant must be one of {VARIANTS}, got {self.variant!r}")
         if ref.shape != supp.shape or ref.ndim != 4 or ref.shape[-1] != 3:
             raise ValueError(f"SPyNet: ref and supp must both be (N, H, W, 3); got {ref.shape} and {supp.shape}")
-        modules = [SPyNetBasicModule(self.dtype, self.param_dtype, name=f"basic_module_{i}")
-                   for i in range(NUM_LEVELS)]
+        modules = [SPyNetBasicModule(self.dtype, self.param_dtype, name=f"basic_module_{i}") for i in range(NUM_LEVELS)]
         ref = ref.astype(jnp.float32)
         supp = supp.astype(jnp.float32)
         if self.variant == "sniklaus" and not self.internal_resize:
@@ -117,7 +118,7 @@ class SPyNet(nn.Module):
                 supps.insert(0, avg_pool2d(supps[0], 2, 2, count_include_pad=False))
         if self.is_initializing():
             # small inputs use fewer levels; create every level's parameters all the same
-            for m in modules[len(refs):]:
+            for m in modules[len(refs) :]:
                 m(jnp.zeros((1, 8, 8, 8), jnp.float32))
         n, h0, w0, _ = refs[0].shape
         flow = jnp.zeros((n, h0 // 2, w0 // 2, 2), jnp.float32)

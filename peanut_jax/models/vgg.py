@@ -11,9 +11,11 @@ Input: (N, H, W, 3) RGB already normalised with the ImageNet mean/std, as torchv
 tuple with the activation after each listed feature index (ReLU outputs are post-activation) and
 stops after the largest one.
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -79,6 +81,7 @@ def _max_pool_2x2(x):
 
 class VGG19Features(nn.Module):
     """torchvision ``vgg19().features`` (layers 0..36), NHWC; see the module docstring."""
+
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     precision: Any = None
@@ -102,10 +105,17 @@ class VGG19Features(nn.Module):
         last = max(idx)
         got = {}
         h = x.astype(self.dtype)
-        for i, (kind, cout) in enumerate(_LAYERS[:last + 1]):
+        for i, (kind, cout) in enumerate(_LAYERS[: last + 1]):
             if kind == "conv":
-                h = Conv2d(cout, 3, padding=1, dtype=self.dtype, param_dtype=self.param_dtype,
-                           precision=self.precision, name=f"conv_{i}")(h)
+                h = Conv2d(
+                    cout,
+                    3,
+                    padding=1,
+                    dtype=self.dtype,
+                    param_dtype=self.param_dtype,
+                    precision=self.precision,
+                    name=f"conv_{i}",
+                )(h)
             elif kind == "relu":
                 h = jax.nn.relu(h)
             else:

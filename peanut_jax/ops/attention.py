@@ -7,6 +7,7 @@ averages all keys instead of giving NaN).  ``dropout_rate`` with ``rng``: dropou
 ``query_chunk``: queries are processed that many at a time (``lax.map``), so the (Nq, Nk) logits of
 long memories never exist at once.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,14 +16,14 @@ import jax
 import jax.numpy as jnp
 
 
-def attention(q, k, v, key_valid=None, *, precision=None, dropout_rate: float = 0.0, rng=None,
-              query_chunk: int | None = None):
+def attention(
+    q, k, v, key_valid=None, *, precision=None, dropout_rate: float = 0.0, rng=None, query_chunk: int | None = None
+):
     scale = 1.0 / math.sqrt(q.shape[-1])
     valid = None if key_valid is None else key_valid[:, None, None, :]
 
     def attend(qc, key):
-        logits = jnp.einsum("bqhd,bkhd->bhqk", qc, k, precision=precision,
-                            preferred_element_type=jnp.float32) * scale
+        logits = jnp.einsum("bqhd,bkhd->bhqk", qc, k, precision=precision, preferred_element_type=jnp.float32) * scale
         if valid is not None:
             logits = jnp.where(valid, logits, jnp.float32(-1e30))
         w = jax.nn.softmax(logits, axis=-1)

@@ -17,6 +17,7 @@ them), which the official E2FGVI and BasicVSR++ checkpoints were trained with:
 The sampled columns hold K*Cin values per output pixel; when that exceeds ``max_columns`` elements
 the output rows are processed in chunks with ``lax.map`` so memory stays bounded.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,15 +26,25 @@ import jax.numpy as jnp
 from jax import lax
 
 from peanut_jax.ops.patches import pair
-
 from peanut_jax.ops.warp import coord_dtype, sample_bilinear
 
 DEFAULT_MAX_COLUMNS = 1 << 27  # elements of the (rows, Wo, K, Cin) column buffer per chunk
 
 
-def modulated_deform_conv2d(x, offset, mask, weight, bias=None, stride=1, padding=1, dilation=1,
-                            groups: int = 1, deform_groups: int = 1,
-                            max_columns: int = DEFAULT_MAX_COLUMNS, precision=None):
+def modulated_deform_conv2d(
+    x,
+    offset,
+    mask,
+    weight,
+    bias=None,
+    stride=1,
+    padding=1,
+    dilation=1,
+    groups: int = 1,
+    deform_groups: int = 1,
+    max_columns: int = DEFAULT_MAX_COLUMNS,
+    precision=None,
+):
     """DCNv2 forward: see the module docstring for the layouts.  Differentiable in all inputs."""
     sh, sw = pair(stride)
     ph, pw = pair(padding)

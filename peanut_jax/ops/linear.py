@@ -7,10 +7,11 @@ to code 10-50x slower than the forward op; :func:`with_transpose` states the tra
 The result is a ``custom_vjp`` function: reverse mode (``grad``/``vjp``, to any order when the
 transpose is itself such a function) works, forward mode (``jvp``) does not.
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 
@@ -20,6 +21,7 @@ def with_transpose(impl: Callable, transpose: Callable, num_static: int) -> Call
 
     ``impl`` must be linear in ``x``; the ``num_static`` trailing arguments are hashable Python
     values (shapes, geometries), passed unchanged to ``transpose``."""
+
     @functools.partial(jax.custom_vjp, nondiff_argnums=tuple(range(1, 1 + num_static)))
     def op(x, *static):
         return impl(x, *static)

@@ -5,6 +5,7 @@ patches stay on a grid: (N, Lh, Lw, C*kh*kw) with the same feature order (the to
 ``out.reshape(N, L, -1).transpose(0, 2, 1)``).  ``fold`` is the exact linear transpose of ``unfold``
 (a sum over overlaps, like torch, not normalised).
 """
+
 from __future__ import annotations
 
 import jax.numpy as jnp
@@ -25,8 +26,9 @@ def _geometry(h, w, kernel_size, stride, padding, dilation):
     lh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     lw = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     if lh <= 0 or lw <= 0:
-        raise ValueError(f"unfold/fold: kernel {kh}x{kw} (dilation {dh}x{dw}) does not fit {h}x{w} "
-                         f"with padding {ph}x{pw}")
+        raise ValueError(
+            f"unfold/fold: kernel {kh}x{kw} (dilation {dh}x{dw}) does not fit {h}x{w} with padding {ph}x{pw}"
+        )
     return tuple(int(v) for v in (kh, kw, sh, sw, ph, pw, dh, dw, lh, lw))
 
 
@@ -34,8 +36,11 @@ def _unfold_impl(x, geom):
     n, h, w, c = x.shape
     kh, kw, sh, sw, ph, pw, dh, dw, lh, lw = geom
     xp = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
-    taps = [xp[:, i * dh: i * dh + (lh - 1) * sh + 1: sh, j * dw: j * dw + (lw - 1) * sw + 1: sw, :]
-            for i in range(kh) for j in range(kw)]
+    taps = [
+        xp[:, i * dh : i * dh + (lh - 1) * sh + 1 : sh, j * dw : j * dw + (lw - 1) * sw + 1 : sw, :]
+        for i in range(kh)
+        for j in range(kw)
+    ]
     return jnp.stack(taps, axis=-1).reshape(n, lh, lw, c * kh * kw)
 
 
@@ -48,9 +53,10 @@ def _fold_impl(cols, hw, geom):
     out = jnp.zeros((n, h + 2 * ph, w + 2 * pw, c), cols.dtype)
     for i in range(kh):
         for j in range(kw):
-            out = out.at[:, i * dh: i * dh + (lh - 1) * sh + 1: sh, j * dw: j * dw + (lw - 1) * sw + 1: sw, :].add(
-                cols[..., i * kw + j])
-    return out[:, ph: ph + h, pw: pw + w, :]
+            out = out.at[:, i * dh : i * dh + (lh - 1) * sh + 1 : sh, j * dw : j * dw + (lw - 1) * sw + 1 : sw, :].add(
+                cols[..., i * kw + j]
+            )
+    return out[:, ph : ph + h, pw : pw + w, :]
 
 
 # fold and unfold are each other's linear transpose, stated as their gradients (``ops.linear``):

@@ -10,6 +10,7 @@ gathers and multiply-adds per axis: no matmul, so no TF32 surprises on GPUs.
 Note ``jax.image.resize`` differs from torch: antialias on by default when downsampling, no
 align_corners=True, ``'nearest'`` = torch ``'nearest-exact'``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -105,7 +106,7 @@ class _Taps:
         self._t = None
 
     @property
-    def transposed(self) -> "_Taps":
+    def transposed(self) -> _Taps:
         if self._t is None:
             m = np.zeros((self.out_size, self.in_size), np.float64)
             for i, w in zip(self.idx, self.wts):
@@ -117,8 +118,8 @@ class _Taps:
             wts = np.zeros((k, self.in_size), np.float32)
             for r in range(self.in_size):
                 cols = np.flatnonzero(mt[r])
-                idx[:len(cols), r] = cols
-                wts[:len(cols), r] = mt[r, cols].astype(np.float32)
+                idx[: len(cols), r] = cols
+                wts[: len(cols), r] = mt[r, cols].astype(np.float32)
             self._t = _Taps(list(idx), list(wts), self.out_size)
             self._t._t = self
         return self._t
@@ -159,13 +160,24 @@ def _cached_taps(in_size, out_size, mode, align_corners, scale_factor) -> _Taps:
 
 
 def _resize_axis(x, axis, out_size, mode, align_corners, scale_factor):
-    taps = _cached_taps(int(x.shape[axis]), int(out_size), mode, bool(align_corners),
-                        None if scale_factor is None else float(scale_factor))
+    taps = _cached_taps(
+        int(x.shape[axis]),
+        int(out_size),
+        mode,
+        bool(align_corners),
+        None if scale_factor is None else float(scale_factor),
+    )
     return _resample(x, axis, taps)
 
 
-def interpolate(x, size=None, scale_factor=None, mode: str = "bilinear", align_corners: bool | None = None,
-                recompute_scale_factor: bool | None = None):
+def interpolate(
+    x,
+    size=None,
+    scale_factor=None,
+    mode: str = "bilinear",
+    align_corners: bool | None = None,
+    recompute_scale_factor: bool | None = None,
+):
     """``torch.nn.functional.interpolate`` for NHWC ``x`` (N, H, W, C), antialias off.
 
     ``size`` (h, w) or ``scale_factor`` (float or pair) as in torch; with ``scale_factor`` and

@@ -11,6 +11,7 @@ Key sequences that hold several maps (memory frames) reuse the table once per ma
 is **tiled** over the sequence (not ``repeat``-ed element-wise), and trailing object-pointer
 tokens (``num_exclude_tail``) are left unrotated.  The rotation runs in float32 and casts back.
 """
+
 from __future__ import annotations
 
 import functools
@@ -25,8 +26,10 @@ def _tables(h: int, w: int, head_dim: int, theta: float) -> tuple[np.ndarray, np
         raise ValueError(f"axial RoPE needs a head width divisible by 4, got {head_dim}")
     q = head_dim // 4
     # frequencies and angles in float32, like the official tables; cos/sin of those angles rounded once
-    freqs = (np.float32(1.0) / (np.float32(theta) ** (np.arange(0, head_dim, 4, dtype=np.float32)[:q]
-                                                      / np.float32(head_dim)))).astype(np.float32)
+    freqs = (
+        np.float32(1.0)
+        / (np.float32(theta) ** (np.arange(0, head_dim, 4, dtype=np.float32)[:q] / np.float32(head_dim)))
+    ).astype(np.float32)
     t = np.arange(h * w)
     tx = (t % w).astype(np.float32)
     ty = (t // w).astype(np.float32)

@@ -16,6 +16,7 @@ Sampling coordinates are always computed in float32, whatever the image dtype: b
 represent pixel positions above 256/2048 exactly (the cause of the high-resolution artefacts users
 report for half-precision RIFE).
 """
+
 from __future__ import annotations
 
 import jax
@@ -116,7 +117,8 @@ def warp(img: jax.Array, flow: jax.Array, padding: str = "zeros", method: str | 
     if img.ndim != 4 or flow.ndim != 4 or flow.shape[-1] != 2 or flow.shape[:3] != img.shape[:3]:
         raise ValueError(
             f"warp: flow must have shape (N, H, W, 2) matching img (N, H, W, C) = {tuple(img.shape)}; "
-            f"got flow {tuple(flow.shape)}")
+            f"got flow {tuple(flow.shape)}"
+        )
     _, h, w, _ = img.shape
     cdt = coord_dtype(flow)
     gy, gx = base_grid(h, w, cdt)

@@ -5,14 +5,23 @@ erase, upscale, interpolate, flow).  The commands are in :mod:`peanut_jax.cli`.
 
 The names below are the pipeline's public API (``from peanut_jax import pipeline as P; P.Chain(...)``),
 imported on first use so that ``import peanut_jax.pipeline`` stays cheap."""
+
 from __future__ import annotations
 
 import importlib
 
 _EXPORTS = {
     "chain": ("STAGE_ORDER", "Chain", "Stage"),
-    "sources": ("ArrayMasks", "ArraySource", "FolderMasks", "Frame", "MaskSource", "StreamInfo", "note_masks",
-                "open_source"),
+    "sources": (
+        "ArrayMasks",
+        "ArraySource",
+        "FolderMasks",
+        "Frame",
+        "MaskSource",
+        "StreamInfo",
+        "note_masks",
+        "open_source",
+    ),
     "outputs": ("check_output", "has_audio", "mux_audio", "side_by_side_frame"),
     "telemetry": ("MemoryMonitor", "RunSummary", "backend_compiles"),
     "build": ("DEFAULT_CHECKPOINTS", "build_chain", "load_stage_model", "make_stage", "parse_stages"),

@@ -3,10 +3,11 @@
 The one place that knows which Stage class serves which stage name and which model family its
 weights must be, so the commands, the demo and the Python API assemble chains the same way.
 """
+
 from __future__ import annotations
 
 import pathlib
-from typing import Sequence
+from collections.abc import Sequence
 
 from peanut_jax.checkpoints.families import STAGE_DEFAULT, STAGE_FAMILY
 from peanut_jax.pipeline.chain import STAGE_ORDER, Chain, Stage
@@ -14,12 +15,13 @@ from peanut_jax.pipeline.outputs import DEFAULT_QUEUE
 
 __all__ = ["DEFAULT_CHECKPOINTS", "MODEL_FAMILY", "parse_stages", "load_stage_model", "make_stage", "build_chain"]
 
-DEFAULT_CHECKPOINTS = STAGE_DEFAULT   # stage -> default registry name
-MODEL_FAMILY = STAGE_FAMILY          # stage -> the model family its weights must be
+DEFAULT_CHECKPOINTS = STAGE_DEFAULT  # stage -> default registry name
+MODEL_FAMILY = STAGE_FAMILY  # stage -> the model family its weights must be
 
 
-def parse_stages(spec: str | Sequence[str] | None, upscale: int | None = None,
-                 interpolate: int | None = None) -> list[str]:
+def parse_stages(
+    spec: str | Sequence[str] | None, upscale: int | None = None, interpolate: int | None = None
+) -> list[str]:
     """Stage names from ``--stages`` (default: erase, plus upscale/interpolate when their factor is given)."""
     if spec is None or spec == "":
         names = ["erase"] + (["upscale"] if upscale else []) + (["interpolate"] if interpolate else [])
@@ -41,6 +43,7 @@ def load_stage_model(stage: str, spec, progress: bool = True, flag: str | None =
     (default ``--checkpoint-<stage>``)."""
     from peanut_jax.checkpoints import load
     from peanut_jax.checkpoints.load import resolve
+
     flag = flag or f"--checkpoint-{stage}"
     module, variables = load(spec, MODEL_FAMILY[stage], flag=flag, progress=progress, dtype=dtype)
     path = pathlib.Path(resolve(spec, MODEL_FAMILY[stage], flag, progress=False))
@@ -51,20 +54,32 @@ def make_stage(name: str, module, variables, label: str = "", **options) -> Stag
     """The Stage object of ``name`` around a loaded model."""
     if name == "erase":
         from peanut_jax.pipeline.erase import EraseStage
+
         return EraseStage(module, variables, label, **options)
     if name == "upscale":
         from peanut_jax.pipeline.upscale import UpscaleStage
+
         return UpscaleStage(module, variables, label, **options)
     if name == "interpolate":
         from peanut_jax.pipeline.interpolate import InterpolateStage
+
         return InterpolateStage(module, variables, label, **options)
     raise ValueError(f"unknown stage {name!r}; choose from {', '.join(STAGE_ORDER)}")
 
 
-def build_chain(stages: Sequence[str] = ("erase",), checkpoints: dict | None = None, *, upscale: int | None = None,
-                interpolate: int | None = None, models: dict | None = None, erase_options: dict | None = None,
-                upscale_options: dict | None = None, interpolate_options: dict | None = None,
-                progress: bool = True, queue_size: int = DEFAULT_QUEUE) -> Chain:
+def build_chain(
+    stages: Sequence[str] = ("erase",),
+    checkpoints: dict | None = None,
+    *,
+    upscale: int | None = None,
+    interpolate: int | None = None,
+    models: dict | None = None,
+    erase_options: dict | None = None,
+    upscale_options: dict | None = None,
+    interpolate_options: dict | None = None,
+    progress: bool = True,
+    queue_size: int = DEFAULT_QUEUE,
+) -> Chain:
     """Load the models of ``stages`` and return a :class:`Chain`.
 
     ``checkpoints``: ``{stage: spec}`` (registry name, official file, exported/orbax folder;
@@ -72,17 +87,22 @@ def build_chain(stages: Sequence[str] = ("erase",), checkpoints: dict | None = N
     already in memory (tests, the demo) instead of checkpoints.
     """
     checkpoints, models = dict(checkpoints or {}), dict(models or {})
-    options = {"erase": dict(erase_options or {}), "upscale": dict(scale=upscale, **(upscale_options or {})),
-               "interpolate": dict(multi=interpolate or 2, **(interpolate_options or {}))}
+    options = {
+        "erase": dict(erase_options or {}),
+        "upscale": dict(scale=upscale, **(upscale_options or {})),
+        "interpolate": dict(multi=interpolate or 2, **(interpolate_options or {})),
+    }
     built: list[Stage] = []
     for name in parse_stages(list(stages), upscale, interpolate):
         if name in models:
             from peanut_jax.checkpoints.export import hashable
+
             module, variables, *label = models[name]
             module = hashable(module)
             label = label[0] if label else type(module).__name__
         else:
-            module, variables, label = load_stage_model(name, checkpoints.get(name) or DEFAULT_CHECKPOINTS[name],
-                                                        progress=progress)
+            module, variables, label = load_stage_model(
+                name, checkpoints.get(name) or DEFAULT_CHECKPOINTS[name], progress=progress
+            )
         built.append(make_stage(name, module, variables, label, **options[name]))
     return Chain(built, queue_size=queue_size)

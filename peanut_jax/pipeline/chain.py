@@ -7,6 +7,7 @@ its input before any compute), compiles every stage's shapes in parallel, then p
 reader thread through the stages into a writer thread.  A single-stage command is a chain of one
 stage, so validation, I/O, progress and atomic output have one implementation.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,15 +15,30 @@ import os
 import pathlib
 import sys
 import time
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 from peanut_jax.data.prefetch import Prefetcher
-from peanut_jax.pipeline.outputs import DEFAULT_QUEUE, Outputs, WriterThread, check_output, has_audio, side_by_side_frame
+from peanut_jax.pipeline.outputs import (
+    DEFAULT_QUEUE,
+    Outputs,
+    WriterThread,
+    check_output,
+    has_audio,
+    side_by_side_frame,
+)
 from peanut_jax.pipeline.sources import Frame, MaskSource, StreamInfo, note_masks, open_source
-from peanut_jax.pipeline.telemetry import (COMPILED, MemoryMonitor, Meter, RunSummary, backend_compiles, cpu_seconds,
-                                           run_parallel)
+from peanut_jax.pipeline.telemetry import (
+    COMPILED,
+    MemoryMonitor,
+    Meter,
+    RunSummary,
+    backend_compiles,
+    cpu_seconds,
+    run_parallel,
+)
 
 __all__ = ["STAGE_ORDER", "Stage", "Chain", "Frame", "StreamInfo"]
 
@@ -39,6 +55,7 @@ class Stage:
     parallel) and ``__call__(frames, info)`` maps the incoming :class:`Frame` records (with masks
     for a stage with ``needs_masks``) to output records, each yielded as soon as it is final.
     """
+
     name = "stage"
     needs_masks = False
     weights = ""
@@ -94,7 +111,7 @@ class Chain:
         for stage, si in zip(self.stages, self.plan(info)):
             try:
                 found = stage.compile_jobs(si)
-            except AttributeError:   # a runner without the expected entry point: compiled at its first call
+            except AttributeError:  # a runner without the expected entry point: compiled at its first call
                 found = []
             jobs += [(k, j) for k, j in found if k not in self._compiled]
         t0 = time.perf_counter()
@@ -103,8 +120,14 @@ class Chain:
                 self._compiled.add(jobs[k][0])
         return {"jobs": len(jobs), "seconds": time.perf_counter() - t0}
 
-    def stream(self, frames: Iterator[Frame], infos: Sequence[StreamInfo], meters: list[Meter],
-               progress: bool = False, observers: dict | None = None) -> Iterator[Frame]:
+    def stream(
+        self,
+        frames: Iterator[Frame],
+        infos: Sequence[StreamInfo],
+        meters: list[Meter],
+        progress: bool = False,
+        observers: dict | None = None,
+    ) -> Iterator[Frame]:
         """The chain itself: every stage consumes the stream of the one before it."""
         prev = meters[-1] if meters else None
         for k, stage in enumerate(self.stages):
@@ -117,10 +140,22 @@ class Chain:
             prev = meter
         return frames
 
-    def run(self, source, output=None, masks: MaskSource | None = None, *, frames_out=None, side_by_side=None,
-            overlay=None, overwrite: bool = False, progress: bool = True, copy_audio: bool = True,
-            observers: dict[str, Callable[[int, np.ndarray], None]] | None = None,
-            output_fps: float | None = None, warmup: bool = True) -> RunSummary:
+    def run(
+        self,
+        source,
+        output=None,
+        masks: MaskSource | None = None,
+        *,
+        frames_out=None,
+        side_by_side=None,
+        overlay=None,
+        overwrite: bool = False,
+        progress: bool = True,
+        copy_audio: bool = True,
+        observers: dict[str, Callable[[int, np.ndarray], None]] | None = None,
+        output_fps: float | None = None,
+        warmup: bool = True,
+    ) -> RunSummary:
         """Run the chain on ``source`` (a VideoSource/ArraySource or a path) and write the outputs.
 
         ``observers``: ``{stage name: fn(index, image)}`` called with every frame a stage emits
@@ -146,27 +181,54 @@ class Chain:
                 print(line, file=sys.stderr)
         src_path = getattr(source, "path", None)
         audio_src = None
-        if (copy_audio and output is not None and pathlib.Path(output).suffix and isinstance(src_path, pathlib.Path)
-                and src_path.is_file() and has_audio(src_path)):
+        if (
+            copy_audio
+            and output is not None
+            and pathlib.Path(output).suffix
+            and isinstance(src_path, pathlib.Path)
+            and src_path.is_file()
+            and has_audio(src_path)
+        ):
             audio_src = src_path
         t_start, cpu0 = time.perf_counter(), cpu_seconds()
         with MemoryMonitor() as mem:
-            r = self._stream_to_outputs(source, masks, infos, targets, out_fps, overwrite, audio_src, progress,
-                                        observers, warmup)
-        stages = [{"name": m.name, "frames": m.frames, "seconds": m.seconds,
-                   "s_per_frame": m.seconds / max(1, m.frames), "weights": s.weights}
-                  for m, s in zip(r["meters"], self.stages)]
+            r = self._stream_to_outputs(
+                source, masks, infos, targets, out_fps, overwrite, audio_src, progress, observers, warmup
+            )
+        stages = [
+            {
+                "name": m.name,
+                "frames": m.frames,
+                "seconds": m.seconds,
+                "s_per_frame": m.seconds / max(1, m.frames),
+                "weights": s.weights,
+            }
+            for m, s in zip(r["meters"], self.stages)
+        ]
         return RunSummary(
-            input=str(getattr(source, "path", "<array>")), output=None if output is None else str(output),
-            frames_in=n, frames_out=r["count"], fps_in=info.fps, fps_out=out_fps, size_in=(info.height, info.width),
-            size_out=(infos[-1].height, infos[-1].width), seconds=time.perf_counter() - t_start, stages=stages,
-            compile_seconds=r["warm"]["seconds"], compiled_shapes=r["warm"]["jobs"],
-            stream_compiles=backend_compiles() - r["compiles0"], cpu_seconds=cpu_seconds() - cpu0,
-            read_seconds=r["read"].inclusive, write_wait_seconds=r["writer"].wait_seconds,
-            encode_seconds=r["writer"].busy_seconds, peak_rss_bytes=mem.peak_rss,
-            peak_device_bytes=MemoryMonitor.device_peak(), audio=audio_src is not None,
+            input=str(getattr(source, "path", "<array>")),
+            output=None if output is None else str(output),
+            frames_in=n,
+            frames_out=r["count"],
+            fps_in=info.fps,
+            fps_out=out_fps,
+            size_in=(info.height, info.width),
+            size_out=(infos[-1].height, infos[-1].width),
+            seconds=time.perf_counter() - t_start,
+            stages=stages,
+            compile_seconds=r["warm"]["seconds"],
+            compiled_shapes=r["warm"]["jobs"],
+            stream_compiles=backend_compiles() - r["compiles0"],
+            cpu_seconds=cpu_seconds() - cpu0,
+            read_seconds=r["read"].inclusive,
+            write_wait_seconds=r["writer"].wait_seconds,
+            encode_seconds=r["writer"].busy_seconds,
+            peak_rss_bytes=mem.peak_rss,
+            peak_device_bytes=MemoryMonitor.device_peak(),
+            audio=audio_src is not None,
             masks=masks.describe() if masks is not None else None,
-            outputs={k: str(v) for k, v in targets.items() if v is not None})
+            outputs={k: str(v) for k, v in targets.items() if v is not None},
+        )
 
     def _check_targets(self, targets: dict, source, overwrite: bool, masks) -> None:
         if all(v is None for v in targets.values()):
@@ -188,8 +250,9 @@ class Chain:
         if targets["overlay"] is not None and masks is None:
             raise ValueError("--overlay needs masks (--masks)")
 
-    def _stream_to_outputs(self, source, masks, infos, targets, out_fps, overwrite, audio_src, progress,
-                           observers, warmup) -> dict:
+    def _stream_to_outputs(
+        self, source, masks, infos, targets, out_fps, overwrite, audio_src, progress, observers, warmup
+    ) -> dict:
         """Reader thread -> stages -> writer thread; every output committed together at the end."""
         info, meters, reader, writer, outs = infos[0], [], None, None, None
         try:
@@ -197,14 +260,18 @@ class Chain:
             frames = iter(source)
             pairs = masks.attach(frames) if masks is not None else ((f, None) for f in frames)
             reader = Prefetcher((Frame(f, m, i) for i, (f, m) in enumerate(pairs)), self.queue_size)
-            warm = self.warmup(info) if warmup else {"jobs": 0, "seconds": 0.0}   # decoding runs meanwhile
+            warm = self.warmup(info) if warmup else {"jobs": 0, "seconds": 0.0}  # decoding runs meanwhile
             compiles0 = backend_compiles()
             writer = WriterThread(self.queue_size)
-            kept: dict[int, np.ndarray] = {}       # input frames still needed by the side-by-side view
+            kept: dict[int, np.ndarray] = {}  # input frames still needed by the side-by-side view
             read = Meter("read", info.num_frames, False, 0)
-            stream = self.stream(read.wrap(_tap(reader, kept, targets["side_by_side"] is not None,
-                                                outs.writers.get("overlay"), writer)),
-                                 infos, meters, progress, observers)
+            stream = self.stream(
+                read.wrap(_tap(reader, kept, targets["side_by_side"] is not None, outs.writers.get("overlay"), writer)),
+                infos,
+                meters,
+                progress,
+                observers,
+            )
             count = _write(stream, outs, writer, kept, info, infos[-1])
             writer.finish()
             t_fin = time.perf_counter()
@@ -221,13 +288,13 @@ class Chain:
                 reader.close()
             for m in meters:
                 m.close()
-        return {"meters": meters, "count": count, "warm": warm, "compiles0": compiles0, "read": read,
-                "writer": writer}
+        return {"meters": meters, "count": count, "warm": warm, "compiles0": compiles0, "read": read, "writer": writer}
 
 
 def _tap(frames: Iterator[Frame], kept: dict, keep: bool, overlay_w, writer: WriterThread) -> Iterator[Frame]:
     """Input frames on their way in: kept for the side-by-side view, tinted into the overlay video."""
     from peanut_jax.data.masks import overlay_mask
+
     for fr in frames:
         if keep:
             kept[fr.index] = fr.image
@@ -236,8 +303,9 @@ def _tap(frames: Iterator[Frame], kept: dict, keep: bool, overlay_w, writer: Wri
         yield fr
 
 
-def _write(stream: Iterator[Frame], outs: Outputs, writer: WriterThread, kept: dict, info: StreamInfo,
-           out_info: StreamInfo) -> int:
+def _write(
+    stream: Iterator[Frame], outs: Outputs, writer: WriterThread, kept: dict, info: StreamInfo, out_info: StreamInfo
+) -> int:
     """Hand every final frame to the writer thread; returns the number of frames written."""
     multi = (out_info.num_frames - 1) / max(1, info.num_frames - 1) if info.num_frames > 1 else 1
     main_w, frames_w, sbs_w = (outs.writers.get(k) for k in ("output", "frames", "side_by_side"))
@@ -269,4 +337,3 @@ def _observed(frames: Iterator[Frame], fn) -> Iterator[Frame]:
     for i, fr in enumerate(frames):
         fn(i, fr.image)
         yield fr
-

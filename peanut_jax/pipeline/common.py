@@ -1,12 +1,12 @@
 """Helpers shared by the stages and the commands: bundled assets, the persistent compilation cache
 (and saying when a first compilation is slow), and a clean Ctrl-C.
 (Loading and exporting weights live in :mod:`peanut_jax.checkpoints`.)"""
+
 from __future__ import annotations
 
 import os
 import pathlib
 import sys
-
 
 
 def bundled_asset(*parts) -> pathlib.Path:
@@ -30,6 +30,7 @@ def announce_compilation(cache_dir=None, delay: float = 1.0, stream=None) -> Non
 
     import jax
     from jax._src import dispatch
+
     state = {"cache_dir": cache_dir, "said": False, "timer": None}
     lock = threading.Lock()
 
@@ -38,10 +39,16 @@ def announce_compilation(cache_dir=None, delay: float = 1.0, stream=None) -> Non
             if state["said"]:
                 return
             state["said"] = True
-        where = (f"compiled programs are cached in {state['cache_dir']}, so later runs start fast"
-                 if state["cache_dir"] else "PEANUT_XLA_CACHE=0: nothing is cached between runs")
-        print(f"note: compiling the models for this frame size (seconds to minutes, once: {where})",
-              file=stream or sys.stderr, flush=True)
+        where = (
+            f"compiled programs are cached in {state['cache_dir']}, so later runs start fast"
+            if state["cache_dir"]
+            else "PEANUT_XLA_CACHE=0: nothing is cached between runs"
+        )
+        print(
+            f"note: compiling the models for this frame size (seconds to minutes, once: {where})",
+            file=stream or sys.stderr,
+            flush=True,
+        )
 
     def cancel():
         t = state["timer"]
@@ -82,13 +89,15 @@ def enable_compilation_cache(path=None) -> pathlib.Path | None:
             path = env
         else:
             from peanut_jax.checkpoints.registry import home
+
             path = home() / "xla_cache"
     path = pathlib.Path(path).expanduser()
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError:
-        return None   # a read-only home: run without the cache
+        return None  # a read-only home: run without the cache
     import jax
+
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     return path
@@ -108,6 +117,7 @@ class InterruptExit:
     def __init__(self, grace: float = 2.0, message: str = "error: interrupted; no partial output was kept"):
         import signal
         import threading
+
         self.grace, self.message = grace, message
         self._handled = threading.Event()
         self._r, w = os.pipe()
@@ -123,6 +133,7 @@ class InterruptExit:
     def _watch(self) -> None:
         import signal
         import time
+
         while True:
             try:
                 data = os.read(self._r, 64)
@@ -137,6 +148,7 @@ class InterruptExit:
             if self._handled.wait(0.05):
                 return
         from peanut_jax.data.video_io import discard_partial_outputs
+
         discard_partial_outputs()
         try:
             print(self.message, file=sys.stderr, flush=True)

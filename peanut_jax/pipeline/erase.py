@@ -5,26 +5,72 @@
 frame of the clip); ``mode='streaming'`` (the default of every command) bounds the reference set so
 memory stays flat in the clip length.  The protocol details are in ``docs/erase.md``.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import numpy as np
 
 from peanut_jax.pipeline.chain import Stage
-from peanut_jax.pipeline.erase_windows import (API_NAMES, CHAIN_NAMES, CLI_NAMES, DEFAULT_STREAM_REFS,  # noqa: F401
-                                               E2FGVI_SIZE, MIN_HQ_SIZE, MODELS, MODES, PAD_MULTIPLE, ArrayClip,
-                                               Blender, Clip, EraseConfig, FolderClip, StreamClip, Window,
-                                               WindowModel, blend_weights, composite, final_window, inpaint,
-                                               inpaint_arrays, last_use, local_ids, masked_input, nearest_ref_ids,
-                                               official_ref_ids, pad_frames, parse_size, plan_windows,
-                                               process_mask, processing_size, resize_frame, to_prediction_u8)
+from peanut_jax.pipeline.erase_windows import (
+    CHAIN_NAMES,
+    DEFAULT_STREAM_REFS,  # noqa: F401
+    E2FGVI_SIZE,
+    MODELS,
+    PAD_MULTIPLE,
+    ArrayClip,
+    Blender,
+    Clip,
+    EraseConfig,
+    FolderClip,
+    StreamClip,
+    Window,
+    WindowModel,
+    blend_weights,
+    composite,
+    final_window,
+    inpaint,
+    inpaint_arrays,
+    local_ids,
+    masked_input,
+    nearest_ref_ids,
+    official_ref_ids,
+    pad_frames,
+    plan_windows,
+    process_mask,
+    processing_size,
+    resize_frame,
+    to_prediction_u8,
+)
 from peanut_jax.pipeline.sources import Frame, StreamInfo, mask_coverage_notes  # noqa: F401
 
 __all__ = [
-    "MODELS", "E2FGVI_SIZE", "PAD_MULTIPLE", "EraseConfig", "Window", "local_ids", "official_ref_ids",
-    "nearest_ref_ids", "plan_windows", "final_window", "blend_weights", "processing_size", "resize_frame",
-    "process_mask", "masked_input", "pad_frames", "to_prediction_u8", "composite", "Blender", "Clip",
-    "ArrayClip", "FolderClip", "StreamClip", "WindowModel", "inpaint", "inpaint_arrays", "EraseStage",
+    "MODELS",
+    "E2FGVI_SIZE",
+    "PAD_MULTIPLE",
+    "EraseConfig",
+    "Window",
+    "local_ids",
+    "official_ref_ids",
+    "nearest_ref_ids",
+    "plan_windows",
+    "final_window",
+    "blend_weights",
+    "processing_size",
+    "resize_frame",
+    "process_mask",
+    "masked_input",
+    "pad_frames",
+    "to_prediction_u8",
+    "composite",
+    "Blender",
+    "Clip",
+    "ArrayClip",
+    "FolderClip",
+    "StreamClip",
+    "WindowModel",
+    "inpaint",
+    "inpaint_arrays",
+    "EraseStage",
     "load_eraser",
 ]
 
@@ -38,11 +84,19 @@ class EraseStage(Stage):
     E2FGVI always runs at 240x432).  Outputs are the official uint8 composites (truncated) at the
     processing size.  ``flags`` names the options in messages (:data:`CHAIN_NAMES` by default).
     """
+
     name = "erase"
     needs_masks = True
 
-    def __init__(self, module, variables, weights: str = "", config=None, size: tuple[int, int] | None = None,
-                 flags: dict | None = None):
+    def __init__(
+        self,
+        module,
+        variables,
+        weights: str = "",
+        config=None,
+        size: tuple[int, int] | None = None,
+        flags: dict | None = None,
+    ):
         self.flags = CHAIN_NAMES if flags is None else flags
         self.module, self.variables, self.weights = module, variables, weights
         self.model_name = "e2fgvi_hq" if getattr(module, "hq", False) else "e2fgvi"
@@ -57,18 +111,23 @@ class EraseStage(Stage):
     def check(self, info: StreamInfo) -> None:
         self.psize(info)
         if info.num_frames < 2:
-            raise ValueError(f"the clip has {info.num_frames} frame; E2FGVI needs at least 2 (flow completion "
-                             f"works on frame pairs)")
+            raise ValueError(
+                f"the clip has {info.num_frames} frame; E2FGVI needs at least 2 (flow completion works on frame pairs)"
+            )
 
     def notes(self, info: StreamInfo) -> list[str]:
         """What to tell the user about this clip before erasing it."""
         out, psize, s = [], self.psize(info), self.config.neighbor_stride
         if info.num_frames < 2 * s + 1:
-            out.append(f"note: the clip ({info.num_frames} frames) is shorter than the local window ({2 * s + 1} "
-                       f"frames): every window covers the clip")
+            out.append(
+                f"note: the clip ({info.num_frames} frames) is shorter than the local window ({2 * s + 1} "
+                f"frames): every window covers the clip"
+            )
         if psize != (info.height, info.width):
-            out.append(f"note: {self.model_name} runs at {psize[1]}x{psize[0]} (WxH); the {info.width}x{info.height} "
-                       f"video is resized (PIL bicubic) and the output has that size")
+            out.append(
+                f"note: {self.model_name} runs at {psize[1]}x{psize[0]} (WxH); the {info.width}x{info.height} "
+                f"video is resized (PIL bicubic) and the output has that size"
+            )
         return out
 
     def output_info(self, info):
@@ -81,14 +140,17 @@ class EraseStage(Stage):
         hp, wp = -(-h // mh) * mh, -(-w // mw) * mw
         keys = sorted({win.shape_key for win in plan_windows(info.num_frames, self.config)})
         r = self.runner
-        return [(("erase", id(r), nt, hp, wp, nl), lambda nl=nl, nt=nt: r(np.zeros((nt, hp, wp, 3), np.float32), nl))
-                for nl, nt in keys]
+        return [
+            (("erase", id(r), nt, hp, wp, nl), lambda nl=nl, nt=nt: r(np.zeros((nt, hp, wp, 3), np.float32), nl))
+            for nl, nt in keys
+        ]
 
     def __call__(self, frames, info):
-        clip = StreamClip(((fr.image, fr.mask) for fr in frames), info.num_frames, self.psize(info),
-                          self.config.mask_dilation)
+        clip = StreamClip(
+            ((fr.image, fr.mask) for fr in frames), info.num_frames, self.psize(info), self.config.mask_dilation
+        )
         for i, comp in inpaint(clip, self.runner, self.config):
-            yield Frame(np.asarray(comp).astype(np.uint8), None, i)   # the official save: truncation
+            yield Frame(np.asarray(comp).astype(np.uint8), None, i)  # the official save: truncation
         self.max_held = max(self.max_held, clip.max_held)
 
 
@@ -97,9 +159,11 @@ def load_eraser(checkpoint, model: str | None = None, dtype: str = "float32", pr
     (:func:`peanut_jax.checkpoints.load`); ``model`` refuses weights of the other E2FGVI model
     (default: whichever the checkpoint holds)."""
     from peanut_jax.checkpoints import load
+
     if checkpoint is None:
-        raise ValueError("--checkpoint is required (E2FGVI-CVPR22.pth / E2FGVI-HQ-CVPR22.pth, or an exported "
-                         "or orbax directory)")
+        raise ValueError(
+            "--checkpoint is required (E2FGVI-CVPR22.pth / E2FGVI-HQ-CVPR22.pth, or an exported or orbax directory)"
+        )
     if model is not None and model not in MODELS:
         raise ValueError(f"--model must be one of {MODELS}, got {model!r}")
     module, variables = load(checkpoint, model or "e2fgvi", flag="--checkpoint", dtype=dtype, precision=precision)

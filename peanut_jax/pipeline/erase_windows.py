@@ -6,19 +6,21 @@ Split from :mod:`peanut_jax.pipeline.erase` (the stage, loading, evaluation) bec
 part that reproduces the official ``test.py`` numerically; the protocol and the streaming rules are
 written down in ``docs/erase.md``.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import pathlib
 import time
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 MODELS = ("e2fgvi", "e2fgvi_hq")
-E2FGVI_SIZE = (240, 432)        # (H, W) the non-HQ model is tied to (the official 432x240)
-PAD_MULTIPLE = (60, 108)        # official mirror padding of the model input
-MIN_HQ_SIZE = (30, 54)          # mirror padding repeats the frame at most once
+E2FGVI_SIZE = (240, 432)  # (H, W) the non-HQ model is tied to (the official 432x240)
+PAD_MULTIPLE = (60, 108)  # official mirror padding of the model input
+MIN_HQ_SIZE = (30, 54)  # mirror padding repeats the frame at most once
 MODES = ("official", "streaming")
 DEFAULT_STREAM_REFS = 6
 
@@ -33,6 +35,7 @@ class EraseConfig:
     ``k > 0`` = the official windowed rule in both modes.  ``mask_dilation``: iterations of the
     3x3 cross dilation.
     """
+
     mode: str = "official"
     neighbor_stride: int = 5
     ref_length: int = 10
@@ -61,8 +64,9 @@ def local_ids(f: int, length: int, neighbor_stride: int) -> list[int]:
     return list(range(max(0, f - neighbor_stride), min(length, f + neighbor_stride + 1)))
 
 
-def official_ref_ids(f: int, neighbor_ids: Sequence[int], length: int, ref_length: int = 10,
-                     num_ref: int = -1) -> list[int]:
+def official_ref_ids(
+    f: int, neighbor_ids: Sequence[int], length: int, ref_length: int = 10, num_ref: int = -1
+) -> list[int]:
     """The official ``get_ref_index`` (test.py), indices >= ``length`` dropped (module docstring)."""
     nbr = set(neighbor_ids)
     if num_ref == -1:
@@ -73,15 +77,16 @@ def official_ref_ids(f: int, neighbor_ids: Sequence[int], length: int, ref_lengt
     for i in range(start, end + 1, ref_length):
         if i in nbr:
             continue
-        if len(refs) > num_ref:   # the official test (never reached: the window is too short)
+        if len(refs) > num_ref:  # the official test (never reached: the window is too short)
             break
-        if i < length:            # the official script would fail with an IndexError here
+        if i < length:  # the official script would fail with an IndexError here
             refs.append(i)
     return refs
 
 
-def nearest_ref_ids(f: int, neighbor_ids: Sequence[int], length: int, ref_length: int = 10,
-                    count: int = DEFAULT_STREAM_REFS) -> list[int]:
+def nearest_ref_ids(
+    f: int, neighbor_ids: Sequence[int], length: int, ref_length: int = 10, count: int = DEFAULT_STREAM_REFS
+) -> list[int]:
     """Streaming references: the ``count`` frames of the grid ``0, ref_length, 2*ref_length, ...``
     nearest to ``f`` (ties: the earlier frame) that are not local, in increasing order.
     ``count=-1`` (or at least the number of grid frames) gives the official ``num_ref=-1`` set."""
@@ -95,6 +100,7 @@ def nearest_ref_ids(f: int, neighbor_ids: Sequence[int], length: int, ref_length
 @dataclasses.dataclass(frozen=True)
 class Window:
     """One model call: ``local`` frames (outputs kept) then ``refs`` (context only)."""
+
     f: int
     local: tuple[int, ...]
     refs: tuple[int, ...]
@@ -164,8 +170,9 @@ CLI_NAMES = {"size": "--size", "model": "--model e2fgvi_hq"}
 CHAIN_NAMES = {"size": "--erase-size", "model": "E2FGVI-HQ weights (--checkpoint-erase)"}
 
 
-def processing_size(model: str, frame_size: tuple[int, int], size: tuple[int, int] | None = None,
-                    flags: dict | None = None) -> tuple[int, int]:
+def processing_size(
+    model: str, frame_size: tuple[int, int], size: tuple[int, int] | None = None, flags: dict | None = None
+) -> tuple[int, int]:
     """(H, W) the model runs at: E2FGVI 240x432 always; HQ ``size`` or the native frame size.
     ``flags`` names the options in error messages (see :data:`API_NAMES`)."""
     f = {**API_NAMES, **(flags or {})}
@@ -173,20 +180,25 @@ def processing_size(model: str, frame_size: tuple[int, int], size: tuple[int, in
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
     if model == "e2fgvi":
         if size is not None and tuple(size) != E2FGVI_SIZE:
-            raise ValueError(f"{f['size']}: e2fgvi runs at {E2FGVI_SIZE[1]}x{E2FGVI_SIZE[0]} (WxH) only (its learned "
-                             f"positional bias is tied to it); use {f['model']} for other sizes")
+            raise ValueError(
+                f"{f['size']}: e2fgvi runs at {E2FGVI_SIZE[1]}x{E2FGVI_SIZE[0]} (WxH) only (its learned "
+                f"positional bias is tied to it); use {f['model']} for other sizes"
+            )
         return E2FGVI_SIZE
     h, w = (int(size[0]), int(size[1])) if size is not None else tuple(frame_size)
     if h < MIN_HQ_SIZE[0] or w < MIN_HQ_SIZE[1]:
-        raise ValueError(f"frame size {w}x{h} (WxH) is smaller than the e2fgvi_hq minimum {MIN_HQ_SIZE[1]}x"
-                         f"{MIN_HQ_SIZE[0]} (mirror padding to multiples of {PAD_MULTIPLE[1]}x{PAD_MULTIPLE[0]} "
-                         f"can at most double a side); upscale the video or pass {f['size']}")
+        raise ValueError(
+            f"frame size {w}x{h} (WxH) is smaller than the e2fgvi_hq minimum {MIN_HQ_SIZE[1]}x"
+            f"{MIN_HQ_SIZE[0]} (mirror padding to multiples of {PAD_MULTIPLE[1]}x{PAD_MULTIPLE[0]} "
+            f"can at most double a side); upscale the video or pass {f['size']}"
+        )
     return h, w
 
 
 def resize_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """uint8 RGB frame -> (H, W) = ``size`` with PIL bicubic (the official ``Image.resize(size)``)."""
     from PIL import Image
+
     if frame.shape[:2] == tuple(size):
         return frame
     return np.asarray(Image.fromarray(frame).resize((size[1], size[0]), Image.BICUBIC))
@@ -198,6 +210,7 @@ def process_mask(mask_image, size: tuple[int, int], dilation: int = 4) -> np.nda
     from PIL import Image
 
     from peanut_jax.data.masks import dilate_masks
+
     if isinstance(mask_image, Image.Image):
         img = mask_image
         if (img.height, img.width) != tuple(size):
@@ -274,6 +287,7 @@ class Clip:
     ``_read(i, ahead)``.  ``held`` / ``max_held``: frames currently / at most held (the streaming
     memory bookkeeping); ``loads``: frames decoded and processed.
     """
+
     sequential = False
 
     def __init__(self, length: int, size: tuple[int, int]):
@@ -331,8 +345,7 @@ class ArrayClip(Clip):
     bool/labels, already processed if ``processed=True`` (then no resize and no dilation).
     """
 
-    def __init__(self, frames, masks, size: tuple[int, int] | None = None, dilation: int = 4,
-                 processed: bool = False):
+    def __init__(self, frames, masks, size: tuple[int, int] | None = None, dilation: int = 4, processed: bool = False):
         if len(frames) != len(masks):
             raise ValueError(f"{len(masks)} masks but {len(frames)} frames")
         if len(frames) == 0:
@@ -363,8 +376,14 @@ class FolderClip(Clip):
     """Frames from a video file or a frame folder (:func:`peanut_jax.data.video_io.open_video`),
     masks from a folder of images (sorted) or one image for every frame; processed as test.py."""
 
-    def __init__(self, video, mask_files: Sequence[pathlib.Path], size: tuple[int, int], dilation: int = 4,
-                 resize_masks: bool = True):
+    def __init__(
+        self,
+        video,
+        mask_files: Sequence[pathlib.Path],
+        size: tuple[int, int],
+        dilation: int = 4,
+        resize_masks: bool = True,
+    ):
         super().__init__(len(video), size)
         self.video = video
         self.mask_files = list(mask_files)
@@ -378,6 +397,7 @@ class FolderClip(Clip):
 
     def _mask(self, i: int) -> np.ndarray:
         from PIL import Image
+
         path = self.mask_files[i if len(self.mask_files) > 1 else 0]
         if len(self.mask_files) == 1 and path in self._mask_cache:
             return self._mask_cache[path]
@@ -385,9 +405,11 @@ class FolderClip(Clip):
             with Image.open(path) as img:
                 img.load()
                 if not self._resize_masks and (img.height, img.width) != self.video.size:
-                    raise ValueError(f"--masks {path}: mask size {img.width}x{img.height} differs from the frame "
-                                     f"size {self.video.size[1]}x{self.video.size[0]} (WxH); pass --resize-masks "
-                                     f"to resize masks (nearest neighbour, as the official script)")
+                    raise ValueError(
+                        f"--masks {path}: mask size {img.width}x{img.height} differs from the frame "
+                        f"size {self.video.size[1]}x{self.video.size[0]} (WxH); pass --resize-masks "
+                        f"to resize masks (nearest neighbour, as the official script)"
+                    )
                 m = process_mask(img, self.size, self._dilation)
         except (OSError, SyntaxError) as err:
             raise ValueError(f"{path}: cannot read mask image ({err})") from None
@@ -440,8 +462,9 @@ class FolderClip(Clip):
                 try:
                     raw = next(it)
                 except StopIteration:
-                    raise ValueError(f"{self.video.path}: the video ended after {nxt} frames, "
-                                     f"expected {self.length}") from None
+                    raise ValueError(
+                        f"{self.video.path}: the video ended after {nxt} frames, expected {self.length}"
+                    ) from None
                 j, nxt = nxt, nxt + 1
                 keep = j == i or (which == "main" and j not in self._released)
                 if keep and j not in self._cache:
@@ -471,6 +494,7 @@ def _window_fn():
     """One jitted window function for the process (compilations are shared by equal modules)."""
     if not _JITTED:
         import jax
+
         _JITTED.append(jax.jit(_apply_window, static_argnums=(0, 3)))
     return _JITTED[0]
 
@@ -486,6 +510,7 @@ class WindowModel:
 
     def __init__(self, module, variables):
         import jax
+
         self.module = module
         self.variables = jax.device_put(variables)
         self.shapes: set[tuple] = set()
@@ -494,6 +519,7 @@ class WindowModel:
 
     def __call__(self, x: np.ndarray, num_local: int) -> np.ndarray:
         import jax.numpy as jnp
+
         self.shapes.add((x.shape, int(num_local)))
         t0 = time.perf_counter()
         out = np.asarray(_window_fn()(self.module, self.variables, jnp.asarray(x, jnp.float32), int(num_local)))
@@ -503,8 +529,12 @@ class WindowModel:
 
 
 # =============================================================================== the engine
-def inpaint(clip: Clip, model: Callable[[np.ndarray, int], np.ndarray], config: EraseConfig = EraseConfig(),
-            on_window: Callable[[int, Window], None] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+def inpaint(
+    clip: Clip,
+    model: Callable[[np.ndarray, int], np.ndarray],
+    config: EraseConfig = EraseConfig(),
+    on_window: Callable[[int, Window], None] | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
     """Run the windows over ``clip`` and yield ``(i, comp)`` in frame order, each as soon as final.
 
     ``comp`` is the official composite before the final cast: uint8 for a frame one window
@@ -542,9 +572,17 @@ def inpaint(clip: Clip, model: Callable[[np.ndarray, int], np.ndarray], config: 
             nxt += 1
 
 
-def inpaint_arrays(module, variables, frames, masks, config: EraseConfig = EraseConfig(),
-                   size: tuple[int, int] | None = None, model: str | None = None, processed: bool = False,
-                   runner: WindowModel | None = None) -> list[np.ndarray]:
+def inpaint_arrays(
+    module,
+    variables,
+    frames,
+    masks,
+    config: EraseConfig = EraseConfig(),
+    size: tuple[int, int] | None = None,
+    model: str | None = None,
+    processed: bool = False,
+    runner: WindowModel | None = None,
+) -> list[np.ndarray]:
     """Whole-clip convenience: composites (official float/uint8 values) of in-memory frames/masks.
 
     ``frames`` (T, H, W, 3) uint8, ``masks`` (T, H, W); resized to the processing size of ``model``
@@ -564,6 +602,7 @@ class StreamClip(Clip):
     """The chain's (frame, mask) stream as an ``erase.Clip`` read forward only: frames resized to
     the processing size and masks processed as the official test.py (nearest resize, dilation) on
     arrival; the erase engine releases every frame after its last use."""
+
     sequential = True
 
     def __init__(self, items: Iterable, length: int, size: tuple[int, int], dilation: int):
@@ -588,8 +627,10 @@ class StreamClip(Clip):
             self._next += 1
             if j in self._released and j != i:
                 continue
-            self._cache[j] = (resize_frame(np.asarray(frame), self.size),
-                              process_mask(np.asarray(mask), self.size, self._dilation))
+            self._cache[j] = (
+                resize_frame(np.asarray(frame), self.size),
+                process_mask(np.asarray(mask), self.size, self._dilation),
+            )
             self.loads += 1
             self.max_held = max(self.max_held, len(self._cache))
 

@@ -5,9 +5,10 @@ Pairs (t, t+1) are processed in fixed-size batches by one jitted function (the l
 padded, never recompiled); frames are decoded lazily and flow images are written as soon as they
 are ready, so memory does not grow with the clip length.
 """
+
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -55,6 +56,7 @@ def demo_clip(num_frames: int = 16, height: int = 96, width: int = 128, seed: in
     """The bundled default input: a procedural clip with exact ground-truth flow (the demo weights
     were trained on 48x64 synthetic crops, so the clip keeps motions of a few pixels)."""
     from peanut_jax.data.synthetic import generate_clip
+
     return generate_clip(seed, num_frames=num_frames, height=height, width=width, num_objects=3)
 
 
@@ -62,10 +64,19 @@ class FlowStage(Stage):
     """SPyNet flow of every consecutive pair, emitted as colour-coded images (``side_by_side``: next
     to the first frame of the pair).  ``reference``: exact flows (T-1, H, W, 2) (the demo clip's):
     a third panel, and the end-point errors are collected in ``errors``."""
+
     name = "flow"
 
-    def __init__(self, module, variables, weights: str = "", batch: int = 4, max_flow: float | None = None,
-                 side_by_side: bool = True, reference=None):
+    def __init__(
+        self,
+        module,
+        variables,
+        weights: str = "",
+        batch: int = 4,
+        max_flow: float | None = None,
+        side_by_side: bool = True,
+        reference=None,
+    ):
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
         self.module, self.variables, self.weights = module, variables, weights
@@ -83,7 +94,8 @@ class FlowStage(Stage):
     def __call__(self, frames, info):
         from peanut_jax.data.flow_viz import flow_to_color
         from peanut_jax.metrics.flow import epe
-        kept: list = []   # the first frame of each pair, for the side-by-side view, without decoding twice
+
+        kept: list = []  # the first frame of each pair, for the side-by-side view, without decoding twice
 
         def tee(it):
             for fr in it:
@@ -103,24 +115,33 @@ class FlowStage(Stage):
             yield Frame(vis, None, i)
 
 
-def run_flow(input_path, output, checkpoint=None, batch: int = 4, overwrite: bool = False,
-             max_flow: float | None = None, side_by_side: bool = True, demo: bool = False,
-             progress: bool = True) -> dict:
+def run_flow(
+    input_path,
+    output,
+    checkpoint=None,
+    batch: int = 4,
+    overwrite: bool = False,
+    max_flow: float | None = None,
+    side_by_side: bool = True,
+    demo: bool = False,
+    progress: bool = True,
+) -> dict:
     """The ``infer.py flow`` job (a one-stage chain).  Returns a summary dict (pairs, seconds, EPE for
     the demo)."""
+    from peanut_jax.checkpoints import load
     from peanut_jax.metrics.flow import epe
     from peanut_jax.pipeline.chain import Chain
-    from peanut_jax.checkpoints import load
     from peanut_jax.pipeline.common import bundled_asset
     from peanut_jax.pipeline.outputs import check_output
     from peanut_jax.pipeline.sources import ArraySource, open_source
 
-    check_output(output, overwrite, "--output", inputs=() if demo else (input_path,))   # before loading anything
+    check_output(output, overwrite, "--output", inputs=() if demo else (input_path,))  # before loading anything
     reference = None
     if demo:
         clip = demo_clip()
-        source = ArraySource((np.clip(clip.frames * 255.0 + 0.5, 0, 255)).astype(np.uint8), fps=12.0,
-                             name="synthetic flow demo clip")
+        source = ArraySource(
+            (np.clip(clip.frames * 255.0 + 0.5, 0, 255)).astype(np.uint8), fps=12.0, name="synthetic flow demo clip"
+        )
         reference = clip.flow_forward
         checkpoint = checkpoint or bundled_asset(*DEMO_WEIGHTS)
     else:
@@ -128,8 +149,10 @@ def run_flow(input_path, output, checkpoint=None, batch: int = 4, overwrite: boo
         if len(source) < 2:
             raise ValueError(f"{input_path}: optical flow needs at least 2 frames, the video has {len(source)}")
         if checkpoint is None:
-            raise ValueError("--checkpoint is required (a registry name such as spynet or the bundled spynet_demo, an "
-                             "official SPyNet .pth, or an exported/orbax directory)")
+            raise ValueError(
+                "--checkpoint is required (a registry name such as spynet or the bundled spynet_demo, an "
+                "official SPyNet .pth, or an exported/orbax directory)"
+            )
     module, variables = load(checkpoint, "spynet", flag="--checkpoint", progress=progress)
     stage = FlowStage(module, variables, str(checkpoint), batch, max_flow, side_by_side, reference)
     s = Chain([stage]).run(source, output, overwrite=overwrite, progress=progress, copy_audio=False)

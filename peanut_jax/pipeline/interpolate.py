@@ -24,25 +24,35 @@
 Frames are (H, W, 3) RGB arrays: uint8 (output uint8, rounded to nearest) or float in [0, 1]
 (output float32, not clipped: IFNet_HDv3 does not clamp).
 """
+
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterable, Iterator, Sequence
 from fractions import Fraction
-from typing import Iterable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from peanut_jax.metrics.ssim_matlab import ssim_matlab
-from peanut_jax.pipeline.chain import Frame, Stage
 from peanut_jax.models.rife import required_multiple
 from peanut_jax.ops import interpolate as _resize
+from peanut_jax.pipeline.chain import Frame, Stage
 
 __all__ = [
-    "interpolate_pair", "interpolate_video", "model_multiple", "pad_to_multiple", "crop", "scale_list_for",
-    "has_timestep_input", "scene_ssim", "output_frame_count", "schedule", "InterpolateStage",
+    "interpolate_pair",
+    "interpolate_video",
+    "model_multiple",
+    "pad_to_multiple",
+    "crop",
+    "scale_list_for",
+    "has_timestep_input",
+    "scene_ssim",
+    "output_frame_count",
+    "schedule",
+    "InterpolateStage",
 ]
 
 SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
@@ -51,6 +61,7 @@ _MAX_BISECTION_DEPTH = 12
 
 # ---------------------------------------------------------------------------------------------
 # small helpers (host side, outside jit)
+
 
 def scale_list_for(scale: float = 1.0) -> tuple:
     """Official ``Model.inference(..., scale)``: ``scale_list = (4, 2, 1) / scale`` (0.5 for 4K)."""
@@ -118,7 +129,7 @@ def _pair_ssim(a: Sequence[np.ndarray], b: Sequence[np.ndarray], batch: int) -> 
     """:func:`scene_ssim` of the pairs (a[i], b[i]) in fixed-size batches (one compilation)."""
     out = []
     for s in range(0, len(a), batch):
-        aa, bb = list(a[s:s + batch]), list(b[s:s + batch])
+        aa, bb = list(a[s : s + batch]), list(b[s : s + batch])
         m = len(aa)
         aa += [aa[-1]] * (batch - m)
         bb += [bb[-1]] * (batch - m)
@@ -129,7 +140,7 @@ def _pair_ssim(a: Sequence[np.ndarray], b: Sequence[np.ndarray], batch: int) -> 
 def _is_dyadic(t: float, depth: int = _MAX_BISECTION_DEPTH) -> int | None:
     """n such that t = k / 2^n exactly (smallest), or None."""
     for n in range(1, depth + 1):
-        k = t * 2 ** n
+        k = t * 2**n
         if abs(k - round(k)) < 1e-9:
             return n
     return None
@@ -138,10 +149,12 @@ def _is_dyadic(t: float, depth: int = _MAX_BISECTION_DEPTH) -> int | None:
 # ---------------------------------------------------------------------------------------------
 # batched jitted model calls
 
+
 @functools.lru_cache(maxsize=32)
 def _jitted(module, scale_list: tuple, tta: bool):
     def run(variables, a, b, t):
         return module.apply(variables, a, b, timestep=t, scale_list=scale_list, tta=tta)
+
     return jax.jit(run)
 
 
@@ -158,20 +171,26 @@ class _Runner:
         out = []
         bs = self.batch_size
         for s in range(0, len(a), bs):
-            aa, bb, tt = list(a[s:s + bs]), list(b[s:s + bs]), list(t[s:s + bs])
+            aa, bb, tt = list(a[s : s + bs]), list(b[s : s + bs]), list(t[s : s + bs])
             m = len(aa)
             while len(aa) < bs:  # fixed batch: one compilation per frame size
                 aa.append(aa[-1]), bb.append(bb[-1]), tt.append(tt[-1])
-            res = self.fn(self.variables, jnp.asarray(np.stack(aa)), jnp.asarray(np.stack(bb)),
-                          jnp.asarray(tt, jnp.float32))
+            res = self.fn(
+                self.variables, jnp.asarray(np.stack(aa)), jnp.asarray(np.stack(bb)), jnp.asarray(tt, jnp.float32)
+            )
             self.calls += 1
             res = np.asarray(res)
             out.extend(res[i] for i in range(m))
         return out
 
 
-def _intermediates(runner: _Runner, pairs: list[tuple[np.ndarray, np.ndarray]], ts: Sequence[Sequence[float]],
-                   timestep_model: bool, depth: int | None) -> list[list[np.ndarray]]:
+def _intermediates(
+    runner: _Runner,
+    pairs: list[tuple[np.ndarray, np.ndarray]],
+    ts: Sequence[Sequence[float]],
+    timestep_model: bool,
+    depth: int | None,
+) -> list[list[np.ndarray]]:
     """For every pair i, the frames at the timesteps ``ts[i]`` (padded arrays), batched over pairs.
 
     Timestep models: one job per (pair, t).  Midpoint-only models: the bisection tree of ``depth``
@@ -185,10 +204,10 @@ def _intermediates(runner: _Runner, pairs: list[tuple[np.ndarray, np.ndarray]], 
         res = runner([pairs[i][0] for i, _ in jobs], [pairs[i][1] for i, _ in jobs], [t for _, t in jobs])
         table = {job: r for job, r in zip(jobs, res)}
         return [[table[(i, float(t))] for t in ts[i]] for i in range(len(pairs))]
-    den = 2 ** depth
+    den = 2**depth
     known = [{0: p[0], den: p[1]} for p in pairs]
     for level in range(1, depth + 1):
-        step = den // 2 ** level
+        step = den // 2**level
         pos = list(range(step, den, 2 * step))
         jobs = [(i, k) for i in range(len(pairs)) for k in pos]
         res = runner([known[i][k - step] for i, k in jobs], [known[i][k + step] for i, k in jobs], [0.5] * len(jobs))
@@ -200,6 +219,7 @@ def _intermediates(runner: _Runner, pairs: list[tuple[np.ndarray, np.ndarray]], 
 # ---------------------------------------------------------------------------------------------
 # public API
 
+
 def _check_t(t, n: int):
     ta = np.asarray(t, np.float64).reshape(-1)
     if ta.size not in (1, n):
@@ -209,8 +229,9 @@ def _check_t(t, n: int):
     return ta
 
 
-def interpolate_pair(module, variables, img0, img1, t=0.5, *, scale: float = 1.0, tta: bool = False,
-                     batch_size: int | None = None) -> np.ndarray:
+def interpolate_pair(
+    module, variables, img0, img1, t=0.5, *, scale: float = 1.0, tta: bool = False, batch_size: int | None = None
+) -> np.ndarray:
     """The frame at time ``t`` between ``img0`` and ``img1``.
 
     ``img0``/``img1``: (H, W, 3) or (N, H, W, 3) float in [0, 1] (or uint8), same shape.  ``t``: a
@@ -245,7 +266,8 @@ def interpolate_pair(module, variables, img0, img1, t=0.5, *, scale: float = 1.0
         if depth is None:
             raise ValueError(
                 f"t={t0} is not dyadic (k/2^n): {type(module).__name__} has no timestep input and only predicts "
-                "midpoints; use a timestep model (IFNet(timestep_input=True)) for arbitrary t")
+                "midpoints; use a timestep model (IFNet(timestep_input=True)) for arbitrary t"
+            )
         res = [r[0] for r in _intermediates(runner, pairs, [[t0]] * n, False, depth)]
     out = crop(np.stack(res), hw)
     return out[0] if single else out
@@ -258,11 +280,19 @@ def output_frame_count(n_frames: int, multi: int = 2, cogvideo_compat: bool = Fa
 
 #: how the rate arguments are named in messages: the Python API's names by default; each command
 #: passes its own flags (``infer.py interpolate``: --multi/--fps/--in-fps; the chain: --interpolate)
-API_NAMES = {"multi": "multi", "fps": "fps", "in_fps": "in_fps",
-             "timestep_model": "use a timestep model (IFNet(timestep_input=True)) for other factors"}
-CLI_NAMES = {"multi": "--multi", "fps": "--fps", "in_fps": "--in-fps",
-             "timestep_model": "weights of a RIFE with a timestep input (train.py --config configs/rife.py:rifem) "
-                               "take any factor"}
+API_NAMES = {
+    "multi": "multi",
+    "fps": "fps",
+    "in_fps": "in_fps",
+    "timestep_model": "use a timestep model (IFNet(timestep_input=True)) for other factors",
+}
+CLI_NAMES = {
+    "multi": "--multi",
+    "fps": "--fps",
+    "in_fps": "--in-fps",
+    "timestep_model": "weights of a RIFE with a timestep input (train.py --config configs/rife.py:rifem) "
+    "take any factor",
+}
 
 
 def schedule(multi, fps, in_fps, timestep_model: bool, model_name: str, flags: dict | None = None):
@@ -270,7 +300,7 @@ def schedule(multi, fps, in_fps, timestep_model: bool, model_name: str, flags: d
     renames the arguments in error messages (see :data:`API_NAMES`)."""
     f = {**API_NAMES, **(flags or {})}
 
-    def name(key, value):   # "multi=3" (Python) or "--multi 3" (command line)
+    def name(key, value):  # "multi=3" (Python) or "--multi 3" (command line)
         return f"{f[key]} {value}" if f[key].startswith("-") else f"{f[key]}={value}"
 
     if fps is not None:
@@ -282,15 +312,17 @@ def schedule(multi, fps, in_fps, timestep_model: bool, model_name: str, flags: d
             raise ValueError(f"{f['fps']} must be > 0, got {fps!r}")
         step = Fraction(str(in_fps)).limit_denominator(1_000_000) / Fraction(str(fps)).limit_denominator(1_000_000)
         if step > 1:
-            raise ValueError(f"target {name('fps', fps)} is below the input rate {in_fps}: interpolation only raises "
-                             f"the rate")
+            raise ValueError(
+                f"target {name('fps', fps)} is below the input rate {in_fps}: interpolation only raises the rate"
+            )
         ratio = 1 / step
         if not timestep_model:
             if ratio.denominator != 1 or ratio.numerator & (ratio.numerator - 1):
                 raise ValueError(
                     f"{name('fps', fps)} / input rate {in_fps} = {float(ratio):g} is not a power of two: {model_name} "
                     f"has no timestep input and only predicts midpoints (2x, 4x, 8x ... by recursion); "
-                    f"{f['timestep_model']}")
+                    f"{f['timestep_model']}"
+                )
             return step, int(math.log2(ratio.numerator)) or None
         return step, None
     multi = 2 if multi is None else multi
@@ -300,16 +332,31 @@ def schedule(multi, fps, in_fps, timestep_model: bool, model_name: str, flags: d
         raise ValueError(
             f"{name('multi', multi)} is not a power of two: {model_name} has no timestep input and only predicts "
             f"midpoints, so it can only multiply the frame rate by 2, 4, 8, ... (recursive bisection); "
-            f"{f['timestep_model']}")
+            f"{f['timestep_model']}"
+        )
     depth = int(math.log2(multi)) if not timestep_model and multi > 1 else None
     return Fraction(1, int(multi)), depth
 
 
-def interpolate_video(frames: Iterable, module, variables, multi: int | None = 2, *, fps: float | None = None,
-                      in_fps: float | None = None, scale: float = 1.0, tta: bool = False, batch_size: int = 4,
-                      scene_detect: bool = True, dup_threshold: float = 0.996, cut_threshold: float = 0.2,
-                      on_duplicate: str = "copy", cogvideo_compat: bool = False, progress: bool = False,
-                      total: int | None = None) -> Iterator[np.ndarray]:
+def interpolate_video(
+    frames: Iterable,
+    module,
+    variables,
+    multi: int | None = 2,
+    *,
+    fps: float | None = None,
+    in_fps: float | None = None,
+    scale: float = 1.0,
+    tta: bool = False,
+    batch_size: int = 4,
+    scene_detect: bool = True,
+    dup_threshold: float = 0.996,
+    cut_threshold: float = 0.2,
+    on_duplicate: str = "copy",
+    cogvideo_compat: bool = False,
+    progress: bool = False,
+    total: int | None = None,
+) -> Iterator[np.ndarray]:
     """Interpolate a stream of frames; returns a generator of output frames (H, W, 3).
 
     ``multi``: rate factor (any integer >= 1 for timestep models, a power of two otherwise); or
@@ -327,15 +374,30 @@ def interpolate_video(frames: Iterable, module, variables, multi: int | None = 2
     if on_duplicate not in ("copy", "interpolate"):
         raise ValueError(f"on_duplicate must be 'copy' or 'interpolate', got {on_duplicate!r}")
     if cogvideo_compat and (fps is not None or tsm):
-        raise ValueError("cogvideo_compat reproduces CogVideoX's midpoint pipeline: use multi=2^k with a model "
-                         "without timestep input (rife_hdv3 as CogVideoX)")
+        raise ValueError(
+            "cogvideo_compat reproduces CogVideoX's midpoint pipeline: use multi=2^k with a model "
+            "without timestep input (rife_hdv3 as CogVideoX)"
+        )
     if total is None and hasattr(frames, "__len__"):
         total = len(frames)
     runner = _Runner(module, variables, scale, tta, batch_size)
     mult = model_multiple(module, scale)
     gen = _stream_compat if cogvideo_compat else _stream
-    return gen(iter(frames), runner, mult, step, depth, tsm, int(batch_size), scene_detect, float(dup_threshold),
-               float(cut_threshold), on_duplicate, progress, total)
+    return gen(
+        iter(frames),
+        runner,
+        mult,
+        step,
+        depth,
+        tsm,
+        int(batch_size),
+        scene_detect,
+        float(dup_threshold),
+        float(cut_threshold),
+        on_duplicate,
+        progress,
+        total,
+    )
 
 
 def _read(it, first_shape, index):
@@ -347,8 +409,10 @@ def _read(it, first_shape, index):
     if a.ndim != 3 or a.shape[-1] != 3:
         raise ValueError(f"frame {index}: expected an (H, W, 3) RGB frame, got shape {a.shape}")
     if first_shape is not None and a.shape != first_shape:
-        raise ValueError(f"frame {index}: size {a.shape[:2]} differs from the first frame's {first_shape[:2]}; "
-                         "all frames of a clip must have the same size")
+        raise ValueError(
+            f"frame {index}: size {a.shape[:2]} differs from the first frame's {first_shape[:2]}; "
+            "all frames of a clip must have the same size"
+        )
     return a
 
 
@@ -356,6 +420,7 @@ def _progress(progress, total):
     if not progress:
         return None
     from tqdm import tqdm
+
     return tqdm(total=total, desc="interpolate", unit="frame")
 
 
@@ -414,8 +479,9 @@ def _stream(it, runner, mult, step, depth, tsm, bs, scene_detect, dup_thr, cut_t
             if t > 0:
                 per_pair.setdefault(i, []).append(t)
         work = [i for i in need if mode[i] == "interp"]
-        mids = _intermediates(runner, [(padded[i], padded[i + 1]) for i in work], [per_pair[i] for i in work],
-                              tsm, depth)
+        mids = _intermediates(
+            runner, [(padded[i], padded[i + 1]) for i in work], [per_pair[i] for i in work], tsm, depth
+        )
         table = {(i, t): m for i, row in zip(work, mids) for t, m in zip(per_pair[i], row)}
         for i, t in jobs:
             if t == 0:
@@ -442,10 +508,10 @@ def _stream_compat(it, runner, mult, step, depth, tsm, bs, scene_detect, dup_thr
     """CogVideoX ``ssim_interpolation_rife`` (exp = depth), streamed with one frame of look-ahead."""
     del step, tsm, on_dup
     bar = _progress(progress, total)
-    n_mid = (2 ** depth - 1) if depth else 0
-    ts = [k / 2 ** depth for k in range(1, 2 ** depth)] if depth else []
+    n_mid = (2**depth - 1) if depth else 0
+    ts = [k / 2**depth for k in range(1, 2**depth)] if depth else []
     uint8 = None
-    for base, frames, exhausted in _chunks(it, bs):
+    for _base, frames, exhausted in _chunks(it, bs):
         if uint8 is None:
             hw, uint8 = frames[0].shape[:2], frames[0].dtype == np.uint8
         # frames b in this chunk: all but the look-ahead; on the last chunk all of them (the last pairs with itself)
@@ -481,18 +547,32 @@ def _stream_compat(it, runner, mult, step, depth, tsm, bs, scene_detect, dup_thr
 # ---------------------------------------------------------------------------------------------
 # the chain's stage
 
+
 class InterpolateStage(Stage):
     """RIFE frame interpolation on the chain's frames: x ``multi``, or to a target ``fps`` (the
     input rate comes from the stream).  ``flags`` names the options in messages."""
+
     name = "interpolate"
 
-    def __init__(self, module, variables, weights: str = "", multi: int | None = 2, *, fps: float | None = None,
-                 batch_size: int = 4, scale: float = 1.0, tta: bool = False, scene_detect: bool = True,
-                 on_duplicate: str = "copy", flags: dict | None = None):
+    def __init__(
+        self,
+        module,
+        variables,
+        weights: str = "",
+        multi: int | None = 2,
+        *,
+        fps: float | None = None,
+        batch_size: int = 4,
+        scale: float = 1.0,
+        tta: bool = False,
+        scene_detect: bool = True,
+        on_duplicate: str = "copy",
+        flags: dict | None = None,
+    ):
         self.flags = flags if flags is not None else {**CLI_NAMES, "multi": "--interpolate"}
         self.timestep_model = has_timestep_input(module)
         if fps is None:
-            schedule(multi, None, None, self.timestep_model, type(module).__name__, self.flags)   # validates multi
+            schedule(multi, None, None, self.timestep_model, type(module).__name__, self.flags)  # validates multi
         scale_list_for(scale)
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
@@ -502,8 +582,14 @@ class InterpolateStage(Stage):
         self.scene_detect, self.on_duplicate = scene_detect, on_duplicate
 
     def _step(self, info) -> Fraction:
-        step, _ = schedule(self.multi, self.fps, info.fps if self.fps is not None else None, self.timestep_model,
-                           type(self.module).__name__, self.flags)
+        step, _ = schedule(
+            self.multi,
+            self.fps,
+            info.fps if self.fps is not None else None,
+            self.timestep_model,
+            type(self.module).__name__,
+            self.flags,
+        )
         return step
 
     def output_info(self, info):
@@ -522,9 +608,14 @@ class InterpolateStage(Stage):
         m = model_multiple(self.module, self.scale)
         bs, h, w = self.batch_size, info.height, info.width
         z = np.zeros((bs, h, w, 3), np.float32)
-        jobs = [(("interpolate", id(self.module), bs, -(-h // m) * m, -(-w // m) * m, self.tta),
-                 lambda: interpolate_pair(self.module, self.variables, z, z, 0.5, scale=self.scale, tta=self.tta,
-                                          batch_size=bs))]
+        jobs = [
+            (
+                ("interpolate", id(self.module), bs, -(-h // m) * m, -(-w // m) * m, self.tta),
+                lambda: interpolate_pair(
+                    self.module, self.variables, z, z, 0.5, scale=self.scale, tta=self.tta, batch_size=bs
+                ),
+            )
+        ]
         if self.scene_detect:
             jobs.append((("scene_ssim", bs, h, w), lambda: scene_ssim(z, z)))
         return jobs
@@ -534,9 +625,18 @@ class InterpolateStage(Stage):
             yield from frames
             return
         images = (fr.image for fr in frames)
-        out = interpolate_video(images, self.module, self.variables, self.multi, fps=self.fps,
-                                in_fps=info.fps if self.fps is not None else None, scale=self.scale, tta=self.tta,
-                                batch_size=self.batch_size, scene_detect=self.scene_detect,
-                                on_duplicate=self.on_duplicate)
+        out = interpolate_video(
+            images,
+            self.module,
+            self.variables,
+            self.multi,
+            fps=self.fps,
+            in_fps=info.fps if self.fps is not None else None,
+            scale=self.scale,
+            tta=self.tta,
+            batch_size=self.batch_size,
+            scene_detect=self.scene_detect,
+            on_duplicate=self.on_duplicate,
+        )
         for i, f in enumerate(out):
             yield Frame(f, None, i)

@@ -6,6 +6,7 @@ forward from the earliest prompted frame, then reverse).  Prompts only on frame 
 pass over the chain's frames; otherwise a first pass writes one label PNG per frame to a temporary
 folder, read back lazily.  :func:`run_mask` writes the masks (binary or DAVIS palette PNGs).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,12 +23,23 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-__all__ = ["DEFAULT_CHECKPOINT", "Prompt", "PromptMasks", "add_arguments", "davis_palette", "label_map",
-           "load_sam2", "parse_prompt", "parse_prompts", "prompts_from_args", "run_mask", "tint"]
+__all__ = [
+    "DEFAULT_CHECKPOINT",
+    "Prompt",
+    "PromptMasks",
+    "add_arguments",
+    "davis_palette",
+    "label_map",
+    "load_sam2",
+    "parse_prompt",
+    "parse_prompts",
+    "prompts_from_args",
+    "run_mask",
+    "tint",
+]
 
 DEFAULT_CHECKPOINT = "sam2.1_hiera_base_plus"
-SYNTAX = {"--click": "X,Y[,LABEL]@FRAME[:OBJ]", "--box": "X0,Y0,X1,Y1@FRAME[:OBJ]",
-          "--mask-prompt": "PNG@FRAME[:OBJ]"}
+SYNTAX = {"--click": "X,Y[,LABEL]@FRAME[:OBJ]", "--box": "X0,Y0,X1,Y1@FRAME[:OBJ]", "--mask-prompt": "PNG@FRAME[:OBJ]"}
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
 
@@ -37,7 +49,8 @@ class Prompt:
     """One prompt flag: a click (``xy``, ``label`` 1 positive / 0 negative), a box (``box`` x0, y0,
     x1, y1) or a mask image (``mask`` path) for object ``obj`` on ``frame``; ``text`` is the flag
     as given (error messages name it)."""
-    kind: str                                   # "click" | "box" | "mask"
+
+    kind: str  # "click" | "box" | "mask"
     frame: int
     obj: int = 1
     xy: tuple[float, float] | None = None
@@ -86,13 +99,17 @@ def parse_prompt(flag: str, value: str) -> Prompt:
 
 def parse_prompts(clicks: Iterable[str] = (), boxes: Iterable[str] = (), masks: Iterable[str] = ()) -> list[Prompt]:
     """All prompt flags, parsed, in the order given per kind."""
-    return ([parse_prompt("--click", c) for c in clicks or ()] + [parse_prompt("--box", b) for b in boxes or ()]
-            + [parse_prompt("--mask-prompt", m) for m in masks or ()])
+    return (
+        [parse_prompt("--click", c) for c in clicks or ()]
+        + [parse_prompt("--box", b) for b in boxes or ()]
+        + [parse_prompt("--mask-prompt", m) for m in masks or ()]
+    )
 
 
 @dataclasses.dataclass
 class _Group:
     """The prompts of one object on one frame: what one predictor call gets."""
+
     frame: int
     obj: int
     points: list = dataclasses.field(default_factory=list)
@@ -110,14 +127,18 @@ def group_prompts(prompts: Sequence[Prompt]) -> list[_Group]:
         g = groups.setdefault((p.frame, p.obj), _Group(p.frame, p.obj, first=p))
         if g.mask is not None or (p.kind == "mask" and g.first is not p):
             mask, other = (g.mask, p) if g.mask is not None else (p, g.first)
-            raise ValueError(f"{mask.text}: a mask prompt replaces every other prompt of object {p.obj} on "
-                             f"frame {p.frame} ({other.text}); give one or the other")
+            raise ValueError(
+                f"{mask.text}: a mask prompt replaces every other prompt of object {p.obj} on "
+                f"frame {p.frame} ({other.text}); give one or the other"
+            )
         if p.kind == "mask":
             g.mask = p
         elif p.kind == "box":
             if g.box is not None:
-                raise ValueError(f"{p.text}: object {p.obj} already has a box on frame {p.frame} ({g.box.text}); "
-                                 f"one box per object and frame")
+                raise ValueError(
+                    f"{p.text}: object {p.obj} already has a box on frame {p.frame} ({g.box.text}); "
+                    f"one box per object and frame"
+                )
             g.box = p
         else:
             g.points.append(p.xy)
@@ -125,11 +146,11 @@ def group_prompts(prompts: Sequence[Prompt]) -> list[_Group]:
     return [groups[k] for k in sorted(groups)]
 
 
-def check_prompts(prompts: Sequence[Prompt], num_frames: int, height: int, width: int,
-                  max_objects: int = 16) -> dict:
+def check_prompts(prompts: Sequence[Prompt], num_frames: int, height: int, width: int, max_objects: int = 16) -> dict:
     """Check the prompts against the video before any compute; returns ``{mask path: (H, W) bool}``
     of the mask prompts.  ValueError / FileNotFoundError naming the flag and value."""
     from peanut_jax.data.masks import read_masks
+
     if not prompts:
         raise ValueError("no prompt: give --click, --box or --mask-prompt")
     masks = {}
@@ -149,8 +170,7 @@ def check_prompts(prompts: Sequence[Prompt], num_frames: int, height: int, width
             except ValueError as err:
                 raise ValueError(f"{p.text}: {err}") from None
             if m.shape != (height, width):
-                raise ValueError(f"{p.text}: the mask is {m.shape[1]}x{m.shape[0]} but the video is "
-                                 f"{width}x{height}")
+                raise ValueError(f"{p.text}: the mask is {m.shape[1]}x{m.shape[0]} but the video is {width}x{height}")
             masks[p.mask] = m
     group_prompts(prompts)
     objs = sorted({p.obj for p in prompts})
@@ -204,6 +224,7 @@ def tint(frame_u8: np.ndarray, labels: np.ndarray, per_object: bool = False, alp
     """The frame with the masked pixels tinted: red (the union), or each object in its DAVIS
     palette colour (``per_object``)."""
     from peanut_jax.data.masks import overlay_mask
+
     if not per_object:
         return overlay_mask(frame_u8, labels > 0, alpha=alpha)
     pal, out = davis_palette(), frame_u8
@@ -217,6 +238,7 @@ def load_sam2(checkpoint=DEFAULT_CHECKPOINT, *, flag: str = "--checkpoint", prog
     """(module, variables) of a SAM 2 checkpoint (registry name, official ``.pt``, converted
     folder) through the one loading door; errors name ``flag``."""
     from peanut_jax.checkpoints import load
+
     return load(checkpoint, "sam2", flag=flag, progress=progress)
 
 
@@ -235,9 +257,20 @@ class PromptMasks:
     :class:`~peanut_jax.pipeline.sam2.SAM2VideoPredictor`.
     """
 
-    def __init__(self, prompts: Sequence[Prompt], checkpoint=None, *, module=None, variables=None, predictor=None,
-                 video=None, workdir=None, progress: bool = False, checkpoint_flag: str = "--checkpoint",
-                 **predictor_options):
+    def __init__(
+        self,
+        prompts: Sequence[Prompt],
+        checkpoint=None,
+        *,
+        module=None,
+        variables=None,
+        predictor=None,
+        video=None,
+        workdir=None,
+        progress: bool = False,
+        checkpoint_flag: str = "--checkpoint",
+        **predictor_options,
+    ):
         self.prompts = list(prompts)
         self.checkpoint = checkpoint or (DEFAULT_CHECKPOINT if module is None and predictor is None else None)
         self.video = video
@@ -271,8 +304,10 @@ class PromptMasks:
 
     def describe(self) -> str:
         n = len(self.object_ids)
-        return (f"SAM 2 prompts ({len(self.prompts)} prompt{'s' * (len(self.prompts) != 1)}, {n} object"
-                f"{'s' * (n != 1)}, {self.checkpoint or 'given model'})")
+        return (
+            f"SAM 2 prompts ({len(self.prompts)} prompt{'s' * (len(self.prompts) != 1)}, {n} object"
+            f"{'s' * (n != 1)}, {self.checkpoint or 'given model'})"
+        )
 
     def prepare(self, info) -> None:
         """Check the prompts against ``info`` (num_frames, height, width) before any compute."""
@@ -280,8 +315,10 @@ class PromptMasks:
         self.groups = group_prompts(self.prompts)
         if not self.single_pass and self.video is None:
             p = next(p for p in self.prompts if p.frame > 0)
-            raise ValueError(f"{p.text}: prompts after frame 0 need the video itself (PromptMasks(video=...)) "
-                             f"for a first tracking pass")
+            raise ValueError(
+                f"{p.text}: prompts after frame 0 need the video itself (PromptMasks(video=...)) "
+                f"for a first tracking pass"
+            )
         self.info = info
 
     @property
@@ -289,6 +326,7 @@ class PromptMasks:
         """The :class:`~peanut_jax.pipeline.sam2.SAM2VideoPredictor` (the model is loaded on first use)."""
         if self._predictor is None:
             from peanut_jax.pipeline.sam2 import SAM2VideoPredictor
+
             if self._model is None:
                 self._model = load_sam2(self.checkpoint, flag=self.checkpoint_flag, progress=self.progress)
             self._predictor = SAM2VideoPredictor(*self._model, **self.options)
@@ -304,7 +342,8 @@ class PromptMasks:
                 pts = np.asarray(g.points, np.float32) if g.points else None
                 labels = np.asarray(g.labels, np.int32) if g.points else None
                 _, _, logits = self.predictor.add_new_points_or_box(
-                    state, g.frame, g.obj, points=pts, labels=labels, box=None if g.box is None else g.box.box)
+                    state, g.frame, g.obj, points=pts, labels=labels, box=None if g.box is None else g.box.box
+                )
         return logits
 
     def attach(self, frames: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -358,8 +397,10 @@ class PromptMasks:
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(self._tmp), True)
         state = pred.init_state(_video_input(self.video))
         if (state.num_frames, *state.video_hw) != (self.info.num_frames, self.info.height, self.info.width):
-            raise ValueError(f"{self.video}: {state.num_frames} frames of {state.video_hw[1]}x{state.video_hw[0]}, "
-                             f"but the stream has {self.info.num_frames} of {self.info.width}x{self.info.height}")
+            raise ValueError(
+                f"{self.video}: {state.num_frames} frames of {state.video_hw[1]}x{state.video_hw[0]}, "
+                f"but the stream has {self.info.num_frames} of {self.info.width}x{self.info.height}"
+            )
         self._add_prompts(state, self.groups)
         bar = _bar(self.progress, self.info.num_frames, "tracking")
         for reverse in (False, True):
@@ -389,6 +430,7 @@ def _video_input(video):
 def _bar(progress: bool, total: int, desc: str):
     if progress:
         from tqdm import tqdm
+
         return tqdm(total=total, desc=desc, unit="frame", leave=False)
     return types.SimpleNamespace(update=lambda n: None, close=lambda: None)
 
@@ -396,19 +438,33 @@ def _bar(progress: bool, total: int, desc: str):
 # ==================================================================================== infer.py mask
 def _commit_folder(tmp: pathlib.Path, out: pathlib.Path, overwrite: bool) -> None:
     from peanut_jax.data.video_io import check_target
-    check_target(out, overwrite, "--output")        # again: something may have appeared meanwhile
+
+    check_target(out, overwrite, "--output")  # again: something may have appeared meanwhile
     if not out.exists():
         os.replace(tmp, out)
         return
     old = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.old")
     os.replace(out, old)
     os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)          # check_target: it held only frame files
+    shutil.rmtree(old, ignore_errors=True)  # check_target: it held only frame files
 
 
-def run_mask(input, output, prompts: Sequence[Prompt], *, checkpoint=None, per_object: bool = False,
-             overlay=None, overwrite: bool = False, progress: bool = True, fps: float | None = None,
-             module=None, variables=None, predictor=None, **predictor_options) -> pathlib.Path:
+def run_mask(
+    input,
+    output,
+    prompts: Sequence[Prompt],
+    *,
+    checkpoint=None,
+    per_object: bool = False,
+    overlay=None,
+    overwrite: bool = False,
+    progress: bool = True,
+    fps: float | None = None,
+    module=None,
+    variables=None,
+    predictor=None,
+    **predictor_options,
+) -> pathlib.Path:
     """Track the prompted objects through ``input`` (video file or frame folder) and write one PNG
     per frame (``00000.png``, ...) to the folder ``output``: the union as binary {0, 255}, or with
     ``per_object`` a DAVIS palette PNG (index = object id).  ``overlay``: also an mp4 of the input
@@ -416,6 +472,7 @@ def run_mask(input, output, prompts: Sequence[Prompt], *, checkpoint=None, per_o
     or give ``module``/``variables`` or a ``predictor``.  Everything is checked before the model
     loads; outputs appear only complete (temporary names renamed at the end)."""
     from peanut_jax.data.video_io import VideoWriter, check_output, open_video
+
     out = pathlib.Path(output)
     if out.suffix:
         raise ValueError(f"--output {out}: give a folder name (no extension) for the mask PNGs")
@@ -426,8 +483,16 @@ def run_mask(input, output, prompts: Sequence[Prompt], *, checkpoint=None, per_o
     if len(src) < 1:
         raise ValueError(f"{input}: the video has no frames")
     info = types.SimpleNamespace(num_frames=len(src), height=src.height, width=src.width, fps=src.fps or 25.0)
-    masks = PromptMasks(prompts, checkpoint, module=module, variables=variables, predictor=predictor,
-                        video=input, progress=progress, **predictor_options)
+    masks = PromptMasks(
+        prompts,
+        checkpoint,
+        module=module,
+        variables=variables,
+        predictor=predictor,
+        video=input,
+        progress=progress,
+        **predictor_options,
+    )
     masks.prepare(info)
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
     tmp.mkdir()
@@ -460,17 +525,34 @@ def add_arguments(parser, *, checkpoint_flag: str = "--checkpoint", outputs: boo
     checkpoint flag (dest ``sam2_checkpoint``); with ``outputs`` also ``--per-object`` and
     ``--overlay`` (``infer.py mask``; the chain has its own ``--overlay``)."""
     g = parser.add_argument_group("SAM 2 prompts (repeatable; OBJ defaults to 1)")
-    g.add_argument("--click", action="append", default=[], metavar=SYNTAX["--click"],
-                   help="a click on FRAME (LABEL 1 = on the object, default; 0 = not on it)")
+    g.add_argument(
+        "--click",
+        action="append",
+        default=[],
+        metavar=SYNTAX["--click"],
+        help="a click on FRAME (LABEL 1 = on the object, default; 0 = not on it)",
+    )
     g.add_argument("--box", action="append", default=[], metavar=SYNTAX["--box"], help="a box around the object")
-    g.add_argument("--mask-prompt", action="append", default=[], metavar=SYNTAX["--mask-prompt"],
-                   help="a mask image of the object on FRAME (any non-zero pixel is the object)")
-    g.add_argument(checkpoint_flag, dest="sam2_checkpoint", default=DEFAULT_CHECKPOINT, metavar="CKPT",
-                   help=f"SAM 2 weights: registry name, official .pt or converted folder (default "
-                        f"{DEFAULT_CHECKPOINT})")
+    g.add_argument(
+        "--mask-prompt",
+        action="append",
+        default=[],
+        metavar=SYNTAX["--mask-prompt"],
+        help="a mask image of the object on FRAME (any non-zero pixel is the object)",
+    )
+    g.add_argument(
+        checkpoint_flag,
+        dest="sam2_checkpoint",
+        default=DEFAULT_CHECKPOINT,
+        metavar="CKPT",
+        help=f"SAM 2 weights: registry name, official .pt or converted folder (default {DEFAULT_CHECKPOINT})",
+    )
     if outputs:
-        g.add_argument("--per-object", action="store_true",
-                       help="write DAVIS palette PNGs (index = object id) instead of the binary union")
+        g.add_argument(
+            "--per-object",
+            action="store_true",
+            help="write DAVIS palette PNGs (index = object id) instead of the binary union",
+        )
         g.add_argument("--overlay", metavar="MP4", help="also write the input with the masks tinted")
 
 

@@ -4,6 +4,7 @@ the background writer thread, the source's audio track, and JSON summaries.
 Every output is encoded under a hidden temporary name and renamed onto its target only when the
 whole run succeeded, so an error, a full disk or Ctrl-C leaves no partial file under a final name.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,7 +16,8 @@ import subprocess
 import threading
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -25,21 +27,29 @@ DEFAULT_QUEUE = 8
 _END = object()
 
 
-def check_output(path, overwrite: bool, what: str = "--output", video_only: bool = False,
-                 inputs: tuple = ()) -> pathlib.Path:
+def check_output(
+    path, overwrite: bool, what: str = "--output", video_only: bool = False, inputs: tuple = ()
+) -> pathlib.Path:
     """Refuse bad output paths before any compute (:func:`peanut_jax.data.video_io.check_output`)."""
     from peanut_jax.data.video_io import check_output as check
+
     return check(path, overwrite, what, video_only, inputs)
 
 
 def has_audio(path) -> bool:
     """True when the container at ``path`` has an audio stream (ffmpeg probe)."""
     from peanut_jax.data.video_io import ffmpeg_exe
+
     p = pathlib.Path(path)
     if not p.is_file():
         return False
-    r = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(p)], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.PIPE, text=True, errors="replace")
+    r = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-i", str(p)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+    )
     return any("Stream #" in line and "Audio:" in line for line in r.stderr.splitlines())
 
 
@@ -47,13 +57,33 @@ def mux_audio(video_path: pathlib.Path, audio_source: pathlib.Path, target: path
     """Write ``target``: the video stream of ``video_path`` + the audio of ``audio_source`` (copied;
     re-encoded to AAC when the container cannot hold the original codec)."""
     from peanut_jax.data.video_io import ffmpeg_exe
-    base = [ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(video_path), "-i", str(audio_source),
-            "-map", "0:v:0", "-map", "1:a", "-c:v", "copy"]
+
+    base = [
+        ffmpeg_exe(),
+        "-y",
+        "-loglevel",
+        "error",
+        "-i",
+        str(video_path),
+        "-i",
+        str(audio_source),
+        "-map",
+        "0:v:0",
+        "-map",
+        "1:a",
+        "-c:v",
+        "copy",
+    ]
     tail = ["-movflags", "+faststart"] if target.suffix.lower() in (".mp4", ".mov", ".m4v") else []
     err = ""
     for audio in (["-c:a", "copy"], ["-c:a", "aac", "-b:a", "192k"]):
-        r = subprocess.run(base + audio + tail + [str(target)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           text=True, errors="replace")
+        r = subprocess.run(
+            base + audio + tail + [str(target)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+        )
         if r.returncode == 0:
             return
         err = (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1]
@@ -70,25 +100,39 @@ class Outputs:
     videos are renamed onto their targets, so a failure while encoding leaves none of the outputs.
     """
 
-    def __init__(self, fps: float, in_fps: float, output, frames_out, side_by_side, overlay, overwrite: bool,
-                 audio_from: pathlib.Path | None):
+    def __init__(
+        self,
+        fps: float,
+        in_fps: float,
+        output,
+        frames_out,
+        side_by_side,
+        overlay,
+        overwrite: bool,
+        audio_from: pathlib.Path | None,
+    ):
         from peanut_jax.data.video_io import VideoWriter
+
         self.writers: dict[str, Any] = {}
         self.audio_from = audio_from
         self.overwrite = overwrite
-        self._moves: list[tuple[str, pathlib.Path, pathlib.Path]] = []   # (key, temporary, target)
+        self._moves: list[tuple[str, pathlib.Path, pathlib.Path]] = []  # (key, temporary, target)
         token = uuid.uuid4().hex[:8]
         try:
-            for key, target, rate in (("output", output, fps), ("frames", frames_out, fps),
-                                      ("side_by_side", side_by_side, fps), ("overlay", overlay, in_fps)):
+            for key, target, rate in (
+                ("output", output, fps),
+                ("frames", frames_out, fps),
+                ("side_by_side", side_by_side, fps),
+                ("overlay", overlay, in_fps),
+            ):
                 if target is None:
                     continue
                 t = pathlib.Path(target)
-                if t.suffix:   # a video: encoded under a temporary name
+                if t.suffix:  # a video: encoded under a temporary name
                     tmp = t.with_name(f".{t.stem}.{token}.encoding{t.suffix}")
                     self.writers[key] = VideoWriter(tmp, fps=rate, overwrite=False)
                     self._moves.append((key, tmp, t))
-                else:          # a frame folder: VideoWriter's own atomic folder commit
+                else:  # a frame folder: VideoWriter's own atomic folder commit
                     self.writers[key] = VideoWriter(t, fps=rate, overwrite=overwrite)
         except BaseException:
             self.abort()
@@ -98,7 +142,7 @@ class Outputs:
         try:
             for key, _, _ in self._moves:
                 self.writers[key].close()
-            for key, tmp, target in self._moves:
+            for key, tmp, _ in self._moves:
                 if key == "output" and self.audio_from is not None:
                     muxed = tmp.with_name(tmp.name.replace(".encoding", ".mux"))
                     try:
@@ -132,6 +176,7 @@ class Outputs:
 def side_by_side_frame(before: np.ndarray, after: np.ndarray, gap: int = 0) -> np.ndarray:
     """[before resized to ``after``'s size | after] (uint8)."""
     from PIL import Image
+
     h, w = after.shape[:2]
     if before.shape[:2] != (h, w):
         before = np.asarray(Image.fromarray(before).resize((w, h), Image.BICUBIC))
@@ -147,7 +192,7 @@ class WriterThread:
         self._stop = threading.Event()
         self.error: BaseException | None = None
         self.busy_seconds = 0.0
-        self.wait_seconds = 0.0   # time the producer was blocked (back-pressure)
+        self.wait_seconds = 0.0  # time the producer was blocked (back-pressure)
         self._thread = threading.Thread(target=self._work, name="peanut-writer", daemon=True)
         self._thread.start()
 
@@ -157,7 +202,7 @@ class WriterThread:
             if job is _END:
                 return
             if self.error is not None or self._stop.is_set():
-                continue   # drain
+                continue  # drain
             t0 = time.perf_counter()
             try:
                 job()

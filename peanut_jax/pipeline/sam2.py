@@ -21,6 +21,7 @@ and return the same arrays.  Differences in the video predictor, by design:
   8-connected labelling; the official code silently skips it without its CUDA extension, which
   ``fill_hole_area=0`` reproduces.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,11 +37,19 @@ from peanut_jax.models.sam2.sam2 import NO_OBJ_SCORE, SAM2, normalize, normalize
 from peanut_jax.ops import interpolate
 from peanut_jax.pipeline.sam2_frames import SquashedFrames
 
-__all__ = ["SAM2ImagePredictor", "SAM2VideoPredictor", "VideoState", "fill_holes", "mask_step", "memory_step",
-           "prompt_step", "track_step"]
+__all__ = [
+    "SAM2ImagePredictor",
+    "SAM2VideoPredictor",
+    "VideoState",
+    "fill_holes",
+    "mask_step",
+    "memory_step",
+    "prompt_step",
+    "track_step",
+]
 
-MAX_PTRS = 16           # max_obj_ptrs_in_encoder
-WINDOW = 16             # non-conditioning entries kept around the tracking position ("window")
+MAX_PTRS = 16  # max_obj_ptrs_in_encoder
+WINDOW = 16  # non-conditioning entries kept around the tracking position ("window")
 
 
 def _bucket(n: int) -> int:
@@ -126,15 +135,26 @@ class SAM2ImagePredictor:
         self._orig_hw = image.shape[:2]
         self._features = self._encode(self.variables, jnp.asarray(image))
 
-    def predict(self, point_coords=None, point_labels=None, box=None, mask_input=None, multimask_output=True,
-                return_logits=False, normalize_coords=True):
+    def predict(
+        self,
+        point_coords=None,
+        point_labels=None,
+        box=None,
+        mask_input=None,
+        multimask_output=True,
+        return_logits=False,
+        normalize_coords=True,
+    ):
         """-> (masks [M, H, W], iou_predictions [M], low_res_masks [M, 256, 256]) numpy."""
         if self._features is None:
             raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
         points, labels, box = _check_points(point_coords, point_labels, box)
         h, w = self._orig_hw
-        scale = np.array([self.image_size / w, self.image_size / h], np.float32) if normalize_coords else \
-            np.float32(self.image_size)
+        scale = (
+            np.array([self.image_size / w, self.image_size / h], np.float32)
+            if normalize_coords
+            else np.float32(self.image_size)
+        )
         coords, labs = [], []
         if box is not None:
             coords.append(box.reshape(2, 2) * scale)
@@ -143,8 +163,11 @@ class SAM2ImagePredictor:
             coords.append(points * scale)
             labs.append(labels)
         pts = (jnp.asarray(np.concatenate(coords)[None]), jnp.asarray(np.concatenate(labs)[None])) if coords else None
-        m_in = None if mask_input is None else jnp.asarray(np.asarray(mask_input, np.float32).reshape(
-            1, *np.shape(mask_input)[-2:]))
+        m_in = (
+            None
+            if mask_input is None
+            else jnp.asarray(np.asarray(mask_input, np.float32).reshape(1, *np.shape(mask_input)[-2:]))
+        )
         low, ious = self._decode(self.variables, self._features, pts, m_in, multimask=bool(multimask_output))
         masks = _resize_logits(low[0], (h, w))
         low = jnp.clip(low[0], -32.0, 32.0)
@@ -164,12 +187,20 @@ def _encode_for_image_predictor(module, variables, image_u8):
 
 def _decode_prompts(module, variables, feats, points, mask_input, *, multimask):
     def f(m, feats, points, mask_input):
-        sparse, dense = m.sam_prompt_encoder(points=points, boxes=None,
-                                             masks=None if mask_input is None else mask_input[..., None])
-        masks, ious, _, _ = m.sam_mask_decoder(feats["vision"], m.sam_prompt_encoder.dense_pe(), sparse, dense,
-                                               multimask_output=multimask, repeat_image=False,
-                                               high_res_features=feats["high_res"])
+        sparse, dense = m.sam_prompt_encoder(
+            points=points, boxes=None, masks=None if mask_input is None else mask_input[..., None]
+        )
+        masks, ious, _, _ = m.sam_mask_decoder(
+            feats["vision"],
+            m.sam_prompt_encoder.dense_pe(),
+            sparse,
+            dense,
+            multimask_output=multimask,
+            repeat_image=False,
+            high_res_features=feats["high_res"],
+        )
         return masks, ious
+
     return module.apply(variables, feats, points, mask_input, method=f)
 
 
@@ -177,29 +208,31 @@ def _decode_prompts(module, variables, feats, points, mask_input, *, multimask):
 @dataclasses.dataclass
 class _Entry:
     """One object's result on one frame (official ``compact_current_out``)."""
-    pred_masks: Any                 # (4h, 4w) float32 low-res logits (after hole filling)
-    obj_ptr: Any                    # (d,) float32
-    score: Any                      # (1,) object score logit
-    maskmem: Any = None             # (h, w, mem) bfloat16, None until the memory encoder ran
+
+    pred_masks: Any  # (4h, 4w) float32 low-res logits (after hole filling)
+    obj_ptr: Any  # (d,) float32
+    score: Any  # (1,) object score logit
+    maskmem: Any = None  # (h, w, mem) bfloat16, None until the memory encoder ran
 
 
 @dataclasses.dataclass
 class _Object:
     obj_id: Any
-    cond: dict = dataclasses.field(default_factory=dict)          # frame -> _Entry (conditioning)
-    non_cond: dict = dataclasses.field(default_factory=dict)      # frame -> _Entry
-    temp: dict = dataclasses.field(default_factory=dict)          # frame -> (is_cond, _Entry), not yet consolidated
-    points: dict = dataclasses.field(default_factory=dict)        # frame -> (coords (N,2) in input px, labels)
-    masks: dict = dataclasses.field(default_factory=dict)         # frame -> (S, S) float mask input
-    tracked: dict = dataclasses.field(default_factory=dict)       # frame -> reverse flag
+    cond: dict = dataclasses.field(default_factory=dict)  # frame -> _Entry (conditioning)
+    non_cond: dict = dataclasses.field(default_factory=dict)  # frame -> _Entry
+    temp: dict = dataclasses.field(default_factory=dict)  # frame -> (is_cond, _Entry), not yet consolidated
+    points: dict = dataclasses.field(default_factory=dict)  # frame -> (coords (N,2) in input px, labels)
+    masks: dict = dataclasses.field(default_factory=dict)  # frame -> (S, S) float mask input
+    tracked: dict = dataclasses.field(default_factory=dict)  # frame -> reverse flag
 
 
 @dataclasses.dataclass
 class VideoState:
     """The inference state of one video (host bookkeeping; arrays stay on the device)."""
+
     frames: SquashedFrames
-    objects: list = dataclasses.field(default_factory=list)        # _Object, in insertion order
-    features: tuple | None = None                                   # (frame_idx, image features)
+    objects: list = dataclasses.field(default_factory=list)  # _Object, in insertion order
+    features: tuple | None = None  # (frame_idx, image features)
 
     @property
     def num_frames(self):
@@ -217,9 +250,18 @@ class VideoState:
 class SAM2VideoPredictor:
     """Streaming SAM 2 video tracking with the official API (see the module docstring)."""
 
-    def __init__(self, module: SAM2, variables, *, fill_hole_area: int = 8, non_overlap_masks: bool = False,
-                 max_objects: int = 16, max_cond_frames: int | None = None, keep_frames: str = "window",
-                 dtype: str = "float32"):
+    def __init__(
+        self,
+        module: SAM2,
+        variables,
+        *,
+        fill_hole_area: int = 8,
+        non_overlap_masks: bool = False,
+        max_objects: int = 16,
+        max_cond_frames: int | None = None,
+        keep_frames: str = "window",
+        dtype: str = "float32",
+    ):
         if keep_frames not in ("window", "all"):
             raise ValueError(f"keep_frames must be 'window' or 'all', got {keep_frames!r}")
         if max_cond_frames is not None and max_cond_frames < 2:
@@ -279,16 +321,27 @@ class SAM2VideoPredictor:
         return state.features[1]
 
     # ---------------------------------------------------------------- prompts
-    def add_new_points_or_box(self, state: VideoState, frame_idx, obj_id, points=None, labels=None,
-                              clear_old_points=True, normalize_coords=True, box=None):
+    def add_new_points_or_box(
+        self,
+        state: VideoState,
+        frame_idx,
+        obj_id,
+        points=None,
+        labels=None,
+        clear_old_points=True,
+        normalize_coords=True,
+        box=None,
+    ):
         """Clicks and/or a box on one frame -> (frame_idx, obj_ids, video-resolution logits [n_obj, H, W])."""
         self._check_frame(state, frame_idx)
         if points is None and box is None:
             raise ValueError("at least one of points or box must be provided as input")
         points, labels, box = _check_points(points, labels, box)
         if box is not None and not clear_old_points:
-            raise ValueError("cannot add box without clearing old points, since box prompt must be provided "
-                             "before any point prompt (please use clear_old_points=True instead)")
+            raise ValueError(
+                "cannot add box without clearing old points, since box prompt must be provided "
+                "before any point prompt (please use clear_old_points=True instead)"
+            )
         obj = self._obj(state, obj_id)
         coords = np.zeros((0, 2), np.float32) if points is None else points
         labs = np.zeros((0,), np.int32) if labels is None else labels
@@ -310,16 +363,24 @@ class SAM2VideoPredictor:
         prev_logits = None if prev is None else jnp.clip(jnp.asarray(prev.pred_masks), -32.0, 32.0)
         feats = self._features(state, frame_idx)
         mem = None if init else self._memory_inputs(state, [obj], frame_idx, reverse, 1)
-        multimask = len(labs) <= 1                   # _use_multimask: 0 <= num_pts <= 1
+        multimask = len(labs) <= 1  # _use_multimask: 0 <= num_pts <= 1
         # points padded to a bucket (1, 2, 4, ...): one compiled shape per bucket; padding is masked
         nb = _bucket(len(labs))
         pad = nb - len(labs)
         c_in = np.concatenate([coords, np.zeros((pad, 2), np.float32)])[None]
         l_in = np.concatenate([labs, -np.ones(pad, np.int32)])[None]
         valid = (np.arange(nb) < len(labs))[None]
-        out = self._prompt(self.variables, feats, jnp.asarray(c_in), jnp.asarray(l_in), jnp.asarray(valid),
-                           None if prev_logits is None else prev_logits[None], mem, multimask=multimask,
-                           init=init)
+        out = self._prompt(
+            self.variables,
+            feats,
+            jnp.asarray(c_in),
+            jnp.asarray(l_in),
+            jnp.asarray(valid),
+            None if prev_logits is None else prev_logits[None],
+            mem,
+            multimask=multimask,
+            init=init,
+        )
         obj.temp[frame_idx] = (init, self._entries(out, 1)[0])
         return frame_idx, state.obj_ids, self._frame_output(state, frame_idx)
 
@@ -329,10 +390,14 @@ class SAM2VideoPredictor:
         mask = np.asarray(mask)
         if mask.ndim != 2:
             raise ValueError(f"mask must be 2-D (H, W), got shape {mask.shape}")
-        if state.video_hw[0] is not None and mask.shape != tuple(state.video_hw) and \
-                mask.shape != (self.image_size, self.image_size):
-            raise ValueError(f"mask is {mask.shape[1]}x{mask.shape[0]} but the video is "
-                             f"{state.video_hw[1]}x{state.video_hw[0]}")
+        if (
+            state.video_hw[0] is not None
+            and mask.shape != tuple(state.video_hw)
+            and mask.shape != (self.image_size, self.image_size)
+        ):
+            raise ValueError(
+                f"mask is {mask.shape[1]}x{mask.shape[0]} but the video is {state.video_hw[1]}x{state.video_hw[0]}"
+            )
         obj = self._obj(state, obj_id)
         m = jnp.asarray(mask.astype(np.float32))
         s = self.image_size
@@ -352,8 +417,10 @@ class SAM2VideoPredictor:
         if self.fill_hole_area > 0:
             masks = jnp.asarray(fill_holes(np.asarray(masks), self.fill_hole_area))
         mem = out.get("maskmem_features")
-        return [_Entry(masks[i], out["obj_ptr"][i], out["object_score_logits"][i], None if mem is None else mem[i])
-                for i in range(n)]
+        return [
+            _Entry(masks[i], out["obj_ptr"][i], out["object_score_logits"][i], None if mem is None else mem[i])
+            for i in range(n)
+        ]
 
     def clear_all_prompts_in_frame(self, state: VideoState, frame_idx, obj_id, need_output=True):
         obj = self._obj(state, obj_id, create=False)
@@ -371,8 +438,9 @@ class SAM2VideoPredictor:
         ids = state.obj_ids
         if obj_id not in ids:
             if strict:
-                raise ValueError(f"Cannot remove object id {obj_id} as it doesn't exist. All existing object "
-                                 f"ids: {ids}.")
+                raise ValueError(
+                    f"Cannot remove object id {obj_id} as it doesn't exist. All existing object ids: {ids}."
+                )
             return ids, []
         obj = self._obj(state, obj_id, create=False)
         frames = sorted(set(obj.points) | set(obj.masks))
@@ -392,13 +460,15 @@ class SAM2VideoPredictor:
                 (obj.cond if is_cond else obj.non_cond)[f] = e
             obj.temp.clear()
             if not obj.cond:
-                raise RuntimeError(f"No input points or masks are provided for object id {obj.obj_id}; "
-                                   f"please add inputs first.")
+                raise RuntimeError(
+                    f"No input points or masks are provided for object id {obj.obj_id}; please add inputs first."
+                )
             for f in obj.cond:
                 obj.non_cond.pop(f, None)
 
-    def propagate_in_video(self, state: VideoState, start_frame_idx=None, max_frame_num_to_track=None,
-                           reverse=False) -> Iterator[tuple[int, list, np.ndarray]]:
+    def propagate_in_video(
+        self, state: VideoState, start_frame_idx=None, max_frame_num_to_track=None, reverse=False
+    ) -> Iterator[tuple[int, list, np.ndarray]]:
         """Yield ``(frame_idx, obj_ids, logits [n_obj, H, W])`` (float32 numpy) frame by frame."""
         if state.frames.live:
             raise ValueError("propagate_in_video needs a video; use track(state, frame) for live input")
@@ -466,7 +536,7 @@ class SAM2VideoPredictor:
         after = min((t for t in cond if t >= f), default=None)
         if after is not None:
             sel[after] = cond[after]
-        rest = sorted((t for t in cond if t not in sel), key=lambda t: abs(t - f))[:k - len(sel)]
+        rest = sorted((t for t in cond if t not in sel), key=lambda t: abs(t - f))[: k - len(sel)]
         sel.update((t, cond[t]) for t in rest)
         return sel, {t: v for t, v in cond.items() if t not in sel}
 
@@ -475,7 +545,7 @@ class SAM2VideoPredictor:
         selected conditioning frames) for frame f."""
         nm = self.cfg.num_maskmem
         sel, unsel = self._select_cond(obj.cond, f)
-        mems = [(nm - 1, e) for e in sel.values()]                      # t_pos 0 -> index nm-1
+        mems = [(nm - 1, e) for e in sel.values()]  # t_pos 0 -> index nm-1
         for t_pos in range(1, nm):
             t_rel = nm - t_pos
             prev = f + t_rel if reverse else f - t_rel
@@ -485,8 +555,9 @@ class SAM2VideoPredictor:
         max_ptrs = min(num_frames, MAX_PTRS) if num_frames is not None else MAX_PTRS
         sign = -1 if reverse else 1
         signed = self.cfg.use_signed_tpos_enc_to_obj_ptrs
-        ptrs = [((f - t) * sign if signed else abs(f - t), e) for t, e in sel.items()
-                if (t >= f if reverse else t <= f)]
+        ptrs = [
+            ((f - t) * sign if signed else abs(f - t), e) for t, e in sel.items() if (t >= f if reverse else t <= f)
+        ]
         for t_diff in range(1, max_ptrs):
             t = f + t_diff if reverse else f - t_diff
             if t < 0 or (num_frames is not None and t >= num_frames):
@@ -511,8 +582,15 @@ class SAM2VideoPredictor:
             rel.append([p for p, _ in ptrs] + [0] * (s_ptr - len(ptrs)))
             pvalid.append([True] * len(ptrs) + [False] * (s_ptr - len(ptrs)))
         t_diff_max = looked[0][2]
-        return (mem, np.asarray(tpos, np.int32), np.asarray(mvalid), ptr, np.asarray(rel, np.float32),
-                np.asarray(pvalid), np.float32(t_diff_max))
+        return (
+            mem,
+            np.asarray(tpos, np.int32),
+            np.asarray(mvalid),
+            ptr,
+            np.asarray(rel, np.float32),
+            np.asarray(pvalid),
+            np.float32(t_diff_max),
+        )
 
     # ---------------------------------------------------------------- outputs
     def _frame_output(self, state: VideoState, f: int) -> np.ndarray:
@@ -545,8 +623,7 @@ def _memory_args(mem, tpos, mvalid, ptr, rel, pvalid, t_diff_max, n_obj):
 
 def track_step(module, variables, feats, mem, tpos, mvalid, ptr, rel, pvalid, t_diff_max):
     args = _memory_args(mem, tpos, mvalid, ptr, rel, pvalid, t_diff_max, tpos.shape[0])
-    out = module.apply(variables, feats["high_res"], feats["vision"], feats["vision_pos"], *args,
-                       method=SAM2.track)
+    out = module.apply(variables, feats["high_res"], feats["vision"], feats["vision_pos"], *args, method=SAM2.track)
     out["maskmem_features"] = out["maskmem_features"].astype(jnp.bfloat16)
     return out
 
@@ -558,8 +635,10 @@ def prompt_step(module, variables, feats, coords, labels, point_mask, prev_logit
         else:
             args = _memory_args(*mem, 1)
             pix = m.condition_on_memory(feats["vision"], feats["vision_pos"], *args)
-        return m.sam_heads(pix, feats["high_res"], coords, labels, mask_inputs=prev_logits, multimask=multimask,
-                           point_mask=point_mask)
+        return m.sam_heads(
+            pix, feats["high_res"], coords, labels, mask_inputs=prev_logits, multimask=multimask, point_mask=point_mask
+        )
+
     return module.apply(variables, feats, coords, labels, point_mask, prev_logits, mem, method=f)
 
 
@@ -571,6 +650,7 @@ def memory_step(module, variables, feats, low_res, score):
     def f(m, feats, low_res, score):
         high = m.upsample_masks(low_res)
         return m.encode_memory(feats["vision"], high, score, True).astype(jnp.bfloat16)
+
     return module.apply(variables, feats, low_res, score, method=f)
 
 
@@ -579,5 +659,6 @@ def __getattr__(name):
     imports this module; it is reachable here too, loaded on first use (no import cycle)."""
     if name == "PromptMasks":
         from peanut_jax.pipeline import mask
+
         return mask.PromptMasks
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,5 +1,6 @@
 """The SAM 2 video predictor's frames: read lazily and squashed to the model input size on the host
 (PIL bicubic, as the official JPEG loader), with a small cache; live input appends frames one by one."""
+
 from __future__ import annotations
 
 import collections
@@ -8,7 +9,7 @@ import pathlib
 
 import numpy as np
 
-BACK = 16               # frames of a video file decoded at once when reading backwards
+BACK = 16  # frames of a video file decoded at once when reading backwards
 
 
 class SquashedFrames:
@@ -20,7 +21,7 @@ class SquashedFrames:
         self._cache_size = cache
         self._array = self._source = None
         self._iter = None
-        self._next = 0          # the next frame the video iterator yields; live input: the next index
+        self._next = 0  # the next frame the video iterator yields; live input: the next index
         if video is None:
             self.num_frames, self.height, self.width = num_frames, None, None
             self.live = True
@@ -33,6 +34,7 @@ class SquashedFrames:
             self.num_frames, self.height, self.width = video.shape[:3]
         else:
             from peanut_jax.data.video_io import open_video
+
             path = pathlib.Path(os.fspath(video))
             if not path.exists():
                 raise FileNotFoundError(f"video: {path} does not exist")
@@ -65,8 +67,10 @@ class SquashedFrames:
         if self.height is None:
             self.height, self.width = frame_u8.shape[:2]
         elif frame_u8.shape[:2] != (self.height, self.width):
-            raise ValueError(f"frame size {frame_u8.shape[1]}x{frame_u8.shape[0]} differs from the video's "
-                             f"{self.width}x{self.height}")
+            raise ValueError(
+                f"frame size {frame_u8.shape[1]}x{frame_u8.shape[0]} differs from the video's "
+                f"{self.width}x{self.height}"
+            )
         idx = self._next
         self._store(idx, self._squash(frame_u8))
         self._next += 1
@@ -74,6 +78,7 @@ class SquashedFrames:
 
     def _squash(self, frame: np.ndarray) -> np.ndarray:
         from PIL import Image
+
         s = self.image_size
         if frame.shape[:2] == (s, s):
             return np.ascontiguousarray(frame, np.uint8)

@@ -13,6 +13,7 @@ Memory stays flat in the video length: the bank holds 6 frames + 15 pointers per
 A short last clip runs at its own length T (as official: the adapters' time embedding depends
 on T), which compiles one more shape.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -57,8 +58,17 @@ class SAMWISEPredictor:
     * ``masks(logits)``: ``sigmoid(logits) > threshold``.
     """
 
-    def __init__(self, module: SAMWISE, variables, tokenizer, *, threshold: float = 0.5, use_cme: bool = True,
-                 clip_window: int = 8, short_side: int = 1020):
+    def __init__(
+        self,
+        module: SAMWISE,
+        variables,
+        tokenizer,
+        *,
+        threshold: float = 0.5,
+        use_cme: bool = True,
+        clip_window: int = 8,
+        short_side: int = 1020,
+    ):
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         if clip_window < 1:
@@ -78,7 +88,7 @@ class SAMWISEPredictor:
         x = pad_frames(x, m.cfg.sam2.image_size)
         outs, bank, _ = m.apply(variables, x, ids, padding_mask, bank, method=SAMWISE.run_clip)
         logits = m.apply(variables, outs["low_res_masks"], in_hw, out_hw, method=SAMWISE.postprocess)
-        return jnp.swapaxes(logits, 0, 1), bank                       # (P, T, H, W)
+        return jnp.swapaxes(logits, 0, 1), bank  # (P, T, H, W)
 
     # ------------------------------------------------------------------ streaming API
     def init_state(self, prompts: str | Sequence[str], height: int, width: int) -> dict:
@@ -88,8 +98,14 @@ class SAMWISEPredictor:
         ids, pm = self.tokenizer(prompts)
         size = self.module.cfg.sam2.image_size
         in_hw = resized_size(int(height), int(width), min(self.short_side, size), size)
-        return {"ids": jnp.asarray(ids), "padding_mask": jnp.asarray(pm), "bank": init_bank(self.module.cfg, len(ids)),
-                "size": (int(height), int(width)), "in_hw": in_hw, "frames_done": 0}
+        return {
+            "ids": jnp.asarray(ids),
+            "padding_mask": jnp.asarray(pm),
+            "bank": init_bank(self.module.cfg, len(ids)),
+            "size": (int(height), int(width)),
+            "in_hw": in_hw,
+            "frames_done": 0,
+        }
 
     def segment_clip(self, state: dict, frames_u8) -> np.ndarray:
         """One clip (T, H, W, 3) uint8 of the state's video -> logits (P, T, H, W) float32; the bank
@@ -100,13 +116,15 @@ class SAMWISEPredictor:
         if tuple(frames_u8.shape[1:3]) != state["size"]:
             raise ValueError(f"frame size {frames_u8.shape[1:3]} differs from the video's {state['size']}")
         x = resize_frames(frames_u8, state["in_hw"])
-        logits, state["bank"] = self._run(self.variables, x, state["ids"], state["padding_mask"], state["bank"],
-                                          state["in_hw"], state["size"])
+        logits, state["bank"] = self._run(
+            self.variables, x, state["ids"], state["padding_mask"], state["bank"], state["in_hw"], state["size"]
+        )
         state["frames_done"] += frames_u8.shape[0]
         return np.asarray(logits)
 
-    def segment_video(self, frames: Iterable[np.ndarray], prompts: str | Sequence[str]
-                      ) -> Iterator[tuple[int, np.ndarray]]:
+    def segment_video(
+        self, frames: Iterable[np.ndarray], prompts: str | Sequence[str]
+    ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(frame_idx, logits[n_prompts, H, W])`` for every frame, clip by clip."""
         state, clip, idx = None, [], 0
         for frame in frames:

@@ -5,28 +5,40 @@ the pluggable mask sources (a folder of PNGs, in-memory arrays; a segmenter impl
 Sources validate against the video before any compute so that a bad input fails in one line,
 before models load.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import pathlib
 import sys
-from typing import Iterable, Iterator, Protocol, Sequence, runtime_checkable
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["StreamInfo", "Frame", "ArraySource", "MaskSource", "FolderMasks", "ArrayMasks", "note_masks",
-           "mask_coverage_notes", "open_source"]
+__all__ = [
+    "StreamInfo",
+    "Frame",
+    "ArraySource",
+    "MaskSource",
+    "FolderMasks",
+    "ArrayMasks",
+    "note_masks",
+    "mask_coverage_notes",
+    "open_source",
+]
 
 
 @dataclasses.dataclass(frozen=True)
 class StreamInfo:
     """What a stream of frames looks like: count, (H, W) and frame rate."""
+
     num_frames: int
     height: int
     width: int
     fps: float
 
-    def replace(self, **changes) -> "StreamInfo":
+    def replace(self, **changes) -> StreamInfo:
         return dataclasses.replace(self, **changes)
 
 
@@ -34,11 +46,12 @@ class StreamInfo:
 class Frame:
     """One frame of a stream, the record that flows between stages: ``image`` (H, W, 3) uint8,
     ``mask`` (H, W) bool (True = remove) or None, and its ``index`` in the stream."""
+
     image: np.ndarray
     mask: np.ndarray | None = None
     index: int = 0
 
-    def replace(self, **changes) -> "Frame":
+    def replace(self, **changes) -> Frame:
         return dataclasses.replace(self, **changes)
 
 
@@ -86,9 +99,11 @@ class FolderMasks:
     non-zero pixel is the object, E2FGVI's rule) or one image repeated over all frames.  Files are
     read lazily, one per frame.  ``resize=True`` resizes masks of another size (nearest)."""
 
-    def __init__(self, path, resize: bool = False, object_ids: Sequence[int] | None = None,
-                 resize_flag: str = "--resize-masks"):
+    def __init__(
+        self, path, resize: bool = False, object_ids: Sequence[int] | None = None, resize_flag: str = "--resize-masks"
+    ):
         from peanut_jax.data.masks import mask_files
+
         self.resize_flag = resize_flag
         self.path = pathlib.Path(path)
         self.files = mask_files(self.path)
@@ -101,18 +116,22 @@ class FolderMasks:
 
     def _read(self, i: int) -> np.ndarray:
         from peanut_jax.data.masks import read_masks
+
         f = self.files[i if len(self.files) > 1 else 0]
-        return read_masks(f, size=self.size, object_ids=self.object_ids, resize=self.resize,
-                          resize_flag=self.resize_flag)[0]
+        return read_masks(
+            f, size=self.size, object_ids=self.object_ids, resize=self.resize, resize_flag=self.resize_flag
+        )[0]
 
     def prepare(self, info: StreamInfo) -> None:
         n = len(self.files)
         if n not in (1, info.num_frames):
             missing = "missing for some frames" if n < info.num_frames else "more masks than frames"
-            raise ValueError(f"{self.path}: {n} mask files for {info.num_frames} video frames ({missing}); "
-                             f"give one mask per frame (sorted by name) or a single mask for all frames")
+            raise ValueError(
+                f"{self.path}: {n} mask files for {info.num_frames} video frames ({missing}); "
+                f"give one mask per frame (sorted by name) or a single mask for all frames"
+            )
         self.size = (info.height, info.width)
-        self._read(0)   # size / readability of the first mask now, the others as they are reached
+        self._read(0)  # size / readability of the first mask now, the others as they are reached
 
     def coverage(self) -> tuple[list[bool], list[bool]]:
         """(empty, full) per mask file: it selects nothing / every pixel (read once, cached)."""
@@ -147,8 +166,10 @@ class ArrayMasks:
         if n not in (1, info.num_frames):
             raise ValueError(f"{self.name}: {n} masks for {info.num_frames} video frames")
         if self.masks.shape[1:] != (info.height, info.width):
-            raise ValueError(f"{self.name}: mask size {self.masks.shape[1]}x{self.masks.shape[2]} differs from the "
-                             f"frame size {info.height}x{info.width}")
+            raise ValueError(
+                f"{self.name}: mask size {self.masks.shape[1]}x{self.masks.shape[2]} differs from the "
+                f"frame size {info.height}x{info.width}"
+            )
 
     def attach(self, frames):
         for i, frame in enumerate(frames):
@@ -168,8 +189,10 @@ def mask_coverage_notes(empty: Sequence[bool], full: Sequence[bool]) -> list[str
         return ["note: every mask is empty (black): nothing is erased, the output is the input video"]
     k = sum(bool(x) for x in full)
     if n and k == n:
-        return ["warning: every mask covers the whole frame (all white): nothing of the video is visible to fill "
-                "the hole from, so the output is invented; white (non-zero) pixels mark what to remove"]
+        return [
+            "warning: every mask covers the whole frame (all white): nothing of the video is visible to fill "
+            "the hole from, so the output is invented; white (non-zero) pixels mark what to remove"
+        ]
     if k:
         return [f"warning: {k} of {n} masks cover the whole frame: those frames are filled only from the others"]
     return []
@@ -194,6 +217,7 @@ def open_source(path, fps: float | None = None):
     import warnings
 
     from peanut_jax.data.video_io import open_video
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         src = open_video(path, fps=fps)
@@ -213,10 +237,19 @@ def _frame_mode_note(video) -> None:
 
     from peanut_jax.data.masks import list_images
     from peanut_jax.data.video_io import FRAME_EXTENSIONS
+
     with Image.open(list_images(video.path, FRAME_EXTENSIONS)[0]) as img:
         mode = img.mode
     if mode != "RGB":
-        what = {"L": "grayscale", "LA": "grayscale with alpha", "RGBA": "RGBA", "P": "palette", "1": "1-bit",
-                "CMYK": "CMYK"}.get(mode, f"PIL mode {mode}")
-        print(f"note: {video.path}: frames are {what}; converted to RGB" + (" (alpha dropped)" if "A" in mode else ""),
-              file=sys.stderr)
+        what = {
+            "L": "grayscale",
+            "LA": "grayscale with alpha",
+            "RGBA": "RGBA",
+            "P": "palette",
+            "1": "1-bit",
+            "CMYK": "CMYK",
+        }.get(mode, f"PIL mode {mode}")
+        print(
+            f"note: {video.path}: frames are {what}; converted to RGB" + (" (alpha dropped)" if "A" in mode else ""),
+            file=sys.stderr,
+        )

@@ -3,6 +3,7 @@
 Kept apart from the chain so that :mod:`peanut_jax.pipeline.chain` reads as the streaming idea only;
 everything here observes a run without changing its outputs.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -12,7 +13,8 @@ import queue
 import resource
 import threading
 import time
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 __all__ = ["MemoryMonitor", "Meter", "RunSummary", "run_parallel", "cpu_seconds", "backend_compiles", "COMPILED"]
 
@@ -54,13 +56,13 @@ class MemoryMonitor:
     def device_peak() -> int | None:
         try:
             import jax
+
             stats = jax.devices()[0].memory_stats()
         except Exception:  # noqa: BLE001 - backends without statistics
             return None
         if not stats:
             return None
         return int(stats.get("peak_bytes_in_use", stats.get("bytes_in_use", 0))) or None
-
 
 
 class Meter:
@@ -70,8 +72,10 @@ class Meter:
         self.bar = None
         if progress:
             from tqdm import tqdm
-            self.bar = tqdm(total=total, desc=f"{name:>11}", unit="frame", position=position, leave=True,
-                            dynamic_ncols=True)
+
+            self.bar = tqdm(
+                total=total, desc=f"{name:>11}", unit="frame", position=position, leave=True, dynamic_ncols=True
+            )
 
     @property
     def seconds(self) -> float:
@@ -98,7 +102,6 @@ class Meter:
             self.bar.close()
 
 
-
 @dataclasses.dataclass
 class RunSummary:
     input: str
@@ -110,14 +113,14 @@ class RunSummary:
     size_in: tuple
     size_out: tuple
     seconds: float
-    stages: list            # [{name, frames, seconds, s_per_frame, weights}]
+    stages: list  # [{name, frames, seconds, s_per_frame, weights}]
     compile_seconds: float  # ahead-of-time compilation of the stage shapes (parallel), before streaming
     compiled_shapes: int
-    stream_compiles: int    # XLA compilations while streaming (after the warm-up): 0 when every shape was known
-    cpu_seconds: float      # CPU time of this process and its ffmpeg children during the run
-    read_seconds: float     # main thread waiting for decoded frames
+    stream_compiles: int  # XLA compilations while streaming (after the warm-up): 0 when every shape was known
+    cpu_seconds: float  # CPU time of this process and its ffmpeg children during the run
+    read_seconds: float  # main thread waiting for decoded frames
     write_wait_seconds: float  # main thread blocked on the writer (+ final flush / mux)
-    encode_seconds: float   # writer thread busy time
+    encode_seconds: float  # writer thread busy time
     peak_rss_bytes: int
     peak_device_bytes: int | None
     audio: bool
@@ -134,29 +137,38 @@ class RunSummary:
         return d
 
     def format(self) -> str:
-        lines = [f"{self.input}: {self.frames_in} frames {self.size_in[1]}x{self.size_in[0]} @ {self.fps_in:g} fps "
-                 f"-> {self.frames_out} frames {self.size_out[1]}x{self.size_out[0]} (WxH) @ {self.fps_out:g} fps"
-                 + (" (+audio)" if self.audio else "")]
+        lines = [
+            f"{self.input}: {self.frames_in} frames {self.size_in[1]}x{self.size_in[0]} @ {self.fps_in:g} fps "
+            f"-> {self.frames_out} frames {self.size_out[1]}x{self.size_out[0]} (WxH) @ {self.fps_out:g} fps"
+            + (" (+audio)" if self.audio else "")
+        ]
         for s in self.stages:
-            lines.append(f"  {s['name']:<11} {s['frames']:>6} frames  {s['seconds']:8.2f} s  "
-                         f"{1000 * s['s_per_frame']:8.1f} ms/frame" + (f"  [{s['weights']}]" if s.get("weights") else ""))
+            lines.append(
+                f"  {s['name']:<11} {s['frames']:>6} frames  {s['seconds']:8.2f} s  "
+                f"{1000 * s['s_per_frame']:8.1f} ms/frame" + (f"  [{s['weights']}]" if s.get("weights") else "")
+            )
         if self.compiled_shapes:
-            lines.append(f"  {'compile':<11} {self.compiled_shapes:>6} shapes  {self.compile_seconds:8.2f} s "
-                         f"(ahead of time, in parallel)")
+            lines.append(
+                f"  {'compile':<11} {self.compiled_shapes:>6} shapes  {self.compile_seconds:8.2f} s "
+                f"(ahead of time, in parallel)"
+            )
         if self.stream_compiles:
             lines.append(f"  {'compile':<11} {self.stream_compiles:>6} XLA compilations while streaming")
         lines.append(f"  {'read':<11} {'':>6}         {self.read_seconds:8.2f} s waiting for decoded frames")
-        lines.append(f"  {'write':<11} {'':>6}         {self.write_wait_seconds:8.2f} s waiting for the writer "
-                     f"(encoding in the background: {self.encode_seconds:.2f} s)")
+        lines.append(
+            f"  {'write':<11} {'':>6}         {self.write_wait_seconds:8.2f} s waiting for the writer "
+            f"(encoding in the background: {self.encode_seconds:.2f} s)"
+        )
         mem = f"peak host RSS {self.peak_rss_bytes / 2**20:.0f} MiB"
         if self.peak_device_bytes:
             mem = f"peak device memory {self.peak_device_bytes / 2**20:.0f} MiB, " + mem
-        lines.append(f"  total {self.seconds:.2f} s = {1000 * self.s_per_output_frame:.1f} ms per output frame "
-                     f"(CPU {self.cpu_seconds:.1f} s); {mem}")
+        lines.append(
+            f"  total {self.seconds:.2f} s = {1000 * self.s_per_output_frame:.1f} ms per output frame "
+            f"(CPU {self.cpu_seconds:.1f} s); {mem}"
+        )
         for k, v in self.outputs.items():
             lines.append(f"  wrote {k}: {v}")
         return "\n".join(lines)
-
 
 
 def run_parallel(jobs: Sequence[Callable[[], Any]], workers: int) -> Iterator[int]:
@@ -186,10 +198,9 @@ def run_parallel(jobs: Sequence[Callable[[], Any]], workers: int) -> Iterator[in
         if exc is not None:
             with contextlib.suppress(queue.Empty):
                 while True:
-                    todo.get_nowait()   # stop the others after their current job
+                    todo.get_nowait()  # stop the others after their current job
             raise exc
         yield i
-
 
 
 def cpu_seconds() -> float:

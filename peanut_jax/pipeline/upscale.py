@@ -26,11 +26,12 @@ same-size restoration models) are padded bottom/right by reflection and the outp
 yielded for the frames concerned: wrong rank/channels, non-finite or out-of-range floats, and
 mixed frame sizes raise ``ValueError`` naming the frame.
 """
+
 from __future__ import annotations
 
 import collections
 import functools
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -99,6 +100,7 @@ def as_float_frame(frame, index: int, what: str = "frame") -> np.ndarray:
 def model_requirements(module) -> tuple[int, int]:
     """(minimum side, required multiple) of the input frames of a BasicVSR++ module."""
     from peanut_jax.models.basicvsr_pp import MIN_FLOW_SIZE
+
     if getattr(module, "is_low_res_input", True):
         return MIN_FLOW_SIZE, 1
     return 4 * MIN_FLOW_SIZE, 4
@@ -128,8 +130,15 @@ class Upscaler:
     cropped back; optional spatial tiling) and returns (T, H*s, W*s, 3) float32 (not clamped).
     """
 
-    def __init__(self, module, variables, tile: int | Sequence[int] | None = None, tile_overlap: int = 16,
-                 tile_blend: int = 0, pad_small: bool = True):
+    def __init__(
+        self,
+        module,
+        variables,
+        tile: int | Sequence[int] | None = None,
+        tile_overlap: int = 16,
+        tile_blend: int = 0,
+        pad_small: bool = True,
+    ):
         self.module = module
         self.variables = variables
         self.scale = int(module.output_scale) if hasattr(module, "output_scale") else int(module.scale)
@@ -157,6 +166,7 @@ class Upscaler:
         def one(v):
             v = max(v, self.min_side)
             return -(-v // self.multiple) * self.multiple
+
         return one(h), one(w)
 
     def _run_block(self, clip: np.ndarray) -> np.ndarray:
@@ -165,9 +175,11 @@ class Upscaler:
         hp, wp = self.padded_size(h, w)
         if (hp, wp) != (h, w):
             if not self.pad_small:
-                raise ValueError(f"frames of {h}x{w} are below the model minimum {self.min_side} px per side"
-                                 + (f" (or not multiples of {self.multiple})" if self.multiple > 1 else "")
-                                 + "; pass pad_small=True to pad them")
+                raise ValueError(
+                    f"frames of {h}x{w} are below the model minimum {self.min_side} px per side"
+                    + (f" (or not multiples of {self.multiple})" if self.multiple > 1 else "")
+                    + "; pass pad_small=True to pad them"
+                )
             clip = _pad_to(clip, hp, wp)
         out = np.asarray(self._fwd(self.variables, jnp.asarray(clip[None])))[0]
         self.calls += 1
@@ -186,14 +198,14 @@ class Upscaler:
         cols = plan_segments(w, tw, o)
         out = np.zeros((t, h * s, w * s, 3), np.float32)
         wsum = np.zeros((h * s, w * s, 1), np.float32)
-        for (ys, ye, ya, yl) in rows:
+        for ys, ye, ya, yl in rows:
             wy = segment_weights(np.arange(ya * s, (ya + yl) * s) / s, ys, ye, h, self.tile_blend)
-            for (xs, xe, xa, xl) in cols:
+            for xs, xe, xa, xl in cols:
                 wx = segment_weights(np.arange(xa * s, (xa + xl) * s) / s, xs, xe, w, self.tile_blend)
-                tile_out = self._run_block(clip[:, ya:ya + yl, xa:xa + xl])
+                tile_out = self._run_block(clip[:, ya : ya + yl, xa : xa + xl])
                 wgt = (wy[:, None] * wx[None, :]).astype(np.float32)[..., None]
-                out[:, ya * s:(ya + yl) * s, xa * s:(xa + xl) * s] += tile_out * wgt
-                wsum[ya * s:(ya + yl) * s, xa * s:(xa + xl) * s] += wgt
+                out[:, ya * s : (ya + yl) * s, xa * s : (xa + xl) * s] += tile_out * wgt
+                wsum[ya * s : (ya + yl) * s, xa * s : (xa + xl) * s] += wgt
         return out / np.maximum(wsum, 1e-12)
 
 
@@ -203,15 +215,29 @@ def _validated(frames: Iterable, first_shape: list) -> Iterator[np.ndarray]:
         if not first_shape:
             first_shape.append(a.shape)
         elif a.shape != first_shape[0]:
-            raise ValueError(f"frame {i}: size {a.shape[0]}x{a.shape[1]} differs from frame 0 "
-                             f"({first_shape[0][0]}x{first_shape[0][1]}); all frames of a clip must have one size")
+            raise ValueError(
+                f"frame {i}: size {a.shape[0]}x{a.shape[1]} differs from frame 0 "
+                f"({first_shape[0][0]}x{first_shape[0][1]}); all frames of a clip must have one size"
+            )
         yield a
 
 
-def upscale_video(frames, module, variables, *, chunk: int | None = DEFAULT_CHUNK,
-                  overlap: int = DEFAULT_OVERLAP, blend: int = 0, tile: int | Sequence[int] | None = None,
-                  tile_overlap: int = 16, tile_blend: int = 0, scale: int | None = None, clip: bool = True,
-                  pad_small: bool = True, upscaler: Upscaler | None = None) -> Iterator[np.ndarray]:
+def upscale_video(
+    frames,
+    module,
+    variables,
+    *,
+    chunk: int | None = DEFAULT_CHUNK,
+    overlap: int = DEFAULT_OVERLAP,
+    blend: int = 0,
+    tile: int | Sequence[int] | None = None,
+    tile_overlap: int = 16,
+    tile_blend: int = 0,
+    scale: int | None = None,
+    clip: bool = True,
+    pad_small: bool = True,
+    upscaler: Upscaler | None = None,
+) -> Iterator[np.ndarray]:
     """Yield the BasicVSR++ output frames of ``frames`` (see the module docstring).
 
     ``scale``: the expected output/input size ratio; a checkpoint that does not produce it is
@@ -220,8 +246,9 @@ def upscale_video(frames, module, variables, *, chunk: int | None = DEFAULT_CHUN
     """
     runner = upscaler or Upscaler(module, variables, tile, tile_overlap, tile_blend, pad_small)
     if scale is not None and int(scale) != runner.scale:
-        raise ValueError(f"the model produces x{runner.scale} output, but scale={scale} was requested "
-                         f"(checkpoint/config mismatch)")
+        raise ValueError(
+            f"the model produces x{runner.scale} output, but scale={scale} was requested (checkpoint/config mismatch)"
+        )
     if chunk is not None:
         if int(chunk) < 1:
             raise ValueError(f"chunk must be >= 1 (or None for the whole clip), got {chunk}")
@@ -231,8 +258,9 @@ def upscale_video(frames, module, variables, *, chunk: int | None = DEFAULT_CHUN
             raise ValueError(f"blend must be even, <= 2 * overlap ({2 * overlap}) and <= chunk ({chunk}); got {blend}")
     post = (lambda a: np.clip(a, 0.0, 1.0)) if clip else (lambda a: a)
     if isinstance(frames, np.ndarray) and frames.ndim != 4:
-        raise ValueError(f"frames: expected a (T, H, W, 3) array or an iterable of (H, W, 3) frames, "
-                         f"got shape {frames.shape}")
+        raise ValueError(
+            f"frames: expected a (T, H, W, 3) array or an iterable of (H, W, 3) frames, got shape {frames.shape}"
+        )
     return _generate(iter(frames), runner, chunk, overlap, blend, post)
 
 
@@ -308,15 +336,29 @@ def to_uint8(frame: np.ndarray) -> np.ndarray:
 class UpscaleStage(Stage):
     """BasicVSR++ in overlapping chunks (:func:`upscale_video`) on the chain's frames.
     ``scale``: the expected factor (a checkpoint that does not produce it is refused)."""
+
     name = "upscale"
 
-    def __init__(self, module, variables, weights: str = "", scale: int | None = None,
-                 chunk: int | None = DEFAULT_CHUNK, overlap: int = DEFAULT_OVERLAP, blend: int = 0, tile=None,
-                 tile_overlap: int = 16, tile_blend: int = 0, flag: str = "--upscale"):
+    def __init__(
+        self,
+        module,
+        variables,
+        weights: str = "",
+        scale: int | None = None,
+        chunk: int | None = DEFAULT_CHUNK,
+        overlap: int = DEFAULT_OVERLAP,
+        blend: int = 0,
+        tile=None,
+        tile_overlap: int = 16,
+        tile_blend: int = 0,
+        flag: str = "--upscale",
+    ):
         self.runner = Upscaler(module, variables, tile=tile, tile_overlap=tile_overlap, tile_blend=tile_blend)
         if scale is not None and int(scale) != self.runner.scale:
-            raise ValueError(f"{weights or 'upscale checkpoint'}: the model produces x{self.runner.scale} output, "
-                             f"but {flag} {scale} was requested")
+            raise ValueError(
+                f"{weights or 'upscale checkpoint'}: the model produces x{self.runner.scale} output, "
+                f"but {flag} {scale} was requested"
+            )
         if chunk is not None and int(chunk) < 1:
             raise ValueError(f"chunk must be >= 1 (or None for the whole clip), got {chunk}")
         if overlap < 0:
@@ -333,19 +375,29 @@ class UpscaleStage(Stage):
     def compile_jobs(self, info):
         r = self.runner
         if r.tile is not None:
-            return []   # tile shapes depend on the tiling plan
+            return []  # tile shapes depend on the tiling plan
         n = info.num_frames
         length = n if self.chunk is None else min(n, self.chunk + 2 * self.overlap)
         hp, wp = r.padded_size(info.height, info.width)
-        fwd = jitted_forward(self.module)   # the runner's shared jitted forward: compile without running
+        fwd = jitted_forward(self.module)  # the runner's shared jitted forward: compile without running
 
         def job():
-            x = jnp.asarray(np.zeros((1, length, hp, wp, 3), np.float32))   # (also compiles the host->device staging)
+            x = jnp.asarray(np.zeros((1, length, hp, wp, 3), np.float32))  # (also compiles the host->device staging)
             fwd.lower(r.variables, x).compile()
+
         return [(("upscale", id(fwd), length, hp, wp), job)]
 
     def __call__(self, frames, info):
         images = (fr.image for fr in frames)
-        for i, f in enumerate(upscale_video(images, self.module, self.variables, chunk=self.chunk,
-                                            overlap=self.overlap, blend=self.blend, upscaler=self.runner)):
+        for i, f in enumerate(
+            upscale_video(
+                images,
+                self.module,
+                self.variables,
+                chunk=self.chunk,
+                overlap=self.overlap,
+                blend=self.blend,
+                upscaler=self.runner,
+            )
+        ):
             yield Frame(to_uint8(f), None, i)

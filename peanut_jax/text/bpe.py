@@ -17,11 +17,12 @@ special tokens are recognised in the text (``<mask>`` also takes the space befor
 normalisation, padding with ``<pad>`` = 1, and at most 512 tokens including ``<s>``/``</s>``
 (a longer caption is an error, never silently truncated).
 """
+
 from __future__ import annotations
 
 import json
 import os
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -34,9 +35,9 @@ _FETCH = "python -m peanut_jax.weights fetch"
 _HINTS = {
     # HF layout: the same vocabulary as fairseq's, so point at the files we can provide
     "vocab.json": "Hugging Face roberta-base's file; or use RobertaTokenizer.from_fairseq with the "
-                  f"files from `{_FETCH} gpt2_bpe` and `{_FETCH} roberta_base`",
+    f"files from `{_FETCH} gpt2_bpe` and `{_FETCH} roberta_base`",
     "merges.txt": "Hugging Face roberta-base's file; or use RobertaTokenizer.from_fairseq with the "
-                  f"files from `{_FETCH} gpt2_bpe` and `{_FETCH} roberta_base`",
+    f"files from `{_FETCH} gpt2_bpe` and `{_FETCH} roberta_base`",
     "encoder.json": f"`{_FETCH} gpt2_bpe` provides it",
     "vocab.bpe": f"`{_FETCH} gpt2_bpe` provides it",
     "dict.txt": f"`{_FETCH} roberta_base` provides it",
@@ -66,8 +67,11 @@ def _read_token_map(path, role: str) -> dict[str, int]:
         table = json.loads(_read_text(path, role))
     except json.JSONDecodeError as e:
         raise _fail(path, role, f"is not JSON (line {e.lineno})") from None
-    if not isinstance(table, dict) or not table or not all(
-            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in table.items()):
+    if (
+        not isinstance(table, dict)
+        or not table
+        or not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in table.items())
+    ):
         raise _fail(path, role, "is not a JSON object of token -> integer id")
     return table
 
@@ -123,9 +127,16 @@ class RobertaTokenizer:
 
     max_tokens = MAX_TOKENS
 
-    def __init__(self, vocab: dict[str, int], merges: Sequence[tuple[str, str]], *,
-                 vocab_file="vocab.json", merges_file="merges.txt",
-                 vocab_role: str = "vocab.json", merges_role: str = "merges.txt"):
+    def __init__(
+        self,
+        vocab: dict[str, int],
+        merges: Sequence[tuple[str, str]],
+        *,
+        vocab_file="vocab.json",
+        merges_file="merges.txt",
+        vocab_role: str = "vocab.json",
+        merges_role: str = "merges.txt",
+    ):
         """``vocab``: byte-level token -> RoBERTa id, including the five special tokens;
         ``merges``: BPE merges in priority order.  Prefer the ``from_*`` constructors."""
         from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
@@ -135,8 +146,9 @@ class RobertaTokenizer:
             raise _fail(vocab_file, vocab_role, f"lacks the special tokens {', '.join(missing)}")
         absent = [c for c in pre_tokenizers.ByteLevel.alphabet() if c not in vocab]
         if absent:
-            raise _fail(vocab_file, vocab_role,
-                        f"lacks {len(absent)} of the 256 byte-level base tokens (e.g. {absent[0]!r})")
+            raise _fail(
+                vocab_file, vocab_role, f"lacks {len(absent)} of the 256 byte-level base tokens (e.g. {absent[0]!r})"
+            )
         try:
             model = models.BPE(dict(vocab), list(merges))
         except Exception as e:  # tokenizers raises a plain Exception for a merge outside the vocabulary
@@ -146,23 +158,26 @@ class RobertaTokenizer:
         tk.decoder = decoders.ByteLevel()
         self.bos_id, self.pad_id, self.eos_id, self.unk_id, self.mask_id = (vocab[t] for t in _SPECIALS)
         tk.post_processor = processors.RobertaProcessing(
-            ("</s>", self.eos_id), ("<s>", self.bos_id), trim_offsets=True, add_prefix_space=False)
-        tk.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in _SPECIALS[:4]]
-                              + [AddedToken("<mask>", lstrip=True, special=True, normalized=False)])
+            ("</s>", self.eos_id), ("<s>", self.bos_id), trim_offsets=True, add_prefix_space=False
+        )
+        tk.add_special_tokens(
+            [AddedToken(t, special=True, normalized=False) for t in _SPECIALS[:4]]
+            + [AddedToken("<mask>", lstrip=True, special=True, normalized=False)]
+        )
         self._tk = tk
         self.vocab_size = max(vocab.values()) + 1
 
     # -- constructors -----------------------------------------------------------------------------
 
     @classmethod
-    def from_files(cls, vocab_json, merges_txt) -> "RobertaTokenizer":
+    def from_files(cls, vocab_json, merges_txt) -> RobertaTokenizer:
         """Hugging Face layout: ``vocab.json`` (token -> RoBERTa id) and ``merges.txt``."""
         vocab = _read_token_map(vocab_json, "vocab.json")
         merges = _read_merges(merges_txt, "merges.txt")
         return cls(vocab, merges, vocab_file=vocab_json, merges_file=merges_txt)
 
     @classmethod
-    def from_fairseq(cls, encoder_json, vocab_bpe, dict_txt) -> "RobertaTokenizer":
+    def from_fairseq(cls, encoder_json, vocab_bpe, dict_txt) -> RobertaTokenizer:
         """fairseq layout: ``encoder.json`` (token -> GPT-2 id), ``vocab.bpe`` (merges) and
         ``dict.txt`` (``<gpt2 id> <count>`` per line; RoBERTa id = 4 + line index)."""
         encoder = _read_token_map(encoder_json, "encoder.json")
@@ -182,8 +197,14 @@ class RobertaTokenizer:
         for symbol, rid in extra.items():
             vocab.setdefault(symbol, rid)
         vocab.update({"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": len(symbols) + 4})
-        return cls(vocab, merges, vocab_file=encoder_json, merges_file=vocab_bpe,
-                   vocab_role="encoder.json", merges_role="vocab.bpe")
+        return cls(
+            vocab,
+            merges,
+            vocab_file=encoder_json,
+            merges_file=vocab_bpe,
+            vocab_role="encoder.json",
+            merges_role="vocab.bpe",
+        )
 
     # -- encoding ---------------------------------------------------------------------------------
 
@@ -217,21 +238,24 @@ class RobertaTokenizer:
         for i, row in enumerate(rows):
             if len(row) > self.max_tokens:
                 where = f" (prompt {i + 1} of {len(captions)})" if len(captions) > 1 else ""
-                raise ValueError(f"prompt is too long{where}: {len(row)} tokens with <s> and </s>, "
-                                 f"RoBERTa takes at most {self.max_tokens}")
+                raise ValueError(
+                    f"prompt is too long{where}: {len(row)} tokens with <s> and </s>, "
+                    f"RoBERTa takes at most {self.max_tokens}"
+                )
         longest = max(len(r) for r in rows)
         if pad_to is None:
             length = longest
         else:
             length = int(pad_to)
             if length < longest or length > self.max_tokens:
-                raise ValueError(f"pad_to={pad_to} must be between the longest prompt ({longest} tokens) "
-                                 f"and {self.max_tokens}")
+                raise ValueError(
+                    f"pad_to={pad_to} must be between the longest prompt ({longest} tokens) and {self.max_tokens}"
+                )
         ids = np.full((len(rows), length), self.pad_id, np.int32)
         padding_mask = np.ones((len(rows), length), bool)
         for i, row in enumerate(rows):
-            ids[i, :len(row)] = row
-            padding_mask[i, :len(row)] = False
+            ids[i, : len(row)] = row
+            padding_mask[i, : len(row)] = False
         return ids, padding_mask
 
     def __repr__(self) -> str:

@@ -10,16 +10,42 @@
   ``config.py``: the one config lookup.
 * ``tasks/``: one file per stage (example -> loss / metrics / evaluation); protocol: ``docs/training.md``.
 """
+
 from peanut_jax.train.checkpoint import Checkpointer, load_tree
-from peanut_jax.train.loop import (ConfigChangedError, NonFiniteLossError, TrainingInterrupted,
-                                   TrainResult, WorkdirError, evaluate, train_and_evaluate)
-from peanut_jax.train.state import (TrainState, apply_updates, build_grouped_optimizer,
-                                    build_optimizer, build_schedule, cosine_restart_schedule,
-                                    freeze_until)
+from peanut_jax.train.loop import (
+    ConfigChangedError,
+    NonFiniteLossError,
+    TrainingInterrupted,
+    TrainResult,
+    WorkdirError,
+    evaluate,
+    train_and_evaluate,
+)
+from peanut_jax.train.state import (
+    TrainState,
+    apply_updates,
+    build_grouped_optimizer,
+    build_optimizer,
+    build_schedule,
+    cosine_restart_schedule,
+    freeze_until,
+)
 
 __all__ = [
-    "Checkpointer", "ConfigChangedError", "NonFiniteLossError", "TrainResult", "TrainState",
-    "TrainingInterrupted", "WorkdirError", "apply_updates", "build_grouped_optimizer",
-    "build_optimizer", "build_schedule", "cosine_restart_schedule", "evaluate", "freeze_until",
-    "load_tree", "train_and_evaluate",
+    "Checkpointer",
+    "ConfigChangedError",
+    "NonFiniteLossError",
+    "TrainResult",
+    "TrainState",
+    "TrainingInterrupted",
+    "WorkdirError",
+    "apply_updates",
+    "build_grouped_optimizer",
+    "build_optimizer",
+    "build_schedule",
+    "cosine_restart_schedule",
+    "evaluate",
+    "freeze_until",
+    "load_tree",
+    "train_and_evaluate",
 ]

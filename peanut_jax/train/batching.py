@@ -7,10 +7,11 @@ epoch.  A process builds only its rows ``[p * b, (p + 1) * b)`` (``b = batch // 
 resumed or multi-process run sees exactly the batches of the uninterrupted single-process run.
 Held-out sets are fixed: built once (seeds ``(eval_seed, EVAL_STREAM, i)``) and sliced the same way.
 """
+
 from __future__ import annotations
 
 import itertools
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -29,6 +30,7 @@ def rows(global_batch: int, process_index: int, process_count: int) -> range:
 
 class Plain(dict):
     """A dict read by attribute: a config block rebuilt from :func:`config_items` (a cache key)."""
+
     __getattr__ = dict.__getitem__
 
 
@@ -40,9 +42,13 @@ def config_items(block, keys=None) -> tuple:
 
 def scene_kwargs(d) -> dict:
     """The synthetic scene options of a ``data`` block, as ``make_scene`` / ``generate_clip`` keywords."""
-    return dict(num_objects=int(d.num_objects), camera_speed=float(d.camera_speed),
-                object_speed=tuple(float(v) for v in d.object_speed),
-                camera_zoom=float(d.camera_zoom), camera_rotation=float(d.camera_rotation))
+    return dict(
+        num_objects=int(d.num_objects),
+        camera_speed=float(d.camera_speed),
+        object_speed=tuple(float(v) for v in d.object_speed),
+        camera_zoom=float(d.camera_zoom),
+        camera_rotation=float(d.camera_rotation),
+    )
 
 
 def stack(examples: list[dict], dtype=None) -> dict:
@@ -54,12 +60,19 @@ def stack(examples: list[dict], dtype=None) -> dict:
 def shuffled(num_items: int, seed: int):
     """``order[i]``: the item read at global position ``i`` (a seeded shuffle, reshuffled every epoch)."""
     import grain
+
     return grain.MapDataset.range(num_items).shuffle(seed=seed).repeat()
 
 
-def train_batches(config, start_step: int, process_index: int, process_count: int,
-                  example: Callable[[tuple, int | None], dict], num_items: int | None = None,
-                  dtype=None) -> Iterator[dict]:
+def train_batches(
+    config,
+    start_step: int,
+    process_index: int,
+    process_count: int,
+    example: Callable[[tuple, int | None], dict],
+    num_items: int | None = None,
+    dtype=None,
+) -> Iterator[dict]:
     """This process's batches of steps ``start_step + 1, start_step + 2, ...`` (see the module docstring).
 
     ``example(seed, item)`` builds one example; ``num_items``: the dataset size (None: synthetic data,
@@ -70,14 +83,20 @@ def train_batches(config, start_step: int, process_index: int, process_count: in
     seed = int(config.seed)
     order = None if num_items is None else shuffled(num_items, seed)
     for step in itertools.count(start_step + 1):
-        yield stack([example((seed, TRAIN_STREAM, step, r),
-                             None if order is None else int(order[(step - 1) * b + r])) for r in rs], dtype)
+        yield stack(
+            [
+                example((seed, TRAIN_STREAM, step, r), None if order is None else int(order[(step - 1) * b + r]))
+                for r in rs
+            ],
+            dtype,
+        )
 
 
 def check_eval_clips(n: int, eval_batch_size: int) -> None:
     if n % eval_batch_size:
-        raise ValueError(f"config.data.eval_clips={n} must be a multiple of "
-                         f"config.data.eval_batch_size={eval_batch_size}")
+        raise ValueError(
+            f"config.data.eval_clips={n} must be a multiple of config.data.eval_batch_size={eval_batch_size}"
+        )
 
 
 def eval_size(d, available: int, what: str) -> int:
@@ -98,8 +117,9 @@ def slices(data: dict, n: int, eval_batch_size: int, process_index: int, process
         yield {k: v[[start + r for r in rs]] for k, v in data.items()}
 
 
-def eval_batches(n: int, eval_batch_size: int, process_index: int, process_count: int,
-                 example: Callable[[int], dict], dtype=None) -> Iterator[dict]:
+def eval_batches(
+    n: int, eval_batch_size: int, process_index: int, process_count: int, example: Callable[[int], dict], dtype=None
+) -> Iterator[dict]:
     """This process's part of ``n`` evaluation examples ``example(i)``, in ``eval_batch_size`` batches."""
     rs = rows(eval_batch_size, process_index, process_count)
     for start in range(0, n, eval_batch_size):

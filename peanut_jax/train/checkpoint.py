@@ -11,6 +11,7 @@ Restoring needs the abstract state (shapes, dtypes, shardings), which the loop g
 ``jax.eval_shape`` of the task's ``init_state``.  :func:`load_tree` (``peanut_jax.checkpoints.orbax.read_tree``)
 reads a checkpoint *without* knowing its structure (nested dicts of numpy arrays), e.g. for tools.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,15 +27,24 @@ from peanut_jax.checkpoints.orbax import read_tree as load_tree  # noqa: F401  (
 class Checkpointer:
     """Save every ``save_interval_steps`` steps, keep ``max_to_keep``, resume from the latest."""
 
-    def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 3,
-                 save_interval_steps: int = 1000, async_save: bool = True):
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        *,
+        max_to_keep: int = 3,
+        save_interval_steps: int = 1000,
+        async_save: bool = True,
+    ):
         self.directory = pathlib.Path(directory).absolute()
         if save_interval_steps <= 0:
             raise ValueError(f"checkpoint interval must be positive, got {save_interval_steps}")
         self.save_interval_steps = int(save_interval_steps)
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, save_interval_steps=self.save_interval_steps,
-            enable_async_checkpointing=async_save, create=True)
+            max_to_keep=max_to_keep,
+            save_interval_steps=self.save_interval_steps,
+            enable_async_checkpointing=async_save,
+            create=True,
+        )
         self._mngr = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:

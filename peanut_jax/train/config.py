@@ -2,6 +2,7 @@
 
 Blocks are ``ml_collections.ConfigDict``s in a run, plain dicts or attribute objects in tests and tools.
 """
+
 from __future__ import annotations
 
 import jax.numpy as jnp

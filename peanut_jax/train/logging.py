@@ -6,6 +6,7 @@ in ``<workdir>/metrics.jsonl``.  On resume from step ``S`` the records of the in
 ``step > S`` are dropped (atomically: the file is rewritten to a temporary name and renamed), so
 the file always describes one trajectory.  On other processes every writer is a no-op.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,8 @@ import math
 import os
 import pathlib
 import sys
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -47,8 +49,9 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 class MetricWriter:
     """JSONL (+ optional TensorBoard) writer; inactive unless ``enabled`` (process 0)."""
 
-    def __init__(self, workdir: str | os.PathLike, *, enabled: bool = True, resume_step: int = 0,
-                 tensorboard: bool = True):
+    def __init__(
+        self, workdir: str | os.PathLike, *, enabled: bool = True, resume_step: int = 0, tensorboard: bool = True
+    ):
         self.enabled = enabled
         self.path = pathlib.Path(workdir) / METRICS_FILE
         self._file = None
@@ -101,15 +104,25 @@ class Progress:
         self._bar = None
         if enabled:
             from tqdm.auto import tqdm
-            self._bar = tqdm(total=total, initial=initial, desc=desc, unit="step",
-                             dynamic_ncols=True, file=sys.stderr, mininterval=1.0, smoothing=0.1)
+
+            self._bar = tqdm(
+                total=total,
+                initial=initial,
+                desc=desc,
+                unit="step",
+                dynamic_ncols=True,
+                file=sys.stderr,
+                mininterval=1.0,
+                smoothing=0.1,
+            )
 
     def update(self, n: int = 1, **postfix) -> None:
         if self._bar is None:
             return
         if postfix:
-            self._bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v)
-                                   for k, v in postfix.items()}, refresh=False)
+            self._bar.set_postfix(
+                {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in postfix.items()}, refresh=False
+            )
         self._bar.update(n)
 
     def write(self, msg: str) -> None:

@@ -33,6 +33,7 @@ log_every, eval_every, checkpoint_every, keep_checkpoints, async_checkpoint, pre
 tensorboard, eval_at_start, debug_nan_at_step}``.  ``debug_nan_at_step = k > 0`` replaces the
 floating inputs of step ``k`` by NaN (to exercise the guard).
 """
+
 from __future__ import annotations
 
 import collections
@@ -91,13 +92,13 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 @dataclasses.dataclass
 class TrainResult:
-    state: Any                 # canonical TrainState (global arrays replicated over the mesh)
-    step: int                  # last completed step
-    train_metrics: dict        # last logged training metrics (interval means)
-    eval_metrics: dict         # last evaluation (empty when none ran)
+    state: Any  # canonical TrainState (global arrays replicated over the mesh)
+    step: int  # last completed step
+    train_metrics: dict  # last logged training metrics (interval means)
+    eval_metrics: dict  # last evaluation (empty when none ran)
     steps_per_sec: float | None  # mean over the run, excluding the first (compiling) step and eval
-    trace_count: int           # times the (cached) train step was traced: 1 = never retraced
-    start_step: int = 0        # the step this run started from (> 0: resumed)
+    trace_count: int  # times the (cached) train step was traced: 1 = never retraced
+    start_step: int = 0  # the step this run started from (> 0: resumed)
 
 
 CONFIG_FILE = "config.json"
@@ -152,13 +153,17 @@ def config_changes(saved: dict, current: dict) -> list[tuple[str, Any, Any]]:
     """``(dotted key, saved value, current value)`` for every field that differs between two
     configs given as JSON-like dicts (a field missing on one side shows as ``'(absent)'``)."""
     a, b = _flatten(saved), _flatten(current)
-    return [(k, a.get(k, _ABSENT), b.get(k, _ABSENT)) for k in sorted(set(a) | set(b))
-            if a.get(k, _ABSENT) != b.get(k, _ABSENT)]
+    return [
+        (k, a.get(k, _ABSENT), b.get(k, _ABSENT))
+        for k in sorted(set(a) | set(b))
+        if a.get(k, _ABSENT) != b.get(k, _ABSENT)
+    ]
 
 
 def _fmt_changes(changes, limit: int = 6) -> str:
     def v(x):
         return x if x is _ABSENT else json.dumps(x)
+
     shown = [f"{k} {v(old)} -> {v(new)}" for k, old, new in changes[:limit]]
     more = len(changes) - limit
     return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
@@ -187,7 +192,7 @@ def _first_batch(task, config, process_index, process_count):
 # In-process cache of compiled programs, keyed by (task, full config, devices): calling
 # train_and_evaluate again with an identical config (a resume in the same process, notebooks,
 # tests) reuses the compiled init and step instead of compiling them again.
-_COMPILED: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
+_COMPILED: collections.OrderedDict[tuple, tuple] = collections.OrderedDict()
 _COMPILED_MAX = 8
 # Init runs once, so on CPU it is compiled without the expensive LLVM passes (about half the
 # compile time; the values are integer threefry + a few float ops, identical in every process).
@@ -195,9 +200,18 @@ _FAST_COMPILE_CPU = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expe
 
 
 # ``train.*`` keys that only steer the host-side loop: they never change a compiled program.
-LOOP_ONLY_KEYS = ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
-                  "async_checkpoint", "prefetch", "progress", "tensorboard", "eval_at_start",
-                  "debug_nan_at_step")
+LOOP_ONLY_KEYS = (
+    "log_every",
+    "eval_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "async_checkpoint",
+    "prefetch",
+    "progress",
+    "tensorboard",
+    "eval_at_start",
+    "debug_nan_at_step",
+)
 # Config fields a resume may change without ``allow_config_change``: the loop-only keys and the
 # number of steps (to extend or shorten a run; schedules defined over ``num_steps``, e.g. cosine,
 # then follow the new length from the resume step on).  train.py's --allow-config-change help
@@ -241,8 +255,13 @@ def _run_key(task, config, mesh) -> tuple:
     d = config.to_dict()
     if isinstance(d.get("train"), dict):
         d["train"] = {k: v for k, v in d["train"].items() if k not in LOOP_ONLY_KEYS}
-    return (id(task), json.dumps(d, sort_keys=True, default=repr),
-            tuple(d_.id for d_ in mesh.devices.flat), jax.process_index(), jax.process_count())
+    return (
+        id(task),
+        json.dumps(d, sort_keys=True, default=repr),
+        tuple(d_.id for d_ in mesh.devices.flat),
+        jax.process_index(),
+        jax.process_count(),
+    )
 
 
 def _memo(key: tuple, task, build):
@@ -272,32 +291,34 @@ def _init_fn(task, config):
 
 def abstract_train_state(task, config, mesh):
     """``jax.eval_shape`` of the task's initial state (shapes/dtypes, no compilation)."""
-    return _memo(("abstract",) + _run_key(task, config, mesh), task,
-                 lambda: jax.eval_shape(_init_fn(task, config)))
+    return _memo(("abstract",) + _run_key(task, config, mesh), task, lambda: jax.eval_shape(_init_fn(task, config)))
 
 
 def init_train_state(task, config, mesh):
     """The task's initial state as global arrays replicated over ``mesh`` (compiled once per
     (task, config, devices) in this process)."""
-    init = _memo(("init",) + _run_key(task, config, mesh), task,
-                 lambda: _compile_init(_init_fn(task, config), mesh))
+    init = _memo(("init",) + _run_key(task, config, mesh), task, lambda: _compile_init(_init_fn(task, config), mesh))
     return init()
 
 
 def build_strategy(task, config, mesh):
     """The step wrapper ``config.parallel`` selects, around the task's train/eval steps
     (cached: an identical (task, config, devices) reuses the compiled step)."""
-    return _memo(("strategy",) + _run_key(task, config, mesh), task,
-                 lambda: parallel.make_strategy(config.parallel, mesh, make_train_fn(task, config),
-                                                make_eval_fn(task, config)))
+    return _memo(
+        ("strategy",) + _run_key(task, config, mesh),
+        task,
+        lambda: parallel.make_strategy(config.parallel, mesh, make_train_fn(task, config), make_eval_fn(task, config)),
+    )
 
 
 def _poison(host_batch):
     """``train.debug_nan_at_step``: the floating inputs of that step become NaN (host side, so
     the compiled step is the normal one)."""
+
     def bad(x):
         x = np.asarray(x)
         return np.full_like(x, np.nan) if np.issubdtype(x.dtype, np.floating) else x
+
     return jax.tree.map(bad, host_batch)
 
 
@@ -318,11 +339,13 @@ def make_train_fn(task, config):
 def make_eval_fn(task, config):
     def eval_fn(state, batch):
         return {k: jnp.asarray(v, jnp.float32) for k, v in task.eval_step(state, batch, config).items()}
+
     return eval_fn
 
 
-def evaluate(strategy, task, dev_state, config, process_index: int | None = None,
-             process_count: int | None = None) -> dict:
+def evaluate(
+    strategy, task, dev_state, config, process_index: int | None = None, process_count: int | None = None
+) -> dict:
     """Mean of ``task.eval_step`` over ``task.eval_batches`` (batches weighted by their rows)."""
     pi = jax.process_index() if process_index is None else process_index
     pc = jax.process_count() if process_count is None else process_count
@@ -339,9 +362,16 @@ def evaluate(strategy, task, dev_state, config, process_index: int | None = None
     return {k: v / total for k, v in sums.items()}
 
 
-def train_and_evaluate(config, workdir: str | os.PathLike, *, task=None, devices=None,
-                       stop_at: int | None = None, allow_config_change: bool = False,
-                       handle_sigint: bool = True) -> TrainResult:
+def train_and_evaluate(
+    config,
+    workdir: str | os.PathLike,
+    *,
+    task=None,
+    devices=None,
+    stop_at: int | None = None,
+    allow_config_change: bool = False,
+    handle_sigint: bool = True,
+) -> TrainResult:
     """Train ``config.task`` in ``workdir`` (resuming from its latest checkpoint).
 
     ``task``: a task object/module overriding ``config.task``; ``devices``: the devices to use
@@ -364,28 +394,29 @@ def train_and_evaluate(config, workdir: str | os.PathLike, *, task=None, devices
     if num_steps < 0:
         raise ValueError(f"config.train.num_steps must be >= 0, got {num_steps}")
     if config.parallel not in parallel.STRATEGIES:
-        raise ValueError(f"config.parallel must be one of {parallel.STRATEGIES}, "
-                         f"got {config.parallel!r}")
+        raise ValueError(f"config.parallel must be one of {parallel.STRATEGIES}, got {config.parallel!r}")
 
     mesh = parallel.make_mesh(devices)
     parallel.local_batch_size(int(config.data.batch_size), mesh, "config.data.batch_size")
     if int(config.data.batch_size) % pc:
-        raise ValueError(f"config.data.batch_size={config.data.batch_size} must be a multiple of "
-                         f"the process count ({pc})")
+        raise ValueError(
+            f"config.data.batch_size={config.data.batch_size} must be a multiple of the process count ({pc})"
+        )
 
     prepare_workdir(workdir)
     ckpt = ckpt_lib.Checkpointer(
-        ckpt_lib.checkpoint_dir(workdir), max_to_keep=int(config_get(tcfg, "keep_checkpoints", 3)),
+        ckpt_lib.checkpoint_dir(workdir),
+        max_to_keep=int(config_get(tcfg, "keep_checkpoints", 3)),
         save_interval_steps=int(config_get(tcfg, "checkpoint_every", 1000)),
-        async_save=bool(config_get(tcfg, "async_checkpoint", True)))
+        async_save=bool(config_get(tcfg, "async_checkpoint", True)),
+    )
     writer = progress = batches = None
     interrupt = _SigintFlag(enabled=handle_sigint and pc == 1)
     try:
         interrupt.__enter__()
         latest = ckpt.latest_step()
         config_text = _config_json(config)
-        changed_note = _check_resume_config(workdir, latest, config_text, allow_config_change,
-                                            write=is_main)
+        changed_note = _check_resume_config(workdir, latest, config_text, allow_config_change, write=is_main)
         if is_main:
             _write_config(config_text, workdir)
         abstract = abstract_train_state(task, config, mesh)
@@ -398,21 +429,24 @@ def train_and_evaluate(config, workdir: str | os.PathLike, *, task=None, devices
             state = init_train_state(task, config, mesh)
             start = 0
         n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params))
-        progress = log_lib.Progress(num_steps, start,
-                                    enabled=is_main and bool(config_get(tcfg, "progress", True)))
+        progress = log_lib.Progress(num_steps, start, enabled=is_main and bool(config_get(tcfg, "progress", True)))
         if is_main:
             describe = getattr(task, "describe", None)
-            msg = (f"{describe(config) if callable(describe) else getattr(task, '__name__', task)}"
-                   f": {n_params:,} params, {mesh.devices.size} device(s) on {pc} process(es), "
-                   f"{config.parallel}, "
-                   + (f"resuming at step {start}" if start else "fresh start") + f" -> {workdir}"
-                   + (f" (config changed: {changed_note})" if changed_note else ""))
+            msg = (
+                f"{describe(config) if callable(describe) else getattr(task, '__name__', task)}"
+                f": {n_params:,} params, {mesh.devices.size} device(s) on {pc} process(es), "
+                f"{config.parallel}, "
+                + (f"resuming at step {start}" if start else "fresh start")
+                + f" -> {workdir}"
+                + (f" (config changed: {changed_note})" if changed_note else "")
+            )
             logging.info(msg)
             progress.write(msg)
 
         strategy = build_strategy(task, config, mesh)
-        writer = log_lib.MetricWriter(workdir, enabled=is_main, resume_step=start,
-                                      tensorboard=bool(config_get(tcfg, "tensorboard", True)))
+        writer = log_lib.MetricWriter(
+            workdir, enabled=is_main, resume_step=start, tensorboard=bool(config_get(tcfg, "tensorboard", True))
+        )
         last_eval: dict = {}
         last_train: dict = {}
         end = num_steps if stop_at is None else min(num_steps, int(stop_at))
@@ -420,20 +454,25 @@ def train_and_evaluate(config, workdir: str | os.PathLike, *, task=None, devices
         with strategy.context():
             dev_state = strategy.put_state(state)
             del state
-            if (start == 0 and eval_every > 0 and bool(config_get(tcfg, "eval_at_start", True))
-                    and not interrupt.is_set()):
+            if (
+                start == 0
+                and eval_every > 0
+                and bool(config_get(tcfg, "eval_at_start", True))
+                and not interrupt.is_set()
+            ):
                 last_eval = evaluate(strategy, task, dev_state, config, pi, pc)
                 writer.write(0, last_eval, "eval")
                 if is_main:
                     logging.info("eval @0: %s", _fmt(last_eval))
                     progress.write(f"eval @0: {_fmt(last_eval)}")
-            batches = prefetch(task.train_batches(config, start, pi, pc), int(config_get(tcfg, "prefetch", 2)),
-                               "train-batches")
+            batches = prefetch(
+                task.train_batches(config, start, pi, pc), int(config_get(tcfg, "prefetch", 2)), "train-batches"
+            )
             acc: dict[str, float] = {}
             acc_n = 0
-            pending = None               # (step, device metrics) not yet checked
-            t_first = None               # wall time when the first step of this run finished
-            t_excl = 0.0                 # eval time to exclude from steps/s
+            pending = None  # (step, device metrics) not yet checked
+            t_first = None  # wall time when the first step of this run finished
+            t_excl = 0.0  # eval time to exclude from steps/s
             t_log, steps_log, excl_log = None, 0, 0.0
 
             def consume(step, dev_metrics):
@@ -448,7 +487,8 @@ def train_and_evaluate(config, workdir: str | os.PathLike, *, task=None, devices
                         f"non-finite training metrics at step {step}: "
                         + ", ".join(f"{k}={v}" for k, v in shown.items())
                         + "; stopping (last checkpoint: "
-                        + (f"step {latest_ok})" if latest_ok is not None else "none)"))
+                        + (f"step {latest_ok})" if latest_ok is not None else "none)")
+                    )
                 for k, v in m.items():
                     acc[k] = acc.get(k, 0.0) + float(v)
                 acc_n += 1
@@ -462,16 +502,15 @@ def train_and_evaluate(config, workdir: str | os.PathLike, *, task=None, devices
                     return
                 if step > start:
                     if pending is not None:
-                        consume(*pending)       # never save a non-finite state
+                        consume(*pending)  # never save a non-finite state
                         pending = None
-                    if acc_n:                   # the partial logging interval
+                    if acc_n:  # the partial logging interval
                         writer.write(step, {k: v / acc_n for k, v in acc.items()}, "train")
                         acc.clear()
                         acc_n = 0
                     ckpt.save(step, strategy.get_state(dev_state), force=True)
                     ckpt.wait_until_finished()
-                raise TrainingInterrupted(step, ckpt.directory, saved=step > start,
-                                          latest=ckpt.latest_step())
+                raise TrainingInterrupted(step, ckpt.directory, saved=step > start, latest=ckpt.latest_step())
 
             stop_if_interrupted()
             nan_step = int(config_get(tcfg, "debug_nan_at_step", -1))
@@ -480,8 +519,7 @@ def train_and_evaluate(config, workdir: str | os.PathLike, *, task=None, devices
                 if step == nan_step:
                     host_batch = _poison(host_batch)
                 with jax.profiler.StepTraceAnnotation("train", step_num=step):
-                    dev_state, dev_metrics = strategy.train_step(dev_state,
-                                                                 strategy.put_batch(host_batch))
+                    dev_state, dev_metrics = strategy.train_step(dev_state, strategy.put_batch(host_batch))
                 if pending is not None:
                     consume(*pending)
                 pending = (step, dev_metrics)
@@ -527,9 +565,15 @@ def train_and_evaluate(config, workdir: str | os.PathLike, *, task=None, devices
                 sps = (step - start - 1) / max(time.perf_counter() - t_first - t_excl, 1e-9)
             final_state = strategy.get_state(dev_state)
             ckpt.wait_until_finished()
-        return TrainResult(state=final_state, step=step, train_metrics=last_train,
-                           eval_metrics=last_eval, steps_per_sec=sps,
-                           trace_count=strategy.trace_count, start_step=start)
+        return TrainResult(
+            state=final_state,
+            step=step,
+            train_metrics=last_train,
+            eval_metrics=last_eval,
+            steps_per_sec=sps,
+            trace_count=strategy.trace_count,
+            start_step=start,
+        )
     finally:
         interrupt.__exit__(None, None, None)
         if batches is not None:
@@ -541,8 +585,7 @@ def train_and_evaluate(config, workdir: str | os.PathLike, *, task=None, devices
         ckpt.close()
 
 
-def _check_resume_config(workdir: pathlib.Path, latest: int | None, config_text: str,
-                         allow: bool, write: bool) -> str:
+def _check_resume_config(workdir: pathlib.Path, latest: int | None, config_text: str, allow: bool, write: bool) -> str:
     """Compare the config with the ``config.json`` of a workdir that holds a checkpoint.
 
     Raises :class:`ConfigChangedError` when fields outside :data:`RESUME_FREE_KEYS` differ and
@@ -566,13 +609,19 @@ def _check_resume_config(workdir: pathlib.Path, latest: int | None, config_text:
             f"workdir {workdir} holds a run (checkpoint at step {latest}) with a different "
             f"config: {_fmt_changes(strict)}; resume with the same config, pass "
             "--allow-config-change (allow_config_change=True) to resume anyway, or use a new "
-            "--workdir")
+            "--workdir"
+        )
     if strict:
         keep = workdir / f"config.step{latest}.json"
         if write and not keep.exists():
             os.replace(path, keep)
-        logging.warning("resuming %s at step %d under a changed config (%s); the previous config "
-                        "is kept as %s", workdir, latest, _fmt_changes(strict), keep.name)
+        logging.warning(
+            "resuming %s at step %d under a changed config (%s); the previous config is kept as %s",
+            workdir,
+            latest,
+            _fmt_changes(strict),
+            keep.name,
+        )
     return _fmt_changes(changes)
 
 

@@ -21,13 +21,16 @@ as replicated scalars; :func:`to_host` turns them into Python floats).
 A *canonical* state is a pytree of global ``jax.Array`` replicated over the mesh (``P()``); it is
 what checkpoints store, so the two strategies resume from each other's checkpoints.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
 STRATEGIES = ("mesh", "pmap")
@@ -43,8 +46,7 @@ def make_mesh(devices=None) -> Mesh:
     devices = list(jax.devices() if devices is None else devices)
     if not devices:
         raise ValueError("make_mesh: no devices given")
-    return Mesh(np.asarray(devices, dtype=object), (DATA_AXIS,),
-                axis_types=(jax.sharding.AxisType.Auto,))
+    return Mesh(np.asarray(devices, dtype=object), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -60,13 +62,13 @@ def local_batch_size(global_batch: int, mesh: Mesh, what: str = "batch_size") ->
     n_dev = mesh.devices.size
     n_proc = jax.process_count()
     if global_batch <= 0 or global_batch % n_dev:
-        raise ValueError(f"{what}={global_batch} must be a positive multiple of the number of "
-                         f"devices ({n_dev})")
+        raise ValueError(f"{what}={global_batch} must be a positive multiple of the number of devices ({n_dev})")
     return global_batch // n_proc
 
 
 def to_host(tree) -> Any:
     """Replicated (or fully addressable) arrays -> numpy / Python scalars on every process."""
+
     def get(x):
         if isinstance(x, jax.Array):
             if not x.is_fully_addressable:
@@ -76,14 +78,14 @@ def to_host(tree) -> Any:
             x = np.asarray(x)
         x = np.asarray(x)
         return x.item() if x.ndim == 0 else x
+
     return jax.tree.map(get, tree)
 
 
 def replicate_host_tree(tree, mesh: Mesh):
     """Host values (identical on every process) -> global arrays replicated over ``mesh``."""
     sh = replicated(mesh)
-    return jax.tree.map(
-        lambda x: jax.make_array_from_process_local_data(sh, np.asarray(x)), tree)
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sh, np.asarray(x)), tree)
 
 
 def _identity(tree):
@@ -111,8 +113,7 @@ class MeshStrategy:
             self.trace_count += 1  # runs at trace time only: counts compilations
             return train_fn(state, batch, _identity)
 
-        self._train = jax.jit(step, donate_argnums=0, in_shardings=(repl, data),
-                              out_shardings=(repl, repl))
+        self._train = jax.jit(step, donate_argnums=0, in_shardings=(repl, data), out_shardings=(repl, repl))
         self._eval = None
         if eval_fn is not None:
             self._eval = jax.jit(eval_fn, in_shardings=(repl, data), out_shardings=repl)
@@ -126,9 +127,7 @@ class MeshStrategy:
 
     # data ----------------------------------------------------------------------------------
     def put_batch(self, host_batch):
-        return jax.tree.map(
-            lambda x: jax.make_array_from_process_local_data(self._data, np.asarray(x)),
-            host_batch)
+        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self._data, np.asarray(x)), host_batch)
 
     # steps ---------------------------------------------------------------------------------
     def train_step(self, dev_state, batch):
@@ -164,8 +163,7 @@ class PmapStrategy:
         self._put = jax.pmap(lambda x: x, axis_name=DATA_AXIS, devices=devices)
         self._eval = None
         if eval_fn is not None:
-            self._eval = jax.pmap(lambda s, b: _pmean(eval_fn(s, b)), axis_name=DATA_AXIS,
-                                  devices=devices)
+            self._eval = jax.pmap(lambda s, b: _pmean(eval_fn(s, b)), axis_name=DATA_AXIS, devices=devices)
 
     def put_state(self, state):
         n = self.n_local
@@ -183,8 +181,7 @@ class PmapStrategy:
         def split(x):
             x = np.asarray(x)
             if x.shape[0] % n:
-                raise ValueError(f"per-process batch of {x.shape[0]} rows does not split over "
-                                 f"{n} local devices")
+                raise ValueError(f"per-process batch of {x.shape[0]} rows does not split over {n} local devices")
             return x.reshape((n, x.shape[0] // n) + x.shape[1:])
 
         return jax.tree.map(split, host_batch)
@@ -198,15 +195,18 @@ class PmapStrategy:
 
     def context(self):
         import contextlib
+
         return contextlib.nullcontext()
 
 
 def to_host_local(tree):
     """Canonical (replicated) global arrays -> numpy copies held by this process."""
+
     def get(x):
         if isinstance(x, jax.Array) and not x.is_fully_addressable:
             x = x.addressable_data(0)
         return np.asarray(x)
+
     return jax.tree.map(get, tree)
 
 

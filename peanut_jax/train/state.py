@@ -17,10 +17,12 @@ The optimizer itself (``optax.GradientTransformation``) is *not* part of the sta
 function of the config, so tasks rebuild it with :func:`build_optimizer` both in ``init_state``
 and inside ``train_step`` (that is free: it only builds Python closures at trace time).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import flax.struct
 import jax
@@ -38,10 +40,15 @@ class TrainState(flax.struct.PyTreeNode):
     extra: Any = flax.struct.field(default_factory=dict)
 
     @classmethod
-    def create(cls, params, opt_state, rng, extra=None, step=0) -> "TrainState":
+    def create(cls, params, opt_state, rng, extra=None, step=0) -> TrainState:
         """A fresh state; ``rng`` is a legacy uint32[2] key (``jax.random.PRNGKey(seed)``)."""
-        return cls(step=jnp.asarray(step, jnp.int32), params=params, opt_state=opt_state,
-                   rng=jnp.asarray(rng), extra={} if extra is None else extra)
+        return cls(
+            step=jnp.asarray(step, jnp.int32),
+            params=params,
+            opt_state=opt_state,
+            rng=jnp.asarray(rng),
+            extra={} if extra is None else extra,
+        )
 
     def step_rng(self, *tags: int) -> jax.Array:
         """The key for the current iteration: ``fold_in(rng, step)``, then each integer tag.
@@ -54,7 +61,7 @@ class TrainState(flax.struct.PyTreeNode):
             key = jax.random.fold_in(key, t)
         return key
 
-    def apply_gradients(self, tx: optax.GradientTransformation, grads) -> "TrainState":
+    def apply_gradients(self, tx: optax.GradientTransformation, grads) -> TrainState:
         """Update ``params`` and ``opt_state`` with ``tx`` (``step`` is left to the loop)."""
         params, opt_state = apply_updates(tx, grads, self.opt_state, self.params)
         return self.replace(params=params, opt_state=opt_state)
@@ -67,8 +74,7 @@ def apply_updates(tx: optax.GradientTransformation, grads, opt_state, params):
 
 
 # ------------------------------------------------------------------------------------ schedules
-def cosine_restart_schedule(base_lr: float, periods, restart_weights=None,
-                            eta_min: float = 0.0) -> Callable:
+def cosine_restart_schedule(base_lr: float, periods, restart_weights=None, eta_min: float = 0.0) -> Callable:
     """mmagic ``CosineRestartLR``: within period ``i`` of length ``periods[i]`` starting at ``s_i``,
     ``lr = eta_min + 0.5 * w_i * (base_lr - eta_min) * (1 + cos(pi * (step - s_i) / periods[i]))``.
 
@@ -117,8 +123,9 @@ def build_schedule(cfg, num_steps: int, lr: float | None = None) -> Callable:
         sched = optax.constant_schedule(base)
     elif kind in ("cosine", "warmup_cosine"):
         if kind == "warmup_cosine" or warmup > 0:
-            return optax.warmup_cosine_decay_schedule(0.0, base, max(warmup, 0),
-                                                      max(num_steps, warmup + 1), end_value=min_lr)
+            return optax.warmup_cosine_decay_schedule(
+                0.0, base, max(warmup, 0), max(num_steps, warmup + 1), end_value=min_lr
+            )
         alpha = min_lr / base if base not in (0.0, math.inf) else 0.0
         sched = optax.cosine_decay_schedule(base, num_steps, alpha=alpha)
     elif kind == "cosine_restarts":
@@ -129,16 +136,17 @@ def build_schedule(cfg, num_steps: int, lr: float | None = None) -> Callable:
         milestones = [int(m) for m in (_get(cfg, "milestones", None) or ())]
         sched = optax.piecewise_constant_schedule(base, {m: gamma for m in milestones})
     else:
-        raise ValueError(f"optim.schedule must be one of constant, cosine, warmup_cosine, "
-                         f"cosine_restarts, multistep; got {kind!r}")
+        raise ValueError(
+            f"optim.schedule must be one of constant, cosine, warmup_cosine, cosine_restarts, multistep; got {kind!r}"
+        )
     if warmup > 0:
         sched = optax.join_schedules([optax.linear_schedule(0.0, base, warmup), sched], [warmup])
     return sched
 
 
-def build_optimizer(cfg, num_steps: int, lr: float | None = None, *,
-                    schedule: Callable | None = None, clip: bool = True
-                    ) -> tuple[optax.GradientTransformation, Callable]:
+def build_optimizer(
+    cfg, num_steps: int, lr: float | None = None, *, schedule: Callable | None = None, clip: bool = True
+) -> tuple[optax.GradientTransformation, Callable]:
     """``(tx, schedule)`` from an ``optim`` config block.
 
     Keys: ``name`` in ``adam`` | ``adamw`` | ``sgd``; ``lr``; ``b1``, ``b2``, ``eps`` (adam*),
@@ -166,8 +174,9 @@ def build_optimizer(cfg, num_steps: int, lr: float | None = None, *,
     elif name == "sgd":
         if wd:
             parts.append(optax.add_decayed_weights(wd))
-        parts.append(optax.sgd(sched, momentum=_get(cfg, "momentum", None) or None,
-                               nesterov=bool(_get(cfg, "nesterov", False))))
+        parts.append(
+            optax.sgd(sched, momentum=_get(cfg, "momentum", None) or None, nesterov=bool(_get(cfg, "nesterov", False)))
+        )
     else:
         raise ValueError(f"optim.name must be one of adam, adamw, sgd; got {name!r}")
     tx = parts[0] if len(parts) == 1 else optax.chain(*parts)
@@ -190,16 +199,19 @@ def scale_by_optimizer(cfg) -> optax.GradientTransformation:
             parts.append(optax.add_decayed_weights(wd))
     elif name == "sgd":
         momentum = _get(cfg, "momentum", None) or None
-        parts.append(optax.identity() if momentum is None else
-                     optax.trace(decay=momentum, nesterov=bool(_get(cfg, "nesterov", False))))
+        parts.append(
+            optax.identity()
+            if momentum is None
+            else optax.trace(decay=momentum, nesterov=bool(_get(cfg, "nesterov", False)))
+        )
     else:
         raise ValueError(f"optim.name must be one of adam, adamw, sgd; got {name!r}")
     return parts[0] if len(parts) == 1 else optax.chain(*parts)
 
 
 class FreezeState(NamedTuple):
-    count: jax.Array   # updates seen (frozen or not)
-    inner: Any         # the wrapped transformation's state, untouched while frozen
+    count: jax.Array  # updates seen (frozen or not)
+    inner: Any  # the wrapped transformation's state, untouched while frozen
 
 
 def freeze_until(inner: optax.GradientTransformation, steps: int) -> optax.GradientTransformation:
@@ -221,8 +233,9 @@ def freeze_until(inner: optax.GradientTransformation, steps: int) -> optax.Gradi
     return optax.GradientTransformation(init, update)
 
 
-def build_grouped_optimizer(cfg, num_steps: int, labels: Callable[[Any], Any],
-                            groups: dict) -> tuple[optax.GradientTransformation, Callable]:
+def build_grouped_optimizer(
+    cfg, num_steps: int, labels: Callable[[Any], Any], groups: dict
+) -> tuple[optax.GradientTransformation, Callable]:
     """Per-parameter-group learning-rate multipliers and freezes on one optimizer config.
 
     ``labels(params)`` returns a pytree of group names with the structure of ``params`` (as

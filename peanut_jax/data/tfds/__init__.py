@@ -5,8 +5,14 @@ Importing this package imports ``tensorflow_datasets`` and registers the builder
 
 * ``youtube_vos_inpainting``, ``davis_inpainting`` (:mod:`peanut_jax.data.tfds.inpainting`).
 """
-from peanut_jax.data.tfds.inpainting import (DavisInpainting, InpaintingConfig, YoutubeVosInpainting, build,
-                                             decode_frames, decode_masks)
 
-__all__ = ["DavisInpainting", "InpaintingConfig", "YoutubeVosInpainting", "build", "decode_frames",
-           "decode_masks"]
+from peanut_jax.data.tfds.inpainting import (
+    DavisInpainting,
+    InpaintingConfig,
+    YoutubeVosInpainting,
+    build,
+    decode_frames,
+    decode_masks,
+)
+
+__all__ = ["DavisInpainting", "InpaintingConfig", "YoutubeVosInpainting", "build", "decode_frames", "decode_masks"]

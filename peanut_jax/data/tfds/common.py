@@ -1,10 +1,11 @@
 """What every builder here shares: the array_record builder base for a local ``manual_dir`` and the
 encoded-image helpers (records hold image file bytes; TFDS never encodes or decodes an image)."""
+
 from __future__ import annotations
 
 import io
 import pathlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -42,8 +43,11 @@ def encode_png(img: np.ndarray) -> bytes:
 
 def png_files(folder: pathlib.Path) -> list[pathlib.Path]:
     """The PNG files of ``folder`` (hidden files skipped), sorted."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                  and not p.name.startswith("."))
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+    )
 
 
 def read_image_bytes(path: pathlib.Path) -> tuple[bytes, tuple[int, int]]:
@@ -70,6 +74,7 @@ def read_list(path: pathlib.Path) -> list[str]:
 # ------------------------------------------------------------------------------------------ builder
 class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """array_record, no downloads, manual_dir required."""
+
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
 
@@ -87,14 +92,16 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def _root(self, dl_manager) -> pathlib.Path:
         root = getattr(dl_manager, "manual_dir", None)
         if root is None or not pathlib.Path(root).is_dir():
-            raise FileNotFoundError(f"{self.name}: manual_dir {root} is not a folder; see the layout in "
-                                    f"{type(self).__module__}")
+            raise FileNotFoundError(
+                f"{self.name}: manual_dir {root} is not a folder; see the layout in {type(self).__module__}"
+            )
         return pathlib.Path(root)
 
     def _vimeo_root(self, dl_manager, folder: str, lists: tuple[str, str]) -> pathlib.Path:
         """The manual_dir of a Vimeo-90K folder (``sequences/`` and the two list files)."""
         root = self._root(dl_manager)
         if not (root / "sequences").is_dir():
-            raise FileNotFoundError(f"{root / 'sequences'}: missing (expected {folder}/: sequences/, "
-                                    f"{lists[0]}, {lists[1]})")
+            raise FileNotFoundError(
+                f"{root / 'sequences'}: missing (expected {folder}/: sequences/, {lists[0]}, {lists[1]})"
+            )
         return root

@@ -46,6 +46,7 @@ Build (no TensorFlow needed)::
 Read: ``tfds.data_source('youtube_vos_inpainting/432x240', data_dir=OUT, split='train')``; the E2FGVI
 training task (``peanut_jax.train.tasks.e2fgvi``) samples clips from it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -54,7 +55,7 @@ import json
 import os
 import pathlib
 import zipfile
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -68,8 +69,9 @@ TRAIN_SIZE = (432, 240)  # (W, H), E2FGVI's training size
 
 
 # ---------------------------------------------------------------------------------- reading helpers
-def decode_frames(encoded: Sequence[bytes], indices: Sequence[int] | None = None,
-                  size: tuple[int, int] | None = None) -> np.ndarray:
+def decode_frames(
+    encoded: Sequence[bytes], indices: Sequence[int] | None = None, size: tuple[int, int] | None = None
+) -> np.ndarray:
     """Decode the selected frames of a record to (len(indices), H, W, 3) uint8 RGB.
 
     ``size`` = (W, H) resizes with PIL's default filter (bicubic), as E2FGVI's
@@ -86,8 +88,9 @@ def decode_frames(encoded: Sequence[bytes], indices: Sequence[int] | None = None
     return np.stack(out)
 
 
-def decode_masks(encoded: Sequence[bytes], indices: Sequence[int] | None = None,
-                 size: tuple[int, int] | None = None) -> np.ndarray:
+def decode_masks(
+    encoded: Sequence[bytes], indices: Sequence[int] | None = None, size: tuple[int, int] | None = None
+) -> np.ndarray:
     """Decode stored masks to (len(indices), H, W) uint8 raw values (resize: nearest, like E2FGVI)."""
     indices = range(len(encoded)) if indices is None else indices
     out = []
@@ -103,9 +106,9 @@ def decode_masks(encoded: Sequence[bytes], indices: Sequence[int] | None = None,
 @dataclasses.dataclass
 class _Video:
     video_id: str
-    frames: "_FrameSource"
-    masks: "_FrameSource | None"
-    count: int | None = None      # take the first ``count`` frames (E2FGVI's json)
+    frames: _FrameSource
+    masks: _FrameSource | None
+    count: int | None = None  # take the first ``count`` frames (E2FGVI's json)
 
 
 class _FrameSource:
@@ -115,14 +118,19 @@ class _FrameSource:
         self.path = path
         self.extensions = tuple(extensions)
         if path.is_dir():
-            self.names = sorted(p.name for p in path.iterdir()
-                                if p.is_file() and not p.name.startswith(".")
-                                and p.suffix.lower() in self.extensions)
+            self.names = sorted(
+                p.name
+                for p in path.iterdir()
+                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in self.extensions
+            )
         elif path.is_file() and path.suffix.lower() == ".zip":
             with zipfile.ZipFile(path) as z:
                 # E2FGVI's TrainZipReader: sorted namelist (zip_dir.sh stores names without folders)
-                self.names = sorted(n for n in z.namelist()
-                                    if not n.endswith("/") and pathlib.PurePath(n).suffix.lower() in self.extensions)
+                self.names = sorted(
+                    n
+                    for n in z.namelist()
+                    if not n.endswith("/") and pathlib.PurePath(n).suffix.lower() in self.extensions
+                )
         else:
             raise FileNotFoundError(f"{path}: not a folder or .zip of images")
         if not self.names:
@@ -162,8 +170,9 @@ def _e2fgvi_layout(root: pathlib.Path, splits=("train", "test")) -> dict[str, li
     """E2FGVI's ``datasets/<name>`` folder: ``<split>.json``, ``JPEGImages``, ``test_masks``."""
     images = root / "JPEGImages"
     if not images.is_dir():
-        raise FileNotFoundError(f"{images}: missing (expected E2FGVI's layout: train.json, JPEGImages/<video>"
-                                "[.zip], test_masks/<video>)")
+        raise FileNotFoundError(
+            f"{images}: missing (expected E2FGVI's layout: train.json, JPEGImages/<video>[.zip], test_masks/<video>)"
+        )
     out: dict[str, list[_Video]] = {}
     for split in splits:
         js = root / f"{split}.json"
@@ -254,25 +263,30 @@ def _encode_masks(raw: list[bytes], hw: tuple[int, int], size: tuple[int, int] |
 
 
 def _features() -> tfds.features.FeaturesDict:
-    return tfds.features.FeaturesDict({
-        "video_id": tfds.features.Text(),
-        "frames": tfds.features.Sequence(tfds.features.Tensor(shape=(), dtype=np.object_)),
-        "masks": tfds.features.Sequence(tfds.features.Tensor(shape=(), dtype=np.object_)),
-        "num_frames": np.int32,
-        "height": np.int32,
-        "width": np.int32,
-    })
+    return tfds.features.FeaturesDict(
+        {
+            "video_id": tfds.features.Text(),
+            "frames": tfds.features.Sequence(tfds.features.Tensor(shape=(), dtype=np.object_)),
+            "masks": tfds.features.Sequence(tfds.features.Tensor(shape=(), dtype=np.object_)),
+            "num_frames": np.int32,
+            "height": np.int32,
+            "width": np.int32,
+        }
+    )
 
 
 @dataclasses.dataclass
 class InpaintingConfig(tfds.core.BuilderConfig):
-    size: tuple[int, int] | None = None   # (W, H) to resize to at build time; None keeps the source bytes
+    size: tuple[int, int] | None = None  # (W, H) to resize to at build time; None keeps the source bytes
 
 
 _CONFIGS = [
     InpaintingConfig(name="full", description="source frames unchanged (encoded bytes as found)"),
-    InpaintingConfig(name="432x240", size=TRAIN_SIZE,
-                     description="frames resized to 432x240 (PIL bicubic), JPEG quality 95; masks nearest"),
+    InpaintingConfig(
+        name="432x240",
+        size=TRAIN_SIZE,
+        description="frames resized to 432x240 (PIL bicubic), JPEG quality 95; masks nearest",
+    ),
 ]
 
 
@@ -301,12 +315,22 @@ class _InpaintingBuilder(ManualBuilder, skip_registration=True):
                 if len(v.masks) < len(frames):
                     raise ValueError(f"{where}: {len(v.masks)} masks in {v.masks.path} for {len(frames)} frames")
                 masks = _encode_masks(v.masks.read(len(frames)), (h, w), size, where)
-            yield v.video_id, {"video_id": v.video_id, "frames": frames, "masks": masks,
-                               "num_frames": len(frames), "height": h, "width": w}
+            yield (
+                v.video_id,
+                {
+                    "video_id": v.video_id,
+                    "frames": frames,
+                    "masks": masks,
+                    "num_frames": len(frames),
+                    "height": h,
+                    "width": w,
+                },
+            )
 
 
 class YoutubeVosInpainting(_InpaintingBuilder):
     """YouTube-VOS for video inpainting, E2FGVI's layout (train.json, JPEGImages, test_masks)."""
+
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
     Download YouTube-VOS (train and test 'all frames') and E2FGVI's split files and test masks, and
     arrange them as E2FGVI's datasets/youtube-vos folder: train.json, test.json,
@@ -320,6 +344,7 @@ class YoutubeVosInpainting(_InpaintingBuilder):
 
 class DavisInpainting(_InpaintingBuilder):
     """DAVIS-2017 (480p) for video inpainting, with the annotations as object masks."""
+
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
     Unzip DAVIS-2017-trainval-480p.zip and pass its DAVIS/ folder (JPEGImages/480p, Annotations/480p,
     ImageSets/2017) as manual_dir; E2FGVI's datasets/davis folder (train.json, test.json,

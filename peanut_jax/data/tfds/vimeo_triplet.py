@@ -13,9 +13,10 @@ Splits, as the RIFE training script (``dataset.py``) uses the lists: ``train`` =
 
 Build: ``peanut_jax.data.tfds.vsr.build('vimeo90k_triplet', manual_dir, data_dir, config=None)``.
 """
+
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -34,6 +35,7 @@ def rife_splits(trainlist: list[str]) -> tuple[list[str], list[str]]:
 
 class Vimeo90kTriplet(ManualBuilder):
     """Vimeo-90K triplets for frame interpolation (RIFE's train/validation split, test list)."""
+
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
     Unzip vimeo_triplet.zip and pass its vimeo_triplet/ folder (sequences/, tri_trainlist.txt,
     tri_testlist.txt) as manual_dir.
@@ -41,10 +43,16 @@ class Vimeo90kTriplet(ManualBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
-            builder=self, description=self.__doc__, disable_shuffling=True,
-            features=tfds.features.FeaturesDict({
-                "name": tfds.features.Text(),
-                "frames": tfds.features.Sequence(tfds.features.Tensor(shape=(), dtype=np.object_), length=3)}))
+            builder=self,
+            description=self.__doc__,
+            disable_shuffling=True,
+            features=tfds.features.FeaturesDict(
+                {
+                    "name": tfds.features.Text(),
+                    "frames": tfds.features.Sequence(tfds.features.Tensor(shape=(), dtype=np.object_), length=3),
+                }
+            ),
+        )
 
     def _split_generators(self, dl_manager):
         root = self._vimeo_root(dl_manager, "vimeo_triplet", ("tri_trainlist.txt", "tri_testlist.txt"))
@@ -71,8 +79,9 @@ class Vimeo90kTriplet(ManualBuilder):
                 if hw0 is None:
                     hw0 = hw
                 elif hw != hw0:
-                    raise ValueError(f"{self.name}: sequence {name}: {fn} is {hw[0]}x{hw[1]}, im1.png is "
-                                     f"{hw0[0]}x{hw0[1]}")
+                    raise ValueError(
+                        f"{self.name}: sequence {name}: {fn} is {hw[0]}x{hw[1]}, im1.png is {hw0[0]}x{hw0[1]}"
+                    )
                 frames.append(data)
             yield key, {"name": name, "frames": frames}
 

@@ -44,23 +44,23 @@ Read::
 
     src, clips = open_split('reds_vsr', data_dir, 'train', config='bi')   # ArrayRecordDataSource, table
 """
+
 from __future__ import annotations
 
 import dataclasses
 import os
 import pathlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from peanut_jax.data.degrade import degrade_uint8
 from peanut_jax.data.tfds import vimeo_triplet
-from peanut_jax.data.tfds.common import (ManualBuilder, decode_png, encode_png, png_files, read_image_bytes,
-                                         read_list)
+from peanut_jax.data.tfds.common import ManualBuilder, decode_png, encode_png, png_files, read_image_bytes, read_list
 
 REDS4_CLIPS = ("000", "011", "015", "020")
-REDS_NUM_TRAIN_CLIPS = 240     # validation clips are renumbered from here (mmagic)
+REDS_NUM_TRAIN_CLIPS = 240  # validation clips are renumbered from here (mmagic)
 SCALE = 4
 VIMEO_SEPTUPLET_FRAMES = tuple(f"im{i}.png" for i in range(1, 8))
 
@@ -71,8 +71,10 @@ def _lq_bytes(gt_bytes: bytes, gt_hw, lq_path: pathlib.Path | None, kind: str, w
         data, hw = read_image_bytes(lq_path)
         want = (gt_hw[0] // SCALE, gt_hw[1] // SCALE)
         if hw != want:
-            raise ValueError(f"{where}: LR frame {lq_path} is {hw[0]}x{hw[1]}, expected {want[0]}x{want[1]} "
-                             f"(GT {gt_hw[0]}x{gt_hw[1]} / {SCALE})")
+            raise ValueError(
+                f"{where}: LR frame {lq_path} is {hw[0]}x{hw[1]}, expected {want[0]}x{want[1]} "
+                f"(GT {gt_hw[0]}x{gt_hw[1]} / {SCALE})"
+            )
         return data
     return encode_png(degrade_uint8(decode_png(gt_bytes, where), kind))
 
@@ -84,16 +86,20 @@ class VSRConfig(tfds.core.BuilderConfig):
 
 
 _VSR_CONFIGS = [
-    VSRConfig(name="bi", degradation="BI",
-              description="BI x4: official bicubic LR when present, else MATLAB imresize(gt, 1/4)"),
-    VSRConfig(name="bd", degradation="BD",
-              description="BD x4: Gaussian blur sigma 1.6 then x4 subsampling (MATLAB variant)"),
+    VSRConfig(
+        name="bi",
+        degradation="BI",
+        description="BI x4: official bicubic LR when present, else MATLAB imresize(gt, 1/4)",
+    ),
+    VSRConfig(
+        name="bd", degradation="BD", description="BD x4: Gaussian blur sigma 1.6 then x4 subsampling (MATLAB variant)"
+    ),
 ]
 
 
 @dataclasses.dataclass
 class _RedsClip:
-    name: str                      # clip id in the dataset (val clips renumbered)
+    name: str  # clip id in the dataset (val clips renumbered)
     gt_dir: pathlib.Path
     lq_dir: pathlib.Path | None
     files: list[pathlib.Path]
@@ -102,8 +108,10 @@ class _RedsClip:
 def _reds_clips(root: pathlib.Path) -> list[_RedsClip]:
     gt_root = root / "train_sharp"
     if not gt_root.is_dir():
-        raise FileNotFoundError(f"{gt_root}: missing (expected the REDS layout train_sharp/<clip>/*.png, "
-                                "optional train_sharp_bicubic/X4/<clip>/*.png)")
+        raise FileNotFoundError(
+            f"{gt_root}: missing (expected the REDS layout train_sharp/<clip>/*.png, "
+            "optional train_sharp_bicubic/X4/<clip>/*.png)"
+        )
     clips = []
     for prefix, offset in (("train", 0), ("val", REDS_NUM_TRAIN_CLIPS)):
         gdir = root / f"{prefix}_sharp"
@@ -128,6 +136,7 @@ def _reds_clips(root: pathlib.Path) -> list[_RedsClip]:
 
 class RedsVsr(ManualBuilder):
     """REDS (NTIRE 2019) for x4 video super-resolution; REDS4 held out."""
+
     BUILDER_CONFIGS = _VSR_CONFIGS
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
     Download REDS train_sharp (and optionally train_sharp_bicubic, val_sharp, val_sharp_bicubic) and
@@ -137,16 +146,28 @@ class RedsVsr(ManualBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
-            builder=self, description=self.__doc__, disable_shuffling=True, metadata=tfds.core.MetadataDict(),
-            features=tfds.features.FeaturesDict({
-                "clip": tfds.features.Text(), "frame": np.int32, "clip_start": np.int32, "clip_len": np.int32,
-                "gt": tfds.features.Tensor(shape=(), dtype=np.object_),
-                "lq": tfds.features.Tensor(shape=(), dtype=np.object_)}))
+            builder=self,
+            description=self.__doc__,
+            disable_shuffling=True,
+            metadata=tfds.core.MetadataDict(),
+            features=tfds.features.FeaturesDict(
+                {
+                    "clip": tfds.features.Text(),
+                    "frame": np.int32,
+                    "clip_start": np.int32,
+                    "clip_len": np.int32,
+                    "gt": tfds.features.Tensor(shape=(), dtype=np.object_),
+                    "lq": tfds.features.Tensor(shape=(), dtype=np.object_),
+                }
+            ),
+        )
 
     def _split_generators(self, dl_manager):
         clips = _reds_clips(self._root(dl_manager))
-        splits = {"train": [c for c in clips if c.name not in REDS4_CLIPS],
-                  "reds4": [c for c in clips if c.name in REDS4_CLIPS]}
+        splits = {
+            "train": [c for c in clips if c.name not in REDS4_CLIPS],
+            "reds4": [c for c in clips if c.name in REDS4_CLIPS],
+        }
         table = {}
         for split, cs in splits.items():
             rows, start = [], 0
@@ -174,13 +195,23 @@ class RedsVsr(ManualBuilder):
                     lq_path = c.lq_dir / f.name
                     if not lq_path.is_file():
                         raise FileNotFoundError(f"{where}: {lq_path} missing (the LR folder {c.lq_dir} exists)")
-                yield key, {"clip": c.name, "frame": i, "clip_start": start, "clip_len": len(c.files),
-                            "gt": gt, "lq": _lq_bytes(gt, hw, lq_path, kind, where)}
+                yield (
+                    key,
+                    {
+                        "clip": c.name,
+                        "frame": i,
+                        "clip_start": start,
+                        "clip_len": len(c.files),
+                        "gt": gt,
+                        "lq": _lq_bytes(gt, hw, lq_path, kind, where),
+                    },
+                )
                 key += 1
 
 
 class Vimeo90kSeptuplet(ManualBuilder):
     """Vimeo-90K septuplets for x4 video super-resolution (test list = Vimeo-90K-T)."""
+
     BUILDER_CONFIGS = _VSR_CONFIGS
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
     Unzip vimeo_septuplet.zip and pass its vimeo_septuplet/ folder (sequences/, sep_trainlist.txt,
@@ -191,8 +222,12 @@ class Vimeo90kSeptuplet(ManualBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         seq = tfds.features.Sequence(tfds.features.Tensor(shape=(), dtype=np.object_), length=7)
         return tfds.core.DatasetInfo(
-            builder=self, description=self.__doc__, disable_shuffling=True, metadata=tfds.core.MetadataDict(),
-            features=tfds.features.FeaturesDict({"name": tfds.features.Text(), "gt": seq, "lq": seq}))
+            builder=self,
+            description=self.__doc__,
+            disable_shuffling=True,
+            metadata=tfds.core.MetadataDict(),
+            features=tfds.features.FeaturesDict({"name": tfds.features.Text(), "gt": seq, "lq": seq}),
+        )
 
     def _split_generators(self, dl_manager):
         root = self._vimeo_root(dl_manager, "vimeo_septuplet", ("sep_trainlist.txt", "sep_testlist.txt"))
@@ -262,8 +297,9 @@ def open_split(name: str, data_dir, split: str, config: str | None = "bi"):
         raise FileNotFoundError(f"TFDS data_dir {data_dir} is not a folder")
     b = _builder(name, data_dir, config)
     if not b.is_prepared():
-        raise FileNotFoundError(f"{name}/{config} is not built in {data_dir} (build it with "
-                                f"peanut_jax.data.tfds.vsr.build)")
+        raise FileNotFoundError(
+            f"{name}/{config} is not built in {data_dir} (build it with peanut_jax.data.tfds.vsr.build)"
+        )
     if split not in b.info.splits:
         raise ValueError(f"{name}/{config}: no split {split!r}; built splits: {', '.join(sorted(b.info.splits))}")
     return b.as_data_source(split), dict(b.info.metadata or {})

@@ -4,6 +4,7 @@ Every field is a plain hashable value, so a config can be a Flax module field.  
 made-up miniature (not an official model) used by the CPU test-suite: same code paths, small widths
 and a 128-pixel input.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,7 +18,7 @@ class HieraConfig:
     global_att_blocks: tuple[int, ...] = (5, 7, 9)
     window_pos_embed_bkg_spatial_size: tuple[int, int] = (7, 7)
     window_spec: tuple[int, ...] = (8, 4, 14, 7)
-    q_pool: int = 3                     # number of q-pooling stage transitions
+    q_pool: int = 3  # number of q-pooling stage transitions
     q_stride: tuple[int, int] = (2, 2)
     dim_mul: float = 2.0
     head_mul: float = 2.0
@@ -34,7 +35,7 @@ class HieraConfig:
     @property
     def channels(self) -> tuple[int, ...]:
         """Output channels of the four stages (stride 4, 8, 16, 32)."""
-        return tuple(int(self.embed_dim * self.dim_mul ** i) for i in range(len(self.stages)))
+        return tuple(int(self.embed_dim * self.dim_mul**i) for i in range(len(self.stages)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,8 +44,8 @@ class SAM2Config:
     version: str = "2.1"
     hiera: HieraConfig = HieraConfig()
     image_size: int = 1024
-    d_model: int = 256                  # FPN / prompt encoder / mask decoder / memory attention width
-    mem_dim: int = 64                   # memory encoder output channels (maskmem features)
+    d_model: int = 256  # FPN / prompt encoder / mask decoder / memory attention width
+    mem_dim: int = 64  # memory encoder output channels (maskmem features)
     num_maskmem: int = 7
     # FPN neck
     fpn_top_down_levels: tuple[int, ...] = (2, 3)
@@ -62,13 +63,13 @@ class SAM2Config:
     rope_theta: float = 10000.0
     # memory encoder
     fuser_layers: int = 2
-    fuser_dim: int = 256                # CXBlock width (= mask_downsampler output)
+    fuser_dim: int = 256  # CXBlock width (= mask_downsampler output)
     # behaviour flags (official yaml names)
     sigmoid_scale_for_mem_enc: float = 20.0
     sigmoid_bias_for_mem_enc: float = -10.0
-    no_obj_embed_spatial: bool = True           # 2.1 only
-    add_tpos_enc_to_obj_ptrs: bool = True       # 2.1 only (2.0: False)
-    proj_tpos_enc_in_obj_ptrs: bool = True      # 2.1 only
+    no_obj_embed_spatial: bool = True  # 2.1 only
+    add_tpos_enc_to_obj_ptrs: bool = True  # 2.1 only (2.0: False)
+    proj_tpos_enc_in_obj_ptrs: bool = True  # 2.1 only
     use_signed_tpos_enc_to_obj_ptrs: bool = True  # 2.1 only
     # post-processing set by build_sam2*(apply_postprocessing=True)
     dynamic_multimask_via_stability: bool = True
@@ -94,8 +95,12 @@ HIERA_SIZES = {
     "large": HieraConfig(144, 2, (2, 6, 36, 4), (23, 33, 43), (7, 7), (8, 4, 16, 8)),
 }
 
-_V20 = dict(no_obj_embed_spatial=False, add_tpos_enc_to_obj_ptrs=False, proj_tpos_enc_in_obj_ptrs=False,
-            use_signed_tpos_enc_to_obj_ptrs=False)
+_V20 = dict(
+    no_obj_embed_spatial=False,
+    add_tpos_enc_to_obj_ptrs=False,
+    proj_tpos_enc_in_obj_ptrs=False,
+    use_signed_tpos_enc_to_obj_ptrs=False,
+)
 
 
 def get_config(size: str = "tiny", version: str = "2.1", **overrides) -> SAM2Config:
@@ -105,9 +110,17 @@ def get_config(size: str = "tiny", version: str = "2.1", **overrides) -> SAM2Con
     if version not in ("2.0", "2.1"):
         raise ValueError(f"SAM 2 version must be '2.0' or '2.1', got {version!r}")
     if size == "tiny_test":
-        kw = dict(hiera=HieraConfig(16, 1, (1, 1, 2, 1), (3,), (4, 4), (4, 4, 4, 2)), image_size=128,
-                  d_model=32, mem_dim=16, decoder_heads=2, decoder_mlp_dim=64, memattn_layers=2,
-                  memattn_ffn=64, fuser_dim=32)
+        kw = dict(
+            hiera=HieraConfig(16, 1, (1, 1, 2, 1), (3,), (4, 4), (4, 4, 4, 2)),
+            image_size=128,
+            d_model=32,
+            mem_dim=16,
+            decoder_heads=2,
+            decoder_mlp_dim=64,
+            memattn_layers=2,
+            memattn_ffn=64,
+            fuser_dim=32,
+        )
     elif size in HIERA_SIZES:
         kw = dict(hiera=HIERA_SIZES[size])
     else:

@@ -22,6 +22,7 @@ expose the same computation in pieces (``__call__`` == ``embed`` then ``run_bloc
 ``Hiera(cfg).apply(v, x, method=Hiera.embed)`` then ``apply(v, x, 2, 5, method=Hiera.run_blocks)``;
 ``start``/``end`` are Python ints (static under jit).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,13 +35,21 @@ import jax.numpy as jnp
 from peanut_jax.layers.conv import Conv2d
 from peanut_jax.layers.linear import layer_norm, linear
 from peanut_jax.models.sam2.config import HieraConfig
-from peanut_jax.ops.attention import attention
 from peanut_jax.ops import interpolate
+from peanut_jax.ops.attention import attention
 
 Dtype = Any
 
-__all__ = ["BlockSpec", "block_specs", "stage_cuts", "window_partition", "window_unpartition",
-           "MultiScaleAttention", "MultiScaleBlock", "Hiera"]
+__all__ = [
+    "BlockSpec",
+    "block_specs",
+    "stage_cuts",
+    "window_partition",
+    "window_unpartition",
+    "MultiScaleAttention",
+    "MultiScaleBlock",
+    "Hiera",
+]
 
 LN_EPS = 1e-6
 
@@ -50,14 +59,14 @@ class BlockSpec:
     dim: int
     dim_out: int
     num_heads: int
-    q_stride: tuple[int, int] | None     # q-pooling stride (first block of stages 2..q_pool+1)
-    window_size: int                     # 0 = global attention
+    q_stride: tuple[int, int] | None  # q-pooling stride (first block of stages 2..q_pool+1)
+    window_size: int  # 0 = global attention
 
 
 def block_specs(h: HieraConfig) -> tuple[BlockSpec, ...]:
     """The per-block settings of the official ``Hiera.__init__``, window lag included."""
     ends = h.stage_ends
-    q_pool_blocks = [e + 1 for e in ends[:-1]][:h.q_pool]
+    q_pool_blocks = [e + 1 for e in ends[:-1]][: h.q_pool]
     specs, dim, heads, stage = [], h.embed_dim, h.num_heads, 0
     for i in range(sum(h.stages)):
         window = 0 if i in h.global_att_blocks else h.window_spec[stage]  # before the stage update
@@ -101,7 +110,7 @@ def max_pool(x, stride: tuple[int, int]):
     sh, sw = stride
     b, hh, ww, c = x.shape
     oh, ow = hh // sh, ww // sw
-    x = x[:, :oh * sh, :ow * sw].reshape(b, oh, sh, ow, sw, c)
+    x = x[:, : oh * sh, : ow * sw].reshape(b, oh, sh, ow, sw, c)
     return x.max(axis=(2, 4))
 
 
@@ -115,6 +124,7 @@ def _layer_norm(name, dtype, param_dtype):
 
 class MultiScaleAttention(nn.Module):
     """``qkv`` -> optional 2x2 max-pool of q over the (window) grid -> attention -> ``proj``."""
+
     dim: int
     dim_out: int
     num_heads: int
@@ -141,6 +151,7 @@ class MultiScaleAttention(nn.Module):
 
 class Mlp(nn.Module):
     """``layers_0`` -> exact GELU -> ``layers_1`` (the official 2-layer ``MLP``)."""
+
     dim: int
     hidden: int
     dtype: Dtype = jnp.float32
@@ -157,6 +168,7 @@ class Mlp(nn.Module):
 
 class MultiScaleBlock(nn.Module):
     """One Hiera block (NHWC in, NHWC out; the map halves on q-pool blocks)."""
+
     spec: BlockSpec
     mlp_ratio: float = 4.0
     dtype: Dtype = jnp.float32
@@ -177,12 +189,12 @@ class MultiScaleBlock(nn.Module):
         shortcut = x
         x = self.norm1(x)
         if s.dim != s.dim_out:
-            shortcut = self.proj(x)                      # the *normed* x, like the official block
+            shortcut = self.proj(x)  # the *normed* x, like the official block
             if s.q_stride:
                 shortcut = max_pool(shortcut, s.q_stride)
         ws = s.window_size
         if ws > 0:
-            x = window_partition(x, ws)                  # zero padding, not masked
+            x = window_partition(x, ws)  # zero padding, not masked
         x = self.attn(x)
         if ws > 0:
             if s.q_stride:
@@ -194,6 +206,7 @@ class MultiScaleBlock(nn.Module):
 
 class Hiera(nn.Module):
     """SAM 2's Hiera trunk.  Input: normalised image (B, S, S, 3); output: the 4 stage maps."""
+
     cfg: HieraConfig
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -202,16 +215,26 @@ class Hiera(nn.Module):
     def setup(self):
         h = self.cfg
         c = h.embed_dim
-        self.patch_embed_proj = Conv2d(c, 7, 4, 3, dtype=self.dtype, param_dtype=self.param_dtype,
-                                       precision=self.precision, name="patch_embed_proj")
+        self.patch_embed_proj = Conv2d(
+            c,
+            7,
+            4,
+            3,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            precision=self.precision,
+            name="patch_embed_proj",
+        )
         # official init is zeros; the checkpoint provides the values
-        self.pos_embed = self.param("pos_embed", nn.initializers.zeros,
-                                    (1, *h.window_pos_embed_bkg_spatial_size, c), self.param_dtype)
+        self.pos_embed = self.param(
+            "pos_embed", nn.initializers.zeros, (1, *h.window_pos_embed_bkg_spatial_size, c), self.param_dtype
+        )
         w0 = h.window_spec[0]
-        self.pos_embed_window = self.param("pos_embed_window", nn.initializers.zeros, (1, w0, w0, c),
-                                           self.param_dtype)
-        self.blocks = [MultiScaleBlock(sp, h.mlp_ratio, self.dtype, self.param_dtype, self.precision,
-                                       name=f"blocks_{i}") for i, sp in enumerate(block_specs(h))]
+        self.pos_embed_window = self.param("pos_embed_window", nn.initializers.zeros, (1, w0, w0, c), self.param_dtype)
+        self.blocks = [
+            MultiScaleBlock(sp, h.mlp_ratio, self.dtype, self.param_dtype, self.precision, name=f"blocks_{i}")
+            for i, sp in enumerate(block_specs(h))
+        ]
 
     @property
     def stage_cuts(self) -> tuple[int, ...]:

@@ -12,9 +12,11 @@ sine position encoding ``sine_2d(h, w, d_model)``.
 matching encodings, each (1, h, w, d_model): the same for every image, broadcast against the
 batch) and ``vision_features`` = ``backbone_fpn[-1]``.
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -37,17 +39,26 @@ def upsample_nearest2x(x):
 class FpnNeck(nn.Module):
     """Official ``FpnNeck`` (fuse 'sum', nearest top-down).  ``backbone_channel_list`` is lowest
     resolution first; ``__call__`` takes the trunk outputs highest resolution first."""
+
     d_model: int
     backbone_channel_list: tuple[int, ...]
-    fpn_top_down_levels: tuple[int, ...] | None = None   # None = all levels
+    fpn_top_down_levels: tuple[int, ...] | None = None  # None = all levels
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     precision: Any = None
 
     def setup(self):
-        self.convs = [Conv2d(self.d_model, 1, dtype=self.dtype, param_dtype=self.param_dtype,
-                             precision=self.precision, name=f"convs_{i}")
-                      for i in range(len(self.backbone_channel_list))]
+        self.convs = [
+            Conv2d(
+                self.d_model,
+                1,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                precision=self.precision,
+                name=f"convs_{i}",
+            )
+            for i in range(len(self.backbone_channel_list))
+        ]
 
     def __call__(self, xs: Sequence[jnp.ndarray]):
         """(features, pos): two lists, highest resolution first, one entry per level; features
@@ -71,6 +82,7 @@ class FpnNeck(nn.Module):
 
 class ImageEncoder(nn.Module):
     """``trunk`` (Hiera) + ``neck`` (FpnNeck) + scalp.  Input: normalised image (B, S, S, 3) NHWC."""
+
     cfg: SAM2Config
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -79,15 +91,16 @@ class ImageEncoder(nn.Module):
     def setup(self):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision)
         self.trunk = Hiera(self.cfg.hiera, name="trunk", **kw)
-        self.neck = FpnNeck(self.cfg.d_model, self.cfg.backbone_channel_list, self.cfg.fpn_top_down_levels,
-                            name="neck", **kw)
+        self.neck = FpnNeck(
+            self.cfg.d_model, self.cfg.backbone_channel_list, self.cfg.fpn_top_down_levels, name="neck", **kw
+        )
 
     def neck_from_trunk(self, stage_feats: Sequence[jnp.ndarray]) -> dict:
         """The output dict from the 4 trunk stage maps (highest resolution first), e.g. stage
         features modified by an adapter outside the trunk (SAMWISE)."""
         feats, pos = self.neck(stage_feats)
         if self.cfg.scalp > 0:
-            feats, pos = feats[:-self.cfg.scalp], pos[:-self.cfg.scalp]
+            feats, pos = feats[: -self.cfg.scalp], pos[: -self.cfg.scalp]
         return {"vision_features": feats[-1], "vision_pos_enc": pos, "backbone_fpn": feats}
 
     def embed(self, img):

@@ -22,6 +22,7 @@ are applied by ``SAM2Base.forward_image`` to the stride-4 / stride-8 FPN levels:
 The IoU head's hidden width is the official constant 256 = ``cfg.d_model`` of every official size;
 this port uses ``cfg.d_model`` so that small test configs stay small.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -49,7 +50,7 @@ def stability_scores(mask_logits, delta: float):
 def dynamic_multimask_via_stability(all_masks, all_iou, delta: float, thresh: float):
     """``MaskDecoder._dynamic_multimask_via_stability``: (B, 4, H, W), (B, 4) ->
     (masks (B, 1, H, W), iou (B, 1), index (B,) int32 of the chosen output token, 0..3)."""
-    best = jnp.argmax(all_iou[:, 1:], axis=-1) + 1                      # first max, like torch
+    best = jnp.argmax(all_iou[:, 1:], axis=-1) + 1  # first max, like torch
     stable = stability_scores(all_masks[:, 0], delta) >= thresh
     idx = jnp.where(stable, 0, best).astype(jnp.int32)
     masks = jnp.take_along_axis(all_masks, idx[:, None, None, None], axis=1)
@@ -71,8 +72,9 @@ class MaskDecoder(nn.Module):
         self.obj_score_token = self.param("obj_score_token", emb, (1, d), self.param_dtype)
         self.iou_token = self.param("iou_token", emb, (1, d), self.param_dtype)
         self.mask_tokens = self.param("mask_tokens", emb, (n_masks, d), self.param_dtype)
-        self.transformer = TwoWayTransformer(cfg.decoder_depth, d, cfg.decoder_heads, cfg.decoder_mlp_dim,
-                                             cfg.attention_downsample_rate, **kw)
+        self.transformer = TwoWayTransformer(
+            cfg.decoder_depth, d, cfg.decoder_heads, cfg.decoder_mlp_dim, cfg.attention_downsample_rate, **kw
+        )
         self.output_upscaling_0 = ConvTranspose2d(d // 4, 2, 2, 0, **kw)
         self.output_upscaling_1 = layer_norm(1e-6, **kw)
         self.output_upscaling_3 = ConvTranspose2d(d // 8, 2, 2, 0, **kw)
@@ -86,15 +88,24 @@ class MaskDecoder(nn.Module):
         """``conv_s0(fpn_s4)`` (B, 4h, 4w, d/8), ``conv_s1(fpn_s8)`` (B, 2h, 2w, d/4)."""
         return self.conv_s0(fpn_s4), self.conv_s1(fpn_s8)
 
-    def predict_masks(self, image_embeddings, image_pe, sparse, dense, repeat_image: bool = False,
-                      high_res_features=None, sparse_mask=None):
+    def predict_masks(
+        self,
+        image_embeddings,
+        image_pe,
+        sparse,
+        dense,
+        repeat_image: bool = False,
+        high_res_features=None,
+        sparse_mask=None,
+    ):
         """All 4 outputs: (masks (B, 4, 4h, 4w), iou (B, 4), mask tokens (B, 4, d), object logits (B, 1))."""
         d = self.cfg.d_model
         n_masks = self.cfg.num_multimask_outputs + 1
         b = sparse.shape[0]
         out_tokens = jnp.concatenate([self.obj_score_token, self.iou_token, self.mask_tokens], 0).astype(self.dtype)
-        tokens = jnp.concatenate([jnp.broadcast_to(out_tokens[None], (b, *out_tokens.shape)),
-                                  sparse.astype(self.dtype)], axis=1)
+        tokens = jnp.concatenate(
+            [jnp.broadcast_to(out_tokens[None], (b, *out_tokens.shape)), sparse.astype(self.dtype)], axis=1
+        )
         token_mask = None
         if sparse_mask is not None:
             token_mask = jnp.concatenate([jnp.ones((b, out_tokens.shape[0]), bool), sparse_mask.astype(bool)], 1)
@@ -107,7 +118,7 @@ class MaskDecoder(nn.Module):
 
         hs, src = self.transformer(src, pos, tokens, token_mask)
         iou_token_out = hs[:, 1]
-        mask_tokens_out = hs[:, 2:2 + n_masks]
+        mask_tokens_out = hs[:, 2 : 2 + n_masks]
 
         src = src.reshape(src.shape[0], h, w, d)
         gelu = lambda t: jax.nn.gelu(t, approximate=False)  # noqa: E731
@@ -119,31 +130,43 @@ class MaskDecoder(nn.Module):
         else:
             up = gelu(self.output_upscaling_3(gelu(self.output_upscaling_1(up))))
 
-        hyper_in = jnp.stack([mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
-                             axis=1)                                               # (B, 4, d/8)
+        hyper_in = jnp.stack(
+            [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], axis=1
+        )  # (B, 4, d/8)
         masks = jnp.einsum("bmc,bhwc->bmhw", hyper_in, up)
         iou_pred = self.iou_prediction_head(iou_token_out)
         object_score_logits = self.pred_obj_score_head(hs[:, 0])
         return masks, iou_pred, mask_tokens_out, object_score_logits
 
-    def __call__(self, image_embeddings, image_pe, sparse, dense, multimask_output: bool, repeat_image: bool = False,
-                 high_res_features=None, sparse_mask=None):
+    def __call__(
+        self,
+        image_embeddings,
+        image_pe,
+        sparse,
+        dense,
+        multimask_output: bool,
+        repeat_image: bool = False,
+        high_res_features=None,
+        sparse_mask=None,
+    ):
         """``MaskDecoder.forward``: image_embeddings (B|1, h, w, d), image_pe (h, w, d) or (1, h, w, d),
         sparse (B, N, d), dense (B, h, w, d), ``multimask_output`` / ``repeat_image`` static bools,
         high_res_features (s4' (B, 4h, 4w, d/8), s8' (B, 2h, 2w, d/4)) or None; ``sparse_mask``
         (B, N) bool (not official: False hides a sparse token from every attention).
         -> (masks (B, M, 4h, 4w), iou (B, M), sam_tokens_out (B, M', d), object_score_logits (B, 1)),
         M = 3 if ``multimask_output`` else 1."""
-        if self.is_initializing():                    # create conv_s0 / conv_s1 with the rest
+        if self.is_initializing():  # create conv_s0 / conv_s1 with the rest
             d = self.cfg.d_model
             self.high_res_features(jnp.zeros((1, 1, 1, d), self.dtype), jnp.zeros((1, 1, 1, d), self.dtype))
         masks, iou, mask_tokens_out, obj = self.predict_masks(
-            image_embeddings, image_pe, sparse, dense, repeat_image, high_res_features, sparse_mask)
+            image_embeddings, image_pe, sparse, dense, repeat_image, high_res_features, sparse_mask
+        )
         if multimask_output:
             masks, iou = masks[:, 1:], iou[:, 1:]
         elif self.cfg.dynamic_multimask_via_stability:
             masks, iou, _ = dynamic_multimask_via_stability(
-                masks, iou, self.cfg.dynamic_multimask_stability_delta, self.cfg.dynamic_multimask_stability_thresh)
+                masks, iou, self.cfg.dynamic_multimask_stability_delta, self.cfg.dynamic_multimask_stability_thresh
+            )
         else:
             masks, iou = masks[:, :1], iou[:, :1]
         if multimask_output and self.use_multimask_token_for_obj_ptr:

@@ -25,6 +25,7 @@ computed in chunks of ``query_chunk`` queries to bound memory (4096 x ~28.7k log
 1024 px).  Dropout (rate ``dropout``, official 0.1, on the attention weights, the FFN hidden layer
 and the three residual branches) is active only when ``deterministic=False``.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,6 +41,7 @@ from peanut_jax.ops.attention import attention
 from peanut_jax.ops.rope import apply_rope, axial_rope_tables
 
 Dtype = Any
+
 
 def _dense(features: int, fan_in: int, name: str, dtype, param_dtype, precision):
     return linear(features, fan_in, name=name, dtype=dtype, param_dtype=param_dtype, precision=precision)
@@ -58,6 +60,7 @@ class RoPEAttention(nn.Module):
     axial RoPE on q and on the first ``Nk - num_k_exclude_rope`` keys, SDPA, ``out_proj``.
 
     ``rope_k_repeat`` allows the keys to hold several query-sized maps (the table is tiled)."""
+
     embedding_dim: int
     num_heads: int = 1
     downsample_rate: int = 1
@@ -82,7 +85,7 @@ class RoPEAttention(nn.Module):
         k = dense(internal, k.shape[-1], "k_proj")(k)
         v = dense(internal, v.shape[-1], "v_proj")(v)
 
-        def heads(x):   # (B, heads, N, D): RoPE rotates along the token axis
+        def heads(x):  # (B, heads, N, D): RoPE rotates along the token axis
             b, n, c = x.shape
             return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(0, 2, 1, 3)
 
@@ -97,8 +100,9 @@ class RoPEAttention(nn.Module):
         rate = 0.0 if deterministic else self.dropout
         rng = self.make_rng("dropout") if rate > 0.0 else None
         q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))
-        out = attention(q, k, v, key_valid, precision=self.precision, dropout_rate=rate, rng=rng,
-                        query_chunk=self.query_chunk)
+        out = attention(
+            q, k, v, key_valid, precision=self.precision, dropout_rate=rate, rng=rng, query_chunk=self.query_chunk
+        )
         b, n, h, c = out.shape
         out = out.reshape(b, n, h * c)
         return dense(self.embedding_dim, internal, "out_proj")(out)
@@ -106,6 +110,7 @@ class RoPEAttention(nn.Module):
 
 class MemoryAttentionLayer(nn.Module):
     """One pre-norm layer: RoPE self-attention, RoPE cross-attention to the memory, ReLU FFN."""
+
     d_model: int = 256
     dim_feedforward: int = 2048
     num_heads: int = 1
@@ -117,13 +122,21 @@ class MemoryAttentionLayer(nn.Module):
     precision: Any = None
 
     @nn.compact
-    def __call__(self, tgt, memory, memory_pos, num_k_exclude_rope: int = 0, memory_valid=None,
-                 deterministic: bool = True):
+    def __call__(
+        self, tgt, memory, memory_pos, num_k_exclude_rope: int = 0, memory_valid=None, deterministic: bool = True
+    ):
         ln = lambda name: layer_norm(1e-5, name=name, dtype=self.dtype, param_dtype=self.param_dtype)  # noqa: E731
         drop = lambda x: nn.Dropout(self.dropout)(x, deterministic=deterministic)  # noqa: E731
-        attn = dict(embedding_dim=self.d_model, num_heads=self.num_heads, rope_theta=self.rope_theta,
-                    dropout=self.dropout, query_chunk=self.query_chunk, dtype=self.dtype,
-                    param_dtype=self.param_dtype, precision=self.precision)
+        attn = dict(
+            embedding_dim=self.d_model,
+            num_heads=self.num_heads,
+            rope_theta=self.rope_theta,
+            dropout=self.dropout,
+            query_chunk=self.query_chunk,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            precision=self.precision,
+        )
 
         t2 = ln("norm1")(tgt)
         t2 = RoPEAttention(name="self_attn", **attn)(t2, t2, t2, deterministic=deterministic)
@@ -131,8 +144,13 @@ class MemoryAttentionLayer(nn.Module):
 
         t2 = ln("norm2")(tgt)
         t2 = RoPEAttention(name="cross_attn_image", rope_k_repeat=True, **attn)(
-            t2, memory + memory_pos, memory, num_k_exclude_rope=num_k_exclude_rope, key_valid=memory_valid,
-            deterministic=deterministic)
+            t2,
+            memory + memory_pos,
+            memory,
+            num_k_exclude_rope=num_k_exclude_rope,
+            key_valid=memory_valid,
+            deterministic=deterministic,
+        )
         tgt = tgt + drop(t2)
 
         t2 = ln("norm3")(tgt)
@@ -148,6 +166,7 @@ class MemoryAttention(nn.Module):
 
     ``num_obj_ptr_tokens`` (static) trailing memory tokens are object-pointer tokens (not rotated);
     the ``M - num_obj_ptr_tokens`` others must be whole ``N``-token frames."""
+
     cfg: SAM2Config
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -156,8 +175,16 @@ class MemoryAttention(nn.Module):
     precision: Any = None
 
     @nn.compact
-    def __call__(self, curr, curr_pos, memory, memory_pos, num_obj_ptr_tokens: int = 0, memory_valid=None,
-                 deterministic: bool = True):
+    def __call__(
+        self,
+        curr,
+        curr_pos,
+        memory,
+        memory_pos,
+        num_obj_ptr_tokens: int = 0,
+        memory_valid=None,
+        deterministic: bool = True,
+    ):
         cfg = self.cfg
         if curr.shape[0] != memory.shape[0]:
             raise ValueError(f"batch sizes differ: curr {curr.shape}, memory {memory.shape}")
@@ -165,9 +192,22 @@ class MemoryAttention(nn.Module):
         memory = memory.astype(self.dtype)
         memory_pos = memory_pos.astype(self.dtype)
         for i in range(cfg.memattn_layers):
-            x = MemoryAttentionLayer(d_model=cfg.d_model, dim_feedforward=cfg.memattn_ffn, rope_theta=cfg.rope_theta,
-                                     dropout=self.dropout, query_chunk=self.query_chunk, dtype=self.dtype,
-                                     param_dtype=self.param_dtype, precision=self.precision, name=f"layers_{i}")(
-                x, memory, memory_pos, num_k_exclude_rope=int(num_obj_ptr_tokens), memory_valid=memory_valid,
-                deterministic=deterministic)
+            x = MemoryAttentionLayer(
+                d_model=cfg.d_model,
+                dim_feedforward=cfg.memattn_ffn,
+                rope_theta=cfg.rope_theta,
+                dropout=self.dropout,
+                query_chunk=self.query_chunk,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                precision=self.precision,
+                name=f"layers_{i}",
+            )(
+                x,
+                memory,
+                memory_pos,
+                num_k_exclude_rope=int(num_obj_ptr_tokens),
+                memory_valid=memory_valid,
+                deterministic=deterministic,
+            )
         return layer_norm(1e-5, name="norm", dtype=self.dtype, param_dtype=self.param_dtype)(x)

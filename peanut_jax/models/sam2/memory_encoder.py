@@ -16,6 +16,7 @@ official SAM 2 / 2.1 model:
 ``masks`` are image-size (B, H, W, 1); they go through a sigmoid unless ``skip_mask_sigmoid``
 (the SAM 2 model passes already-scaled masks, ``sigmoid * 20 - 10``, with ``skip_mask_sigmoid=True``).
 """
+
 from __future__ import annotations
 
 import math
@@ -32,6 +33,7 @@ from peanut_jax.models.sam2.position_encoding import sine_2d
 
 Dtype = Any
 
+
 def _gelu(x):
     return jax.nn.gelu(x, approximate=False)
 
@@ -42,6 +44,7 @@ def _ln(name, dtype, param_dtype):
 
 class MaskDownSampler(nn.Module):
     """(B, H, W, 1) -> (B, H/total_stride, W/total_stride, embed_dim)."""
+
     embed_dim: int = 256
     kernel_size: int = 3
     stride: int = 2
@@ -54,12 +57,12 @@ class MaskDownSampler(nn.Module):
     @nn.compact
     def __call__(self, x):
         num_layers = int(math.log2(self.total_stride) // math.log2(self.stride))
-        if self.stride ** num_layers != self.total_stride:
+        if self.stride**num_layers != self.total_stride:
             raise ValueError(f"total_stride {self.total_stride} is not a power of stride {self.stride}")
         conv = dict(dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision)
         chans, idx = 1, 0
         for _ in range(num_layers):
-            chans *= self.stride ** 2
+            chans *= self.stride**2
             x = Conv2d(chans, self.kernel_size, self.stride, self.padding, name=f"encoder_{idx}", **conv)(x)
             x = _gelu(_ln(f"encoder_{idx + 1}", self.dtype, self.param_dtype)(x))
             idx += 3
@@ -68,6 +71,7 @@ class MaskDownSampler(nn.Module):
 
 class CXBlock(nn.Module):
     """ConvNeXt block: dwconv 7x7 -> LN (1e-6) -> Linear x4 -> GELU -> Linear -> * gamma -> + input."""
+
     dim: int
     kernel_size: int = 7
     padding: int = 3
@@ -78,16 +82,37 @@ class CXBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        y = Conv2d(self.dim, self.kernel_size, padding=self.padding, groups=self.dim, dtype=self.dtype,
-                   param_dtype=self.param_dtype, precision=self.precision, name="dwconv")(x)
+        y = Conv2d(
+            self.dim,
+            self.kernel_size,
+            padding=self.padding,
+            groups=self.dim,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            precision=self.precision,
+            name="dwconv",
+        )(x)
         y = _ln("norm", self.dtype, self.param_dtype)(y)
-        y = linear(4 * self.dim, self.dim, name="pwconv1", dtype=self.dtype, param_dtype=self.param_dtype,
-                   precision=self.precision)(y)
+        y = linear(
+            4 * self.dim,
+            self.dim,
+            name="pwconv1",
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            precision=self.precision,
+        )(y)
         y = _gelu(y)
-        y = linear(self.dim, 4 * self.dim, name="pwconv2", dtype=self.dtype, param_dtype=self.param_dtype,
-                   precision=self.precision)(y)
-        gamma = self.param("gamma", nn.initializers.constant(self.layer_scale_init_value), (self.dim,),
-                           self.param_dtype)
+        y = linear(
+            self.dim,
+            4 * self.dim,
+            name="pwconv2",
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            precision=self.precision,
+        )(y)
+        gamma = self.param(
+            "gamma", nn.initializers.constant(self.layer_scale_init_value), (self.dim,), self.param_dtype
+        )
         return x + gamma.astype(y.dtype) * y
 
 
@@ -101,14 +126,16 @@ class Fuser(nn.Module):
     @nn.compact
     def __call__(self, x):
         for j in range(self.num_layers):
-            x = CXBlock(self.dim, dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision,
-                        name=f"layers_{j}")(x)
+            x = CXBlock(
+                self.dim, dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision, name=f"layers_{j}"
+            )(x)
         return x
 
 
 class MemoryEncoder(nn.Module):
     """``(pix_feat (B,h,w,d), masks (B,H,W,1), skip_mask_sigmoid) -> (features (B,h,w,mem_dim),
     pos (B,h,w,mem_dim))`` with H, W = 16 h, 16 w."""
+
     cfg: SAM2Config
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -124,8 +151,9 @@ class MemoryEncoder(nn.Module):
         masks = MaskDownSampler(cfg.fuser_dim, name="mask_downsampler", **kw)(masks)
         x = Conv2d(cfg.fuser_dim, 1, name="pix_feat_proj", **kw)(pix_feat.astype(self.dtype))
         if x.shape != masks.shape:
-            raise ValueError(f"features {x.shape} and downsampled masks {masks.shape} differ "
-                             f"(masks must be 16x the feature size)")
+            raise ValueError(
+                f"features {x.shape} and downsampled masks {masks.shape} differ (masks must be 16x the feature size)"
+            )
         x = Fuser(cfg.fuser_dim, cfg.fuser_layers, name="fuser", **kw)(x + masks)
         if cfg.mem_dim != cfg.fuser_dim:
             x = Conv2d(cfg.mem_dim, 1, name="out_proj", **kw)(x)

@@ -6,6 +6,7 @@ positions 1..n divided by ``n + 1e-6``, times 2*pi, over ``T^(2*(i//2)/(dim/2))`
 ``get_1d_sine_pe`` (object-pointer temporal encoding): ``concat(sin, cos)``, not interleaved.
 Both depend only on static shapes, so ``sine_2d`` is built on the host and cached.
 """
+
 from __future__ import annotations
 
 import functools
@@ -31,8 +32,8 @@ def _sine_2d(h: int, w: int, dim: int, temperature: float) -> np.ndarray:
     y = y / (y[-1] + np.float32(1e-6)) * scale
     x = x / (x[-1] + np.float32(1e-6)) * scale
     dim_t = _dim_t(n, temperature, np)
-    px = x[:, None] / dim_t                       # (w, n)
-    py = y[:, None] / dim_t                       # (h, n)
+    px = x[:, None] / dim_t  # (w, n)
+    py = y[:, None] / dim_t  # (h, n)
     px = np.stack((np.sin(px[:, 0::2]), np.cos(px[:, 1::2])), axis=2).reshape(w, n)
     py = np.stack((np.sin(py[:, 0::2]), np.cos(py[:, 1::2])), axis=2).reshape(h, n)
     out = np.concatenate([np.broadcast_to(py[:, None], (h, w, n)), np.broadcast_to(px[None], (h, w, n))], -1)

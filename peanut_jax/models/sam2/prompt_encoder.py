@@ -24,6 +24,7 @@ Mask prompt: (B, 4h, 4w, 1) logits -> ``mask_downscaling`` (Conv 2x2 s2 -> LN2d 
 Conv 2x2 s2 -> LN2d -> GELU -> Conv 1x1; LN2d eps 1e-6, exact GELU); without a mask,
 ``no_mask_embed`` is broadcast.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,7 +39,7 @@ from peanut_jax.layers.linear import layer_norm
 from peanut_jax.models.sam2.config import SAM2Config
 
 Dtype = Any
-MASK_IN_CHANS = 16            # hard-coded in the official SAM2Base (mask_in_chans=16)
+MASK_IN_CHANS = 16  # hard-coded in the official SAM2Base (mask_in_chans=16)
 
 
 def random_fourier_pe(coords, gaussian):
@@ -56,11 +57,11 @@ class PromptEncoder(nn.Module):
 
     def setup(self):
         d = self.cfg.d_model
-        emb = nn.initializers.normal(1.0)      # torch nn.Embedding / randn buffer
+        emb = nn.initializers.normal(1.0)  # torch nn.Embedding / randn buffer
         self.positional_encoding_gaussian_matrix = self.param(
-            "positional_encoding_gaussian_matrix", emb, (2, d // 2), self.param_dtype)
-        self.point_embeddings = [self.param(f"point_embeddings_{i}", emb, (1, d), self.param_dtype)
-                                 for i in range(4)]
+            "positional_encoding_gaussian_matrix", emb, (2, d // 2), self.param_dtype
+        )
+        self.point_embeddings = [self.param(f"point_embeddings_{i}", emb, (1, d), self.param_dtype) for i in range(4)]
         self.not_a_point_embed = self.param("not_a_point_embed", emb, (1, d), self.param_dtype)
         self.no_mask_embed = self.param("no_mask_embed", emb, (1, d), self.param_dtype)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -76,7 +77,7 @@ class PromptEncoder(nn.Module):
         h = w = self.cfg.embedding_size
         y = (jnp.arange(h, dtype=jnp.float32) + 0.5) / h
         x = (jnp.arange(w, dtype=jnp.float32) + 0.5) / w
-        grid = jnp.stack(jnp.broadcast_arrays(x[None, :], y[:, None]), axis=-1)       # (h, w, 2) as (x, y)
+        grid = jnp.stack(jnp.broadcast_arrays(x[None, :], y[:, None]), axis=-1)  # (h, w, 2) as (x, y)
         return random_fourier_pe(grid, self.positional_encoding_gaussian_matrix).astype(self.dtype)
 
     def _pe_coords(self, coords):
@@ -118,7 +119,7 @@ class PromptEncoder(nn.Module):
         (B, 4h, 4w, 1) or None -> (sparse (B, N', d), dense (B, h, w, d)); N' = N + 1 (padding point)
         + 2 * (boxes given), the padding point only when ``boxes`` is None."""
         d, hw = self.cfg.d_model, self.cfg.embedding_size
-        if self.is_initializing() and masks is None:          # create every parameter at init
+        if self.is_initializing() and masks is None:  # create every parameter at init
             self.embed_masks(jnp.zeros((1, 4, 4, 1), self.dtype))
         if points is not None:
             bs = points[0].shape[0]

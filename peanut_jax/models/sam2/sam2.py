@@ -15,6 +15,7 @@ frame sees.  Pieces:
 
 Mask logits are (B, 4h, 4w) at 1/4 of the input size (256x256 at 1024); images are NHWC.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -39,7 +40,7 @@ Dtype = Any
 NO_OBJ_SCORE = -1024.0
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-MASK_OUT_SCALE, MASK_OUT_BIAS = 20.0, -10.0   # _use_mask_as_output: binary mask -> +-10 logits
+MASK_OUT_SCALE, MASK_OUT_BIAS = 20.0, -10.0  # _use_mask_as_output: binary mask -> +-10 logits
 
 
 def _trunc_normal(std: float = 0.02):
@@ -48,8 +49,9 @@ def _trunc_normal(std: float = 0.02):
 
 def normalize(images01, dtype=jnp.float32):
     """RGB in [0, 1] (..., 3) -> ImageNet-normalised (``Normalize(mean, std)``)."""
-    x = (images01.astype(jnp.float32) - jnp.asarray(IMAGENET_MEAN, jnp.float32)) / jnp.asarray(IMAGENET_STD,
-                                                                                               jnp.float32)
+    x = (images01.astype(jnp.float32) - jnp.asarray(IMAGENET_MEAN, jnp.float32)) / jnp.asarray(
+        IMAGENET_STD, jnp.float32
+    )
     return x.astype(dtype)
 
 
@@ -99,8 +101,16 @@ class SAM2(nn.Module):
         return {"high_res": (s0, s1), "vision": fpn[-1], "vision_pos": jnp.reshape(pos[-1], pos[-1].shape[-3:])}
 
     # ------------------------------------------------------------------ SAM heads
-    def sam_heads(self, pix_feat, high_res, point_coords=None, point_labels=None, mask_inputs=None,
-                  multimask: bool = False, point_mask=None):
+    def sam_heads(
+        self,
+        pix_feat,
+        high_res,
+        point_coords=None,
+        point_labels=None,
+        mask_inputs=None,
+        multimask: bool = False,
+        point_mask=None,
+    ):
         """``_forward_sam_heads``.  ``point_coords`` (B, N, 2) in input pixels (x, y),
         ``point_labels`` (B, N) int (-1 = no point); None = no points (one empty point, label -1,
         as official); ``mask_inputs`` (B, 4h, 4w) logits or None.
@@ -120,22 +130,36 @@ class SAM2(nn.Module):
             pad = jnp.ones((point_mask.shape[0], sparse.shape[1] - point_mask.shape[1]), bool)
             sparse_mask = jnp.concatenate([point_mask.astype(bool), pad], axis=1)
         multimasks, ious, tokens, score = self.sam_mask_decoder(
-            pix_feat, self.sam_prompt_encoder.dense_pe(), sparse, dense, multimask_output=multimask,
-            repeat_image=False, high_res_features=high_res, sparse_mask=sparse_mask)
-        is_obj = score > 0                                                    # (B, 1)
+            pix_feat,
+            self.sam_prompt_encoder.dense_pe(),
+            sparse,
+            dense,
+            multimask_output=multimask,
+            repeat_image=False,
+            high_res_features=high_res,
+            sparse_mask=sparse_mask,
+        )
+        is_obj = score > 0  # (B, 1)
         multimasks = jnp.where(is_obj[:, :, None, None], multimasks, NO_OBJ_SCORE).astype(jnp.float32)
         b = multimasks.shape[0]
         if multimask:
             best = jnp.argmax(ious, axis=-1)
             low = jnp.take_along_axis(multimasks, best[:, None, None, None], axis=1)[:, 0]
-            token = (jnp.take_along_axis(tokens, best[:, None, None], axis=1)[:, 0]
-                     if tokens.shape[1] > 1 else tokens[:, 0])
+            token = (
+                jnp.take_along_axis(tokens, best[:, None, None], axis=1)[:, 0] if tokens.shape[1] > 1 else tokens[:, 0]
+            )
         else:
             best = jnp.zeros((b,), jnp.int32)
             low, token = multimasks[:, 0], tokens[:, 0]
         obj_ptr = self._gate_ptr(self.obj_ptr_proj(token), is_obj.astype(jnp.float32))
-        return {"low_res_multimasks": multimasks, "ious": ious, "low_res_masks": low, "obj_ptr": obj_ptr,
-                "object_score_logits": score, "best": best}
+        return {
+            "low_res_multimasks": multimasks,
+            "ious": ious,
+            "low_res_masks": low,
+            "obj_ptr": obj_ptr,
+            "object_score_logits": score,
+            "best": best,
+        }
 
     def _gate_ptr(self, obj_ptr, lam):
         # fixed_no_obj_ptr (both released versions): a hard switch to the learned no-object pointer
@@ -151,9 +175,14 @@ class SAM2(nn.Module):
         heads = self.sam_heads(pix_feat, high_res, mask_inputs=self.mask_downsample(m[..., None])[..., 0])
         lam = jnp.any(m.reshape(b, -1) > 0, axis=1, keepdims=True).astype(jnp.float32)
         score = MASK_OUT_SCALE * lam + MASK_OUT_BIAS
-        return {"low_res_multimasks": low[:, None], "ious": jnp.ones((b, 1), jnp.float32), "low_res_masks": low,
-                "obj_ptr": self._gate_ptr(heads["obj_ptr"], lam), "object_score_logits": score,
-                "best": jnp.zeros((b,), jnp.int32)}
+        return {
+            "low_res_multimasks": low[:, None],
+            "ious": jnp.ones((b, 1), jnp.float32),
+            "low_res_masks": low,
+            "obj_ptr": self._gate_ptr(heads["obj_ptr"], lam),
+            "object_score_logits": score,
+            "best": jnp.zeros((b,), jnp.int32),
+        }
 
     # ------------------------------------------------------------------ memory
     def add_no_memory(self, vision):
@@ -178,8 +207,9 @@ class SAM2(nn.Module):
         pe = sine_1d(rel_pos.astype(jnp.float32) / t_diff_max, tpos_dim)
         return self.obj_ptr_tpos_proj(pe) if cfg.proj_tpos_enc_in_obj_ptrs else pe
 
-    def condition_on_memory(self, vision, vision_pos, memory, memory_tpos, memory_valid, ptrs, ptr_rel_pos,
-                            ptr_valid, t_diff_max):
+    def condition_on_memory(
+        self, vision, vision_pos, memory, memory_tpos, memory_valid, ptrs, ptr_rel_pos, ptr_valid, t_diff_max
+    ):
         """Memory attention of the current frame over fixed memory slots.
 
         vision (B, h, w, d), vision_pos (h, w, d); memory (B, S, h, w, mem) maskmem features (bf16
@@ -219,7 +249,7 @@ class SAM2(nn.Module):
         m = m * cfg.sigmoid_scale_for_mem_enc + cfg.sigmoid_bias_for_mem_enc
         feats, _ = self.memory_encoder(vision, m[..., None], skip_mask_sigmoid=True)
         if cfg.no_obj_embed_spatial:
-            is_obj = (object_score_logits > 0).astype(feats.dtype)[:, :, None, None]      # (B,1,1,1)
+            is_obj = (object_score_logits > 0).astype(feats.dtype)[:, :, None, None]  # (B,1,1,1)
             feats = feats + (1.0 - is_obj) * self.no_obj_embed_spatial_param.astype(feats.dtype)
         return feats
 
@@ -229,16 +259,18 @@ class SAM2(nn.Module):
         return interpolate(low_res[..., None], size=(s, s), mode="bilinear", align_corners=False)[..., 0]
 
     # ------------------------------------------------------------------ one tracking step
-    def track(self, high_res, vision, vision_pos, memory, memory_tpos, memory_valid, ptrs, ptr_rel_pos,
-              ptr_valid, t_diff_max):
+    def track(
+        self, high_res, vision, vision_pos, memory, memory_tpos, memory_valid, ptrs, ptr_rel_pos, ptr_valid, t_diff_max
+    ):
         """A propagated (non-prompted) frame for B objects sharing one image encoding: memory
         conditioning, multimask SAM heads (0 points), memory encoding of the sigmoid mask.
         ``high_res``/``vision`` may have batch 1 (broadcast over objects)."""
         b = memory.shape[0]
         vision_b = jnp.broadcast_to(vision, (b, *vision.shape[1:]))
         high_res_b = tuple(jnp.broadcast_to(x, (b, *x.shape[1:])) for x in high_res)
-        pix = self.condition_on_memory(vision_b, vision_pos, memory, memory_tpos, memory_valid, ptrs,
-                                       ptr_rel_pos, ptr_valid, t_diff_max)
+        pix = self.condition_on_memory(
+            vision_b, vision_pos, memory, memory_tpos, memory_valid, ptrs, ptr_rel_pos, ptr_valid, t_diff_max
+        )
         out = self.sam_heads(pix, high_res_b, multimask=True)
         high = self.upsample_masks(out["low_res_masks"])
         out["maskmem_features"] = self.encode_memory(vision_b, high, out["object_score_logits"], False)
@@ -248,11 +280,17 @@ class SAM2(nn.Module):
         """Arguments of ``models.build("sam2", **kwargs)`` that rebuild this module (the weights cache
         records them; tuples become JSON lists and come back as tuples)."""
         import dataclasses
+
         cfg = self.cfg
         ref = get_config(cfg.size, cfg.version)
         out = {"size": cfg.size, "version": cfg.version}
-        out.update({f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
-                    if f.name not in ("size", "version", "hiera") and getattr(cfg, f.name) != getattr(ref, f.name)})
+        out.update(
+            {
+                f.name: getattr(cfg, f.name)
+                for f in dataclasses.fields(cfg)
+                if f.name not in ("size", "version", "hiera") and getattr(cfg, f.name) != getattr(ref, f.name)
+            }
+        )
         if cfg.hiera != ref.hiera:
             raise ValueError("a SAM 2 module with a non-standard Hiera cannot be described by build arguments")
         return out
@@ -267,14 +305,25 @@ class SAM2(nn.Module):
         out = self.sam_heads(pix, feats["high_res"], *pts, multimask=True)
         m = jnp.zeros((b, cfg.image_size, cfg.image_size), jnp.float32)
         self.mask_as_output(pix, feats["high_res"], m)
-        mem = self.encode_memory(feats["vision"], self.upsample_masks(out["low_res_masks"]),
-                                 out["object_score_logits"], True)
-        return self.track(feats["high_res"], feats["vision"], feats["vision_pos"], mem[:, None],
-                          jnp.zeros((b, 1), jnp.int32), jnp.ones((b, 1), bool), out["obj_ptr"][:, None],
-                          jnp.ones((b, 1), jnp.float32), jnp.ones((b, 1), bool), 1.0)
+        mem = self.encode_memory(
+            feats["vision"], self.upsample_masks(out["low_res_masks"]), out["object_score_logits"], True
+        )
+        return self.track(
+            feats["high_res"],
+            feats["vision"],
+            feats["vision_pos"],
+            mem[:, None],
+            jnp.zeros((b, 1), jnp.int32),
+            jnp.ones((b, 1), bool),
+            out["obj_ptr"][:, None],
+            jnp.ones((b, 1), jnp.float32),
+            jnp.ones((b, 1), bool),
+            1.0,
+        )
 
 
-def build_sam2(size: str = "tiny", version: str = "2.1", dtype=jnp.float32, param_dtype=jnp.float32,
-               **overrides) -> SAM2:
+def build_sam2(
+    size: str = "tiny", version: str = "2.1", dtype=jnp.float32, param_dtype=jnp.float32, **overrides
+) -> SAM2:
     """``models.build("sam2", size=..., version=...)``; ``overrides`` are SAM2Config fields."""
     return SAM2(get_config(size, version, **overrides), dtype=dtype, param_dtype=param_dtype)

@@ -17,9 +17,11 @@ Cross-attentions project to ``dim // downsample_rate`` channels; every LayerNorm
 what they would see without them.  This is an addition for static-shape padding; the official
 code has no mask (``None`` reproduces it).
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -30,6 +32,7 @@ from peanut_jax.ops.attention import attention
 
 Dtype = Any
 
+
 def dense(features: int, name: str, dtype: Dtype, param_dtype: Dtype):
     """torch-initialised Linear whose fan-in is the input's last axis (``layers.linear``)."""
     return lambda x: linear(features, x.shape[-1], name=name, dtype=dtype, param_dtype=param_dtype)(x)
@@ -38,6 +41,7 @@ def dense(features: int, name: str, dtype: Dtype, param_dtype: Dtype):
 class MLP(nn.Module):
     """SAM 2's ``MLP``: ``num_layers`` Linear layers ``layers_{i}``, activation between them
     (ReLU by default), optional sigmoid on the output."""
+
     hidden_dim: int
     output_dim: int
     num_layers: int
@@ -64,6 +68,7 @@ class Attention(nn.Module):
     """Multi-head attention with projections to ``dim // downsample_rate`` channels
     (``q_proj``/``k_proj``/``v_proj``/``out_proj``); softmax(q k^T / sqrt(head_dim)) v.
     ``key_mask`` (B, Nk) bool: False keys get zero weight."""
+
     embedding_dim: int
     num_heads: int
     downsample_rate: int = 1
@@ -125,6 +130,7 @@ class TwoWayAttentionBlock(nn.Module):
 class TwoWayTransformer(nn.Module):
     """``__call__(image_embedding (B, h, w, C), image_pe (B|1, h, w, C), point_embedding (B, N, C),
     token_mask=None) -> (tokens (B, N, C), image tokens (B, h*w, C))``."""
+
     depth: int
     embedding_dim: int
     num_heads: int
@@ -141,12 +147,24 @@ class TwoWayTransformer(nn.Module):
         queries = point_embedding
         for i in range(self.depth):
             queries, keys = TwoWayAttentionBlock(
-                self.embedding_dim, self.num_heads, self.mlp_dim, self.attention_downsample_rate,
-                skip_first_layer_pe=(i == 0), dtype=self.dtype, param_dtype=self.param_dtype,
-                name=f"layers_{i}")(queries, keys, point_embedding, key_pe, token_mask)
+                self.embedding_dim,
+                self.num_heads,
+                self.mlp_dim,
+                self.attention_downsample_rate,
+                skip_first_layer_pe=(i == 0),
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                name=f"layers_{i}",
+            )(queries, keys, point_embedding, key_pe, token_mask)
         q = queries + point_embedding
         k = keys + key_pe
-        queries = queries + Attention(self.embedding_dim, self.num_heads, self.attention_downsample_rate,
-                                      self.dtype, self.param_dtype, name="final_attn_token_to_image")(q, k, keys)
+        queries = queries + Attention(
+            self.embedding_dim,
+            self.num_heads,
+            self.attention_downsample_rate,
+            self.dtype,
+            self.param_dtype,
+            name="final_attn_token_to_image",
+        )(q, k, keys)
         queries = _ln("norm_final_attn", self.dtype, self.param_dtype)(queries)
         return queries, keys

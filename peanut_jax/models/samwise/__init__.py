@@ -1,4 +1,5 @@
 """SAMWISE: text-prompted video segmentation on SAM 2 (``model.py``; adapters/CME in ``adapter.py``)."""
+
 from peanut_jax.models.samwise.config import SAMWISEConfig, get_config
 from peanut_jax.models.samwise.model import (
     SAMWISE,

@@ -21,6 +21,7 @@ BatchNorm runs on its running statistics (``batch_stats``) unless ``use_running_
 -> post-norm self-attention block (SA, add, ``norm1``, ReLU FFN, add, ``norm3``; ``norm2`` exists
 but is unused, as official) -> ``decision_class_head`` on token 0 -> 2 logits ("switch" = 1).
 """
+
 from __future__ import annotations
 
 import math
@@ -51,6 +52,7 @@ def time_embedding(t: int, dim: int, temperature: float = 10000.0) -> np.ndarray
 class MultiheadAttention(nn.Module):
     """torch ``nn.MultiheadAttention`` (eval), batch-first: ``(q (B,Nq,E), k (B,Nk,E), v (B,Nk,E),
     key_valid (B,Nk) bool | None) -> (B,Nq,E)``."""
+
     dim: int
     heads: int
     query_chunk: int | None = None
@@ -65,7 +67,7 @@ class MultiheadAttention(nn.Module):
         w, b = w.astype(self.dtype), b.astype(self.dtype)
 
         def proj(x, j):
-            y = jnp.einsum("bnc,cd->bnd", x.astype(self.dtype), w[:, j * e:(j + 1) * e]) + b[j * e:(j + 1) * e]
+            y = jnp.einsum("bnc,cd->bnd", x.astype(self.dtype), w[:, j * e : (j + 1) * e]) + b[j * e : (j + 1) * e]
             return y.reshape(*y.shape[:2], h, e // h)
 
         out = attention(proj(q, 0), proj(k, 1), proj(v, 2), key_valid, query_chunk=self.query_chunk)
@@ -74,13 +76,20 @@ class MultiheadAttention(nn.Module):
 
 
 def _bn(name, use_running_average, dtype, param_dtype):
-    return nn.BatchNorm(use_running_average=use_running_average, momentum=0.9, epsilon=BN_EPS, dtype=dtype,
-                        param_dtype=param_dtype, name=name)
+    return nn.BatchNorm(
+        use_running_average=use_running_average,
+        momentum=0.9,
+        epsilon=BN_EPS,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        name=name,
+    )
 
 
 class CMTAdapter(nn.Module):
     """``(vis (P, T, H, W, C), txt (P, L, D), padding_mask (P, L) True at pads) -> (v_out (P, T, H, W, C),
     t_out (P, L, D))``; see the module docstring."""
+
     vis_dim: int
     txt_dim: int
     dim: int = 256
@@ -99,7 +108,7 @@ class CMTAdapter(nn.Module):
         d, dt, pdt = self.dim, self.dtype, self.param_dtype
         bn = lambda name: _bn(name, self.use_running_average, dt, pdt)
         x = nn.Dense(d, use_bias=False, dtype=dt, param_dtype=pdt, name="proj_vis_down_0")(vis)
-        x = jax.nn.relu(bn("proj_vis_down_1")(x))                                   # (P, T, H, W, d)
+        x = jax.nn.relu(bn("proj_vis_down_1")(x))  # (P, T, H, W, d)
         t = nn.Dense(d, use_bias=False, dtype=dt, param_dtype=pdt, name="proj_text_down_0")(txt)
         x_att = x
         if self.hsa:
@@ -111,7 +120,7 @@ class CMTAdapter(nn.Module):
             xh = x.reshape(p_, t_, hh // p, p, ww // p, p, d).transpose(0, 1, 2, 4, 3, 5, 6)
             xh = xh.reshape(p_, t_, n, p * p, d)
             xh = xh + jnp.asarray(time_embedding(t_, d), dt)[None, :, None, None, :] + pos.astype(dt)
-            xh = xh.transpose(0, 2, 1, 3, 4).reshape(p_ * n, t_ * p * p, d)          # (b N), (t p)
+            xh = xh.transpose(0, 2, 1, 3, 4).reshape(p_ * n, t_ * p * p, d)  # (b N), (t p)
             xh = layer_norm(1e-5, name="norm_pre_HSA", dtype=dt, param_dtype=pdt)(xh)
             xh = MultiheadAttention(d, self.heads, self.hsa_query_chunk, dt, pdt, name="hsa_self_attn")(xh, xh, xh)
             xh = linear(d, d, name="hsa_linear", dtype=dt, param_dtype=pdt)(xh)
@@ -121,12 +130,11 @@ class CMTAdapter(nn.Module):
         key_valid = None
         if padding_mask is not None and not self.attend_text_padding:
             key_valid = ~jnp.asarray(padding_mask, bool)
-        q = x_att.reshape(p_, t_ * hh * ww, d)                 # every frame of prompt b sees text b
+        q = x_att.reshape(p_, t_ * hh * ww, d)  # every frame of prompt b sees text b
         q = q * MultiheadAttention(d, self.heads, None, dt, pdt, name="ca_V2T")(q, t, t, key_valid)
         x_mean = x.mean(axis=1).reshape(p_, hh * ww, d)
         t_att = t * MultiheadAttention(d, self.heads, None, dt, pdt, name="ca_T2V")(t, x_mean, x_mean)
-        v = nn.Dense(c, use_bias=False, dtype=dt, param_dtype=pdt, name="proj_vis_up_0")(
-            q.reshape(p_, t_, hh, ww, d))
+        v = nn.Dense(c, use_bias=False, dtype=dt, param_dtype=pdt, name="proj_vis_up_0")(q.reshape(p_, t_, hh, ww, d))
         v = jax.nn.relu(bn("proj_vis_up_1")(v))
         t_out = nn.Dense(self.txt_dim, use_bias=False, dtype=dt, param_dtype=pdt, name="proj_text_up_0")(t_att)
         return v, t_out
@@ -134,6 +142,7 @@ class CMTAdapter(nn.Module):
 
 class SelfAttentionBlock(nn.Module):
     """SAMWISE ``SelfAttentionBlock`` (post-norm, ReLU FFN) in eval mode, batch-first."""
+
     dim: int
     heads: int
     ffn: int = 128
@@ -143,17 +152,20 @@ class SelfAttentionBlock(nn.Module):
     @nn.compact
     def __call__(self, x):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = layer_norm(1e-5, name="norm1", **kw)(x + MultiheadAttention(self.dim, self.heads, name="self_attn",
-                                                                        **kw)(x, x, x))
-        if self.is_initializing():           # unused in the forward pass, but part of the checkpoint
+        x = layer_norm(1e-5, name="norm1", **kw)(
+            x + MultiheadAttention(self.dim, self.heads, name="self_attn", **kw)(x, x, x)
+        )
+        if self.is_initializing():  # unused in the forward pass, but part of the checkpoint
             layer_norm(1e-5, name="norm2", **kw)(x)
         y = linear(self.dim, self.ffn, name="linear2", **kw)(
-            jax.nn.relu(linear(self.ffn, self.dim, name="linear1", **kw)(x)))
+            jax.nn.relu(linear(self.ffn, self.dim, name="linear1", **kw)(x))
+        )
         return layer_norm(1e-5, name="norm3", **kw)(x + y)
 
 
 class ConditionalMemoryEncoder(nn.Module):
     """``(obj_ptr_with_memory (B, d), early_token_no_memory (B, d)) -> logits (B, 2)``."""
+
     dim: int = 256
     heads: int = 8
     ffn: int = 128
@@ -165,7 +177,13 @@ class ConditionalMemoryEncoder(nn.Module):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         tok = self.param("decision_token", nn.initializers.normal(1.0), (1, self.dim), self.param_dtype)
         b = obj_ptr.shape[0]
-        seq = jnp.concatenate([jnp.broadcast_to(tok.astype(self.dtype)[None], (b, 1, self.dim)),
-                               obj_ptr[:, None].astype(self.dtype), early_token[:, None].astype(self.dtype)], 1)
+        seq = jnp.concatenate(
+            [
+                jnp.broadcast_to(tok.astype(self.dtype)[None], (b, 1, self.dim)),
+                obj_ptr[:, None].astype(self.dtype),
+                early_token[:, None].astype(self.dtype),
+            ],
+            1,
+        )
         out = SelfAttentionBlock(self.dim, self.heads, self.ffn, name="transformerBlock", **kw)(seq)
         return linear(2, self.dim, name="decision_class_head", **kw)(out[:, 0])

@@ -5,6 +5,7 @@ v1.0 (``"2.0"``) configuration SAMWISE builds with hydra directly, i.e. without
 ``apply_postprocessing`` (no dynamic multimask fallback).  ``tiny_test`` is a made-up miniature for
 CPU tests (same code paths, small widths, 128-pixel input, 4 text layers).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,8 +24,8 @@ class SAMWISEConfig:
     hsa_patch_sizes: tuple[int, int, int] = (8, 4, 2)
     adapter_dim: int = 256
     adapter_heads: int = 8
-    fusion_stages_txt: tuple[int, int, int] = (4, 8, 12)     # text layer cut points after layer 0
-    attend_text_padding: bool = False     # True = official batched behaviour (pads attended in ca_V2T)
+    fusion_stages_txt: tuple[int, int, int] = (4, 8, 12)  # text layer cut points after layer 0
+    attend_text_padding: bool = False  # True = official batched behaviour (pads attended in ca_V2T)
     # conditional memory encoder
     use_cme: bool = True
     cme_window: int = 4
@@ -59,16 +60,29 @@ class SAMWISEConfig:
             raise ValueError(f"samwise: switch_mem must be one of {SWITCH_MODES}, got {self.switch_mem!r}")
         cuts = self.text_cuts
         if list(cuts) != sorted(cuts) or cuts[-1] != self.text_layers:
-            raise ValueError(f"samwise: fusion_stages_txt {self.fusion_stages_txt} must increase to "
-                             f"text_layers={self.text_layers}")
+            raise ValueError(
+                f"samwise: fusion_stages_txt {self.fusion_stages_txt} must increase to text_layers={self.text_layers}"
+            )
         if len(self.sam2.hiera.stages) != 4 or len(self.hsa_patch_sizes) != 3:
             raise ValueError("samwise: 4 Hiera stages and 3 HSA patch sizes expected")
         return self
 
 
-TINY_TEST = dict(sam2_size="tiny_test", hsa_patch_sizes=(4, 2, 2), adapter_dim=16, adapter_heads=2,
-                 fusion_stages_txt=(2, 3, 4), cme_heads=2, cme_ffn=16, text_layers=4, text_dim=32, text_heads=2,
-                 text_ffn=64, vocab_size=120, max_positions=40)
+TINY_TEST = dict(
+    sam2_size="tiny_test",
+    hsa_patch_sizes=(4, 2, 2),
+    adapter_dim=16,
+    adapter_heads=2,
+    fusion_stages_txt=(2, 3, 4),
+    cme_heads=2,
+    cme_ffn=16,
+    text_layers=4,
+    text_dim=32,
+    text_heads=2,
+    text_ffn=64,
+    vocab_size=120,
+    max_positions=40,
+)
 
 
 def get_config(sam2_size: str = "base_plus", **overrides) -> SAMWISEConfig:

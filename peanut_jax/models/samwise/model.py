@@ -30,6 +30,7 @@ Parameters: ``sam`` (SAM 2 v1.0 layout), ``text_encoder`` (RoBERTa), ``cmt_adapt
 ``project_text`` (``sam.sam_prompt_encoder.project_text`` in the checkpoint) and
 ``conditional_memory_encoder``; ``batch_stats`` hold the adapters' BatchNorm running statistics.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -61,9 +62,14 @@ def init_bank(cfg: SAMWISEConfig, num_prompts: int, dtype=jnp.float32) -> dict:
     sc = cfg.sam2
     h = sc.embedding_size
     p, r, q = num_prompts, cfg.num_recent, cfg.num_pointers
-    return {"mem": jnp.zeros((p, r, h, h, sc.mem_dim), dtype), "mem_valid": jnp.zeros((r,), bool),
-            "ptrs": jnp.zeros((p, q, sc.d_model), jnp.float32), "ptr_valid": jnp.zeros((q,), bool),
-            "last_switch": jnp.zeros((p,), jnp.int32), "frame": jnp.zeros((), jnp.int32)}
+    return {
+        "mem": jnp.zeros((p, r, h, h, sc.mem_dim), dtype),
+        "mem_valid": jnp.zeros((r,), bool),
+        "ptrs": jnp.zeros((p, q, sc.d_model), jnp.float32),
+        "ptr_valid": jnp.zeros((q,), bool),
+        "last_switch": jnp.zeros((p,), jnp.int32),
+        "frame": jnp.zeros((), jnp.int32),
+    }
 
 
 def pad_frames(frames, size: int):
@@ -84,20 +90,36 @@ class SAMWISE(nn.Module):
     cfg: SAMWISEConfig = SAMWISEConfig()
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
-    hiera_per_frame: bool = True      # run Hiera stages frame by frame (bounds the global-attention memory)
+    hiera_per_frame: bool = True  # run Hiera stages frame by frame (bounds the global-attention memory)
 
     def setup(self):
         cfg = self.cfg.check()
         sc = cfg.sam2
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         self.sam = SAM2(sc, **kw)
-        self.text_encoder = RobertaEncoder(num_layers=cfg.text_layers, dim=cfg.text_dim, heads=cfg.text_heads,
-                                           ffn=cfg.text_ffn, vocab_size=cfg.vocab_size,
-                                           max_positions=cfg.max_positions, **kw)
+        self.text_encoder = RobertaEncoder(
+            num_layers=cfg.text_layers,
+            dim=cfg.text_dim,
+            heads=cfg.text_heads,
+            ffn=cfg.text_ffn,
+            vocab_size=cfg.vocab_size,
+            max_positions=cfg.max_positions,
+            **kw,
+        )
         ch = sc.hiera.channels
-        self.cmt_adapters = [CMTAdapter(ch[i + 1], cfg.text_dim, cfg.adapter_dim, cfg.adapter_heads,
-                                        cfg.hsa_patch_sizes[i], cfg.hsa, cfg.attend_text_padding, **kw)
-                             for i in range(3)]
+        self.cmt_adapters = [
+            CMTAdapter(
+                ch[i + 1],
+                cfg.text_dim,
+                cfg.adapter_dim,
+                cfg.adapter_heads,
+                cfg.hsa_patch_sizes[i],
+                cfg.hsa,
+                cfg.attend_text_padding,
+                **kw,
+            )
+            for i in range(3)
+        ]
         self.project_text = MLP(sc.d_model, sc.d_model, 3, **kw)
         if cfg.use_cme:
             self.conditional_memory_encoder = ConditionalMemoryEncoder(sc.d_model, cfg.cme_heads, cfg.cme_ffn, **kw)
@@ -113,7 +135,7 @@ class SAMWISE(nn.Module):
         enc, text = self.sam.image_encoder, self.text_encoder
         cuts, tc = stage_cuts(sc.hiera), cfg.text_cuts
         inter = {}
-        vis = self._blocks(enc.embed(frames.astype(self.dtype)), cuts[0], cuts[1])    # shared by prompts
+        vis = self._blocks(enc.embed(frames.astype(self.dtype)), cuts[0], cuts[1])  # shared by prompts
         txt, pm = text.embed(ids, padding_mask)
         if debug:
             inter["text_embedding"] = txt
@@ -144,8 +166,12 @@ class SAMWISE(nn.Module):
         def per_frame(a):
             return jnp.swapaxes(a.reshape(p, t, *a.shape[1:]), 0, 1)
 
-        feats = {"vision": per_frame(fpn[-1]), "s0": per_frame(s0), "s1": per_frame(s1),
-                 "state": jnp.broadcast_to(state[None], (t, *state.shape))}
+        feats = {
+            "vision": per_frame(fpn[-1]),
+            "s0": per_frame(s0),
+            "s1": per_frame(s1),
+            "state": jnp.broadcast_to(state[None], (t, *state.shape)),
+        }
         if debug:
             inter.update(backbone_fpn0=feats["s0"], backbone_fpn1=feats["s1"], backbone_fpn2=feats["vision"])
         return feats, inter
@@ -168,29 +194,44 @@ class SAMWISE(nn.Module):
         early_token (P, d): mask token 0 after the first two-way layer, raw)."""
         p = pix.shape[0]
         pe = self.sam.sam_prompt_encoder
-        sparse, dense = pe(points=(jnp.zeros((p, 1, 2), jnp.float32), -jnp.ones((p, 1), jnp.int32)),
-                           boxes=None, masks=None)
+        sparse, dense = pe(
+            points=(jnp.zeros((p, 1, 2), jnp.float32), -jnp.ones((p, 1), jnp.int32)), boxes=None, masks=None
+        )
         sparse = jnp.concatenate([sparse, self.project_text(state)[:, None].astype(sparse.dtype)], axis=1)
         early = {}
 
         def grab_first_layer(next_fun, args, kwargs, ctx):
             out = next_fun(*args, **kwargs)
-            if (isinstance(ctx.module, TwoWayAttentionBlock) and ctx.method_name == "__call__"
-                    and ctx.module.name == "layers_0"):
+            if (
+                isinstance(ctx.module, TwoWayAttentionBlock)
+                and ctx.method_name == "__call__"
+                and ctx.module.name == "layers_0"
+            ):
                 early["queries"] = out[0]
             return out
 
         with nn.intercept_methods(grab_first_layer):
             masks, ious, tokens, score = self.sam.sam_mask_decoder(
-                pix, pe.dense_pe(), sparse, dense, multimask_output=False, repeat_image=False,
-                high_res_features=high_res)
+                pix,
+                pe.dense_pe(),
+                sparse,
+                dense,
+                multimask_output=False,
+                repeat_image=False,
+                high_res_features=high_res,
+            )
         is_obj = score > 0
         low = jnp.where(is_obj[:, :, None, None], masks, NO_OBJ_SCORE).astype(jnp.float32)[:, 0]
         lam = is_obj.astype(jnp.float32)
         ptr = lam * self.sam.obj_ptr_proj(tokens[:, 0]) + (1.0 - lam) * self.sam.no_obj_ptr.astype(jnp.float32)
         # output tokens are [obj_score, iou, mask_0..]: mask token 0 sits at index 2
-        return {"low_res_masks": low, "ious": ious, "obj_ptr": ptr, "object_score_logits": score,
-                "early_token": early["queries"][:, 2]}
+        return {
+            "low_res_masks": low,
+            "ious": ious,
+            "obj_ptr": ptr,
+            "object_score_logits": score,
+            "early_token": early["queries"][:, 2],
+        }
 
     # ------------------------------------------------------------------ one frame
     def frame_step(self, bank, x, debug: bool = False):
@@ -204,8 +245,17 @@ class SAMWISE(nn.Module):
         tpos = jnp.broadcast_to(jnp.arange(r - 1, -1, -1, dtype=jnp.int32)[None], (p, r))
         mem_valid = jnp.broadcast_to(bank["mem_valid"][None], (p, r))
         ptr_valid = jnp.broadcast_to(bank["ptr_valid"][None], (p, q))
-        pix_mem = self.sam.condition_on_memory(vision, sine_2d(h, w, d), bank["mem"], tpos, mem_valid, bank["ptrs"],
-                                               jnp.zeros((p, q), jnp.float32), ptr_valid, 1.0)
+        pix_mem = self.sam.condition_on_memory(
+            vision,
+            sine_2d(h, w, d),
+            bank["mem"],
+            tpos,
+            mem_valid,
+            bank["ptrs"],
+            jnp.zeros((p, q), jnp.float32),
+            ptr_valid,
+            1.0,
+        )
         no_mem = self.sam.add_no_memory(vision)
         pix = jnp.where(jnp.any(bank["mem_valid"]) | jnp.any(bank["ptr_valid"]), pix_mem, no_mem)
         out = self.decode(pix, high_res, state)
@@ -226,13 +276,23 @@ class SAMWISE(nn.Module):
                 alt = (high + hm) / 2
             high_mem = jnp.where(switch[:, None, None], alt, high)
             last = jnp.where(switch, f, last)
-            extra = {"cme_logits": logits, "cme_run": run, "cme_switch": switch,
-                     "nomem_low_res_masks": nm["low_res_masks"], "nomem_early_obj_ptr": nm["early_token"],
-                     "nomem_object_score_logits": nm["object_score_logits"]}
+            extra = {
+                "cme_logits": logits,
+                "cme_run": run,
+                "cme_switch": switch,
+                "nomem_low_res_masks": nm["low_res_masks"],
+                "nomem_early_obj_ptr": nm["early_token"],
+                "nomem_object_score_logits": nm["object_score_logits"],
+            }
         maskmem = self.sam.encode_memory(vision, high_mem, out["object_score_logits"], False)
-        new_bank = {"mem": _shift_in(bank["mem"], maskmem, 1), "mem_valid": _shift_in(bank["mem_valid"], True, 0),
-                    "ptrs": _shift_in(bank["ptrs"], out["obj_ptr"], 1),
-                    "ptr_valid": _shift_in(bank["ptr_valid"], True, 0), "last_switch": last, "frame": f + 1}
+        new_bank = {
+            "mem": _shift_in(bank["mem"], maskmem, 1),
+            "mem_valid": _shift_in(bank["mem_valid"], True, 0),
+            "ptrs": _shift_in(bank["ptrs"], out["obj_ptr"], 1),
+            "ptr_valid": _shift_in(bank["ptr_valid"], True, 0),
+            "last_switch": last,
+            "frame": f + 1,
+        }
         res = {k: out[k] for k in ("low_res_masks", "ious", "obj_ptr", "object_score_logits")}
         if debug:
             res.update(extra, maskmem_features=maskmem, pix_feat_with_mem=pix, high_res_masks_for_mem=high_mem)
@@ -256,7 +316,7 @@ class SAMWISE(nn.Module):
         s = self.cfg.sam2.image_size
         lead = low_res.shape[:-2]
         x = low_res.reshape(-1, *low_res.shape[-2:], 1).astype(jnp.float32)
-        x = interpolate(x, size=(s, s), mode="bilinear", align_corners=False)[:, :input_hw[0], :input_hw[1]]
+        x = interpolate(x, size=(s, s), mode="bilinear", align_corners=False)[:, : input_hw[0], : input_hw[1]]
         if output_hw is not None and tuple(output_hw) != tuple(input_hw):
             x = interpolate(x, size=tuple(output_hw), mode="bilinear", align_corners=False)
         return x[..., 0].reshape(*lead, *x.shape[1:3])
@@ -266,12 +326,11 @@ class SAMWISE(nn.Module):
         _, h, w, _ = frames.shape
         ids = jnp.asarray(input_ids)
         p = ids.shape[0]
-        if self.is_initializing():        # part of the SAM 2 checkpoint, unused by SAMWISE
+        if self.is_initializing():  # part of the SAM 2 checkpoint, unused by SAMWISE
             self.sam.mask_downsample(jnp.zeros((1, 4, 4, 1), self.dtype))
         bank = init_bank(self.cfg, p)
-        outs, bank, inter = self.run_clip(pad_frames(frames, self.cfg.sam2.image_size), ids, padding_mask,
-                                          bank, debug)
-        masks = jnp.swapaxes(self.postprocess(outs["low_res_masks"], (h, w)), 0, 1)     # (P, T, h, w)
+        outs, bank, inter = self.run_clip(pad_frames(frames, self.cfg.sam2.image_size), ids, padding_mask, bank, debug)
+        masks = jnp.swapaxes(self.postprocess(outs["low_res_masks"], (h, w)), 0, 1)  # (P, T, h, w)
         res = dict(outs, pred_masks=masks[0] if p == 1 else masks)
         if debug:
             res["intermediates"] = inter
@@ -280,13 +339,24 @@ class SAMWISE(nn.Module):
     def build_kwargs(self) -> dict:
         """Arguments of ``build_samwise(**kwargs)`` that rebuild this module."""
         import dataclasses
+
         ref = get_config(self.cfg.sam2_size)
-        return {f.name: getattr(self.cfg, f.name) for f in dataclasses.fields(self.cfg)
-                if f.name == "sam2_size" or getattr(self.cfg, f.name) != getattr(ref, f.name)}
+        return {
+            f.name: getattr(self.cfg, f.name)
+            for f in dataclasses.fields(self.cfg)
+            if f.name == "sam2_size" or getattr(self.cfg, f.name) != getattr(ref, f.name)
+        }
 
 
-def build_samwise(sam2_size: str = "base_plus", hsa: bool = True, use_cme: bool = True, motion_prompt: bool = False,
-                  dtype=jnp.float32, param_dtype=jnp.float32, **overrides) -> SAMWISE:
+def build_samwise(
+    sam2_size: str = "base_plus",
+    hsa: bool = True,
+    use_cme: bool = True,
+    motion_prompt: bool = False,
+    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    **overrides,
+) -> SAMWISE:
     """``models.build("samwise", sam2_size=..., hsa=..., use_cme=..., motion_prompt=False)``; ``overrides``
     are SAMWISEConfig fields (``sam2_size="tiny_test"`` gives the CPU test miniature)."""
     cfg = get_config(sam2_size, hsa=hsa, use_cme=use_cme, motion_prompt=motion_prompt, **overrides)

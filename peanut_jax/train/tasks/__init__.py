@@ -4,6 +4,7 @@ A task defines ``init_state``, ``train_step``, ``eval_step``, ``train_batches`` 
 (optionally ``describe`` and ``sample_batch``); batches are a pure function of (seed, step, row)
 (:mod:`peanut_jax.train.batching`).  The protocol in full: ``docs/training.md``.
 """
+
 from __future__ import annotations
 
 import importlib

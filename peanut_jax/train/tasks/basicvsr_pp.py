@@ -44,6 +44,7 @@ Vimeo-90K: the ``test`` split, every (mirrored) frame measured.  The official be
 Batches: ``{'lq': (B, T, h, w, 3), 'gt': (B, T, s*h, s*w, 3)}`` float32 in [0, 1]; evaluation
 batches also hold ``'bicubic'`` (like ``gt``).
 """
+
 from __future__ import annotations
 
 import functools
@@ -68,14 +69,19 @@ SPYNET = "spynet"
 # ------------------------------------------------------------------------------------------ model
 def make_model(config):
     from peanut_jax.models.basicvsr_pp import BasicVSRPlusPlus
+
     m = config.model
-    return BasicVSRPlusPlus(mid_channels=int(m.mid_channels), num_blocks=int(m.num_blocks),
-                            max_residue_magnitude=float(_get(m, "max_residue_magnitude", 10.0)),
-                            is_low_res_input=bool(_get(m, "is_low_res_input", True)),
-                            scale=int(_get(m, "scale", 4)), use_scan=bool(_get(m, "use_scan", True)),
-                            hr_channels=int(_get(m, "hr_channels", 64)),
-                            dtype=_dtype(_get(m, "dtype", "float32")),
-                            param_dtype=_dtype(_get(m, "param_dtype", "float32")))
+    return BasicVSRPlusPlus(
+        mid_channels=int(m.mid_channels),
+        num_blocks=int(m.num_blocks),
+        max_residue_magnitude=float(_get(m, "max_residue_magnitude", 10.0)),
+        is_low_res_input=bool(_get(m, "is_low_res_input", True)),
+        scale=int(_get(m, "scale", 4)),
+        use_scan=bool(_get(m, "use_scan", True)),
+        hr_channels=int(_get(m, "hr_channels", 64)),
+        dtype=_dtype(_get(m, "dtype", "float32")),
+        param_dtype=_dtype(_get(m, "param_dtype", "float32")),
+    )
 
 
 def output_scale(config) -> int:
@@ -120,6 +126,7 @@ def synthetic_clip(d, seed: tuple, scale: int) -> tuple[np.ndarray, np.ndarray]:
     """(lq, gt) uint8 of one synthetic clip: ``data.num_frames`` frames of ``scale * data.lq_size``
     pixels, quantised to uint8, degraded by ``data.degradation``."""
     from peanut_jax.data.synthetic import generate_clip
+
     size = int(d.lq_size) * scale
     clip = generate_clip(seed, int(d.num_frames), size, size, **batching.scene_kwargs(d))
     gt = np.round(np.clip(clip.frames, 0.0, 1.0) * 255.0).astype(np.uint8)
@@ -130,8 +137,7 @@ def _to_float(x: np.ndarray) -> np.ndarray:
     return x.astype(np.float32) / np.float32(255.0)
 
 
-def _finish(d, lq: np.ndarray, gt: np.ndarray, rng: np.random.Generator, scale: int, train: bool,
-            where: str) -> dict:
+def _finish(d, lq: np.ndarray, gt: np.ndarray, rng: np.random.Generator, scale: int, train: bool, where: str) -> dict:
     """Crop (training), augment (training), mirror (``data.mirror_sequence``), to float32; evaluation
     examples also get the ``bicubic`` baseline."""
     if train:
@@ -150,6 +156,7 @@ class _Source:
 
     def __init__(self, d, split: str):
         from peanut_jax.data.tfds import vsr
+
         source = d.source
         name = {"reds": "reds_vsr", "vimeo90k": "vimeo90k_septuplet"}[source]
         config = str(_get(d, "tfds_config", "") or d.degradation.lower())
@@ -172,6 +179,7 @@ class _Source:
         """(lq, gt) uint8 of ``num_frames`` frames of an item: a random window (``rng``) or from
         ``first``; a Vimeo-90K septuplet always gives its 7 frames."""
         from peanut_jax.data.tfds.common import decode_many
+
         if self.source == "reds":
             clip, start, n = item
             if num_frames > n:
@@ -200,11 +208,13 @@ def _check_data(config) -> None:
     if d.degradation not in ("BI", "BD"):
         raise ValueError(f"config.data.degradation must be 'BI' or 'BD', got {d.degradation!r}")
     if not bool(_get(config.model, "is_low_res_input", True)):
-        raise ValueError("basicvsr_pp task: only the super-resolution model (model.is_low_res_input=True) is "
-                         "trained here")
+        raise ValueError(
+            "basicvsr_pp task: only the super-resolution model (model.is_low_res_input=True) is trained here"
+        )
     if int(d.lq_size) < 64:
-        raise ValueError(f"config.data.lq_size={d.lq_size}: BasicVSR++ needs LR frames of at least 64 px "
-                         "(SPyNet's minimum)")
+        raise ValueError(
+            f"config.data.lq_size={d.lq_size}: BasicVSR++ needs LR frames of at least 64 px (SPyNet's minimum)"
+        )
     if d.source == "vimeo90k" and int(d.num_frames) != 7:
         raise ValueError(f"config.data.num_frames must be 7 for Vimeo-90K septuplets, got {d.num_frames}")
     if d.source != "synthetic" and not _get(d, "tfds_data_dir", None):
@@ -232,15 +242,33 @@ def train_batches(config, start_step: int, process_index: int, process_count: in
         source = _open(batching.config_items(d), str(_get(d, "train_split", "train")))
         n = len(source)
     yield from batching.train_batches(
-        config, start_step, process_index, process_count,
-        lambda seed, i: train_example(config, source, None if i is None else source[i], seed), n, np.float32)
+        config,
+        start_step,
+        process_index,
+        process_count,
+        lambda seed, i: train_example(config, source, None if i is None else source[i], seed),
+        n,
+        np.float32,
+    )
 
 
 @functools.lru_cache(maxsize=4)
 def _synthetic_eval_set(items: tuple, n: int, seed: int, scale: int) -> dict:
     d = batching.Plain(items)
-    return batching.stack([_finish(d, *synthetic_clip(d, (seed, batching.EVAL_STREAM, i), scale), None, scale, False,
-                                   f"synthetic eval clip {i}") for i in range(n)], np.float32)
+    return batching.stack(
+        [
+            _finish(
+                d,
+                *synthetic_clip(d, (seed, batching.EVAL_STREAM, i), scale),
+                None,
+                scale,
+                False,
+                f"synthetic eval clip {i}",
+            )
+            for i in range(n)
+        ],
+        np.float32,
+    )
 
 
 def eval_batches(config, process_index: int, process_count: int):
@@ -282,6 +310,7 @@ def sample_batch(config) -> dict:
 # ------------------------------------------------------------------------------------------ state
 def _load_official(name: str, path: str, what: str):
     from peanut_jax.checkpoints import load
+
     try:
         return load(path, name)[1]["params"]
     except FileNotFoundError:
@@ -290,6 +319,7 @@ def _load_official(name: str, path: str, what: str):
 
 def init_state(rng, config, sample_batch) -> TrainState:
     from peanut_jax.train.tasks.spynet import zero_flow_heads
+
     model = make_model(config)
     init_rng, state_rng = jax.random.split(rng)
     # parameter shapes do not depend on the clip length or frame size: initialise on 2 small frames
@@ -316,8 +346,10 @@ def _replace_checked(ref, loaded, what: str):
     ref_shapes = jax.tree.map(lambda x: tuple(x.shape), ref)
     got_shapes = jax.tree.map(lambda x: tuple(np.shape(x)), loaded)
     if jax.tree.structure(ref_shapes) != jax.tree.structure(got_shapes) or ref_shapes != got_shapes:
-        raise ValueError(f"{what}: the checkpoint's parameters do not match the configured model "
-                         "(check model.mid_channels / model.num_blocks)")
+        raise ValueError(
+            f"{what}: the checkpoint's parameters do not match the configured model "
+            "(check model.mid_channels / model.num_blocks)"
+        )
     return jax.tree.map(lambda r, x: jnp.asarray(x, r.dtype), ref, loaded)
 
 
@@ -328,6 +360,7 @@ def _forward(model, params, lq, mirrored: bool):
 
 def _loss(model, mirrored, params, batch, freeze_spynet: bool):
     from peanut_jax.losses import charbonnier_loss
+
     if freeze_spynet:
         params = {**params, SPYNET: jax.lax.stop_gradient(params[SPYNET])}
     out = _forward(model, params, batch["lq"], mirrored)
@@ -341,7 +374,8 @@ def train_step(state: TrainState, batch, config, grad_reduce):
     fix_iter = int(_get(config.optim, "fix_iter", 0))
     mode = spynet_mode(config)
     vg = lambda freeze: jax.value_and_grad(  # noqa: E731
-        functools.partial(_loss, model, mirrored, freeze_spynet=freeze))(state.params, batch)
+        functools.partial(_loss, model, mirrored, freeze_spynet=freeze)
+    )(state.params, batch)
     if mode == "frozen":
         loss, grads = vg(True)
     elif mode == "cond":
@@ -353,12 +387,18 @@ def train_step(state: TrainState, batch, config, grad_reduce):
     frozen = (state.step < fix_iter) if fix_iter > 0 else jnp.asarray(False)
     mult = float(_get(config.optim, "spynet_lr_mult", 0.25))
     state = state.apply_gradients(tx, grads)
-    return state, {"loss": loss, "grad_norm": optax.global_norm(grads), "lr": lr,
-                   "lr_spynet": jnp.where(frozen, 0.0, lr * mult), "spynet_frozen": frozen.astype(jnp.float32)}
+    return state, {
+        "loss": loss,
+        "grad_norm": optax.global_norm(grads),
+        "lr": lr,
+        "lr_spynet": jnp.where(frozen, 0.0, lr * mult),
+        "spynet_frozen": frozen.astype(jnp.float32),
+    }
 
 
 def eval_step(state: TrainState, batch, config):
     from peanut_jax.metrics import psnr, ssim
+
     model = make_model(config)
     mirrored = bool(_get(config.data, "mirror_sequence", False))
     out = jnp.clip(_forward(model, state.params, batch["lq"], mirrored).astype(jnp.float32), 0.0, 1.0)
@@ -375,6 +415,8 @@ def eval_step(state: TrainState, batch, config):
 
 def describe(config) -> str:
     d, m = config.data, config.model
-    return (f"BasicVSR++ c{m.mid_channels}n{m.num_blocks} x{output_scale(config)} on {d.source} "
-            f"({d.degradation}), {d.num_frames} frames of {d.lq_size}px LR, batch {d.batch_size}, "
-            f"SPyNet {spynet_mode(config)}")
+    return (
+        f"BasicVSR++ c{m.mid_channels}n{m.num_blocks} x{output_scale(config)} on {d.source} "
+        f"({d.degradation}), {d.num_frames} frames of {d.lq_size}px LR, batch {d.batch_size}, "
+        f"SPyNet {spynet_mode(config)}"
+    )

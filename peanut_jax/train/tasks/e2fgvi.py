@@ -56,6 +56,7 @@ Gaussian-blur inpainting: each hole pixel takes the Gaussian-weighted mean of th
 of its frame at the smallest scale sigma in 1, 2, 4, ... 64 px where they carry weight), plus
 ``ewarp_gt``, the floor of the ground truth itself.
 """
+
 from __future__ import annotations
 
 import functools
@@ -80,14 +81,23 @@ from peanut_jax.train.tasks.spynet import zero_flow_heads
 MASK_MODES = ("object", "random", "mixed")
 SOURCES = ("synthetic", "tfds")
 MODELS = ("e2fgvi", "e2fgvi_hq")
-_WIDTH_KEYS = ("encoder_channels", "channel", "hidden", "num_blocks", "num_heads", "mlp_hidden", "deform_groups",
-               "decoder_channels")
+_WIDTH_KEYS = (
+    "encoder_channels",
+    "channel",
+    "hidden",
+    "num_blocks",
+    "num_heads",
+    "mlp_hidden",
+    "deform_groups",
+    "decoder_channels",
+)
 
 
 # ------------------------------------------------------------------------------------------ models
 def make_model(config):
     """The generator the config describes (official widths unless ``model.<width>`` is set)."""
     from peanut_jax.models.e2fgvi import InpaintGenerator
+
     m = config.model
     if m.name not in MODELS:
         raise ValueError(f"config.model.name must be one of {MODELS}, got {m.name!r}")
@@ -96,21 +106,30 @@ def make_model(config):
         v = _get(m, k, None)
         if v is not None:
             kw[k] = tuple(int(x) for x in v) if isinstance(v, (tuple, list)) else int(v)
-    return InpaintGenerator(hq=m.name == "e2fgvi_hq", fix_backward_flow_idx=bool(_get(m, "fix_backward_flow_idx", False)),
-                            split_grouped_convs=bool(_get(m, "split_grouped_convs", False)),
-                            dtype=_dtype(_get(m, "dtype", "float32")),
-                            param_dtype=_dtype(_get(m, "param_dtype", "float32"), "config.model.param_dtype"), **kw)
+    return InpaintGenerator(
+        hq=m.name == "e2fgvi_hq",
+        fix_backward_flow_idx=bool(_get(m, "fix_backward_flow_idx", False)),
+        split_grouped_convs=bool(_get(m, "split_grouped_convs", False)),
+        dtype=_dtype(_get(m, "dtype", "float32")),
+        param_dtype=_dtype(_get(m, "param_dtype", "float32"), "config.model.param_dtype"),
+        **kw,
+    )
 
 
 def make_discriminator(config):
     from peanut_jax.models.discriminators import TPatchGANDiscriminator
+
     m = config.model
-    return TPatchGANDiscriminator(nf=int(_get(m, "disc_nf", 32)), dtype=_dtype(_get(m, "dtype", "float32")),
-                                  param_dtype=_dtype(_get(m, "param_dtype", "float32"), "config.model.param_dtype"))
+    return TPatchGANDiscriminator(
+        nf=int(_get(m, "disc_nf", 32)),
+        dtype=_dtype(_get(m, "dtype", "float32")),
+        param_dtype=_dtype(_get(m, "param_dtype", "float32"), "config.model.param_dtype"),
+    )
 
 
 def make_spynet():
     from peanut_jax.models.spynet import SPyNet
+
     return SPyNet(variant="mmagic")
 
 
@@ -127,6 +146,7 @@ def synthetic_example(d, seed: tuple, num_local: int, num_ref: int, mask_mode: s
     """One synthetic training clip (``d`` = the ``data`` config block); see the module docstring."""
     from peanut_jax.data.masks import dilate_masks, random_video_masks
     from peanut_jax.data.synthetic import make_scene
+
     if mask_mode not in MASK_MODES:
         raise ValueError(f"config.data.mask_mode must be one of {MASK_MODES}, got {mask_mode!r}")
     rng = np.random.default_rng(tuple(seed) + (11,))
@@ -143,16 +163,19 @@ def synthetic_example(d, seed: tuple, num_local: int, num_ref: int, mask_mode: s
         dil = int(d.mask_dilation)
         if dil > 0:
             masks = dilate_masks(masks, dil)
-        if not masks.any():      # every object outside the clip: fall back to a random mask
+        if not masks.any():  # every object outside the clip: fall back to a random mask
             masks = None
     if masks is not None:
         gt, flow, occ = clip.background, clip.background_flow_forward, clip.background_occlusion_forward
     else:
         masks = random_video_masks(rng, length, h, w)[idx]
         gt, flow, occ = clip.frames, clip.flow_forward, clip.occlusion_forward
-    return {"frames": gt.astype(np.float32), "masks": masks[..., None].astype(np.float32),
-            "stc_flow": flow[:num_local - 1].astype(np.float32),
-            "stc_valid": (~occ[:num_local - 1]).astype(np.float32)}
+    return {
+        "frames": gt.astype(np.float32),
+        "masks": masks[..., None].astype(np.float32),
+        "stc_flow": flow[: num_local - 1].astype(np.float32),
+        "stc_valid": (~occ[: num_local - 1]).astype(np.float32),
+    }
 
 
 @functools.lru_cache(maxsize=4)
@@ -160,11 +183,14 @@ def _tfds_source(name: str, data_dir: str, split: str):
     import tensorflow_datasets as tfds
 
     import peanut_jax.data.tfds  # noqa: F401  (registers the builders)
+
     try:
         return tfds.data_source(name, data_dir=data_dir or None, split=split)
     except Exception as e:  # noqa: BLE001 - TFDS raises many types; say which dataset and where
-        raise FileNotFoundError(f"config.data.tfds_name={name!r} split {split!r} not readable from "
-                                f"config.data.tfds_data_dir={data_dir!r}: {e}") from None
+        raise FileNotFoundError(
+            f"config.data.tfds_name={name!r} split {split!r} not readable from "
+            f"config.data.tfds_data_dir={data_dir!r}: {e}"
+        ) from None
 
 
 def tfds_example(d, record: dict, seed: tuple, num_local: int, num_ref: int, train: bool = True) -> dict:
@@ -175,6 +201,7 @@ def tfds_example(d, record: dict, seed: tuple, num_local: int, num_ref: int, tra
     """
     from peanut_jax.data.masks import dilate_masks, random_video_masks
     from peanut_jax.data.tfds.inpainting import decode_frames, decode_masks
+
     rng = np.random.default_rng(tuple(seed) + (13,))
     n = int(record["num_frames"])
     h, w = int(d.height), int(d.width)
@@ -184,8 +211,11 @@ def tfds_example(d, record: dict, seed: tuple, num_local: int, num_ref: int, tra
         if n < num_local + num_ref:
             raise ValueError(f"eval video {record['video_id']!r} has {n} frames < {num_local + num_ref}")
         rest = np.arange(num_local, n)
-        idx = list(range(num_local)) + [int(rest[i]) for i in np.linspace(0, len(rest) - 1, num_ref).round().astype(int)] \
-            if num_ref else list(range(num_local))
+        idx = (
+            list(range(num_local)) + [int(rest[i]) for i in np.linspace(0, len(rest) - 1, num_ref).round().astype(int)]
+            if num_ref
+            else list(range(num_local))
+        )
     frames = decode_frames(record["frames"], idx, size=(w, h)).astype(np.float32) / 255.0
     if not train and len(record["masks"]) >= n:
         masks = dilate_masks(decode_masks(record["masks"], idx, size=(w, h)) > 0, 4)
@@ -201,6 +231,7 @@ def _check_data(config) -> None:
     if d.source not in SOURCES:
         raise ValueError(f"config.data.source must be one of {SOURCES}, got {d.source!r}")
     from peanut_jax.models.e2fgvi import check_input_size
+
     check_input_size(int(d.height), int(d.width), config.model.name == "e2fgvi_hq")
 
 
@@ -230,21 +261,28 @@ def eval_batches(config, process_index: int, process_count: int):
     batching.check_eval_clips(n, eb)
     if d.source == "synthetic":
         keys = ("height", "width", "video_length", "mask_dilation", "object_mask_prob") + batching.SCENE_KEYS
-        data = _synthetic_eval_set(batching.config_items(d, keys), n, int(d.eval_seed), lt, rt,
-                                   _get(d, "eval_mask_mode", None) or d.mask_mode)
+        data = _synthetic_eval_set(
+            batching.config_items(d, keys), n, int(d.eval_seed), lt, rt, _get(d, "eval_mask_mode", None) or d.mask_mode
+        )
         yield from batching.slices(data, n, eb, process_index, process_count)
     else:
         src = _tfds_source(d.tfds_name, d.tfds_data_dir, d.eval_split)
         if len(src) == 0:
             raise ValueError(f"config.data.eval_split={d.eval_split!r} of {d.tfds_name!r} is empty")
         seed = int(d.eval_seed)
-        yield from batching.eval_batches(n, eb, process_index, process_count, lambda i: tfds_example(
-            d, src[i % len(src)], (seed, batching.EVAL_STREAM, i), lt, rt, train=False))
+        yield from batching.eval_batches(
+            n,
+            eb,
+            process_index,
+            process_count,
+            lambda i: tfds_example(d, src[i % len(src)], (seed, batching.EVAL_STREAM, i), lt, rt, train=False),
+        )
 
 
 # ------------------------------------------------------------------------------------------- state
 def _load_official(name: str, path: str, what: str):
     from peanut_jax.convert import from_official
+
     try:
         return from_official(name, path)[1]
     except FileNotFoundError:
@@ -291,8 +329,10 @@ def generator_optimizer(config):
     if mult in (0.0, 1.0):
         return tx, sched
     tx_sp, _ = build_optimizer(config.optim, n, lr=float(config.optim.lr) * mult)
-    labels = lambda p: {k: jax.tree.map(lambda _: "spynet" if k == "update_spynet" else "default", v)  # noqa: E731
-                        for k, v in p.items()}
+    labels = lambda p: {
+        k: jax.tree.map(lambda _: "spynet" if k == "update_spynet" else "default", v)  # noqa: E731
+        for k, v in p.items()
+    }
     return optax.multi_transform({"default": tx, "spynet": tx_sp}, labels), sched
 
 
@@ -329,8 +369,12 @@ def init_state(rng, config, sample_batch) -> TrainState:
     trainable, _ = _split(params, config)
     g_tx, _ = generator_optimizer(config)
     d_tx, _ = discriminator_optimizer(config)
-    extra = {"spynet": frozen_spynet, "disc_params": dvars["params"], "disc_spectral": dvars["spectral"],
-             "disc_opt_state": d_tx.init(dvars["params"])}
+    extra = {
+        "spynet": frozen_spynet,
+        "disc_params": dvars["params"],
+        "disc_spectral": dvars["spectral"],
+        "disc_opt_state": d_tx.init(dvars["params"]),
+    }
     return TrainState.create(params=params, opt_state=g_tx.init(trainable), rng=state_rng, extra=extra)
 
 
@@ -350,16 +394,16 @@ def spynet_flows(spynet_params, frames01):
     f2 = frames01[:, 1:].reshape(-1, h, w, c)
     fl = make_spynet().apply({"params": spynet_params}, jnp.concatenate([f1, f2]), jnp.concatenate([f2, f1]))
     n = f1.shape[0]
-    return (lax.stop_gradient(fl[:n].reshape(b, t - 1, h, w, 2)),
-            lax.stop_gradient(fl[n:].reshape(b, t - 1, h, w, 2)))
+    return (lax.stop_gradient(fl[:n].reshape(b, t - 1, h, w, 2)), lax.stop_gradient(fl[n:].reshape(b, t - 1, h, w, 2)))
 
 
 def _stc(comp01_local, batch, spynet_params):
     """STC loss of the composited local frames (see the module docstring)."""
     from peanut_jax.losses import stc_loss
+
     if "stc_flow" in batch:
         return stc_loss(comp01_local, batch["stc_flow"], occlusion=batch["stc_valid"] < 0.5)
-    gt01 = _to01(batch["_gt"][:, :comp01_local.shape[1]])
+    gt01 = _to01(batch["_gt"][:, : comp01_local.shape[1]])
     fw, bw = spynet_flows(spynet_params, gt01)
     return stc_loss(comp01_local, fw, bw)
 
@@ -370,8 +414,15 @@ def _disc_apply(disc, params, spectral, clips):
 
 
 def train_step(state: TrainState, batch, config, grad_reduce):
-    from peanut_jax.losses import (e2fgvi_flow_targets, flow_completion_loss, hinge_discriminator_loss,
-                                   hinge_generator_loss, hole_loss, valid_loss)
+    from peanut_jax.losses import (
+        e2fgvi_flow_targets,
+        flow_completion_loss,
+        hinge_discriminator_loss,
+        hinge_generator_loss,
+        hole_loss,
+        valid_loss,
+    )
+
     model, disc = make_model(config), make_discriminator(config)
     lw = config.loss
     lt, _ = _num_frames(config)
@@ -466,8 +517,15 @@ def _sep_filter(x, taps_h, taps_w):
         shape = (k, 1, 1, c) if axis == 0 else (1, k, 1, c)
         kern = jnp.broadcast_to(jnp.asarray(taps).reshape(shape[:2] + (1, 1)), shape)
         pad = ((k // 2, k // 2), (0, 0)) if axis == 0 else ((0, 0), (k // 2, k // 2))
-        x = lax.conv_general_dilated(x, kern, (1, 1), pad, dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                     feature_group_count=c, precision=lax.Precision.HIGHEST)
+        x = lax.conv_general_dilated(
+            x,
+            kern,
+            (1, 1),
+            pad,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=c,
+            precision=lax.Precision.HIGHEST,
+        )
     return x
 
 
@@ -499,14 +557,17 @@ def blur_fill(frames01, masks, sigmas=BLUR_SIGMAS):
 def _quality(comp01, gt01, masks, stc_args) -> dict:
     """PSNR/SSIM overall and in the hole, Ewarp, for (B, L, H, W, 3) composited local frames."""
     from peanut_jax.metrics import warping_error
+
     b, t, h, w, c = comp01.shape
     frames, ref = comp01.reshape(-1, h, w, c), gt01.reshape(-1, h, w, c)
     fw, bw, occ = stc_args
-    return {"psnr": jnp.mean(psnr(comp01, gt01, **CLIP_PSNR)),
-            "psnr_hole": jnp.mean(psnr(comp01, gt01, mask=masks, empty=0.0, **CLIP_PSNR)),
-            "ssim": ssim(frames, ref, reduction="all"),
-            "ssim_hole": ssim(frames, ref, mask=masks.reshape(-1, h, w, 1), reduction="all"),
-            "ewarp": warping_error(comp01, fw, bw, occ)}
+    return {
+        "psnr": jnp.mean(psnr(comp01, gt01, **CLIP_PSNR)),
+        "psnr_hole": jnp.mean(psnr(comp01, gt01, mask=masks, empty=0.0, **CLIP_PSNR)),
+        "ssim": ssim(frames, ref, reduction="all"),
+        "ssim_hole": ssim(frames, ref, mask=masks.reshape(-1, h, w, 1), reduction="all"),
+        "ewarp": warping_error(comp01, fw, bw, occ),
+    }
 
 
 def eval_step(state: TrainState, batch, config):
@@ -530,6 +591,7 @@ def eval_step(state: TrainState, batch, config):
     for name, video in (("masked", masked01), ("blur", blurred)):
         out.update({f"{k}_{name}": v for k, v in _quality(video, gl, ml, stc_args).items()})
     from peanut_jax.metrics import warping_error
+
     out["ewarp_gt"] = warping_error(gl, *stc_args)
     out["hole_fraction"] = jnp.mean(ml)
     return out
@@ -539,5 +601,7 @@ def describe(config) -> str:
     d, m = config.data, config.model
     lt, rt = _num_frames(config)
     src = d.source if d.source == "synthetic" else f"{d.tfds_name}:{d.split}"
-    return (f"{m.name} ({m.get('dtype', 'float32')}) on {src} {d.height}x{d.width} clips of {lt}+{rt} frames, "
-            f"batch {d.batch_size}, STC weight {config.loss.stc_weight}")
+    return (
+        f"{m.name} ({m.get('dtype', 'float32')}) on {src} {d.height}x{d.width} clips of {lt}+{rt} frames, "
+        f"batch {d.batch_size}, STC weight {config.loss.stc_weight}"
+    )

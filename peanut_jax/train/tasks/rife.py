@@ -41,6 +41,7 @@ the output (mmagic definition).
 Batches: ``{'img0', 'img1', 'gt': (B, H, W, 3), 'timestep': (B,)}`` float32 (+ ``'flow'`` (B, H, W, 4)
 for synthetic data with ``loss.epe > 0``).
 """
+
 from __future__ import annotations
 
 import functools
@@ -63,11 +64,15 @@ SOURCES = ("synthetic", "vimeo90k")
 # ------------------------------------------------------------------------------------------ model
 def make_model(config):
     from peanut_jax.models.rife import IFNet
+
     m = config.model
-    return IFNet(timestep_input=bool(_get(m, "timestep_input", False)),
-                 widths=tuple(int(w) for w in _get(m, "widths", (240, 150, 90, 90))),
-                 context_c=int(_get(m, "context_c", 16)),
-                 dtype=_dtype(_get(m, "dtype", "float32")), param_dtype=_dtype(_get(m, "param_dtype", "float32")))
+    return IFNet(
+        timestep_input=bool(_get(m, "timestep_input", False)),
+        widths=tuple(int(w) for w in _get(m, "widths", (240, 150, 90, 90))),
+        context_c=int(_get(m, "context_c", 16)),
+        dtype=_dtype(_get(m, "dtype", "float32")),
+        param_dtype=_dtype(_get(m, "param_dtype", "float32")),
+    )
 
 
 def peak_lr(config) -> float:
@@ -89,6 +94,7 @@ def synthetic_triplet(d, seed: tuple, t: float = 0.5, with_flow: bool = False):
     (2:4), RIFE's layout (``warp(img0, flow[..., :2]) ~ gt`` outside occlusions).
     """
     from peanut_jax.data.synthetic import make_scene
+
     gap = float(_get(d, "gap", 1.0))
     h, w = int(d.height), int(d.width)
     scene = make_scene(seed, 2, h, w, duration=gap, **batching.scene_kwargs(d))
@@ -115,6 +121,7 @@ def _timestep(d, config, rng) -> float:
 class _Source:
     def __init__(self, d, split: str):
         from peanut_jax.data.tfds import vsr
+
         self.src, _ = vsr.open_split("vimeo90k_triplet", d.tfds_data_dir, split, None)
         if len(self.src) == 0:
             raise ValueError(f"vimeo90k_triplet split {split!r} is empty")
@@ -124,6 +131,7 @@ class _Source:
 
     def load(self, i: int):
         from peanut_jax.data.tfds.common import decode_many
+
         rec = self.src[int(i)]
         name = rec["name"].decode() if isinstance(rec["name"], bytes) else str(rec["name"])
         f = decode_many(list(rec["frames"]), f"vimeo90k_triplet {name}")
@@ -145,6 +153,7 @@ def _crop(d):
 
 def _check(config) -> None:
     from peanut_jax.models.rife import check_input_size
+
     d = config.data
     if d.source not in SOURCES:
         raise ValueError(f"config.data.source must be one of {SOURCES}, got {d.source!r}")
@@ -159,8 +168,9 @@ def _check(config) -> None:
         check_input_size(c[0], c[1], (4, 2, 1), True, "config.data.crop")
         for side in c:
             if side % 32 or side < 64:
-                raise ValueError(f"config.data.crop={c}: the Laplacian loss needs sides that are multiples of 32 "
-                                 "and >= 64")
+                raise ValueError(
+                    f"config.data.crop={c}: the Laplacian loss needs sides that are multiples of 32 and >= 64"
+                )
 
 
 def _to_float(x):
@@ -191,8 +201,15 @@ def train_batches(config, start_step: int, process_index: int, process_count: in
     if d.source != "synthetic":
         source = _open(batching.config_items(d), str(_get(d, "train_split", "train")))
         n = len(source)
-    yield from batching.train_batches(config, start_step, process_index, process_count,
-                                      lambda seed, item: train_example(config, source, item, seed), n, np.float32)
+    yield from batching.train_batches(
+        config,
+        start_step,
+        process_index,
+        process_count,
+        lambda seed, item: train_example(config, source, item, seed),
+        n,
+        np.float32,
+    )
 
 
 def _plain_example(img0, gt, img1, flow=None) -> dict:
@@ -205,8 +222,10 @@ def _plain_example(img0, gt, img1, flow=None) -> dict:
 @functools.lru_cache(maxsize=4)
 def _synthetic_eval_set(items: tuple, n: int, seed: int, with_flow: bool) -> dict:
     d = batching.Plain(items)
-    return batching.stack([_plain_example(*synthetic_triplet(d, (seed, batching.EVAL_STREAM, i), 0.5, with_flow))
-                           for i in range(n)], np.float32)
+    return batching.stack(
+        [_plain_example(*synthetic_triplet(d, (seed, batching.EVAL_STREAM, i), 0.5, with_flow)) for i in range(n)],
+        np.float32,
+    )
 
 
 def eval_batches(config, process_index: int, process_count: int):
@@ -221,8 +240,14 @@ def eval_batches(config, process_index: int, process_count: int):
         return
     source = _open(batching.config_items(d), str(_get(d, "eval_split", "validation")))
     n = batching.eval_size(d, len(source), "triplets")
-    yield from batching.eval_batches(n, eb, process_index, process_count,
-                                     lambda i: _plain_example(*(_to_float(a) for a in source.load(i))), np.float32)
+    yield from batching.eval_batches(
+        n,
+        eb,
+        process_index,
+        process_count,
+        lambda i: _plain_example(*(_to_float(a) for a in source.load(i))),
+        np.float32,
+    )
 
 
 def sample_batch(config) -> dict:
@@ -242,10 +267,12 @@ def init_params(config) -> dict:
     initialisers takes minutes on a CPU), or ``model.init_checkpoint`` (an official ``flownet.pkl``,
     an exported directory or an orbax checkpoint)."""
     from peanut_jax.models.rife import init_params as host_init
+
     model = make_model(config)
     ckpt = _get(config.model, "init_checkpoint", "") or ""
     if ckpt:
         from peanut_jax.checkpoints import load
+
         try:
             _, variables = load(ckpt, "rife", timestep_input=model.timestep_input)
         except FileNotFoundError:
@@ -253,16 +280,19 @@ def init_params(config) -> dict:
         params = variables["params"]
         ref = jax.eval_shape(lambda: host_init(model, 0))["params"]
         if jax.tree.map(lambda x: tuple(x.shape), ref) != jax.tree.map(lambda x: tuple(np.shape(x)), params):
-            raise ValueError("config.model.init_checkpoint: the checkpoint's parameters do not match the "
-                             "configured model (check model.widths / model.context_c / model.timestep_input)")
+            raise ValueError(
+                "config.model.init_checkpoint: the checkpoint's parameters do not match the "
+                "configured model (check model.widths / model.context_c / model.timestep_input)"
+            )
         return jax.tree.map(jnp.asarray, params)
     return host_init(model, seed=int(config.seed))["params"]
 
 
 def init_state(rng, config, sample_batch) -> TrainState:
     del sample_batch
-    params = jax.tree.map(lambda x: jnp.asarray(x, jnp.dtype(_get(config.model, "param_dtype", "float32"))),
-                          init_params(config))
+    params = jax.tree.map(
+        lambda x: jnp.asarray(x, jnp.dtype(_get(config.model, "param_dtype", "float32"))), init_params(config)
+    )
     tx, _ = make_optimizer(config)
     return TrainState.create(params=params, opt_state=tx.init(params), rng=jax.random.fold_in(rng, 1))
 
@@ -271,6 +301,7 @@ def init_state(rng, config, sample_batch) -> TrainState:
 @functools.lru_cache(maxsize=2)
 def _vgg_params(path: str):
     from peanut_jax.convert import from_official
+
     return from_official("vgg19", path)[1]
 
 
@@ -278,14 +309,21 @@ def losses(model, params, batch, config) -> tuple[jax.Array, dict]:
     """(total loss, named terms) of the official objective plus the optional weighted terms."""
     from peanut_jax.losses import laplacian_loss, perceptual_loss, sobel, ternary_loss
     from peanut_jax.losses.flow import epe
+
     L = config.loss
     gt = batch["gt"]
     out = model.apply({"params": params}, batch["img0"], batch["img1"], gt=gt, timestep=batch["timestep"])
     pred = out.merged[2]
-    terms = {"loss_l1": laplacian_loss(pred, gt), "loss_tea": laplacian_loss(out.merged_teacher, gt),
-             "loss_distill": out.loss_distill}
-    weights = {"loss_l1": float(_get(L, "l1", 1.0)), "loss_tea": float(_get(L, "teacher", 1.0)),
-               "loss_distill": float(_get(L, "distill", 0.01))}
+    terms = {
+        "loss_l1": laplacian_loss(pred, gt),
+        "loss_tea": laplacian_loss(out.merged_teacher, gt),
+        "loss_distill": out.loss_distill,
+    }
+    weights = {
+        "loss_l1": float(_get(L, "l1", 1.0)),
+        "loss_tea": float(_get(L, "teacher", 1.0)),
+        "loss_distill": float(_get(L, "distill", 0.01)),
+    }
     if float(_get(L, "census", 0.0)) > 0:
         terms["loss_census"] = jnp.mean(ternary_loss(pred, gt))
         weights["loss_census"] = float(L.census)
@@ -306,8 +344,7 @@ def losses(model, params, batch, config) -> tuple[jax.Array, dict]:
 def train_step(state: TrainState, batch, config, grad_reduce):
     model = make_model(config)
     tx, schedule = make_optimizer(config)
-    (loss, terms), grads = jax.value_and_grad(
-        lambda p: losses(model, p, batch, config), has_aux=True)(state.params)
+    (loss, terms), grads = jax.value_and_grad(lambda p: losses(model, p, batch, config), has_aux=True)(state.params)
     grads = grad_reduce(grads)
     lr = schedule(state.step)
     state = state.apply_gradients(tx, grads)
@@ -319,15 +356,20 @@ def eval_step(state: TrainState, batch, config):
     gt = batch["gt"]
     out = model.apply({"params": state.params}, batch["img0"], batch["img1"], gt=gt, timestep=batch["timestep"])
     avg = 0.5 * (batch["img0"] + batch["img1"])
-    m = {"psnr": jnp.mean(psnr(out.merged[2], gt, formula="rife")),
-         "psnr_teacher": jnp.mean(psnr(out.merged_teacher, gt, formula="rife")),
-         "psnr_average": jnp.mean(psnr(avg, gt, formula="rife")), "ssim": jnp.mean(ssim(out.merged[2], gt)),
-         "ssim_average": jnp.mean(ssim(avg, gt))}
+    m = {
+        "psnr": jnp.mean(psnr(out.merged[2], gt, formula="rife")),
+        "psnr_teacher": jnp.mean(psnr(out.merged_teacher, gt, formula="rife")),
+        "psnr_average": jnp.mean(psnr(avg, gt, formula="rife")),
+        "ssim": jnp.mean(ssim(out.merged[2], gt)),
+        "ssim_average": jnp.mean(ssim(avg, gt)),
+    }
     m["psnr_gain"] = m["psnr"] - m["psnr_average"]
     return m
 
 
 def describe(config) -> str:
     d, m = config.data, config.model
-    return (f"RIFE IFNet widths {tuple(m.widths)} ctx {m.context_c}{' +t' if m.timestep_input else ''} on "
-            f"{d.source}, crop {_crop(d)}, batch {d.batch_size}, peak lr {peak_lr(config):.3g}")
+    return (
+        f"RIFE IFNet widths {tuple(m.widths)} ctx {m.context_c}{' +t' if m.timestep_input else ''} on "
+        f"{d.source}, crop {_crop(d)}, batch {d.batch_size}, peak lr {peak_lr(config):.3g}"
+    )

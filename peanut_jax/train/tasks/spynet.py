@@ -15,6 +15,7 @@ predicting zero flow.
 
 Batches: ``{'ref': (B, H, W, 3), 'supp': (B, H, W, 3), 'flow': (B, H, W, 2)}`` float32.
 """
+
 from __future__ import annotations
 
 import functools
@@ -31,14 +32,17 @@ from peanut_jax.train.state import TrainState, build_optimizer
 
 def make_model(config):
     from peanut_jax.models.spynet import SPyNet
+
     m = config.model
-    return SPyNet(variant=m.variant, dtype=_dtype(m.get("dtype", "float32")),
-                  param_dtype=_dtype(m.get("param_dtype", "float32")))
+    return SPyNet(
+        variant=m.variant, dtype=_dtype(m.get("dtype", "float32")), param_dtype=_dtype(m.get("param_dtype", "float32"))
+    )
 
 
 def make_example(d, seed: tuple, allow_reverse: bool) -> dict:
     """``{'ref', 'supp', 'flow'}`` for one synthetic pair (``d`` = the ``data`` config block)."""
     from peanut_jax.data.synthetic import generate_clip
+
     clip = generate_clip(seed, 2, int(d.height), int(d.width), **batching.scene_kwargs(d))
     if allow_reverse and np.random.default_rng(seed + (7,)).random() < 0.5:
         return {"ref": clip.frames[1], "supp": clip.frames[0], "flow": clip.flow_backward[0]}
@@ -48,8 +52,14 @@ def make_example(d, seed: tuple, allow_reverse: bool) -> dict:
 def train_batches(config, start_step: int, process_index: int, process_count: int):
     d = config.data
     reverse = bool(d.random_reverse)
-    yield from batching.train_batches(config, start_step, process_index, process_count,
-                                      lambda seed, _: make_example(d, seed, reverse), dtype=np.float32)
+    yield from batching.train_batches(
+        config,
+        start_step,
+        process_index,
+        process_count,
+        lambda seed, _: make_example(d, seed, reverse),
+        dtype=np.float32,
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -69,8 +79,7 @@ def eval_batches(config, process_index: int, process_count: int):
 def init_state(rng, config, sample_batch) -> TrainState:
     model = make_model(config)
     init_rng, state_rng = jax.random.split(rng)
-    params = model.init(init_rng, jnp.asarray(sample_batch["ref"]),
-                        jnp.asarray(sample_batch["supp"]))["params"]
+    params = model.init(init_rng, jnp.asarray(sample_batch["ref"]), jnp.asarray(sample_batch["supp"]))["params"]
     if config.model.get("zero_init_flow_head", False):
         params = zero_flow_heads(params)
     tx, _ = build_optimizer(config.optim, int(config.train.num_steps))
@@ -95,6 +104,7 @@ def zero_flow_heads(params):
 
 def _loss(model, params, batch):
     from peanut_jax.losses.flow import epe
+
     flow = model.apply({"params": params}, batch["ref"], batch["supp"])
     return jnp.mean(epe(flow, batch["flow"]))
 
@@ -111,12 +121,14 @@ def train_step(state: TrainState, batch, config, grad_reduce):
 
 def eval_step(state: TrainState, batch, config):
     from peanut_jax.metrics.flow import epe
+
     flow = make_model(config).apply({"params": state.params}, batch["ref"], batch["supp"])
-    return {"epe": epe(flow, batch["flow"]), "epe_zero_flow": epe(jnp.zeros_like(batch["flow"]),
-                                                                   batch["flow"])}
+    return {"epe": epe(flow, batch["flow"]), "epe_zero_flow": epe(jnp.zeros_like(batch["flow"]), batch["flow"])}
 
 
 def describe(config) -> str:
     d = config.data
-    return (f"SPyNet ({config.model.variant}, {config.model.get('dtype', 'float32')}) on synthetic "
-            f"{d.height}x{d.width} pairs, batch {d.batch_size}")
+    return (
+        f"SPyNet ({config.model.variant}, {config.model.get('dtype', 'float32')}) on synthetic "
+        f"{d.height}x{d.width} pairs, batch {d.batch_size}"
+    )
