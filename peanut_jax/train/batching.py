@@ -40,6 +40,16 @@ def config_items(block, keys=None) -> tuple:
     return tuple(sorted((k, tuple(block[k]) if isinstance(block[k], (list, tuple)) else block[k]) for k in keys))
 
 
+def train_source(config, open_split):
+    """``(source, length)`` of the configured train split (``open_split(items, split)``), or
+    ``(None, None)`` for the procedural synthetic data."""
+    d = config.data
+    if d.source == "synthetic":
+        return None, None
+    source = open_split(config_items(d), str(config_get(d, "train_split", "train")))
+    return source, len(source)
+
+
 def scene_kwargs(d) -> dict:
     """The synthetic scene options of a ``data`` block, as ``make_scene`` / ``generate_clip`` keywords."""
     return dict(

@@ -236,20 +236,12 @@ def train_example(config, source: _Source | None, item, seed: tuple) -> dict:
 
 def train_batches(config, start_step: int, process_index: int, process_count: int):
     _check_data(config)
-    d = config.data
-    source = n = None
-    if d.source != "synthetic":
-        source = _open(batching.config_items(d), str(_get(d, "train_split", "train")))
-        n = len(source)
-    yield from batching.train_batches(
-        config,
-        start_step,
-        process_index,
-        process_count,
-        lambda seed, i: train_example(config, source, None if i is None else source[i], seed),
-        n,
-        np.float32,
-    )
+    source, n = batching.train_source(config, _open)
+
+    def example(seed, i):
+        return train_example(config, source, None if i is None else source[i], seed)
+
+    yield from batching.train_batches(config, start_step, process_index, process_count, example, n, np.float32)
 
 
 @functools.lru_cache(maxsize=4)

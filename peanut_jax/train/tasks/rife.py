@@ -196,20 +196,12 @@ def train_example(config, source, item, seed: tuple) -> dict:
 
 def train_batches(config, start_step: int, process_index: int, process_count: int):
     _check(config)
-    d = config.data
-    source, n = None, None
-    if d.source != "synthetic":
-        source = _open(batching.config_items(d), str(_get(d, "train_split", "train")))
-        n = len(source)
-    yield from batching.train_batches(
-        config,
-        start_step,
-        process_index,
-        process_count,
-        lambda seed, item: train_example(config, source, item, seed),
-        n,
-        np.float32,
-    )
+    source, n = batching.train_source(config, _open)
+
+    def example(seed, item):
+        return train_example(config, source, item, seed)
+
+    yield from batching.train_batches(config, start_step, process_index, process_count, example, n, np.float32)
 
 
 def _plain_example(img0, gt, img1, flow=None) -> dict:
@@ -356,15 +348,15 @@ def eval_step(state: TrainState, batch, config):
     gt = batch["gt"]
     out = model.apply({"params": state.params}, batch["img0"], batch["img1"], gt=gt, timestep=batch["timestep"])
     avg = 0.5 * (batch["img0"] + batch["img1"])
-    m = {
-        "psnr": jnp.mean(psnr(out.merged[2], gt, formula="rife")),
+    p, p_avg = jnp.mean(psnr(out.merged[2], gt, formula="rife")), jnp.mean(psnr(avg, gt, formula="rife"))
+    return {
+        "psnr": p,
         "psnr_teacher": jnp.mean(psnr(out.merged_teacher, gt, formula="rife")),
-        "psnr_average": jnp.mean(psnr(avg, gt, formula="rife")),
+        "psnr_average": p_avg,
         "ssim": jnp.mean(ssim(out.merged[2], gt)),
         "ssim_average": jnp.mean(ssim(avg, gt)),
+        "psnr_gain": p - p_avg,
     }
-    m["psnr_gain"] = m["psnr"] - m["psnr_average"]
-    return m
 
 
 def describe(config) -> str:
