@@ -177,7 +177,7 @@ def test_missing_or_bad_files_errors(tiny, tmp_path):
         (
             lambda: RobertaTokenizer.from_files(tmp_path / "nope" / "vocab.json", merges_txt),
             "vocab.json",
-            ["not found", str(tmp_path / "nope" / "vocab.json"), "gpt2_bpe", "roberta_base"],
+            ["not found", str(tmp_path / "nope" / "vocab.json"), "--tokenizer DIR", "merges.txt"],
         ),
         (
             lambda: RobertaTokenizer.from_files(vocab_json, tmp_path / "merges.txt"),
@@ -187,17 +187,17 @@ def test_missing_or_bad_files_errors(tiny, tmp_path):
         (
             lambda: RobertaTokenizer.from_fairseq(tmp_path / "encoder.json", vocab_bpe, dict_txt),
             "encoder.json",
-            ["not found", "python -m peanut_jax.weights fetch gpt2_bpe"],
+            ["not found", "--tokenizer DIR", "encoder.json + vocab.bpe + dict.txt"],
         ),
         (
             lambda: RobertaTokenizer.from_fairseq(encoder_json, tmp_path / "vocab.bpe", dict_txt),
             "vocab.bpe",
-            ["not found", "python -m peanut_jax.weights fetch gpt2_bpe"],
+            ["not found", "--tokenizer DIR", "encoder.json + vocab.bpe + dict.txt"],
         ),
         (
             lambda: RobertaTokenizer.from_fairseq(encoder_json, vocab_bpe, tmp_path / "dict.txt"),
             "dict.txt",
-            ["not found", "python -m peanut_jax.weights fetch roberta_base"],
+            ["not found", "--tokenizer DIR", "roberta.base"],
         ),
     ]
     bad_json = tmp_path / "bad.json"

@@ -47,7 +47,7 @@ def _stages(args) -> list[str]:
             raise ValueError(
                 f"--{opt} {getattr(args, opt)} given but the {opt} stage is not in --stages {','.join(stages)}"
             )
-    if "erase" not in stages and (args.masks or _prompts(args)) and not args.overlay:
+    if "erase" not in stages and (args.masks or _prompts(args) or _texts(args)) and not args.overlay:
         raise ValueError("--masks given but the erase stage is not in --stages")
     return stages
 
@@ -65,11 +65,18 @@ def _prompts(args) -> list:
     return prompts_from_args(args)
 
 
+def _texts(args) -> list[str]:
+    """Text prompts (--prompt, repeatable) given on the command line."""
+    return list(getattr(args, "prompt", None) or [])
+
+
 def _batch_rows(args, needs_masks: bool):
     """Rows of a manifest or of a folder of clips, or None for a single clip."""
     from peanut_jax.cli.manifest import folder_rows, is_frame_folder, read_manifest
 
     if args.manifest:
+        if _texts(args):
+            raise ValueError("--prompt segments one video: not with --manifest")
         if _prompts(args):
             raise ValueError("--click/--box/--mask-prompt name frames of one video: not with --manifest")
         if args.input or args.output:
@@ -83,6 +90,8 @@ def _batch_rows(args, needs_masks: bool):
     if not inp.exists():
         raise FileNotFoundError(f"--input: not found: {inp}")
     if inp.is_dir() and not is_frame_folder(inp):
+        if _texts(args):
+            raise ValueError("--prompt segments one video: not with a folder of clips")
         if _prompts(args):
             raise ValueError("--click/--box/--mask-prompt name frames of one video: not with a folder of clips")
         if args.output is None:
@@ -99,12 +108,16 @@ def _precheck(args, stages: list[str]):
     targets = _targets(args)
     if targets["output"] is None and not any(targets.values()):
         raise ValueError("--output is required")
-    prompts = _prompts(args)
+    prompts, texts = _prompts(args), _texts(args)
     if prompts and getattr(args, "masks", None):
         raise ValueError("give either --masks or --click/--box/--mask-prompt, not both")
-    if "erase" in stages and not args.masks and not prompts:
+    if texts and getattr(args, "masks", None):
+        raise ValueError("give either --masks or --prompt, not both")
+    if texts and prompts:
+        raise ValueError("give either --prompt or --click/--box/--mask-prompt, not both")
+    if "erase" in stages and not args.masks and not prompts and not texts:
         raise ValueError(
-            "the erase stage needs --masks MASK_DIR or --click/--box/--mask-prompt"
+            "the erase stage needs --masks MASK_DIR, --prompt SENTENCE or --click/--box/--mask-prompt"
             + (" (or drop it with --stages)" if args.command == "run" else "")
         )
     for what, v in targets.items():
@@ -129,6 +142,17 @@ def _precheck(args, stages: list[str]):
             args.sam2_checkpoint,
             video=source,
             checkpoint_flag="--checkpoint-mask",
+            progress=not args.no_progress and sys.stderr.isatty(),
+        )
+        masks.prepare(info)
+    elif texts:
+        from peanut_jax.pipeline.text_masks import TextPromptMasks
+
+        masks = TextPromptMasks(
+            texts,
+            args.text_checkpoint,
+            tokenizer=args.tokenizer,
+            checkpoint_flag="--checkpoint-text",
             progress=not args.no_progress and sys.stderr.isatty(),
         )
         masks.prepare(info)
@@ -292,26 +316,36 @@ def flow_command(args: argparse.Namespace) -> int:
 
 
 def mask_command(args: argparse.Namespace) -> int:
-    """``infer.py mask``: SAM 2 masks from prompts, one PNG per frame (union, or palette with --per-object)."""
-    from peanut_jax.pipeline.mask import prompts_from_args, run_mask
+    """``infer.py mask``: masks from SAM 2 prompts or SAMWISE sentences, one PNG per frame (union,
+    or palette with --per-object); both sources go through the one writer, :func:`write_masks`."""
+    from peanut_jax.pipeline.mask import DEFAULT_CHECKPOINT, prompts_from_args, run_mask, write_masks
 
     if not args.input:
         raise ValueError("--input is required")
     if not args.output:
         raise ValueError("--output is required (a folder for the mask PNGs)")
-    prompts = prompts_from_args(args)
-    if not prompts:
+    prompts, texts = prompts_from_args(args), _texts(args)
+    if prompts and texts:
+        raise ValueError("give either --prompt or --click/--box/--mask-prompt, not both")
+    if not prompts and not texts:
         raise ValueError("give at least one --click, --box or --mask-prompt")
-    out = run_mask(
-        args.input,
-        args.output,
-        prompts,
-        checkpoint=args.sam2_checkpoint,
-        per_object=args.per_object,
-        overlay=args.overlay,
-        overwrite=args.overwrite,
-        fps=args.in_fps,
-        progress=not args.no_progress and sys.stderr.isatty(),
-    )
+    progress = not args.no_progress and sys.stderr.isatty()
+    outputs = dict(per_object=args.per_object, overlay=args.overlay, overwrite=args.overwrite, fps=args.in_fps)
+    if texts:
+        from peanut_jax.pipeline.text_masks import TextPromptMasks
+
+        source = TextPromptMasks(
+            texts, args.sam2_checkpoint, tokenizer=args.tokenizer, checkpoint_flag="--checkpoint", progress=progress
+        )
+        out = write_masks(args.input, args.output, source, progress=progress, **outputs)
+    else:
+        out = run_mask(
+            args.input,
+            args.output,
+            prompts,
+            checkpoint=args.sam2_checkpoint or DEFAULT_CHECKPOINT,
+            progress=progress,
+            **outputs,
+        )
     print(f"wrote {out}")
     return 0

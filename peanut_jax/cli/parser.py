@@ -228,6 +228,16 @@ def _mask(p) -> None:
     g.add_argument("--overwrite", action="store_true", help="replace an existing output")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     mask.add_arguments(p, checkpoint_flag="--checkpoint", outputs=True)
+    from peanut_jax.pipeline import text_masks
+
+    text_masks.add_arguments(p, checkpoint_flag=None)  # --checkpoint: SAM 2 weights, or SAMWISE with --prompt
+    p.set_defaults(sam2_checkpoint=None)  # the default depends on the prompt kind (mask_command)
+    for action in p._actions:
+        if action.dest == "sam2_checkpoint":
+            action.help = (
+                f"SAM 2 weights (default {mask.DEFAULT_CHECKPOINT}), or with --prompt SAMWISE weights "
+                f"(default {text_masks.DEFAULT_CHECKPOINT}): registry name, official file or converted folder"
+            )
 
 
 def _flow(p) -> None:
@@ -249,8 +259,9 @@ HELP = {
         "Run any sub-chain of erase (E2FGVI) -> upscale (BasicVSR++) -> interpolate (RIFE), streaming.",
     ),
     "mask": (
-        "track objects from clicks / boxes / a mask with SAM 2 and write per-frame mask PNGs",
-        "SAM 2 video object masks from --click / --box / --mask-prompt prompts on chosen frames.",
+        "masks from clicks / boxes / a mask (SAM 2) or a sentence (SAMWISE): per-frame mask PNGs",
+        "Video object masks: SAM 2 from --click / --box / --mask-prompt prompts on chosen frames, "
+        "or SAMWISE from --prompt sentences.",
     ),
     "erase": (
         "remove masked objects from a video with E2FGVI / E2FGVI-HQ",
@@ -289,6 +300,9 @@ def build_parser(prog: str = "infer.py", description: str | None = None) -> argp
             from peanut_jax.pipeline import mask
 
             mask.add_arguments(p, checkpoint_flag="--checkpoint-mask", outputs=False)  # masks from prompts
+            from peanut_jax.pipeline import text_masks
+
+            text_masks.add_arguments(p, checkpoint_flag="--checkpoint-text")  # masks from sentences
         if command in ("run", "upscale"):
             _upscale(p, command)
         if command in ("run", "interpolate"):

@@ -35,6 +35,7 @@ __all__ = [
     "parse_prompts",
     "prompts_from_args",
     "run_mask",
+    "write_masks",
     "tint",
 ]
 
@@ -471,6 +472,37 @@ def run_mask(
     with the masks tinted.  ``checkpoint``: SAM 2 weights (default :data:`DEFAULT_CHECKPOINT`),
     or give ``module``/``variables`` or a ``predictor``.  Everything is checked before the model
     loads; outputs appear only complete (temporary names renamed at the end)."""
+    masks = PromptMasks(
+        prompts,
+        checkpoint,
+        module=module,
+        variables=variables,
+        predictor=predictor,
+        video=input,
+        progress=progress,
+        **predictor_options,
+    )
+    return write_masks(
+        input, output, masks, per_object=per_object, overlay=overlay, overwrite=overwrite, progress=progress, fps=fps
+    )
+
+
+def write_masks(
+    input,
+    output,
+    masks,
+    *,
+    per_object: bool = False,
+    overlay=None,
+    overwrite: bool = False,
+    progress: bool = True,
+    fps: float | None = None,
+) -> pathlib.Path:
+    """The one mask writer of ``infer.py mask``: run the (not yet prepared) mask source ``masks``
+    (:class:`PromptMasks`, :class:`~peanut_jax.pipeline.text_masks.TextPromptMasks`, ...) over
+    ``input`` and write one PNG per frame to the folder ``output`` (binary union, or DAVIS palette
+    with ``per_object``), plus the tinted ``overlay`` video.  The outputs are checked before
+    ``masks.prepare`` (which may load a model); they appear only complete."""
     from peanut_jax.data.video_io import VideoWriter, check_output, open_video
 
     out = pathlib.Path(output)
@@ -483,16 +515,6 @@ def run_mask(
     if len(src) < 1:
         raise ValueError(f"{input}: the video has no frames")
     info = types.SimpleNamespace(num_frames=len(src), height=src.height, width=src.width, fps=src.fps or 25.0)
-    masks = PromptMasks(
-        prompts,
-        checkpoint,
-        module=module,
-        variables=variables,
-        predictor=predictor,
-        video=input,
-        progress=progress,
-        **predictor_options,
-    )
     masks.prepare(info)
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
     tmp.mkdir()

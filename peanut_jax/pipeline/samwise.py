@@ -149,3 +149,13 @@ class SAMWISEPredictor:
     def masks(self, logits) -> np.ndarray:
         """``sigmoid(logits) > threshold`` (bool)."""
         return np.asarray(logits) > float(np.log(self.threshold / (1.0 - self.threshold)))
+
+
+def __getattr__(name):
+    """``TextPromptMasks`` (the text mask source) lives in :mod:`peanut_jax.pipeline.text_masks`;
+    it is reachable here too (the issue's entry point), loaded on first use."""
+    if name == "TextPromptMasks":
+        from peanut_jax.pipeline import text_masks
+
+        return text_masks.TextPromptMasks
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

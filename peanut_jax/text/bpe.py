@@ -31,16 +31,16 @@ __all__ = ["MAX_TOKENS", "RobertaTokenizer", "TokenizerFileError"]
 MAX_TOKENS = 512  # RoBERTa-base has 514 learned positions: 512 tokens after padding_idx + 1
 
 _SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
-_FETCH = "python -m peanut_jax.weights fetch"
+_LAYOUT = (
+    "put vocab.json + merges.txt (Hugging Face roberta-base) or encoder.json + vocab.bpe + dict.txt "
+    "(fairseq roberta.base) in one folder and pass it as --tokenizer DIR (default $PEANUT_HOME/roberta_base)"
+)
 _HINTS = {
-    # HF layout: the same vocabulary as fairseq's, so point at the files we can provide
-    "vocab.json": "Hugging Face roberta-base's file; or use RobertaTokenizer.from_fairseq with the "
-    f"files from `{_FETCH} gpt2_bpe` and `{_FETCH} roberta_base`",
-    "merges.txt": "Hugging Face roberta-base's file; or use RobertaTokenizer.from_fairseq with the "
-    f"files from `{_FETCH} gpt2_bpe` and `{_FETCH} roberta_base`",
-    "encoder.json": f"`{_FETCH} gpt2_bpe` provides it",
-    "vocab.bpe": f"`{_FETCH} gpt2_bpe` provides it",
-    "dict.txt": f"`{_FETCH} roberta_base` provides it",
+    "vocab.json": f"Hugging Face roberta-base's file; {_LAYOUT}",
+    "merges.txt": f"Hugging Face roberta-base's file; {_LAYOUT}",
+    "encoder.json": f"fairseq's GPT-2 BPE file; {_LAYOUT}",
+    "vocab.bpe": f"fairseq's GPT-2 BPE file; {_LAYOUT}",
+    "dict.txt": f"fairseq roberta.base's file; {_LAYOUT}",
 }
 
 
