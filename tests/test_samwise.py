@@ -297,3 +297,30 @@ def test_bounded_bank_across_clips_equals_unbounded_reference(tiny):
         assert max(errs) <= 1e-4, (f, errs)  # jit vs eager float noise (~2e-5); a wrong memory slot order: 2e-2
         assert (lo > -1000).all(), f  # objects present: the masks carry information
     assert int(bank["frame"]) == 7
+
+
+def test_registry_fetch_keeps_batch_stats(tiny, official_sd, tmp_path, monkeypatch):
+    """An official SAMWISE file imported through the weight registry: the convert-once cache keeps
+    the adapters' BatchNorm statistics (a collection besides ``params``) and loads back exactly."""
+    torch = pytest.importorskip("torch")
+    from peanut_jax import checkpoints
+    from peanut_jax.checkpoints import download, entry, registry
+
+    module, v = tiny
+    path = tmp_path / "samwise_test.pth"
+    torch.save({"model": {k: torch.from_numpy(np.array(a)) for k, a in official_sd.items()}}, path)
+    monkeypatch.setenv("PEANUT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PEANUT_OFFLINE", "1")
+    e = registry.register(
+        entry.WeightEntry("test_samwise_tiny", "samwise", "samwise_test.pth", manual=True), replace=True
+    )
+    try:
+        download.import_file(e.name, path)
+        _, v2 = checkpoints.load(e.name, "samwise")
+    finally:
+        registry.unregister(e.name)
+    assert set(v2) == set(v) == {"params", "batch_stats"}
+    for coll in v:
+        a, b = flatten_dict(v[coll]), flatten_dict(v2[coll])
+        assert a.keys() == b.keys(), coll
+        assert all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) for k in a), coll

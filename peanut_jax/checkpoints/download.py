@@ -334,12 +334,6 @@ def _convert(e: WeightEntry, original: pathlib.Path, digest: str, url: str | Non
 
     with _checkpoint_file(original, e) as ckpt:
         module, variables = from_official(e.model, ckpt)
-        extra = sorted(set(variables) - {"params"})
-        if extra:
-            raise ValueError(
-                f"{original}: the converted {e.model} has collections {extra} besides 'params'; "
-                "the weight cache stores only 'params'"
-            )
         meta = {
             "registry_name": e.name,
             "cache_version": CACHE_VERSION,
@@ -352,7 +346,8 @@ def _convert(e: WeightEntry, original: pathlib.Path, digest: str, url: str | Non
         root.mkdir(parents=True, exist_ok=True)
         tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{e.name}.tmp-", dir=root))
         try:
-            export_weights(tmp, e.model, module_kwargs(e.model, module), variables["params"], metadata=meta)
+            others = {k: v for k, v in variables.items() if k != "params"}  # e.g. SAMWISE's BatchNorm batch_stats
+            export_weights(tmp, e.model, module_kwargs(e.model, module), variables["params"], meta, collections=others)
             _replace_dir(tmp, cache_path(e))
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -18,9 +18,17 @@ EXPORT_PARAMS = "params.safetensors"
 
 
 def export_weights(
-    directory, name: str, module_kwargs: dict, params, metadata: dict | None = None, dtype=np.float32
+    directory,
+    name: str,
+    module_kwargs: dict,
+    params,
+    metadata: dict | None = None,
+    dtype=np.float32,
+    collections: dict | None = None,
 ) -> pathlib.Path:
-    """Write ``params`` of model ``name`` as ``model.json`` + ``params.safetensors`` (atomic)."""
+    """Write ``params`` of model ``name`` as ``model.json`` + ``params.safetensors`` (atomic).
+    Other variable collections (``collections``, e.g. ``{"batch_stats": ...}``) go into the same file
+    under keys ``@<collection>/...``; they keep float32."""
     from flax.traverse_util import flatten_dict
 
     from peanut_jax.convert.reader import save_safetensors
@@ -28,6 +36,9 @@ def export_weights(
     d = pathlib.Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     flat = {"/".join(k): np.asarray(v).astype(dtype) for k, v in flatten_dict(_to_plain(params)).items()}
+    for coll, tree in (collections or {}).items():
+        for k, v in flatten_dict(_to_plain(tree)).items():
+            flat["/".join((f"@{coll}",) + k)] = np.asarray(v, np.float32)
     save_safetensors(d / EXPORT_PARAMS, flat)
     cfg = {"model": name, "kwargs": module_kwargs, "metadata": metadata or {}}
     tmp = d / (EXPORT_CONFIG + ".tmp")
@@ -53,9 +64,14 @@ def load_exported(directory):
     d = pathlib.Path(directory)
     cfg = json.loads((d / EXPORT_CONFIG).read_text())
     flat = load_checkpoint(d / EXPORT_PARAMS)
-    params = unflatten_dict({tuple(k.split("/")): np.asarray(v, np.float32) for k, v in flat.items()})
+    by_coll: dict = {}
+    for k, v in flat.items():
+        coll, _, rest = k[1:].partition("/") if k.startswith("@") else ("params", "", k)
+        by_coll.setdefault(coll, {})[tuple(rest.split("/"))] = np.asarray(v, np.float32)
+    variables = {coll: unflatten_dict(tree) for coll, tree in by_coll.items()}
+    variables.setdefault("params", {})
     module = build(cfg["model"], **lists_to_tuples(cfg.get("kwargs", {})))
-    return cfg["model"], module, {"params": params}, cfg.get("metadata", {})
+    return cfg["model"], module, variables, cfg.get("metadata", {})
 
 
 def lists_to_tuples(v):
