@@ -328,6 +328,6 @@ def test_infer_mask_command_and_the_chain_with_prompts(tiny, tmp_path, capsys): 
     err = capsys.readouterr().err.splitlines()
     assert err == [
         "error: give either --masks or --click/--box/--mask-prompt, not both",
-        "error: give at least one --click, --box or --mask-prompt",
+        "error: give at least one --prompt, --click, --box or --mask-prompt",
     ]
     assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()

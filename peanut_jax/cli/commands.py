@@ -328,7 +328,7 @@ def mask_command(args: argparse.Namespace) -> int:
     if prompts and texts:
         raise ValueError("give either --prompt or --click/--box/--mask-prompt, not both")
     if not prompts and not texts:
-        raise ValueError("give at least one --click, --box or --mask-prompt")
+        raise ValueError("give at least one --prompt, --click, --box or --mask-prompt")
     progress = not args.no_progress and sys.stderr.isatty()
     outputs = dict(per_object=args.per_object, overlay=args.overlay, overwrite=args.overwrite, fps=args.in_fps)
     if texts:
