@@ -25,6 +25,7 @@ from PIL import Image
 
 __all__ = [
     "DEFAULT_CHECKPOINT",
+    "LabelMaskSource",
     "Prompt",
     "PromptMasks",
     "add_arguments",
@@ -244,7 +245,17 @@ def load_sam2(checkpoint=DEFAULT_CHECKPOINT, *, flag: str = "--checkpoint", prog
 
 
 # ==================================================================================== mask source
-class PromptMasks:
+class LabelMaskSource:
+    """A mask source that yields object-id maps (``attach_labels``); ``attach`` gives the chain their
+    union (True = remove)."""
+
+    def attach(self, frames: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(frame, mask)`` in order, ``mask`` (H, W) bool: the union of the objects (True = remove)."""
+        for frame, labels in self.attach_labels(frames):
+            yield frame, labels > 0
+
+
+class PromptMasks(LabelMaskSource):
     """Masks of the prompted objects, tracked by SAM 2: a mask source for the chain.
 
     ``prompts``: :class:`Prompt` records (see :func:`parse_prompts`).  The model comes from
@@ -346,11 +357,6 @@ class PromptMasks:
                     state, g.frame, g.obj, points=pts, labels=labels, box=None if g.box is None else g.box.box
                 )
         return logits
-
-    def attach(self, frames: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """``(frame, mask)`` in order, ``mask`` (H, W) bool: the union of the objects (True = remove)."""
-        for frame, labels in self.attach_labels(frames):
-            yield frame, labels > 0
 
     def attach_labels(self, frames: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(frame, labels)`` in order, ``labels`` (H, W) uint8 object ids (0 = background)."""
@@ -547,21 +553,12 @@ def add_arguments(parser, *, checkpoint_flag: str = "--checkpoint", outputs: boo
     checkpoint flag (dest ``sam2_checkpoint``); with ``outputs`` also ``--per-object`` and
     ``--overlay`` (``infer.py mask``; the chain has its own ``--overlay``)."""
     g = parser.add_argument_group("SAM 2 prompts (repeatable; OBJ defaults to 1)")
-    g.add_argument(
-        "--click",
-        action="append",
-        default=[],
-        metavar=SYNTAX["--click"],
-        help="a click on FRAME (LABEL 1 = on the object, default; 0 = not on it)",
-    )
-    g.add_argument("--box", action="append", default=[], metavar=SYNTAX["--box"], help="a box around the object")
-    g.add_argument(
-        "--mask-prompt",
-        action="append",
-        default=[],
-        metavar=SYNTAX["--mask-prompt"],
-        help="a mask image of the object on FRAME (any non-zero pixel is the object)",
-    )
+    for flag, what in (
+        ("--click", "a click on FRAME (LABEL 1 = on the object, default; 0 = not on it)"),
+        ("--box", "a box around the object"),
+        ("--mask-prompt", "a mask image of the object on FRAME (any non-zero pixel is the object)"),
+    ):
+        g.add_argument(flag, action="append", default=[], metavar=SYNTAX[flag], help=what)
     g.add_argument(
         checkpoint_flag,
         dest="sam2_checkpoint",

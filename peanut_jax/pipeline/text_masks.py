@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from peanut_jax.pipeline.mask import label_map
+from peanut_jax.pipeline.mask import LabelMaskSource, label_map
 
 __all__ = ["DEFAULT_CHECKPOINT", "TextPromptMasks", "add_arguments", "load_tokenizer", "tokenizer_dir"]
 
@@ -64,7 +64,7 @@ def load_samwise(checkpoint=DEFAULT_CHECKPOINT, *, flag: str = "--checkpoint", p
     return load(checkpoint, "samwise", flag=flag, progress=progress)
 
 
-class TextPromptMasks:
+class TextPromptMasks(LabelMaskSource):
     """Masks of the objects the sentences describe, segmented by SAMWISE: a mask source.
 
     ``sentences``: one object per sentence (id = index + 1).  The model comes from ``checkpoint``
@@ -164,11 +164,6 @@ class TextPromptMasks:
                 raise RuntimeError("TextPromptMasks.prepare(info) must run first")
             self._predictor = SAMWISEPredictor(*self._model, self._tokenizer, threshold=self.threshold, **self.options)
         return self._predictor
-
-    def attach(self, frames: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """``(frame, mask)`` in order, ``mask`` (H, W) bool: the union of the objects (True = remove)."""
-        for frame, labels in self.attach_labels(frames):
-            yield frame, labels > 0
 
     def attach_labels(self, frames: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(frame, labels)`` in order, ``labels`` (H, W) uint8 object ids (0 = background)."""
