@@ -29,6 +29,8 @@ Every key can be overridden: ``--config.data.tfds_data_dir=/data/tfds --config.o
 
 import ml_collections
 
+from configs import train_block
+
 
 def get_config(arg=None):
     variant = arg or "official"
@@ -92,19 +94,7 @@ def get_config(arg=None):
         fix_iter=5000,
         skip_frozen_backward=True,
     )
-    c.train = dict(
-        num_steps=600_000,
-        log_every=100,
-        eval_every=5_000,
-        checkpoint_every=5_000,
-        keep_checkpoints=3,
-        async_checkpoint=True,
-        prefetch=4,
-        progress=True,
-        tensorboard=True,
-        eval_at_start=False,
-        debug_nan_at_step=-1,
-    )
+    c.train = train_block(600_000, eval_at_start=False)
     if variant in ("official", "reds"):
         pass
     elif variant in ("vimeo_bi", "vimeo_bd"):

@@ -36,6 +36,8 @@ Every key can be overridden, e.g. ``--config.loss.stc_weight=0.1 --config.data.t
 
 import ml_collections
 
+from configs import train_block
+
 TINY_WIDTHS = dict(
     encoder_channels=(16, 16, 32, 64, 96, 128, 96, 64, 32),
     channel=32,
@@ -121,19 +123,7 @@ def get_config(arg=None):
         spynet_lr_mult=1.0,
         disc_lr=None,
     )
-    c.train = dict(
-        num_steps=500_000,
-        log_every=100,
-        eval_every=5_000,
-        checkpoint_every=5_000,
-        keep_checkpoints=3,
-        async_checkpoint=True,
-        prefetch=4,
-        progress=True,
-        tensorboard=True,
-        eval_at_start=True,
-        debug_nan_at_step=-1,
-    )
+    c.train = train_block(500_000)
     if variant == "official":
         pass
     elif variant == "hq":

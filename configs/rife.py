@@ -26,6 +26,8 @@ Every key can be overridden: ``--config.loss.census=1.0 --config.data.batch_size
 
 import ml_collections
 
+from configs import train_block
+
 OFFICIAL_STEPS = 300 * 761  # 300 epochs x (48,746 train triplets // 64)
 
 
@@ -83,19 +85,7 @@ def get_config(arg=None):
         min_lr=3e-6,
         grad_clip_norm=0.0,
     )
-    c.train = dict(
-        num_steps=OFFICIAL_STEPS,
-        log_every=200,
-        eval_every=5 * 761,
-        checkpoint_every=761,
-        keep_checkpoints=3,
-        async_checkpoint=True,
-        prefetch=4,
-        progress=True,
-        tensorboard=True,
-        eval_at_start=False,
-        debug_nan_at_step=-1,
-    )
+    c.train = train_block(OFFICIAL_STEPS, log_every=200, eval_every=5 * 761, checkpoint_every=761, eval_at_start=False)
     if variant == "official":
         pass
     elif variant == "rifem":

@@ -17,6 +17,8 @@ Every key can be overridden: ``--config.optim.lr=3e-4 --config.model.dtype=bfloa
 
 import ml_collections
 
+from configs import train_block
+
 
 def get_config(arg=None):
     variant = arg or "official"
@@ -51,19 +53,7 @@ def get_config(arg=None):
         min_lr=0.0,
         grad_clip_norm=0.0,
     )
-    c.train = dict(
-        num_steps=200_000,
-        log_every=100,
-        eval_every=5_000,
-        checkpoint_every=5_000,
-        keep_checkpoints=3,
-        async_checkpoint=True,
-        prefetch=4,
-        progress=True,
-        tensorboard=True,
-        eval_at_start=True,
-        debug_nan_at_step=-1,
-    )
+    c.train = train_block(200_000)
     if variant == "official":
         pass
     elif variant in ("tiny", "test"):
