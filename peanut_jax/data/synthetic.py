@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from peanut_jax.data.masks import random_video_masks  # noqa: F401  (re-exported)
+from peanut_jax.data.referring import referring_clip, referring_vocabulary  # noqa: F401  (re-exported)
 
 # Named colours (RGB in [0, 1]).  Extremes are pulled in a little so the light object texture is
 # not entirely clipped away.
