@@ -6,6 +6,7 @@ Importing this package imports ``tensorflow_datasets`` and registers the builder
 * ``youtube_vos_inpainting``, ``davis_inpainting`` (:mod:`peanut_jax.data.tfds.inpainting`).
 """
 
+from peanut_jax.data.tfds import refcoco, rvos  # noqa: F401  (registers the RVOS / RefCOCO builders)
 from peanut_jax.data.tfds.inpainting import (
     DavisInpainting,
     InpaintingConfig,
