@@ -1,5 +1,6 @@
 """``python -m peanut_jax.checkpoints`` (alias ``python -m peanut_jax.weights``): list the registry,
-fetch (download + verify + convert), import a manual download, show one entry."""
+fetch (download + verify + convert, or install files such as the tokenizer's as they are), import
+a manual download, show one entry."""
 
 from __future__ import annotations
 
@@ -18,11 +19,11 @@ def _status(e: WeightEntry) -> str:
     if e.bundled is not None:
         return "bundled" if registry.converted_dir(e.name) is not None else "missing"
     if registry.converted_dir(e.name) is not None:
-        return "converted"
-    dest = registry.download_path(e.name)
-    if dest.is_file():
+        return "converted" if e.convert else "cached"
+    kept = [registry.download_path(e.name, f) for f in e.all_files]
+    if all(p.is_file() for p in kept):
         return "downloaded"
-    if dest.with_name(dest.name + ".part").is_file():
+    if any(p.is_file() or p.with_name(p.name + ".part").is_file() for p in kept):
         return "partial"
     return "-"
 
@@ -44,22 +45,24 @@ def _cmd_list(args) -> int:
     for e in registry.entries():
         check = {"sha256": "sha256", "sha256-prefix": f"prefix:{e.sha256_prefix}", "size": "size", "none": "-"}[e.check]
         get_ = "bundled" if e.bundled else "manual" if e.manual else "http"
-        rows.append((e.name, e.model, e.bundled_path.name if e.bundled else e.download_name, check, get_, _status(e)))
+        files = e.bundled_path.name if e.bundled else ",".join(e.all_files)
+        rows.append((e.name, e.model, files, check, get_, _status(e)))
     print(_table(rows))
     aliases = ", ".join(f"{a} -> {b}" for a, b in sorted(registry.aliases().items()))
     print(f"\ncache: {registry.home()}  (aliases: {aliases})")
     print("bundled: *_demo weights ship with peanut_jax (no download); every --checkpoint* flag takes these names")
+    print("files: entries of several files (e.g. the tokenizer gpt2_bpe) are kept as downloaded, not converted")
     return 0
 
 
 def _cmd_info(args) -> int:
     e = registry.get(args.name)
     for k, v in dataclasses.asdict(e).items():
-        if v not in (None, (), "", False) or k in ("manual",):
+        if v not in (None, (), "", False) or k in ("manual", "convert"):
             print(f"{k:14s} {', '.join(v) if isinstance(v, (tuple, list)) else v}")
     if not e.bundled:
         print(f"{'download_path':14s} {registry.download_path(e.name)}")
-    print(f"{'converted':14s} {registry.converted_dir(e.name) or '-'}")
+    print(f"{'converted' if e.convert else 'cached':14s} {registry.converted_dir(e.name) or '-'}")
     return 0
 
 
@@ -70,14 +73,15 @@ def _cmd_fetch(args) -> int:
 
 
 def _cmd_import(args) -> int:
-    print(import_file(args.name, args.file, force=args.force))
+    print(import_file(args.name, *args.files, force=args.force))
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m peanut_jax.weights",
-        description="Official checkpoints: list, fetch (download + verify + convert), import a manual download.",
+        description="Official checkpoints and tokenizer files: list, fetch (download + verify + convert), "
+        "import a manual download.",
     )
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("list", help="table of the registry and cache status")
@@ -86,14 +90,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("info", help="everything about one entry")
     p.add_argument("name")
     p.set_defaults(func=_cmd_info)
-    p = sub.add_parser("fetch", help="download, verify and convert (prints the converted directory)")
+    p = sub.add_parser(
+        "fetch", help="download, verify and convert or install (prints the converted / installed directory)"
+    )
     p.add_argument("names", nargs="+", metavar="NAME")
     p.add_argument("--force", action="store_true", help="download and convert again")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_fetch)
-    p = sub.add_parser("import", help="verify and convert a file downloaded by hand")
+    p = sub.add_parser("import", help="verify and convert a file downloaded by hand (every file of a files entry)")
     p.add_argument("name")
-    p.add_argument("file")
+    p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=_cmd_import)
     args = parser.parse_args(argv)

@@ -4,11 +4,14 @@ and turning a ``--checkpoint`` value into a path (:func:`resolve_checkpoint`).
 
 ``fetch NAME`` downloads into ``$PEANUT_HOME/downloads/NAME/`` through a ``.part`` file that later
 runs resume; a corrupt file is deleted and never cached; the converted parameters go to
-``$PEANUT_HOME/NAME/`` (the exported-weights format) and later runs load them."""
+``$PEANUT_HOME/NAME/`` (the exported-weights format) and later runs load them.  The files of a
+``convert=False`` entry (tokenizer files) are installed together, as downloaded, in
+``$PEANUT_HOME/NAME/`` with a ``source.json`` saying where they came from."""
 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import http.client
 import json
@@ -16,20 +19,31 @@ import os
 import pathlib
 import re
 import shutil
+import stat
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Iterator
 
-from peanut_jax.checkpoints.entry import ChecksumError, DownloadError, ManualDownloadError, OfflineError, WeightEntry
+from peanut_jax.checkpoints.entry import (
+    ARCHIVE_SUFFIXES,
+    ChecksumError,
+    DownloadError,
+    ManualDownloadError,
+    OfflineError,
+    WeightEntry,
+)
 from peanut_jax.checkpoints.export import export_weights, module_kwargs, read_json
 from peanut_jax.checkpoints.families import check_family
 from peanut_jax.checkpoints.registry import (
     CACHE_VERSION,
+    SOURCE_META,
     cache_path,
     cache_valid,
     cached_metadata,
@@ -49,6 +63,9 @@ __all__ = ["fetch", "import_file", "resolve_checkpoint", "sha256_file", "verify_
 
 _CHUNK = 1 << 20
 _USER_AGENT = "peanut_jax-weights/1"
+_TAR_SUFFIXES = tuple(x for x in ARCHIVE_SUFFIXES if x != ".zip")
+#: what a corrupt or truncated archive raises while it is read
+_ARCHIVE_ERRORS = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
 
 
 def sha256_file(path) -> str:
@@ -237,21 +254,29 @@ def _copy_local(src: pathlib.Path, part: pathlib.Path, label: str) -> None:
 
 
 def _download(
-    e: WeightEntry, dest: pathlib.Path, *, progress: bool, timeout: float, retries: int, retry_wait: float
+    e: WeightEntry,
+    dest: pathlib.Path,
+    *,
+    progress: bool,
+    timeout: float,
+    retries: int,
+    retry_wait: float,
+    file: str | None = None,
 ) -> str:
-    """Download ``e`` to ``dest`` (via ``dest.part``); return the URL used. Verification is the caller's."""
+    """Download ``e``'s ``file`` (default its ``download_name``) to ``dest`` (via ``dest.part``);
+    return the URL used. Verification is the caller's."""
+    file = file or e.download_name
+    size = e.size if file == e.download_name else None
     part = dest.with_name(dest.name + ".part")
     errors = []
-    for url in download_sources(e):
+    for url in download_sources(e, file):
         scheme = urllib.parse.urlsplit(url).scheme
         if scheme not in ("http", "https", "file"):
-            _copy_local(pathlib.Path(url), part, e.download_name)
+            _copy_local(pathlib.Path(url), part, file)
             return url
         for attempt in range(retries + 1):
             try:
-                _download_once(
-                    url, part, label=e.download_name, expected_size=e.size, progress=progress, timeout=timeout
-                )
+                _download_once(url, part, label=file, expected_size=size, progress=progress, timeout=timeout)
                 return url
             except DownloadError as err:
                 if err.transient and attempt < retries:
@@ -260,7 +285,7 @@ def _download(
                 errors.append(err)
                 break
     if not errors:
-        raise DownloadError(f"no URL to download {e.download_name} from")
+        raise DownloadError(f"no URL to download {file} from")
     raise (
         errors[-1]
         if len(errors) == 1
@@ -272,9 +297,11 @@ def _manual_message(e: WeightEntry) -> str:
     where = download_path(e.name)
     pages = " or ".join(e.pages) if e.pages else "the official project page"
     bare = f" (or the bare {e.filename} next to it)" if e.archive else ""
+    what, it, file = (e.download_name, "it", "FILE") if not e.files else (", ".join(e.all_files), "them", "FILE...")
+    place = f"put it at {where}{bare}" if not e.files else f"put them in {where.parent}"
     return (
-        f"{e.download_name} ('{e.name}') cannot be downloaded automatically: download it from {pages}, then run "
-        f"'python -m peanut_jax.weights import {e.name} FILE' or put it at {where}{bare} "
+        f"{what} ('{e.name}') cannot be downloaded automatically: download {it} from {pages}, then run "
+        f"'python -m peanut_jax.weights import {e.name} {file}' or {place} "
         f"(or set {env_key(e.name)} to a direct URL)"
     )
 
@@ -287,35 +314,87 @@ def _is_plain_zip(path: pathlib.Path) -> bool:
         return not any(n == "data.pkl" or n.endswith("/data.pkl") for n in z.namelist())
 
 
+def _is_archive(path: pathlib.Path) -> bool:
+    """A zip archive (by content) or a tar / tar.gz archive (by name: ``.tar``, ``.tar.gz``, ``.tgz``)."""
+    return path.name.lower().endswith(_TAR_SUFFIXES) or _is_plain_zip(path)
+
+
+def _check_member(archive: pathlib.Path, name: str, regular: bool) -> None:
+    """Refuse an archive member with an absolute or ``..`` name, or one that is not a regular file
+    (a symbolic or hard link, a device): it is never read."""
+    n = name.replace("\\", "/")
+    if n.startswith("/") or re.match(r"^[A-Za-z]:", n) or ".." in n.split("/"):
+        raise ValueError(f"{archive}: refusing the archive member {name!r} (an absolute path or '..')")
+    if not regular:
+        raise ValueError(f"{archive}: refusing the archive member {name!r} (a link or special file, not a file)")
+
+
+def _copy_member(src, work: pathlib.Path, e: WeightEntry) -> pathlib.Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{e.filename}.", suffix=".extract", dir=work)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(src, out, _CHUNK)
+    except BaseException:
+        _discard(pathlib.Path(tmp))
+        raise
+    return pathlib.Path(tmp)
+
+
+def _extract_member(path: pathlib.Path, e: WeightEntry, work: pathlib.Path) -> pathlib.Path:
+    """``e.filename`` (found by its base name) of the zip or tar archive ``path``, copied to a
+    temporary file in ``work``; only that member is read and nothing else is written."""
+    seen, hits, out = [], [], None
+    try:
+        if _is_plain_zip(path):
+            with zipfile.ZipFile(path) as z:
+                for i in z.infolist():
+                    seen.append(i.filename)
+                    if i.is_dir() or i.filename.replace("\\", "/").rsplit("/", 1)[-1] != e.filename:
+                        continue
+                    _check_member(path, i.filename, not stat.S_ISLNK(i.external_attr >> 16))
+                    hits.append(i.filename)
+                if len(hits) == 1:
+                    with z.open(hits[0]) as src:
+                        out = _copy_member(src, work, e)
+        else:  # one streaming pass over the (compressed) tar
+            with tarfile.open(path, "r|*") as tf:
+                for m in tf:
+                    seen.append(m.name)
+                    if m.name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] != e.filename:
+                        continue
+                    _check_member(path, m.name, m.isfile())
+                    hits.append(m.name)
+                    if len(hits) == 1:
+                        out = _copy_member(tf.extractfile(m), work, e)
+    except BaseException:
+        if out is not None:
+            _discard(out)
+        raise
+    if len(hits) != 1:
+        if out is not None:
+            _discard(out)
+        if hits:
+            raise ValueError(f"{path}: the archive holds several {e.filename}: {', '.join(hits)}")
+        raise ValueError(
+            f"{path}: the archive holds no {e.filename} (has: {', '.join(seen[:8])}{' ...' if len(seen) > 8 else ''})"
+        )
+    return out
+
+
 @contextlib.contextmanager
 def _checkpoint_file(path: pathlib.Path, e: WeightEntry) -> Iterator[pathlib.Path]:
-    """``path`` itself, or ``e.filename`` extracted from ``path`` when it is a zip archive
+    """``path`` itself, or ``e.filename`` extracted from ``path`` when it is a zip or tar archive
     (into a temporary file under ``downloads/NAME/``, removed afterwards)."""
-    if not _is_plain_zip(path):
+    if not _is_archive(path):
         yield path
         return
-    with zipfile.ZipFile(path) as z:
-        hits = [
-            i for i in z.infolist() if not i.is_dir() and i.filename.replace("\\", "/").rsplit("/", 1)[-1] == e.filename
-        ]
-        if not hits:
-            raise ValueError(
-                f"{path}: the zip archive holds no {e.filename} (has: "
-                f"{', '.join(z.namelist()[:8])}{' ...' if len(z.namelist()) > 8 else ''})"
-            )
-        if len(hits) > 1:
-            raise ValueError(
-                f"{path}: the zip archive holds several {e.filename}: {', '.join(i.filename for i in hits)}"
-            )
-        work = home() / "downloads" / e.name
-        work.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{e.filename}.", suffix=".extract", dir=work)
-        try:
-            with os.fdopen(fd, "wb") as out, z.open(hits[0]) as src:
-                shutil.copyfileobj(src, out, _CHUNK)
-            yield pathlib.Path(tmp)
-        finally:
-            _discard(pathlib.Path(tmp))
+    work = home() / "downloads" / e.name
+    work.mkdir(parents=True, exist_ok=True)
+    tmp = _extract_member(path, e, work)
+    try:
+        yield tmp
+    finally:
+        _discard(tmp)
 
 
 def _replace_dir(new: pathlib.Path, target: pathlib.Path) -> None:
@@ -363,7 +442,7 @@ def _convert_checked(
 
     try:
         return _convert(e, original, digest, url, source_name)
-    except (CheckpointError, CheckpointMismatchError, zipfile.BadZipFile) as err:
+    except (CheckpointError, CheckpointMismatchError, *_ARCHIVE_ERRORS) as err:
         msg = " ".join(str(err).split())
         if remove_on_error:
             _discard(original)
@@ -421,12 +500,12 @@ def fetch(
         if not e.bundled_path.is_dir():
             raise FileNotFoundError(f"bundled weights '{e.name}' are missing from this installation: {e.bundled_path}")
         return e.bundled_path
+    if not e.convert:
+        return _fetch_files(e, force=force, progress=progress, timeout=timeout, retries=retries, retry_wait=retry_wait)
     dest = download_path(e.name)
     if not force and cache_valid(e, cache_path(e)):
         return cache_path(e)
-    sources = download_sources(e)
-    manual = not sources or (e.manual and sources == list(e.urls))
-    offline = is_offline() and not any(urllib.parse.urlsplit(u).scheme not in ("http", "https") for u in sources)
+    sources, manual, offline = _where(e)
     redownload = force and not manual and not offline
     if redownload or not any(p.is_file() for p, _ in _local_originals(e)):
         _check_can_download(e, manual, offline, sources)  # fail before creating anything
@@ -465,26 +544,158 @@ def fetch(
         return _convert_checked(e, dest, digest, url, source_name=dest.name, remove_on_error=e.check == "none")
 
 
-def _check_can_download(e: WeightEntry, manual: bool, offline: bool, sources: list[str]) -> None:
+def _where(e: WeightEntry) -> tuple[list[str], bool, bool]:
+    """(sources of ``download_name``, whether the entry must come by hand, whether the network is
+    needed but ``PEANUT_OFFLINE`` forbids it)."""
+    sources = download_sources(e)
+    manual = not sources or (e.manual and sources == list(e.urls))
+    offline = is_offline() and not any(urllib.parse.urlsplit(u).scheme not in ("http", "https") for u in sources)
+    return sources, manual, offline
+
+
+def _check_can_download(
+    e: WeightEntry, manual: bool, offline: bool, sources: list[str], files: list[str] | None = None
+) -> None:
+    """Raise when ``files`` (default: the download) cannot be downloaded now."""
     if manual:
         raise ManualDownloadError(_manual_message(e))
     if offline:
+        files = files or [e.download_name]
+        if len(files) == 1:
+            where = " or ".join(download_sources(e, files[0]))
+            put = f"put it at {download_path(e.name, files[0])}"
+        else:
+            where = " or ".join(u.rsplit("/", 1)[0] + "/" for u in sources)
+            put = f"put them in {download_path(e.name).parent}"
         raise OfflineError(
-            f"PEANUT_OFFLINE is set and '{e.name}' is not cached: download {e.download_name} "
-            f"from {' or '.join(sources)} and put it at {download_path(e.name)}, or unset "
-            "PEANUT_OFFLINE"
+            f"PEANUT_OFFLINE is set and '{e.name}' is not cached: download {', '.join(files)} from {where} and "
+            f"{put}, or unset PEANUT_OFFLINE and run 'python -m peanut_jax.weights fetch {e.name}'"
         )
 
 
-def import_file(name: str, path, *, force: bool = False) -> pathlib.Path:
+def _verified(e: WeightEntry, file: str, path: pathlib.Path, label: str | None = None) -> str:
+    """sha256 of ``path``, checked against the registry when ``file`` is the entry's download."""
+    return verify_file(path, e, label) if file == e.download_name else sha256_file(path)
+
+
+def _link_or_copy(src: pathlib.Path, dest: pathlib.Path) -> None:
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)
+
+
+def _install_files(e: WeightEntry, record: dict) -> pathlib.Path:
+    """Put the kept originals of a ``convert=False`` entry in ``$PEANUT_HOME/NAME/`` at once (a
+    temporary folder renamed), with :data:`SOURCE_META` (``record``: file -> sha256 and URL)."""
+    root = home()
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{e.name}.tmp-", dir=root))
+    try:
+        for f in e.all_files:
+            _link_or_copy(download_path(e.name, f), tmp / f)
+        meta = {
+            "registry_name": e.name,
+            "cache_version": CACHE_VERSION,
+            "license": e.license,
+            "source": e.source,
+            "files": record,
+        }
+        (tmp / SOURCE_META).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        _replace_dir(tmp, cache_path(e))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return cache_path(e)
+
+
+def _fetch_files(
+    e: WeightEntry, *, force: bool, progress: bool, timeout: float, retries: int, retry_wait: float
+) -> pathlib.Path:
+    """:func:`fetch` of a ``convert=False`` entry: each missing file is downloaded (resuming) into
+    ``downloads/NAME/`` and verified where the registry can; then all are installed together.
+    A failed ``force`` leaves the installed copy as it was."""
+    cache = cache_path(e)
+    if not force and cache_valid(e, cache):
+        return cache
+    sources, manual, offline = _where(e)
+    redownload = force and not manual and not offline
+    missing = [f for f in e.all_files if redownload or not download_path(e.name, f).is_file()]
+    if missing:
+        _check_can_download(e, manual, offline, sources, missing)  # fail before creating anything
+    lock = download_path(e.name)
+    lock = lock.with_name(lock.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(lock):
+        if not force and cache_valid(e, cache):  # another process finished it meanwhile
+            return cache
+        if redownload:
+            _discard(*(download_path(e.name, f) for f in e.all_files))
+        record = {}
+        for f in e.all_files:
+            dest = download_path(e.name, f)
+            if dest.is_file():
+                try:
+                    record[f] = {"sha256": _verified(e, f, dest), "url": None}
+                    continue
+                except ChecksumError as err:
+                    _discard(dest)
+                    if manual or offline:
+                        raise ChecksumError(f"{err}; the file was deleted") from None
+            _check_can_download(e, manual, offline, sources, [f])
+            url = _download(e, dest, file=f, progress=progress, timeout=timeout, retries=retries, retry_wait=retry_wait)
+            part = dest.with_name(dest.name + ".part")
+            try:
+                digest = _verified(e, f, part, label=f"{f} (downloaded from {url})")
+            except ChecksumError as err:
+                _discard(part, part.with_name(part.name + ".json"))
+                raise ChecksumError(f"{err}; the download was deleted and nothing was cached") from None
+            os.replace(part, dest)
+            _discard(part.with_name(part.name + ".json"))
+            record[f] = {"sha256": digest, "url": url}
+        return _install_files(e, record)
+
+
+def _import_files(e: WeightEntry, paths) -> pathlib.Path:
+    """:func:`import_file` of a ``convert=False`` entry: every file, named as in the registry."""
+    given = {}
+    for p in paths:
+        src = pathlib.Path(p).expanduser()
+        if not src.is_file():
+            raise FileNotFoundError(f"{src}: no such file (to import as '{e.name}')")
+        if src.name not in e.all_files:
+            raise ValueError(f"{src}: '{e.name}' takes files named {', '.join(e.all_files)}")
+        if src.name in given:
+            raise ValueError(f"{src.name} is given twice: {given[src.name]} and {src}")
+        given[src.name] = src
+    missing = [f for f in e.all_files if f not in given]
+    if missing:
+        raise ValueError(f"'{e.name}' needs every one of {', '.join(e.all_files)}: {', '.join(missing)} not given")
+    lock = download_path(e.name)
+    lock = lock.with_name(lock.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(lock):
+        record = {f: {"sha256": _verified(e, f, given[f]), "url": None} for f in e.all_files}
+        for f in e.all_files:
+            _install(given[f], download_path(e.name, f))
+        return _install_files(e, record)
+
+
+def import_file(name: str, path, *more_paths, force: bool = False) -> pathlib.Path:
     """Verify and convert a file downloaded by hand; return the converted directory.
 
-    ``path`` is the official file, or a zip archive holding it (as the Google Drive downloads
-    are).  It is checked against the registry where a checksum is published, converted, and
-    copied to ``downloads/NAME/`` (the checkpoint itself, extracted from a zip)."""
+    ``path`` is the official file, or a zip / tar(.gz) archive holding it (as the Google Drive
+    downloads are).  It is checked against the registry where a checksum is published, converted,
+    and copied to ``downloads/NAME/`` (the checkpoint itself, extracted from an archive).  The
+    files of a ``convert=False`` entry are all given (``path, *more_paths``, named as in the
+    registry) and installed as they are in ``$PEANUT_HOME/NAME/``."""
     e = get(name)
     if e.bundled is not None:
         raise ValueError(f"'{e.name}' are bundled weights (shipped in {e.bundled_path}); there is nothing to import")
+    if not e.convert:
+        return _import_files(e, (path, *more_paths))
+    if more_paths:
+        raise ValueError(f"'{e.name}' is one checkpoint file; {1 + len(more_paths)} files given")
     src = pathlib.Path(path).expanduser()
     if not src.is_file():
         raise FileNotFoundError(f"{src}: no such file (to import as '{e.name}')")
@@ -495,14 +706,14 @@ def import_file(name: str, path, *, force: bool = False) -> pathlib.Path:
         if not force and cache_valid(e, cache_path(e)):
             if cached_metadata(e).get("source_sha256") == digest:
                 return cache_path(e)
-        zipped = _is_plain_zip(src)
-        if zipped and e.archive is None:
+        archived = _is_archive(src)
+        if archived and e.archive is None:
             with _checkpoint_file(src, e) as ckpt:
                 digest = verify_file(ckpt, e, label=f"{e.filename} in {src}")
                 out = _convert_checked(e, ckpt, digest, None, source_name=e.filename, remove_on_error=False)
                 _install(ckpt, dest)
             return out
-        if e.archive is not None and not zipped:
+        if e.archive is not None and not archived:
             # the bare checkpoint of an archive entry: the archive's checksum does not apply to it
             out = _convert_checked(e, src, digest, None, source_name=e.filename, remove_on_error=False)
             _install(src, dest.with_name(e.filename))
@@ -532,6 +743,8 @@ def resolve_checkpoint(
     spec = os.fspath(spec) if is_path else str(spec)
     if not is_path and not looks_like_path(spec) and known(spec):
         e = get(spec)
+        if not e.convert:
+            raise ValueError(f"'{e.name}' holds {', '.join(e.all_files)} (files for {e.model}), not weights to load")
         if model_name is not None:
             check_family(e.model, model_name, f"weights '{e.name}'")
         d = converted_dir(e.name)

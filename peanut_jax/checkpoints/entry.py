@@ -1,5 +1,5 @@
-"""One official checkpoint (:class:`WeightEntry`: URLs, file name, checksum, licence) and the
-errors of getting it.  Files from ``download.openmmlab.com`` / ``download.pytorch.org`` embed the
+"""One official checkpoint or set of files (:class:`WeightEntry`: URLs, file names, checksum,
+licence) and the errors of getting it.  Files from ``download.openmmlab.com`` / ``download.pytorch.org`` embed the
 first 8 hex digits of their sha256 in the name (``sha256_prefix``); entries without published
 integrity data are checked by the converter (strict keys/shapes)."""
 
@@ -24,7 +24,7 @@ class DownloadError(RuntimeError):
 
 
 class OfflineError(DownloadError):
-    """``PEANUT_OFFLINE`` is set and the file is not in the cache."""
+    """``PEANUT_OFFLINE`` is set and the entry is not in the cache."""
 
 
 class ManualDownloadError(DownloadError):
@@ -40,18 +40,29 @@ class ChecksumError(ValueError):
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _HEX_RE = re.compile(r"^[0-9a-f]+$")
+#: archive names whose member ``filename`` is extracted (zip by content, tar by name and content)
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
+
+
+def _plain_name(name) -> bool:
+    return isinstance(name, str) and bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
 
 
 @dataclasses.dataclass(frozen=True)
 class WeightEntry:
-    """One official checkpoint.
+    """One official checkpoint, or one set of files used as they are.
 
     ``filename`` is the official checkpoint file name.  ``archive`` is set when the URLs deliver
-    a zip archive holding ``filename`` (the member is found by its base name).  ``size``,
-    ``sha256`` and ``sha256_prefix`` describe the downloaded file (the archive if there is one)
-    and are ``None`` unless published.  ``pages`` are human download pages (Google Drive, Baidu)
-    shown when the file must be fetched by hand; ``manual`` marks entries without a plain-HTTP
-    URL.  ``model`` is the name given to :func:`peanut_jax.convert.from_official`.
+    a zip or tar(.gz) archive holding ``filename`` (the member is found by its base name).
+    ``size``, ``sha256`` and ``sha256_prefix`` describe the downloaded file (the archive if there
+    is one) and are ``None`` unless published.  ``pages`` are human download pages (Google
+    Drive, Baidu) shown when the file must be fetched by hand; ``manual`` marks entries without a
+    plain-HTTP URL.  ``model`` is the name given to :func:`peanut_jax.convert.from_official`.
+
+    ``convert=False`` marks files that are used as downloaded (e.g. tokenizer files): ``fetch``
+    places them in ``$PEANUT_HOME/NAME/`` instead of converting them, and ``model`` names the
+    model they serve.  Such an entry may have further ``files``, fetched from the folder of each
+    URL (the URL with its last segment replaced by the file name); the URLs name ``filename``.
     """
 
     name: str
@@ -68,20 +79,37 @@ class WeightEntry:
     source: str = ""
     notes: str = ""
     bundled: str | None = None  # exported weights shipped in peanut_jax/assets/<bundled> (no download)
+    convert: bool = True
+    files: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not _NAME_RE.match(self.name) or self.name == "downloads":
             raise ValueError(
                 f"weight entry name {self.name!r}: use lower-case letters, digits, '_', '.', '-' (and not 'downloads')"
             )
-        for f in ("urls", "pages"):
+        for f in ("urls", "pages", "files"):
             v = getattr(self, f)
             if isinstance(v, str):
                 object.__setattr__(self, f, (v,))
-        if not self.filename or "/" in self.filename or "\\" in self.filename or self.filename in (".", ".."):
-            raise ValueError(f"weight entry {self.name}: filename {self.filename!r} must be a plain file name")
-        if self.archive is not None and ("/" in self.archive or "\\" in self.archive):
-            raise ValueError(f"weight entry {self.name}: archive {self.archive!r} must be a plain file name")
+        for what, v in (("filename", self.filename), *(("files", f) for f in self.files)):
+            if not _plain_name(v):
+                raise ValueError(f"weight entry {self.name}: {what} {v!r} must be a plain file name")
+        if self.archive is not None:
+            if not _plain_name(self.archive) or not self.archive.lower().endswith(ARCHIVE_SUFFIXES):
+                raise ValueError(
+                    f"weight entry {self.name}: archive {self.archive!r} must be a plain file name ending in "
+                    f"{', '.join(ARCHIVE_SUFFIXES)}"
+                )
+        if len(set(self.all_files)) != len(self.all_files):
+            raise ValueError(f"weight entry {self.name}: file names {self.all_files} repeat")
+        if self.files and self.convert:
+            raise ValueError(f"weight entry {self.name}: several files need convert=False (a converter reads one)")
+        if not self.convert and (self.archive is not None or self.bundled is not None):
+            raise ValueError(
+                f"weight entry {self.name}: convert=False entries are plain downloads (no archive/bundled)"
+            )
+        if self.files and (self.size or self.sha256 or self.sha256_prefix):
+            raise ValueError(f"weight entry {self.name}: size/sha256 describe one file; an entry with files has none")
         if self.sha256 is not None:
             h = self.sha256.lower()
             if len(h) != 64 or not _HEX_RE.match(h):
@@ -106,6 +134,11 @@ class WeightEntry:
     def download_name(self) -> str:
         """Name of the file the URLs deliver (the archive, or the checkpoint itself)."""
         return self.archive or self.filename
+
+    @property
+    def all_files(self) -> tuple[str, ...]:
+        """Every file the entry downloads, ``download_name`` first."""
+        return (self.download_name, *self.files)
 
     @property
     def bundled_path(self) -> pathlib.Path | None:

@@ -1,6 +1,7 @@
-"""The model-family table: for each family its downloadable and bundled weights, the ``infer.py``
-stage it serves and that stage's default checkpoint.  Its models are the rows of
-:mod:`peanut_jax.models`' table (builder + converter) whose names start with the family name:
+"""The model-family table: for each family its downloadable and bundled weights (and files used as
+they are, e.g. RoBERTa's tokenizer files ``gpt2_bpe``), the ``infer.py`` stage it serves and that
+stage's default checkpoint.  Its models are the rows of :mod:`peanut_jax.models`' table (builder +
+converter) whose names start with the family name:
 ``family("e2fgvi_hq") == "e2fgvi"``.  A new model variant is one row there; new weights or a new
 family one :class:`Family` here."""
 
@@ -239,7 +240,35 @@ _SAM2_WEIGHTS = tuple(
 )
 _SAM2 = Family("sam2", "sam2", weights=_SAM2_WEIGHTS)
 
-_ROBERTA = Family("roberta", "roberta_base")
+# fairseq RoBERTa-base (the text encoder SAMWISE keeps frozen) and the GPT-2 BPE files its
+# tokenizer reads (peanut_jax.text.RobertaTokenizer.from_fairseq); no checksum is published
+_FAIRSEQ = "https://dl.fbaipublicfiles.com/fairseq/"
+_FAIRSEQ_LICENSE = "MIT (facebookresearch/fairseq)"
+_ROBERTA_WEIGHTS = (
+    WeightEntry(
+        "roberta_base",
+        "roberta_base",
+        "model.pt",
+        archive="roberta.base.tar.gz",
+        urls=(_FAIRSEQ + "models/roberta.base.tar.gz",),
+        license=_FAIRSEQ_LICENSE,
+        source="facebookresearch/fairseq examples/roberta/README.md",
+        notes="RoBERTa-base encoder (roberta.base/model.pt in the tar.gz, with dict.txt and NOTE)",
+    ),
+    WeightEntry(
+        "gpt2_bpe",
+        "roberta_base",
+        "encoder.json",
+        files=("vocab.bpe", "dict.txt"),
+        convert=False,
+        urls=(_FAIRSEQ + "gpt2_bpe/encoder.json",),
+        license=_FAIRSEQ_LICENSE,
+        source="facebookresearch/fairseq examples/roberta/README.pretraining.md (BPE and dictionary files)",
+        notes="RoBERTa tokenizer files: GPT-2 byte-level BPE (encoder.json, vocab.bpe) and the fairseq "
+        "dictionary (dict.txt); the default of --tokenizer",
+    ),
+)
+_ROBERTA = Family("roberta", "roberta_base", weights=_ROBERTA_WEIGHTS)
 
 # SAMWISE (CVPR 2025): Google Drive only -> python -m peanut_jax.weights import NAME FILE
 _SAMWISE_WEIGHTS = tuple(

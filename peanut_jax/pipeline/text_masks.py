@@ -4,9 +4,10 @@
 ``describe``, the shape of :class:`~peanut_jax.pipeline.mask.PromptMasks`).  All sentences run in
 one batched pass (object id = sentence index + 1); every frame is segmented; frames stream through
 :class:`~peanut_jax.pipeline.samwise.SAMWISEPredictor` clip by clip, so memory is flat in the
-video length.  The tokenizer comes from a folder (``--tokenizer DIR``) holding the Hugging Face
-``vocab.json`` + ``merges.txt`` or the fairseq ``encoder.json`` + ``vocab.bpe`` + ``dict.txt``;
-default ``$PEANUT_HOME/roberta_base``.
+video length.  The tokenizer (``--tokenizer SPEC``) is a weight-registry entry of tokenizer files
+(default ``gpt2_bpe``: ``python -m peanut_jax.weights fetch gpt2_bpe`` puts fairseq's
+``encoder.json`` + ``vocab.bpe`` + ``dict.txt`` in ``$PEANUT_HOME/gpt2_bpe/``) or a folder holding
+the Hugging Face ``vocab.json`` + ``merges.txt`` or those three fairseq files.
 """
 
 from __future__ import annotations
@@ -19,30 +20,65 @@ import numpy as np
 
 from peanut_jax.pipeline.mask import LabelMaskSource, label_map
 
-__all__ = ["DEFAULT_CHECKPOINT", "TextPromptMasks", "add_arguments", "load_tokenizer", "tokenizer_dir"]
+__all__ = [
+    "DEFAULT_CHECKPOINT",
+    "DEFAULT_TOKENIZER",
+    "TextPromptMasks",
+    "add_arguments",
+    "load_tokenizer",
+    "tokenizer_dir",
+]
 
 DEFAULT_CHECKPOINT = "samwise_mevis"
+DEFAULT_TOKENIZER = "gpt2_bpe"
 HF_FILES = ("vocab.json", "merges.txt")
 FAIRSEQ_FILES = ("encoder.json", "vocab.bpe", "dict.txt")
 LAYOUTS = "vocab.json + merges.txt (Hugging Face roberta-base) or encoder.json + vocab.bpe + dict.txt (fairseq)"
 
 
-def tokenizer_dir(folder=None) -> pathlib.Path:
-    """The tokenizer folder: ``folder`` or ``$PEANUT_HOME/roberta_base``."""
-    if folder is not None:
-        return pathlib.Path(os.fspath(folder)).expanduser()
-    from peanut_jax.checkpoints.registry import home
+def tokenizer_dir(spec=None) -> pathlib.Path:
+    """The folder of tokenizer files ``spec`` names (default :data:`DEFAULT_TOKENIZER`): a
+    registry name's cached files (``FileNotFoundError`` naming the fetch command when they are not
+    in the cache; nothing is downloaded here), or a folder (an existing path or ``PathLike`` wins
+    over a registry name)."""
+    from peanut_jax.checkpoints import registry
 
-    return home() / "roberta_base"
+    spec = DEFAULT_TOKENIZER if spec is None else spec
+    if isinstance(spec, str) and not registry.looks_like_path(spec) and not pathlib.Path(spec).expanduser().exists():
+        if registry.known(spec):
+            e = registry.get(spec)
+            if e.convert:
+                raise ValueError(
+                    f"'{e.name}' are {e.model} weights, not tokenizer files; the tokenizer files are "
+                    f"'{DEFAULT_TOKENIZER}' (or a folder with {LAYOUTS})"
+                )
+            d = registry.converted_dir(e.name)
+            if d is None:
+                offline = " where the network is allowed (PEANUT_OFFLINE is set)" if registry.is_offline() else ""
+                raise FileNotFoundError(
+                    f"the tokenizer files {', '.join(e.all_files)} ('{e.name}') are not in the cache "
+                    f"({registry.cache_path(e)}): run 'python -m peanut_jax.weights fetch {e.name}'{offline}, "
+                    f"or pass a folder with {LAYOUTS}"
+                )
+            return d
+        raise FileNotFoundError(
+            f"no such folder or registry name; give a folder with {LAYOUTS}, or the registry name "
+            f"{DEFAULT_TOKENIZER} ('python -m peanut_jax.weights fetch {DEFAULT_TOKENIZER}')"
+        )
+    return pathlib.Path(os.fspath(spec)).expanduser()
 
 
-def load_tokenizer(folder=None, *, flag: str = "--tokenizer"):
-    """A :class:`~peanut_jax.text.RobertaTokenizer` from a folder of either file layout; one-line
-    errors naming ``flag`` and the files to put where."""
+def load_tokenizer(spec=None, *, flag: str = "--tokenizer"):
+    """A :class:`~peanut_jax.text.RobertaTokenizer` from a registry name (default
+    :data:`DEFAULT_TOKENIZER`, see :func:`tokenizer_dir`) or a folder of either file layout;
+    one-line errors naming ``flag`` and the files to put where."""
     from peanut_jax.text import RobertaTokenizer, TokenizerFileError
 
-    d = tokenizer_dir(folder)
-    where = f"{flag} {d}" if folder is not None else f"{flag} (default {d})"
+    where = f"{flag} {spec}" if spec is not None else f"{flag} (default {DEFAULT_TOKENIZER})"
+    try:
+        d = tokenizer_dir(spec)
+    except (ValueError, FileNotFoundError) as err:
+        raise type(err)(f"{where}: {err}") from None
     if not d.is_dir():
         raise FileNotFoundError(f"{where}: no such folder; put {LAYOUTS} in it, or pass {flag} DIR")
     try:
@@ -69,11 +105,11 @@ class TextPromptMasks(LabelMaskSource):
 
     ``sentences``: one object per sentence (id = index + 1).  The model comes from ``checkpoint``
     (default :data:`DEFAULT_CHECKPOINT`) or ``module``/``variables``; the tokenizer from
-    ``tokenizer`` (a :class:`~peanut_jax.text.RobertaTokenizer` or a folder, see
-    :func:`load_tokenizer`).  ``attach`` yields ``(frame, mask)`` with the union of the objects,
-    ``attach_labels`` ``(frame, labels)`` with object ids (uint8, 0 = none; a pixel claimed by
-    several objects takes the highest logit).  Other options (``use_cme``, ``clip_window``) go to
-    :class:`~peanut_jax.pipeline.samwise.SAMWISEPredictor`.
+    ``tokenizer`` (a :class:`~peanut_jax.text.RobertaTokenizer`, a registry name or a folder, see
+    :func:`load_tokenizer`; default :data:`DEFAULT_TOKENIZER`).  ``attach`` yields ``(frame,
+    mask)`` with the union of the objects, ``attach_labels`` ``(frame, labels)`` with object ids
+    (uint8, 0 = none; a pixel claimed by several objects takes the highest logit).  Other options
+    (``use_cme``, ``clip_window``) go to :class:`~peanut_jax.pipeline.samwise.SAMWISEPredictor`.
     """
 
     def __init__(
@@ -194,7 +230,7 @@ class TextPromptMasks(LabelMaskSource):
 
 
 def add_arguments(parser, *, checkpoint_flag: str | None = "--checkpoint-text") -> None:
-    """``--prompt`` (repeatable), ``--tokenizer DIR`` and, unless None, the SAMWISE checkpoint flag
+    """``--prompt`` (repeatable), ``--tokenizer SPEC`` and, unless None, the SAMWISE checkpoint flag
     (dest ``text_checkpoint``)."""
     g = parser.add_argument_group("text prompts (SAMWISE; repeatable, one object per sentence)")
     g.add_argument(
@@ -207,8 +243,9 @@ def add_arguments(parser, *, checkpoint_flag: str | None = "--checkpoint-text") 
     g.add_argument(
         "--tokenizer",
         default=None,
-        metavar="DIR",
-        help=f"folder with {LAYOUTS} (default: $PEANUT_HOME/roberta_base)",
+        metavar="SPEC",
+        help=f"tokenizer files: a registry name or a folder with {LAYOUTS} (default {DEFAULT_TOKENIZER}, "
+        f"once 'python -m peanut_jax.weights fetch {DEFAULT_TOKENIZER}' has cached it)",
     )
     if checkpoint_flag:
         g.add_argument(
