@@ -33,7 +33,8 @@ MAX_TOKENS = 512  # RoBERTa-base has 514 learned positions: 512 tokens after pad
 _SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 _LAYOUT = (
     "put vocab.json + merges.txt (Hugging Face roberta-base) or encoder.json + vocab.bpe + dict.txt "
-    "(fairseq roberta.base) in one folder and pass it as --tokenizer DIR (default $PEANUT_HOME/roberta_base)"
+    "(fairseq roberta.base) in one folder and pass it as --tokenizer DIR (default: the registry's gpt2_bpe, "
+    "'python -m peanut_jax.weights fetch gpt2_bpe')"
 )
 _HINTS = {
     "vocab.json": f"Hugging Face roberta-base's file; {_LAYOUT}",
