@@ -13,7 +13,9 @@ import pytest
 
 from peanut_jax.data import referring, synthetic
 from peanut_jax.data.referring import (
+    BACKGROUNDS,
     SYNTHETIC_BPE_DIR,
+    ReferringRenderer,
     grammar_sentences,
     referring_clip,
     referring_layout,
@@ -242,6 +244,80 @@ def test_bad_arguments_are_named():
     ):
         with pytest.raises(ValueError, match=word):
             referring_clip(0, **kwargs)
+
+
+# -- hard-case options: faster and wrapping motion, frame-by-frame rendering, backgrounds ----------
+
+
+def test_speed_wrap_and_min_gap_options():
+    side, t = 64, 400
+    for seed in range(4):
+        info = referring_layout(seed, t, side, side, 3, wrap=True, min_gap=0.0, still_rate=0.0)
+        for o in info["objects"]:
+            assert o["wraps"] and not o["leaves_frame"]
+            v = np.hypot(*o["velocity"])
+            assert 0.02 * side <= v <= 0.035 * side
+            axis = 0 if o["motion"] in ("left", "right") else 1
+            a = o["centers"][:, axis]
+            reach = 1.2 * o["radius"] + 1.5
+            assert a.min() >= -reach - 1e-9 and a.max() <= side - 1 + reach + 1e-9
+            step = np.diff(a)
+            sign = 1 if o["motion"] in ("right", "down") else -1
+            steady = np.isclose(step, sign * v)
+            assert steady.mean() > 0.9 and (~steady).sum() >= 1  # constant speed, with wrap-around jumps
+            inside = (a >= 0) & (a <= side - 1)
+            assert not inside.all() and inside[np.argmax(~inside) :].any()  # leaves, then comes back
+    fast = referring_layout(1, 8, 128, 128, 3, speed=(0.06, 0.1), still_rate=0.0, leave_rate=0.0)
+    for o in fast["objects"]:
+        assert 0.06 * 128 <= np.hypot(*o["velocity"]) <= 0.1 * 128
+    for kwargs, word in (
+        (dict(speed=(0.0, 0.1)), "speed"),
+        (dict(speed=(0.2, 0.1)), "speed"),
+        (dict(min_gap=-1), "min_gap"),
+    ):
+        with pytest.raises(ValueError, match=word):
+            referring_layout(0, **kwargs)
+
+
+def test_renderer_draws_the_clip_frame_by_frame_and_without_an_object():
+    clip, _, targets, info = referring_clip(5, 6, 64, 96, 3, return_info=True)
+    flat = referring_clip(5, 6, 64, 96, 3, textured=False)[0]
+    r = ReferringRenderer(info, 5)
+    plain = ReferringRenderer(info, 5, "flat")
+    for t in range(6):
+        frame, ids = r.frame(t)
+        np.testing.assert_array_equal(frame, clip[t])
+        np.testing.assert_array_equal(ids[None] == np.arange(3)[:, None, None], targets[:, t])
+        np.testing.assert_array_equal(plain.frame(t)[0], flat[t])
+        full, clean, ids2, clean_ids = r.frame_and_clean(t, 1)
+        np.testing.assert_array_equal(full, clip[t])
+        np.testing.assert_array_equal(ids2, ids)
+        without, without_ids = r.frame(t, exclude=(1,))
+        np.testing.assert_array_equal(clean, without)
+        np.testing.assert_array_equal(clean_ids, without_ids)
+        assert not (clean_ids == 1).any()
+    with pytest.raises(ValueError, match="background"):
+        ReferringRenderer(info, 5, "plaid")
+    with pytest.raises(IndexError, match="frame 6"):
+        r.frame(6)
+
+
+def test_backgrounds_and_pan():
+    info = referring_layout(2, 3, 64, 64, 2)
+    seen = []
+    for kind in BACKGROUNDS:
+        r = ReferringRenderer(info, 2, kind, pan=(2.0, -1.0))
+        bg0, bg1 = r.background(0), r.background(1)
+        assert bg0.shape == (64, 64, 3) and bg0.dtype == np.float32 and 0 <= bg0.min() and bg0.max() <= 1
+        assert tuple(r.flow_forward) == (-2.0, 1.0)
+        if kind == "flat":
+            assert np.ptp(bg0) == 0
+            continue
+        assert np.ptp(bg0) > 0.2, kind
+        # the pan moves the background by whole pixels: bg1 at p - pan is bg0 at p
+        np.testing.assert_allclose(bg1[1:, :-2], bg0[:-1, 2:], atol=1e-4, err_msg=kind)
+        seen.append(bg0)
+    assert all(not np.allclose(a, b) for a, b in itertools.combinations(seen, 2))
 
 
 # -- the tokenizer -------------------------------------------------------------------------------

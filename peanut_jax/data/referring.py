@@ -27,6 +27,14 @@ else ``easy``.  :func:`referring_vocabulary` lists every word the grammar can pr
 :func:`grammar_sentences` every sentence (the tokenizer's training corpus), and
 :func:`synthetic_tokenizer` loads the small byte-level BPE trained on them
 (``scripts/train_synthetic_bpe.py``; RoBERTa's special ids).
+
+For the hard-case presets (:mod:`peanut_jax.data.hardcases`) the layout also takes faster motion
+(``speed``), ``wrap=True`` (a moving object that leaves at one edge comes back in at the opposite
+one, so clips of any length keep their motion words true) and ``min_gap`` (0 lets objects pass
+over each other), and :class:`ReferringRenderer` draws one frame at a time (memory flat in the
+clip length) over a chosen background (:data:`BACKGROUNDS`: flat, the synthetic texture, regular
+stripes / checkerboard, fine-grained noise), optionally panning at a constant velocity, with the
+frame *without* a chosen object (its exact clean background) alongside.
 """
 
 from __future__ import annotations
@@ -38,8 +46,10 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = [
+    "BACKGROUNDS",
     "DIRECTIONS",
     "POSITIONS",
+    "ReferringRenderer",
     "SHAPES",
     "SUBSETS",
     "SYNTHETIC_BPE_DIR",
@@ -57,6 +67,9 @@ SIZE_CLASSES = ("small", "large")
 DIRECTIONS = ("left", "right", "up", "down")
 POSITIONS = ("left", "right", "top", "bottom", "middle")
 SUBSETS = ("easy", "colour-ambiguous", "appearance-identical")
+# backgrounds of ReferringRenderer: flat grey, the synthetic texture (referring_clip's textured=True),
+# regular patterns (soft-edged stripes, checkerboard) and rich fine-grained noise
+BACKGROUNDS = ("flat", "synthetic", "stripes", "checkerboard", "noise")
 SYNTHETIC_BPE_DIR = pathlib.Path(__file__).resolve().parents[1] / "assets" / "synthetic_bpe"
 
 # -- the grammar's words (every template below; referring_vocabulary() is built from these) --------
@@ -276,7 +289,9 @@ def _appearances(rng, n: int, identical: bool, colour: bool):
     return out
 
 
-def _place(rng, appear, pair_mode, num_frames, h, w, leave_rate, still_rate):
+def _place(
+    rng, appear, pair_mode, num_frames, h, w, leave_rate, still_rate, speed=_SPEED, wrap=False, min_gap=_MIN_GAP
+):
     """Motions and centre tracks for one attempt; None when the layout is rejected."""
     side = float(min(h, w))
     n = len(appear)
@@ -311,45 +326,60 @@ def _place(rng, appear, pair_mode, num_frames, h, w, leave_rate, still_rate):
             lanes.add(lane)
             axis, extent = (0, w) if horizontal else (1, h)
             sign = _VELOCITY[motion][axis]
-            leaves = num_frames >= 3 and rng.random() < leave_rate
+            leaves = not wrap and num_frames >= 3 and rng.random() < leave_rate
+            if wrap:
+                # periodic: fully out (1.2 r + 1.5 px) past one edge, back in at the other
+                speed_px = rng.uniform(*speed) * side
+                reach = 1.2 * r + 1.5
+                period = extent - 1 + 2 * reach
+                a0 = rng.uniform(0, extent - 1)
+                center0 = np.array([cx, cy])
+                vel = np.array(_VELOCITY[motion]) * speed_px
+                centers = np.repeat(center0[None], num_frames, axis=0)
+                centers[:, axis] = -reach + np.mod(a0 + reach + sign * speed_px * t, period)
+                objects.append(_track(appear[i], motion, r, vel, centers, False, True))
+                continue
             if leaves:
                 # start in the third next to the exit edge, fully out (1.2 r + 1.5 px) by t_exit
                 t_exit = num_frames - 1 - max(1, (num_frames - 1) // 4)
                 a0 = rng.uniform(0.6, 0.75) * extent
                 exit_at = extent - 0.5 + 1.2 * r + 1.5
-                speed = (exit_at - a0) / t_exit
+                speed_px = (exit_at - a0) / t_exit
                 start = a0 if sign > 0 else extent - 1 - a0
             else:
-                speed = rng.uniform(*_SPEED) * side
-                half = speed * (num_frames - 1) / 2
+                speed_px = rng.uniform(*speed) * side
+                half = speed_px * (num_frames - 1) / 2
                 lo, hi = 0.8 * r + half, extent - 1 - 0.8 * r - half
                 mid = rng.uniform(lo, hi) if lo < hi else (extent - 1) / 2
                 start = mid - sign * half
-            vel = np.array(_VELOCITY[motion]) * speed
+            vel = np.array(_VELOCITY[motion]) * speed_px
             center0 = np.array([cx, cy])
             center0[axis] = start
         centers = center0[None] + t[:, None] * vel[None]
-        objects.append(
-            dict(
-                color=appear[i][0],
-                shape=appear[i][1],
-                size=appear[i][2],
-                motion=motion,
-                radius=float(r),
-                velocity=(float(vel[0]), float(vel[1])),
-                centers=centers,
-                leaves_frame=bool(leaves),
-            )
-        )
+        objects.append(_track(appear[i], motion, r, vel, centers, leaves, False))
     # keep every object mostly visible: no two centres closer than _MIN_GAP (r_i + r_j) in frame
     for a, b in itertools.combinations(objects, 2):
         ca, cb = a["centers"], b["centers"]
         in_a = (ca[:, 0] >= 0) & (ca[:, 0] <= w - 1) & (ca[:, 1] >= 0) & (ca[:, 1] <= h - 1)
         in_b = (cb[:, 0] >= 0) & (cb[:, 0] <= w - 1) & (cb[:, 1] >= 0) & (cb[:, 1] <= h - 1)
         d = np.linalg.norm(ca - cb, axis=-1)
-        if np.any((in_a & in_b) & (d < _MIN_GAP * (a["radius"] + b["radius"]))):
+        if np.any((in_a & in_b) & (d < min_gap * (a["radius"] + b["radius"]))):
             return None
     return objects
+
+
+def _track(appear, motion, r, vel, centers, leaves, wraps) -> dict:
+    return dict(
+        color=appear[0],
+        shape=appear[1],
+        size=appear[2],
+        motion=motion,
+        radius=float(r),
+        velocity=(float(vel[0]), float(vel[1])),
+        centers=centers,
+        leaves_frame=bool(leaves),
+        wraps=bool(wraps),
+    )
 
 
 def referring_layout(
@@ -364,11 +394,15 @@ def referring_layout(
     colour_rate: float = 0.5,
     leave_rate: float = 0.2,
     still_rate: float = 0.35,
+    speed: tuple[float, float] = _SPEED,
+    wrap: bool = False,
+    min_gap: float = _MIN_GAP,
     max_tries: int = 1000,
 ) -> dict:
     """The scene and sentences of :func:`referring_clip` without rendering (cheap; same seed, same
     result).  Keys: ``objects`` (front to back; per object ``color``, ``shape``, ``size``,
-    ``motion``, ``radius``, ``velocity``, ``centers`` (T, 2) float (x, y) and ``leaves_frame``),
+    ``motion``, ``radius``, ``velocity``, ``centers`` (T, 2) float (x, y), ``leaves_frame`` and
+    ``wraps``),
     ``sentences``, ``descriptions`` (per object the modifiers used besides the shape noun, as
     ``(kind, value)`` pairs), ``colour_ambiguous`` / ``appearance_identical`` (per-object flags),
     ``subsets`` (per object, one of :data:`SUBSETS`, most specific first), ``has_identical_pair``
@@ -379,9 +413,20 @@ def referring_layout(
     probability ``colour_rate`` (one more object, so ``num_objects >= 3`` when both are drawn).
     A moving object leaves the frame with probability ``leave_rate``; an object is still with
     probability ``still_rate`` (always with ``num_frames=1``, where no sentence uses motion words).
+    ``speed``: (min, max) of a moving object's speed, a fraction of ``min(height, width)`` per frame
+    (objects then plan their path to stay in the frame when they can).  ``wrap=True``: a moving
+    object keeps its speed for the whole clip, leaving at one edge and coming back at the opposite
+    one (objects flag ``wraps``; ``leave_rate`` is unused), so motion words stay true in clips of
+    any length.  ``min_gap``: centres in frame stay ``min_gap * (r_i + r_j)`` apart (0: objects may
+    pass over each other).
     """
     rates = dict(identical_rate=identical_rate, colour_rate=colour_rate, leave_rate=leave_rate, still_rate=still_rate)
     _check_args(num_frames, height, width, num_objects, rates)
+    speed = tuple(float(v) for v in speed)
+    if len(speed) != 2 or not 0.0 < speed[0] <= speed[1]:
+        raise ValueError(f"speed must be (min, max) with 0 < min <= max, got {speed}")
+    if not min_gap >= 0.0:
+        raise ValueError(f"min_gap must be >= 0, got {min_gap}")
     h, w = int(height), int(width)
     rng = np.random.default_rng(seed)
     # the clip's distractors are drawn once, before any rejected layout, so they keep their rates;
@@ -394,7 +439,9 @@ def referring_layout(
         pair_mode = str(rng.choice(["motion", "position"])) if identical else None
         if num_frames == 1 and identical:
             pair_mode = "position"
-        objects = _place(rng, appear, pair_mode, num_frames, h, w, leave_rate, still_rate)
+        objects = _place(
+            rng, appear, pair_mode, num_frames, h, w, leave_rate, still_rate, speed, bool(wrap), float(min_gap)
+        )
         if objects is None:
             continue
         order = rng.permutation(num_objects)  # front-to-back order, so index says nothing of the kind
@@ -437,52 +484,167 @@ def referring_layout(
 # ------------------------------------------------------------------------------------- render
 
 
-def _render(info: dict, num_frames: int, textured: bool, rng) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 frames (T, H, W, 3) and visible masks (N, T, H, W) bool; object 0 is in front."""
+def _render_rng(seed) -> np.random.Generator:
+    """The rendering stream of a seed (separate from the layout's, so backgrounds share one layout)."""
+    return np.random.default_rng([*np.atleast_1d(np.asarray(seed, np.int64)).tolist(), 0x5E6])
+
+
+def _background_fn(kind: str, rng, h: int, w: int):
+    """``B(qx, qy) -> (..., 3)`` float32 of a background kind at pixel offsets from the frame centre
+    (None for flat grey).  Named colours must stand out, so textures stay near grey."""
     synthetic = _synthetic()
-    h, w = info["height"], info["width"]
-    objects = info["objects"]
-    n = len(objects)
-    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
-    if textured:
-        scene = synthetic.make_scene(int(rng.integers(2**31)), 1, h, w, num_objects=0, camera=False)
-        # the synthetic background texture, pulled halfway to grey so named colours stand out
-        bg = 0.5 + 0.5 * (scene.texture(gx - (w - 1) / 2, gy - (h - 1) / 2) - 0.5)
-    else:
-        bg = np.full((h, w, 3), 0.5, np.float32)
-    # a light stripe texture per object that moves with it
-    waves = []
-    for _ in range(n):
-        k = 2 * np.pi / rng.uniform(5.0, 12.0, 2)
-        a = rng.uniform(0, 2 * np.pi, 2)
-        waves.append((k * np.cos(a), k * np.sin(a), rng.uniform(0, 2 * np.pi, 2), rng.uniform(0.02, 0.05, 2)))
-    frames = np.empty((num_frames, h, w, 3), np.uint8)
-    targets = np.zeros((n, num_frames, h, w), bool)
+    if kind == "flat":
+        return None
+    if kind in ("synthetic", "noise"):
+        # the synthetic texture pulled halfway to grey; "noise": down to 3-pixel waves, more contrast
+        fine = kind == "noise"
+        scene = synthetic.make_scene(
+            int(rng.integers(2**31)), 1, h, w, num_objects=0, camera=False, min_wavelength=3.0 if fine else 12.0
+        )
+        gain = 0.8 if fine else 0.5
+        return lambda qx, qy: 0.5 + gain * (scene.texture(qx, qy) - 0.5)
+    # regular patterns: soft-edged stripes or a checkerboard in two near-grey tones
+    lam = max(5.0, min(h, w) * rng.uniform(0.05, 0.1))
+    theta = rng.uniform(0.0, np.pi)
+    phase = rng.uniform(0.0, 2 * np.pi, 2)
+    c0 = (rng.uniform(0.15, 0.35) + rng.uniform(-0.05, 0.05, 3)).astype(np.float32)
+    c1 = (rng.uniform(0.65, 0.85) + rng.uniform(-0.05, 0.05, 3)).astype(np.float32)
+    k, cos, sin = 2 * np.pi / lam, np.cos(theta), np.sin(theta)
+
+    def pattern(qx, qy):
+        s = np.sin(k * (cos * qx + sin * qy) + phase[0])
+        if kind == "checkerboard":
+            s = s * np.sin(k * (cos * qy - sin * qx) + phase[1])
+        a = (0.5 + 0.5 * np.clip(3.0 * s, -1.0, 1.0)).astype(np.float32)
+        return c0 + a[..., None] * (c1 - c0)
+
+    return pattern
+
+
+class ReferringRenderer:
+    """Draws the frames of a :func:`referring_layout` one at a time (memory flat in the clip length).
+
+    ``seed``: the clip's seed (:func:`referring_clip` renders with the same stream, so
+    ``background='synthetic'`` / ``'flat'`` with no pan give its frames exactly).  ``background``:
+    one of :data:`BACKGROUNDS`.  ``pan``: (x, y) pixels per frame of a constant camera pan over the
+    background (objects keep their layout tracks, in image coordinates); the background's flow
+    t -> t+1 is then the uniform ``flow_forward = -pan``.  Object 0 is in front.
+    """
+
+    def __init__(self, info: dict, seed, background: str = "synthetic", pan=(0.0, 0.0)):
+        if background not in BACKGROUNDS:
+            raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
+        rng = _render_rng(seed)
+        self.info, self.background_kind = info, background
+        self.height, self.width = h, w = int(info["height"]), int(info["width"])
+        self.objects = info["objects"]
+        self.num_frames = len(self.objects[0]["centers"]) if self.objects else 0
+        self.pan = np.asarray(pan, np.float64).reshape(2)
+        if not np.all(np.isfinite(self.pan)):
+            raise ValueError(f"pan must be finite, got {pan}")
+        self._gy, self._gx = np.mgrid[0:h, 0:w].astype(np.float32)
+        self._bg_fn = _background_fn(background, rng, h, w)
+        # a light stripe texture per object that moves with it
+        self._waves = []
+        for _ in self.objects:
+            k = 2 * np.pi / rng.uniform(5.0, 12.0, 2)
+            a = rng.uniform(0, 2 * np.pi, 2)
+            self._waves.append((k * np.cos(a), k * np.sin(a), rng.uniform(0, 2 * np.pi, 2), rng.uniform(0.02, 0.05, 2)))
+        self._static = None if self.pan.any() else self._background_at(0)
+
+    @property
+    def flow_forward(self) -> np.ndarray:
+        """(2,) the background's flow t -> t+1 in pixels (x, y), the same at every pixel."""
+        return -self.pan
+
+    def _background_at(self, t: int) -> np.ndarray:
+        h, w = self.height, self.width
+        if self._bg_fn is None:
+            return np.full((h, w, 3), 0.5, np.float32)
+        qx, qy = self._gx - (w - 1) / 2, self._gy - (h - 1) / 2
+        if t and self.pan.any():
+            qx, qy = qx + np.float32(self.pan[0] * t), qy + np.float32(self.pan[1] * t)
+        return np.asarray(self._bg_fn(qx, qy), np.float32)
+
+    def background(self, t: int) -> np.ndarray:
+        """float32 (H, W, 3) background of frame ``t`` (no objects)."""
+        return self._static.copy() if self._static is not None else self._background_at(t)
+
+    def _paint(self, frame: np.ndarray, ids: np.ndarray, i: int, t: int) -> None:
+        synthetic = _synthetic()
+        h, w = self.height, self.width
+        gx, gy = self._gx, self._gy
+        obj = self.objects[i]
+        cx, cy = obj["centers"][t]
+        r = obj["radius"]
+        reach = 1.2 * r + 1.0
+        x0, x1 = max(0, int(np.floor(cx - reach))), min(w, int(np.ceil(cx + reach)) + 1)
+        y0, y1 = max(0, int(np.floor(cy - reach))), min(h, int(np.ceil(cy + reach)) + 1)
+        if x0 >= x1 or y0 >= y1:
+            return
+        lx, ly = gx[y0:y1, x0:x1] - np.float32(cx), gy[y0:y1, x0:x1] - np.float32(cy)
+        d = np.float32(r) * synthetic.shape_sdf(obj["shape"], lx / np.float32(r), ly / np.float32(r))
+        inside = d < 0.5
+        if not inside.any():
+            return
+        alpha = np.clip(0.5 - d, 0.0, 1.0)[..., None]
+        kx, ky, ph, amp = self._waves[i]
+        tex = sum(amp[j] * np.sin(kx[j] * lx + ky[j] * ly + ph[j]) for j in range(2))
+        col = np.clip(np.asarray(synthetic.COLORS[obj["color"]], np.float32) + tex[..., None], 0.0, 1.0)
+        region = frame[y0:y1, x0:x1]
+        region += alpha * (col - region)
+        ids[y0:y1, x0:x1][inside] = i
+
+    def _check_t(self, t: int) -> int:
+        t = int(t)
+        if not 0 <= t < self.num_frames:
+            raise IndexError(f"frame {t} outside the clip's {self.num_frames} frames")
+        return t
+
+    def frame(self, t: int, exclude: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
+        """(uint8 (H, W, 3) frame ``t``, int32 (H, W) id of the object visible at each pixel, -1 for
+        the background), drawn without the objects in ``exclude``."""
+        t = self._check_t(t)
+        frame = self.background(t)
+        ids = np.full((self.height, self.width), -1, np.int32)
+        for i in reversed(range(len(self.objects))):  # paint back to front
+            if i not in exclude:
+                self._paint(frame, ids, i, t)
+        return _to_u8(frame), ids
+
+    def frame_and_clean(self, t: int, remove: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(frame, the same frame without object ``remove``, ids of the frame, ids of the frame
+        without it), drawn together: the two frames are equal wherever object ``remove`` has no
+        alpha (when it is in front, i.e. ``remove == 0``, everywhere outside ``ids == remove``)."""
+        t = self._check_t(t)
+        if not 0 <= remove < len(self.objects):
+            raise IndexError(f"object {remove} outside the clip's {len(self.objects)} objects")
+        frame = self.background(t)
+        ids = np.full((self.height, self.width), -1, np.int32)
+        clean = clean_ids = None
+        for i in reversed(range(len(self.objects))):
+            if i == remove:
+                clean, clean_ids = frame.copy(), ids.copy()
+                self._paint(frame, ids, i, t)
+                continue
+            self._paint(frame, ids, i, t)
+            if clean is not None:
+                self._paint(clean, clean_ids, i, t)
+        return _to_u8(frame), _to_u8(clean), ids, clean_ids
+
+
+def _to_u8(frame: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(frame, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _render(info: dict, num_frames: int, textured: bool, seed) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 frames (T, H, W, 3) and visible masks (N, T, H, W) bool; object 0 is in front."""
+    r = ReferringRenderer(info, seed, "synthetic" if textured else "flat")
+    n = len(info["objects"])
+    frames = np.empty((num_frames, r.height, r.width, 3), np.uint8)
+    targets = np.zeros((n, num_frames, r.height, r.width), bool)
     for t in range(num_frames):
-        frame = bg.copy()
-        ids = np.full((h, w), -1, np.int32)
-        for i in reversed(range(n)):  # paint back to front
-            obj = objects[i]
-            cx, cy = obj["centers"][t]
-            r = obj["radius"]
-            reach = 1.2 * r + 1.0
-            x0, x1 = max(0, int(np.floor(cx - reach))), min(w, int(np.ceil(cx + reach)) + 1)
-            y0, y1 = max(0, int(np.floor(cy - reach))), min(h, int(np.ceil(cy + reach)) + 1)
-            if x0 >= x1 or y0 >= y1:
-                continue
-            lx, ly = gx[y0:y1, x0:x1] - np.float32(cx), gy[y0:y1, x0:x1] - np.float32(cy)
-            d = np.float32(r) * synthetic.shape_sdf(obj["shape"], lx / np.float32(r), ly / np.float32(r))
-            inside = d < 0.5
-            if not inside.any():
-                continue
-            alpha = np.clip(0.5 - d, 0.0, 1.0)[..., None]
-            kx, ky, ph, amp = waves[i]
-            tex = sum(amp[j] * np.sin(kx[j] * lx + ky[j] * ly + ph[j]) for j in range(2))
-            col = np.clip(np.asarray(synthetic.COLORS[obj["color"]], np.float32) + tex[..., None], 0.0, 1.0)
-            region = frame[y0:y1, x0:x1]
-            region += alpha * (col - region)
-            ids[y0:y1, x0:x1][inside] = i
-        frames[t] = np.round(np.clip(frame, 0.0, 1.0) * 255.0).astype(np.uint8)
+        frames[t], ids = r.frame(t)
         targets[:, t] = ids[None] == np.arange(n)[:, None, None]
     return frames, targets
 
@@ -508,9 +670,7 @@ def referring_clip(
     ``textured=False`` puts the objects on flat grey.  Keyword options: :func:`referring_layout`.
     """
     info = referring_layout(seed, num_frames, height, width, num_objects, distractors, **layout_kwargs)
-    # the rendering stream is separate from the layout's, so textured / plain share one layout
-    render_rng = np.random.default_rng([*np.atleast_1d(np.asarray(seed, np.int64)).tolist(), 0x5E6])
-    clip, targets = _render(info, num_frames, textured, render_rng)
+    clip, targets = _render(info, num_frames, textured, seed)
     if return_info:
         return clip, list(info["sentences"]), targets, info
     return clip, list(info["sentences"]), targets
