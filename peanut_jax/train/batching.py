@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -119,13 +121,16 @@ class StepBatch:
     """``step -> batch``: this process's rows of the global batch of ``step`` (picklable: the worker
     processes get a copy)."""
 
-    def __init__(self, seed: int, batch_size: int, rows_: range, example, order, dtype):
+    def __init__(self, seed: int, batch_size: int, rows_: range, example, order, dtype, stop_file: str = ""):
         self.seed, self.batch_size, self.rows, self.example = seed, batch_size, rows_, example
         self.order, self.dtype = order, dtype
+        self.stop_file = stop_file  # workers: stop between examples once this file exists
 
     def __call__(self, step: int) -> dict:
         examples = []
         for r in self.rows:
+            if self.stop_file and os.path.exists(self.stop_file):
+                raise _Stopped(f"stopped before step {step}")
             item = None if self.order is None else int(self.order[(step - 1) * self.batch_size + r])
             try:
                 examples.append(self.example((self.seed, TRAIN_STREAM, step, r), item))
@@ -133,6 +138,10 @@ class StepBatch:
                 what = f"training example of step {step}, row {r}" + ("" if item is None else f" (item {item})")
                 raise _named(e, what) from e
         return stack(examples, self.dtype)
+
+
+class _Stopped(Exception):
+    """A worker noticed the stop file (the consumer has gone; nobody reads this)."""
 
 
 def _worker_init(index: int, count: int) -> None:
@@ -153,9 +162,13 @@ def worker_batches(make: StepBatch, start_step: int, workers: int) -> Iterator[d
     # flags are unparsed: let it read its default
     if not flags.FLAGS.is_parsed() and _PROFILING_FLAG in flags.FLAGS:
         flags.FLAGS[_PROFILING_FLAG].present = True
+    # grain stops a worker only between elements (a whole batch, seconds): on close the workers see
+    # this file between two examples and give up their batch
+    stop_dir = tempfile.mkdtemp(prefix="peanut-workers-")
+    stop_file = os.path.join(stop_dir, "stop")
     ds = (
         grain.MapDataset.range(start_step + 1, _LAST_STEP)
-        .map(make)
+        .map(StepBatch(make.seed, make.batch_size, make.rows, make.example, make.order, make.dtype, stop_file))
         # one batch at a time in each worker: the processes are the parallelism
         .to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
         .mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=1), _worker_init)
@@ -174,7 +187,10 @@ def worker_batches(make: StepBatch, start_step: int, workers: int) -> Iterator[d
             # plain arrays (views of grain's shared-memory blocks, freed with the last view)
             yield {k: np.asarray(v) for k, v in batch.items()}
     finally:
+        with open(stop_file, "w"):
+            pass
         it.close()
+        shutil.rmtree(stop_dir, ignore_errors=True)
 
 
 def train_batches(
