@@ -12,6 +12,7 @@ def train_block(num_steps: int, **overrides) -> dict:
         keep_checkpoints=3,
         async_checkpoint=True,
         prefetch=4,
+        data_workers=0,  # worker processes building the training batches (0: in the training process)
         progress=True,
         tensorboard=True,
         eval_at_start=True,
