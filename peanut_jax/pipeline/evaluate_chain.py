@@ -134,8 +134,9 @@ def evaluate_case(case: HardCase, chain: Chain, masks: str = "text", text_model=
 
     ``masks``: ``'text'`` (SAMWISE ``text_model`` = (module, variables), prompted with the case's
     sentence, ``tokenizer`` a :class:`~peanut_jax.text.RobertaTokenizer`) or ``'gt'``.
-    Returns the case's description with the metrics, ``frames``, ``seconds``, ``seconds_per_frame``,
-    ``frames_out`` / ``size_out`` (the chain's last stage) and ``peak_rss_bytes``."""
+    Returns the case's description with the metrics, ``frames``, ``seconds`` / ``seconds_per_frame``
+    (streaming, after :meth:`Chain.warmup`, whose time is ``compile_seconds``), per-stage times,
+    ``frames_out`` / ``size_out`` (the chain's last stage) and ``peak_rss_bytes`` (during streaming)."""
     from peanut_jax.data.prefetch import Prefetcher
 
     if masks not in ("text", "gt"):
@@ -181,7 +182,7 @@ def evaluate_case(case: HardCase, chain: Chain, masks: str = "text", text_model=
     def on_erased(i, image):
         meas.erased(image, pending.pop(i))
 
-    chain.warmup(info)
+    warm = chain.warmup(info)
     meters: list[Meter] = []
     count, size_out = 0, None
     t0 = time.perf_counter()
@@ -204,6 +205,7 @@ def evaluate_case(case: HardCase, chain: Chain, masks: str = "text", text_model=
         frames=len(case),
         seconds=seconds,
         seconds_per_frame=seconds / max(1, len(case)),
+        compile_seconds=float(warm["seconds"]),
         stages={m.name: {"frames": m.frames, "seconds": m.seconds} for m in meters},
         frames_out=count,
         size_out=list(size_out) if size_out else None,
