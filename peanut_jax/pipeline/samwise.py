@@ -77,7 +77,8 @@ class SAMWISEPredictor:
             raise ValueError("use_cme=True but the weights have no conditional memory encoder")
         if use_cme != module.cfg.use_cme:
             module = module.clone(cfg=dataclasses.replace(module.cfg, use_cme=use_cme))
-        self.module, self.variables, self.tokenizer = module, variables, tokenizer
+        # on the device once (host arrays would be copied in on every clip)
+        self.module, self.variables, self.tokenizer = module, jax.device_put(variables), tokenizer
         self.threshold, self.clip_window, self.short_side = float(threshold), int(clip_window), int(short_side)
         self._run = jax.jit(self._clip_fn, static_argnums=(5, 6))
 
