@@ -270,6 +270,8 @@ def speed():
         agree = float(np.mean(masks["official"] == masks["ours"]))
         med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in times.items()}
         rows.append((n_p, med["official"], med["ours"], peak, agree))
+        (ow, oc), (uw, uc) = med["official"], med["ours"]
+        print(f"{n_p} prompt(s): official {ow:.2f}s wall {oc:.2f}s CPU, ours {uw:.2f}s wall {uc:.2f}s CPU", flush=True)
     print(
         f"\nSAMWISE base+ (random official-format weights, demo settings: HSA on, CME off), {T} frames "
         f"{H}x{W} -> {resized_size(H, W)} input, fp32, {ARGS.threads} thread(s) each side, medians of "
