@@ -6,6 +6,9 @@ from the workdir's ``config.json`` is refused (the message lists the fields) unl
 loop-only keys changed or ``--allow-config-change`` is given.  Ctrl-C (SIGINT) finishes the current
 step, saves a checkpoint at it and exits with status 130 (a second Ctrl-C quits at once; in
 multi-process runs SIGINT just stops the process, resume is from the last periodic checkpoint).
+Compiled programs are kept in JAX's persistent compilation cache (``$PEANUT_HOME/xla_cache``, or
+``$PEANUT_XLA_CACHE``), so a resumed or repeated run skips most of the compilation;
+``--no-compile-cache`` (or ``PEANUT_XLA_CACHE=0``) turns it off.
 
 Multi-host (TPU pod slices, GPU clusters, several CPU processes): every process runs the same
 command.  ``jax.distributed.initialize`` is called first when ``--coordinator_address`` /
@@ -48,6 +51,12 @@ flags.DEFINE_bool(
     "train.keep_checkpoints, train.async_checkpoint, train.prefetch, train.progress, "
     "train.tensorboard, train.eval_at_start, train.debug_nan_at_step (a schedule defined over "
     "train.num_steps, e.g. cosine, follows the new length from the resume step on).",
+)
+flags.DEFINE_bool(
+    "no-compile-cache",
+    False,
+    "Do not keep compiled programs between runs (default: JAX's persistent compilation cache in "
+    "$PEANUT_HOME/xla_cache, or $PEANUT_XLA_CACHE; same as PEANUT_XLA_CACHE=0).",
 )
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
@@ -183,6 +192,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     import jax
 
+    from peanut_jax.pipeline.common import enable_compilation_cache
     from peanut_jax.train.loop import NonFiniteLossError, TrainingInterrupted, WorkdirError, train_and_evaluate
 
     try:
@@ -194,6 +204,7 @@ def main(argv):
         maybe_initialize_distributed(
             FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
         )
+        enable_compilation_cache(off=FLAGS["no-compile-cache"].value)
         if jax.process_index() != 0 or not FLAGS["verbosity"].present:
             logging.set_verbosity(logging.WARNING)  # the progress bar reports; -v 0 for INFO logs
         result = train_and_evaluate(config, FLAGS.workdir, allow_config_change=FLAGS["allow-config-change"].value)

@@ -15,7 +15,8 @@ def main(argv=None, interrupt=None) -> int:
     from peanut_jax.checkpoints.entry import DownloadError
     from peanut_jax.cli.commands import dispatch
     from peanut_jax.cli.parser import COMMANDS, build_parser, normalize
-    from peanut_jax.pipeline.common import announce_compilation, enable_compilation_cache
+    from peanut_jax.pipeline.common import enable_compilation_cache
+    from peanut_jax.pipeline.telemetry import announce_compiles
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(description="peanut_jax inference: mask -> erase -> upscale -> interpolate, and flow.")
@@ -24,7 +25,7 @@ def main(argv=None, interrupt=None) -> int:
     args = parser.parse_args(argv)
     try:
         normalize(args)
-        announce_compilation(enable_compilation_cache())
+        announce_compiles(enable_compilation_cache(off=args.no_compile_cache))
         return int(dispatch(args) or 0)
     except KeyboardInterrupt:
         if interrupt is not None:

@@ -235,7 +235,6 @@ def chain_command(args: argparse.Namespace) -> int:
     """``infer.py run|erase|upscale|interpolate``: check, load, stream, write, summarise."""
     from peanut_jax.cli.manifest import check_rows, run_rows
     from peanut_jax.pipeline.build import make_stage
-    from peanut_jax.pipeline.common import enable_compilation_cache
     from peanut_jax.pipeline.outputs import check_output, write_json
 
     progress = not args.no_progress and sys.stderr.isatty()
@@ -250,7 +249,6 @@ def chain_command(args: argparse.Namespace) -> int:
             check_output(args.output, True, "--output")  # the batch folder can be created
             pathlib.Path(args.output).mkdir(parents=True)
         check_rows("erase" in stages, rows, args.overwrite, args.manifest)  # every row, before loading
-    enable_compilation_cache()
     built = []
     for name in stages:
         module, variables, label = _load(args, name, progress)
@@ -319,6 +317,7 @@ def mask_command(args: argparse.Namespace) -> int:
     """``infer.py mask``: masks from SAM 2 prompts or SAMWISE sentences, one PNG per frame (union,
     or palette with --per-object); both sources go through the one writer, :func:`write_masks`."""
     from peanut_jax.pipeline.mask import DEFAULT_CHECKPOINT, prompts_from_args, run_mask, write_masks
+    from peanut_jax.pipeline.telemetry import compile_label
 
     if not args.input:
         raise ValueError("--input is required")
@@ -337,15 +336,17 @@ def mask_command(args: argparse.Namespace) -> int:
         source = TextPromptMasks(
             texts, args.sam2_checkpoint, tokenizer=args.tokenizer, checkpoint_flag="--checkpoint", progress=progress
         )
-        out = write_masks(args.input, args.output, source, progress=progress, **outputs)
+        with compile_label("mask (SAMWISE)"):
+            out = write_masks(args.input, args.output, source, progress=progress, **outputs)
     else:
-        out = run_mask(
-            args.input,
-            args.output,
-            prompts,
-            checkpoint=args.sam2_checkpoint or DEFAULT_CHECKPOINT,
-            progress=progress,
-            **outputs,
-        )
+        with compile_label("mask (SAM 2)"):
+            out = run_mask(
+                args.input,
+                args.output,
+                prompts,
+                checkpoint=args.sam2_checkpoint or DEFAULT_CHECKPOINT,
+                progress=progress,
+                **outputs,
+            )
     print(f"wrote {out}")
     return 0

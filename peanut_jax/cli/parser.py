@@ -22,6 +22,15 @@ def _hidden(p, *names, **kw):
     p.add_argument(*names, help=HIDDEN, default=HIDDEN, **kw)
 
 
+def _no_compile_cache(g) -> None:
+    g.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="do not keep compiled programs between runs (default: cached in $PEANUT_HOME/xla_cache; "
+        "same as PEANUT_XLA_CACHE=0)",
+    )
+
+
 def _io(p, command: str) -> None:
     g = p.add_argument_group("input / output")
     needs_masks = command in ("run", "erase")
@@ -40,6 +49,7 @@ def _io(p, command: str) -> None:
     g.add_argument("--output", help="output video (.mp4, ...) or a folder name for PNG frames; batch: a folder")
     g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _no_compile_cache(g)
     if command == "flow":
         return
     g.add_argument(
@@ -227,6 +237,7 @@ def _mask(p) -> None:
     )
     g.add_argument("--overwrite", action="store_true", help="replace an existing output")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _no_compile_cache(g)
     mask.add_arguments(p, checkpoint_flag="--checkpoint", outputs=True)
     from peanut_jax.pipeline import text_masks
 

@@ -37,6 +37,7 @@ from peanut_jax.pipeline.telemetry import (
     RunSummary,
     backend_compiles,
     cpu_seconds,
+    key_label,
     run_parallel,
 )
 
@@ -116,7 +117,8 @@ class Chain:
             jobs += [(k, j) for k, j in found if k not in self._compiled]
         t0 = time.perf_counter()
         if jobs:
-            for k in run_parallel([j for _, j in jobs], workers or min(len(jobs), max(1, os.cpu_count() or 1))):
+            workers = workers or min(len(jobs), max(1, os.cpu_count() or 1))
+            for k in run_parallel([j for _, j in jobs], workers, labels=[key_label(k) for k, _ in jobs]):
                 self._compiled.add(jobs[k][0])
         return {"jobs": len(jobs), "seconds": time.perf_counter() - t0}
 

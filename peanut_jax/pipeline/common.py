@@ -1,5 +1,5 @@
 """Helpers shared by the stages and the commands: bundled assets, the persistent compilation cache
-(and saying when a first compilation is slow), and a clean Ctrl-C.
+(the notices while a compilation runs are in :mod:`peanut_jax.pipeline.telemetry`), and a clean Ctrl-C.
 (Loading and exporting weights live in :mod:`peanut_jax.checkpoints`.)"""
 
 from __future__ import annotations
@@ -15,72 +15,16 @@ def bundled_asset(*parts) -> pathlib.Path:
 
 
 # ------------------------------------------------------------------------------------ compilation
-_ANNOUNCE: list = []
-
-
-def announce_compilation(cache_dir=None, delay: float = 1.0, stream=None) -> None:
-    """Say once per process, on stderr, when a model is being compiled (the first run for a model
-    and frame size): a note is printed when lowering a program is not followed within ``delay``
-    seconds by the end of its compilation or a persistent-cache hit, so quick compiles and cached
-    programs stay silent."""
-    if _ANNOUNCE:
-        _ANNOUNCE[0]["cache_dir"] = cache_dir
-        return
-    import threading
-
-    import jax
-    from jax._src import dispatch
-
-    state = {"cache_dir": cache_dir, "said": False, "timer": None}
-    lock = threading.Lock()
-
-    def say():
-        with lock:
-            if state["said"]:
-                return
-            state["said"] = True
-        where = (
-            f"compiled programs are cached in {state['cache_dir']}, so later runs start fast"
-            if state["cache_dir"]
-            else "PEANUT_XLA_CACHE=0: nothing is cached between runs"
-        )
-        print(
-            f"note: compiling the models for this frame size (seconds to minutes, once: {where})",
-            file=stream or sys.stderr,
-            flush=True,
-        )
-
-    def cancel():
-        t = state["timer"]
-        if t is not None:
-            t.cancel()
-
-    def on_event(event, **_):
-        if event == "/jax/compilation_cache/cache_hits":
-            cancel()
-
-    def on_duration(event, duration, **_):
-        if state["said"]:
-            return
-        if event == dispatch.JAXPR_TO_MLIR_MODULE_EVENT:
-            cancel()
-            t = threading.Timer(delay, say)
-            t.daemon = True
-            state["timer"] = t
-            t.start()
-        elif event == dispatch.BACKEND_COMPILE_EVENT:
-            cancel()
-
-    jax.monitoring.register_event_listener(on_event)
-    jax.monitoring.register_event_duration_secs_listener(on_duration)
-    _ANNOUNCE.append(state)
-
-
-def enable_compilation_cache(path=None) -> pathlib.Path | None:
+def enable_compilation_cache(path=None, *, off: bool = False) -> pathlib.Path | None:
     """Turn on JAX's persistent compilation cache so that later runs (of any process) load the
     compiled stage programs instead of compiling them again.  ``path``: the cache folder; default
     ``$PEANUT_XLA_CACHE``, else ``$PEANUT_HOME/xla_cache``; ``PEANUT_XLA_CACHE=0`` turns it off.
+    ``off=True`` (the ``--no-compile-cache`` flag of ``infer.py`` and ``train.py``) sets
+    ``PEANUT_XLA_CACHE=0`` for this process, so that later calls keep it off too.
     Returns the folder used (None when off)."""
+    if off:
+        os.environ["PEANUT_XLA_CACHE"] = "0"
+        return None
     env = os.environ.get("PEANUT_XLA_CACHE")
     if path is None:
         if env is not None and env.strip().lower() in ("0", "", "off", "false", "no"):

@@ -1,4 +1,4 @@
-"""What a run measures: memory peaks, per-stage meters, compile counts and the run summary.
+"""What a run measures: memory peaks, per-stage meters, compile counts and notices, and the run summary.
 
 Kept apart from the chain so that :mod:`peanut_jax.pipeline.chain` reads as the streaming idea only;
 everything here observes a run without changing its outputs.
@@ -11,12 +11,24 @@ import dataclasses
 import os
 import queue
 import resource
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-__all__ = ["MemoryMonitor", "Meter", "RunSummary", "run_parallel", "cpu_seconds", "backend_compiles", "COMPILED"]
+__all__ = [
+    "MemoryMonitor",
+    "Meter",
+    "RunSummary",
+    "run_parallel",
+    "cpu_seconds",
+    "backend_compiles",
+    "announce_compiles",
+    "compile_label",
+    "key_label",
+    "COMPILED",
+]
 
 
 class MemoryMonitor:
@@ -87,7 +99,8 @@ class Meter:
         while True:
             t0 = time.perf_counter()
             try:
-                item = next(it)
+                with compile_label(self.name):  # names a compilation the stage triggers itself
+                    item = next(it)
             except StopIteration:
                 self.inclusive += time.perf_counter() - t0
                 return
@@ -171,9 +184,10 @@ class RunSummary:
         return "\n".join(lines)
 
 
-def run_parallel(jobs: Sequence[Callable[[], Any]], workers: int) -> Iterator[int]:
+def run_parallel(jobs: Sequence[Callable[[], Any]], workers: int, labels: Sequence[str] | None = None) -> Iterator[int]:
     """Run ``jobs`` in ``workers`` daemon threads; yield the index of each finished job and re-raise
-    the first failure.  Daemon threads, so that Ctrl-C does not wait for compilations in flight."""
+    the first failure.  Daemon threads, so that Ctrl-C does not wait for compilations in flight.
+    ``labels``: what each job compiles (:func:`compile_label`), for the compile notices."""
     todo: queue.Queue = queue.Queue()
     for i in range(len(jobs)):
         todo.put(i)
@@ -186,7 +200,8 @@ def run_parallel(jobs: Sequence[Callable[[], Any]], workers: int) -> Iterator[in
             except queue.Empty:
                 return
             try:
-                jobs[i]()
+                with compile_label(labels[i] if labels is not None else None):
+                    jobs[i]()
                 done.put((i, None))
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
                 done.put((i, exc))
@@ -225,6 +240,115 @@ def backend_compiles() -> int:
         jax.monitoring.register_event_duration_secs_listener(count)
         _LISTENING.append(count)
     return _COMPILES[0]
+
+
+# ------------------------------------------------------------------------------- compile notices
+_LABEL = threading.local()
+
+
+@contextlib.contextmanager
+def compile_label(label: str | None):
+    """Name what this thread compiles inside the block (the compile notices say it); nests."""
+    old = getattr(_LABEL, "text", None)
+    _LABEL.text = label if label is not None else old
+    try:
+        yield
+    finally:
+        _LABEL.text = old
+
+
+def key_label(key: tuple) -> str:
+    """A readable label of a compiled-shape key of :meth:`Stage.compile_jobs`: its name and sizes
+    (object ids and flags dropped), e.g. ``('erase', id, 16, 240, 432, 11)`` -> ``erase (16, 240, 432, 11)``."""
+    sizes = [str(v) for v in key[1:] if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**20]
+    return f"{key[0]} ({', '.join(sizes)})" if sizes else str(key[0])
+
+
+_NOTICES: dict = {}
+
+
+def announce_compiles(cache_dir=None, *, stream=None, min_seconds: float = 1.0, enabled: bool = True) -> None:
+    """Tell the user, on stderr, what is being compiled while it is: a compilation of a jitted
+    function (lowering + XLA compile, or a persistent-cache load) still running after
+    ``min_seconds`` prints ``compiling <what> (first run only; cached in <dir>) ...``, and
+    ``compiled <what> in N s`` (or ``loaded <what> from the cache in N s``) when it is done.  Whole
+    lines, so that parallel compilations, XLA's own warnings or a Ctrl-C message never run into an
+    unfinished one.  Quick compiles and cache loads stay silent; a function already compiled for a
+    shape is not compiled again, so each compiled function gets one notice.
+
+    ``<what>`` is the :func:`compile_label` of the compiling thread (the stage and its shape) and the
+    function's name.  Process-wide (JAX monitoring listeners, installed once); a later call updates
+    ``cache_dir`` (None: the cache is off), ``stream`` (default ``sys.stderr`` at print time) and
+    ``min_seconds``; ``enabled=False`` silences it."""
+    _NOTICES.update(cache_dir=cache_dir, stream=stream, min_seconds=float(min_seconds), enabled=enabled)
+    if "lock" in _NOTICES:
+        return
+    import jax
+    from jax._src import dispatch
+
+    lock = _NOTICES["lock"] = threading.Lock()
+    local = threading.local()
+
+    def write(line: str) -> None:
+        out = _NOTICES["stream"] or sys.stderr
+        out.write(line + "\n")
+        out.flush()
+
+    def start_line(job: dict) -> None:
+        with lock:
+            if job["done"] or job["said"]:
+                return
+            job["said"] = True
+            where = _NOTICES["cache_dir"]
+            note = f"first run only; cached in {where}" if where else "the compile cache is off"
+            write(f"compiling {job['what']} ({note}) ...")
+
+    def end_line(job: dict) -> None:
+        with lock:
+            job["done"] = True
+            if job["timer"] is not None:
+                job["timer"].cancel()
+            if job["said"]:
+                seconds = time.perf_counter() - job["t0"]
+                how = f"loaded {job['what']} from the cache" if job["hit"] else f"compiled {job['what']}"
+                write(f"{how} in {seconds:.1f} s")
+
+    def on_start(event, value, fun_name="", **_):
+        if event != dispatch.JAXPR_TO_MLIR_MODULE_EVENT or not _NOTICES["enabled"]:
+            return
+        fun = fun_name[4:-1] if fun_name.startswith("jit(") else fun_name
+        fun = "" if fun.startswith("<") else fun.lstrip("_")
+        label = getattr(_LABEL, "text", None)
+        what = f"{label}: {fun}" if label and fun else (label or fun or "a function")
+        job = {"what": what, "t0": time.perf_counter(), "said": False, "done": False, "hit": False, "timer": None}
+        stale = getattr(local, "job", None)  # a lowering that was never compiled (``.lower()`` alone)
+        if stale is not None:
+            with lock:
+                stale["done"] = True
+                if stale["timer"] is not None:
+                    stale["timer"].cancel()
+        local.job = job
+        if _NOTICES["min_seconds"] <= 0:
+            start_line(job)
+        else:
+            job["timer"] = threading.Timer(_NOTICES["min_seconds"], start_line, (job,))
+            job["timer"].daemon = True
+            job["timer"].start()
+
+    def on_event(event, **_):
+        job = getattr(local, "job", None)
+        if job is not None and event == "/jax/compilation_cache/cache_hits":
+            job["hit"] = True
+
+    def on_duration(event, duration, **_):
+        job = getattr(local, "job", None)
+        if job is not None and event == dispatch.BACKEND_COMPILE_EVENT:
+            local.job = None
+            end_line(job)
+
+    jax.monitoring.register_scalar_listener(on_start)
+    jax.monitoring.register_event_listener(on_event)
+    jax.monitoring.register_event_duration_secs_listener(on_duration)
 
 
 # keys of the shapes compiled ahead of time (per runner object; a reused id only means that
