@@ -208,7 +208,17 @@ class SAM2(nn.Module):
         return self.obj_ptr_tpos_proj(pe) if cfg.proj_tpos_enc_in_obj_ptrs else pe
 
     def condition_on_memory(
-        self, vision, vision_pos, memory, memory_tpos, memory_valid, ptrs, ptr_rel_pos, ptr_valid, t_diff_max
+        self,
+        vision,
+        vision_pos,
+        memory,
+        memory_tpos,
+        memory_valid,
+        ptrs,
+        ptr_rel_pos,
+        ptr_valid,
+        t_diff_max,
+        deterministic: bool = True,
     ):
         """Memory attention of the current frame over fixed memory slots.
 
@@ -217,7 +227,8 @@ class SAM2(nn.Module):
         ``maskmem_tpos_enc`` (``num_maskmem - t_pos - 1``), memory_valid (B, S) bool; ptrs (B, P, d)
         object pointers, ptr_rel_pos (B, P) their signed temporal offsets, ptr_valid (B, P) bool;
         ``t_diff_max`` = ``min(num_frames, 16) - 1``.  Invalid slots are masked out of attention,
-        which equals the official concatenation of the valid ones.  Returns (B, h, w, d).
+        which equals the official concatenation of the valid ones.  ``deterministic=False`` turns
+        on the memory attention's training dropout (rng stream ``'dropout'``).  Returns (B, h, w, d).
         """
         cfg = self.cfg
         b, h, w, d = vision.shape
@@ -236,7 +247,9 @@ class SAM2(nn.Module):
         valid = jnp.concatenate([mem_valid, jnp.repeat(ptr_valid, k, axis=1)], axis=1)
         curr = vision.reshape(b, h * w, d)
         curr_pos = jnp.broadcast_to(vision_pos.reshape(1, h * w, d), (b, h * w, d))
-        out = self.memory_attention(curr, curr_pos, keys, keys_pos, num_obj_ptr_tokens=p * k, memory_valid=valid)
+        out = self.memory_attention(
+            curr, curr_pos, keys, keys_pos, num_obj_ptr_tokens=p * k, memory_valid=valid, deterministic=deterministic
+        )
         return out.reshape(b, h, w, d)
 
     def encode_memory(self, vision, high_res_masks, object_score_logits, binarize):

@@ -15,7 +15,12 @@ transposed (E, 3E) with ``in_proj_bias``; ``out_proj``; scale ``head_dim ** -0.5
   batch differ in length).  ``ca_T2V``: ``t *= MHA(q=t, k=v=mean_T(x))`` (x before HSA).
 * ``proj_vis_up``: 1x1 transposed conv (no bias) -> BatchNorm -> ReLU; ``proj_text_up`` Linear.
 
-BatchNorm runs on its running statistics (``batch_stats``) unless ``use_running_average=False``.
+BatchNorm runs on its running statistics (``batch_stats``) unless ``use_running_average=False``
+(training, as official ``model.train()``: batch statistics over every axis but the channels, i.e. the
+whole batch of clips x frames x pixels; ``bn_axis_name`` also averages them over a ``pmap`` axis, as
+SyncBatchNorm; under ``jit`` with a sharded batch the mean is already global).  ``deterministic=False``
+turns on the official training dropout: 0.1 on the HSA attention weights (``ca_V2T``/``ca_T2V`` have
+none) and, in the CME block, on the attention weights, after the attention, in the FFN and after it.
 
 ``ConditionalMemoryEncoder``: ``[decision_token, obj_ptr (with memory), early token (no memory)]``
 -> post-norm self-attention block (SA, add, ``norm1``, ReLU FFN, add, ``norm3``; ``norm2`` exists
@@ -50,17 +55,19 @@ def time_embedding(t: int, dim: int, temperature: float = 10000.0) -> np.ndarray
 
 
 class MultiheadAttention(nn.Module):
-    """torch ``nn.MultiheadAttention`` (eval), batch-first: ``(q (B,Nq,E), k (B,Nk,E), v (B,Nk,E),
-    key_valid (B,Nk) bool | None) -> (B,Nq,E)``."""
+    """torch ``nn.MultiheadAttention``, batch-first: ``(q (B,Nq,E), k (B,Nk,E), v (B,Nk,E),
+    key_valid (B,Nk) bool | None, deterministic) -> (B,Nq,E)``; ``dropout`` on the attention weights
+    when ``deterministic=False`` (rng stream ``'dropout'``)."""
 
     dim: int
     heads: int
     query_chunk: int | None = None
+    dropout: float = 0.0
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, q, k, v, key_valid=None):
+    def __call__(self, q, k, v, key_valid=None, deterministic: bool = True):
         e, h = self.dim, self.heads
         w = self.param("in_proj_weight", nn.initializers.xavier_uniform(), (e, 3 * e), self.param_dtype)
         b = self.param("in_proj_bias", nn.initializers.zeros, (3 * e,), self.param_dtype)
@@ -70,16 +77,21 @@ class MultiheadAttention(nn.Module):
             y = jnp.einsum("bnc,cd->bnd", x.astype(self.dtype), w[:, j * e : (j + 1) * e]) + b[j * e : (j + 1) * e]
             return y.reshape(*y.shape[:2], h, e // h)
 
-        out = attention(proj(q, 0), proj(k, 1), proj(v, 2), key_valid, query_chunk=self.query_chunk)
+        rate = 0.0 if deterministic else self.dropout
+        rng = self.make_rng("dropout") if rate > 0.0 else None
+        out = attention(
+            proj(q, 0), proj(k, 1), proj(v, 2), key_valid, dropout_rate=rate, rng=rng, query_chunk=self.query_chunk
+        )
         out = out.reshape(*out.shape[:2], e)
         return linear(e, e, name="out_proj", dtype=self.dtype, param_dtype=self.param_dtype)(out)
 
 
-def _bn(name, use_running_average, dtype, param_dtype):
+def _bn(name, use_running_average, dtype, param_dtype, axis_name=None):
     return nn.BatchNorm(
         use_running_average=use_running_average,
         momentum=0.9,
         epsilon=BN_EPS,
+        axis_name=axis_name,
         dtype=dtype,
         param_dtype=param_dtype,
         name=name,
@@ -99,6 +111,9 @@ class CMTAdapter(nn.Module):
     attend_text_padding: bool = False
     use_running_average: bool = True
     hsa_query_chunk: int | None = 128
+    deterministic: bool = True
+    hsa_dropout: float = 0.1
+    bn_axis_name: str | None = None
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -106,7 +121,7 @@ class CMTAdapter(nn.Module):
     def __call__(self, vis, txt, padding_mask=None):
         p_, t_, hh, ww, c = vis.shape
         d, dt, pdt = self.dim, self.dtype, self.param_dtype
-        bn = lambda name: _bn(name, self.use_running_average, dt, pdt)
+        bn = lambda name: _bn(name, self.use_running_average, dt, pdt, self.bn_axis_name)
         x = nn.Dense(d, use_bias=False, dtype=dt, param_dtype=pdt, name="proj_vis_down_0")(vis)
         x = jax.nn.relu(bn("proj_vis_down_1")(x))  # (P, T, H, W, d)
         t = nn.Dense(d, use_bias=False, dtype=dt, param_dtype=pdt, name="proj_text_down_0")(txt)
@@ -122,7 +137,9 @@ class CMTAdapter(nn.Module):
             xh = xh + jnp.asarray(time_embedding(t_, d), dt)[None, :, None, None, :] + pos.astype(dt)
             xh = xh.transpose(0, 2, 1, 3, 4).reshape(p_ * n, t_ * p * p, d)  # (b N), (t p)
             xh = layer_norm(1e-5, name="norm_pre_HSA", dtype=dt, param_dtype=pdt)(xh)
-            xh = MultiheadAttention(d, self.heads, self.hsa_query_chunk, dt, pdt, name="hsa_self_attn")(xh, xh, xh)
+            xh = MultiheadAttention(
+                d, self.heads, self.hsa_query_chunk, self.hsa_dropout, dt, pdt, name="hsa_self_attn"
+            )(xh, xh, xh, deterministic=self.deterministic)
             xh = linear(d, d, name="hsa_linear", dtype=dt, param_dtype=pdt)(xh)
             xh = xh.reshape(p_, n, t_, p * p, d).transpose(0, 2, 1, 3, 4)
             xh = xh.reshape(p_, t_, hh // p, ww // p, p, p, d).transpose(0, 1, 2, 4, 3, 5, 6)
@@ -131,9 +148,9 @@ class CMTAdapter(nn.Module):
         if padding_mask is not None and not self.attend_text_padding:
             key_valid = ~jnp.asarray(padding_mask, bool)
         q = x_att.reshape(p_, t_ * hh * ww, d)  # every frame of prompt b sees text b
-        q = q * MultiheadAttention(d, self.heads, None, dt, pdt, name="ca_V2T")(q, t, t, key_valid)
+        q = q * MultiheadAttention(d, self.heads, None, 0.0, dt, pdt, name="ca_V2T")(q, t, t, key_valid)
         x_mean = x.mean(axis=1).reshape(p_, hh * ww, d)
-        t_att = t * MultiheadAttention(d, self.heads, None, dt, pdt, name="ca_T2V")(t, x_mean, x_mean)
+        t_att = t * MultiheadAttention(d, self.heads, None, 0.0, dt, pdt, name="ca_T2V")(t, x_mean, x_mean)
         v = nn.Dense(c, use_bias=False, dtype=dt, param_dtype=pdt, name="proj_vis_up_0")(q.reshape(p_, t_, hh, ww, d))
         v = jax.nn.relu(bn("proj_vis_up_1")(v))
         t_out = nn.Dense(self.txt_dim, use_bias=False, dtype=dt, param_dtype=pdt, name="proj_text_up_0")(t_att)
@@ -141,39 +158,42 @@ class CMTAdapter(nn.Module):
 
 
 class SelfAttentionBlock(nn.Module):
-    """SAMWISE ``SelfAttentionBlock`` (post-norm, ReLU FFN) in eval mode, batch-first."""
+    """SAMWISE ``SelfAttentionBlock`` (post-norm, ReLU FFN), batch-first; ``dropout`` (official 0.1)
+    only when ``deterministic=False``."""
 
     dim: int
     heads: int
     ffn: int = 128
+    dropout: float = 0.1
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, deterministic: bool = True):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = layer_norm(1e-5, name="norm1", **kw)(
-            x + MultiheadAttention(self.dim, self.heads, name="self_attn", **kw)(x, x, x)
-        )
+        drop = lambda y: nn.Dropout(self.dropout)(y, deterministic=deterministic)  # noqa: E731
+        sa = MultiheadAttention(self.dim, self.heads, dropout=self.dropout, name="self_attn", **kw)
+        x = layer_norm(1e-5, name="norm1", **kw)(x + drop(sa(x, x, x, deterministic=deterministic)))
         if self.is_initializing():  # unused in the forward pass, but part of the checkpoint
             layer_norm(1e-5, name="norm2", **kw)(x)
         y = linear(self.dim, self.ffn, name="linear2", **kw)(
-            jax.nn.relu(linear(self.ffn, self.dim, name="linear1", **kw)(x))
+            drop(jax.nn.relu(linear(self.ffn, self.dim, name="linear1", **kw)(x)))
         )
-        return layer_norm(1e-5, name="norm3", **kw)(x + y)
+        return layer_norm(1e-5, name="norm3", **kw)(x + drop(y))
 
 
 class ConditionalMemoryEncoder(nn.Module):
-    """``(obj_ptr_with_memory (B, d), early_token_no_memory (B, d)) -> logits (B, 2)``."""
+    """``(obj_ptr_with_memory (B, d), early_token_no_memory (B, d), deterministic) -> logits (B, 2)``."""
 
     dim: int = 256
     heads: int = 8
     ffn: int = 128
+    dropout: float = 0.1
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, obj_ptr, early_token):
+    def __call__(self, obj_ptr, early_token, deterministic: bool = True):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         tok = self.param("decision_token", nn.initializers.normal(1.0), (1, self.dim), self.param_dtype)
         b = obj_ptr.shape[0]
@@ -185,5 +205,6 @@ class ConditionalMemoryEncoder(nn.Module):
             ],
             1,
         )
-        out = SelfAttentionBlock(self.dim, self.heads, self.ffn, name="transformerBlock", **kw)(seq)
+        block = SelfAttentionBlock(self.dim, self.heads, self.ffn, self.dropout, name="transformerBlock", **kw)
+        out = block(seq, deterministic=deterministic)
         return linear(2, self.dim, name="decision_class_head", **kw)(out[:, 0])

@@ -32,6 +32,8 @@ class SAMWISEConfig:
     cme_heads: int = 8
     cme_ffn: int = 128
     switch_mem: str = "reweight"
+    # SAM 2 object-score head (False = --disable_pred_obj_score, image pretraining: score 10, no gating)
+    pred_obj_scores: bool = True
     # memory bank (SAM 2 v1.0: num_maskmem 7 -> 6 previous frames; 16 pointers -> 15 previous)
     num_recent: int = 6
     num_pointers: int = 15

@@ -26,6 +26,21 @@ ImageNet-normalised with max(h, w) <= image_size (the predictor resizes like ``R
 max_size=1024)``), zero-padded bottom/right here; returns ``pred_masks`` (T, h, w) logits for one
 prompt ((P, T, h, w) for several) plus the per-frame heads outputs (T, P, ...).
 
+Training (``SAMWISE(cfg, train=True)``, official ``model.train()``; default ``train=False`` is the
+inference behaviour above, unchanged): ``forward_clips(frames (B, T, h, w, 3), input_ids (B, L))`` runs
+B clips of T frames, one expression each, every clip with a fresh memory bank and memory indices
+0..T-1; dropout is on in the frozen RoBERTa (0.1), the memory attention (0.1), the HSA attention
+(0.1) and the CME block (0.1) (rng stream ``'dropout'``); the adapters' BatchNorm uses the batch
+statistics of all B*T frames and updates ``batch_stats`` (``mutable=['batch_stats']``); masks are
+not replaced by -1024 where the object score is negative (only at eval, as official); the CME
+runs on the frames where it would at inference (``f > cme_window`` and ``f - last >= cme_window -
+1``; in training ``last`` stays 0 since no decision is applied) on detached inputs, and returns its
+logits with the memory-less masks that make its label
+(``peanut_jax.losses.segmentation.same_object_labels``).  Gradients flow through the whole clip,
+memory bank included.  The fields ``deterministic`` / ``use_running_average`` (default None: follow
+``train``) turn either part off alone.  ``cfg.pred_obj_scores=False`` is ``--disable_pred_obj_score``
+(image pretraining): object scores are the constant 10 and the pointer is not gated.
+
 Parameters: ``sam`` (SAM 2 v1.0 layout), ``text_encoder`` (RoBERTa), ``cmt_adapters_{0,1,2}``,
 ``project_text`` (``sam.sam_prompt_encoder.project_text`` in the checkpoint) and
 ``conditional_memory_encoder``; ``batch_stats`` hold the adapters' BatchNorm running statistics.
@@ -91,6 +106,15 @@ class SAMWISE(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     hiera_per_frame: bool = True  # run Hiera stages frame by frame (bounds the global-attention memory)
+    train: bool = False  # official model.train(): dropout on, BatchNorm on batch statistics (see docstring)
+    bn_axis_name: str | None = None  # the pmap axis BatchNorm statistics are averaged over in training
+    # overrides of what ``train`` implies (None: follow ``train``): dropout off / BatchNorm on running stats
+    deterministic: bool | None = None
+    use_running_average: bool | None = None
+
+    @property
+    def _det(self) -> bool:
+        return (not self.train) if self.deterministic is None else bool(self.deterministic)
 
     def setup(self):
         cfg = self.cfg.check()
@@ -116,6 +140,11 @@ class SAMWISE(nn.Module):
                 cfg.hsa_patch_sizes[i],
                 cfg.hsa,
                 cfg.attend_text_padding,
+                use_running_average=(not self.train)
+                if self.use_running_average is None
+                else bool(self.use_running_average),
+                deterministic=self._det,
+                bn_axis_name=self.bn_axis_name,
                 **kw,
             )
             for i in range(3)
@@ -126,28 +155,36 @@ class SAMWISE(nn.Module):
 
     # ------------------------------------------------------------------ backbone + text
     def encode_clip(self, frames, input_ids, padding_mask=None, debug: bool = False):
-        """frames (T, S, S, 3) padded and normalised, input_ids (P, L) -> (per-frame features, each
-        (T, P, ...): vision, s0, s1, state; intermediates dict (empty unless ``debug``))."""
+        """frames (T, S, S, 3) padded and normalised, shared by the P prompts, or (P, T, S, S, 3), one
+        clip per prompt; input_ids (P, L) -> (per-frame features, each (T, P, ...): vision, s0, s1,
+        state; intermediates dict (empty unless ``debug``))."""
         cfg, sc = self.cfg, self.cfg.sam2
-        t = frames.shape[0]
+        det = self._det
+        t = frames.shape[-4]
         ids = jnp.asarray(input_ids)
         p = ids.shape[0]
         enc, text = self.sam.image_encoder, self.text_encoder
         cuts, tc = stage_cuts(sc.hiera), cfg.text_cuts
         inter = {}
-        vis = self._blocks(enc.embed(frames.astype(self.dtype)), cuts[0], cuts[1])  # shared by prompts
-        txt, pm = text.embed(ids, padding_mask)
+        if frames.ndim == 5 and frames.shape[0] != p:
+            raise ValueError(f"samwise: {frames.shape[0]} clips for {p} expressions")
+        flat = frames.reshape(-1, *frames.shape[-3:]).astype(self.dtype)
+        vis = self._blocks(enc.embed(flat), cuts[0], cuts[1])  # shared by the prompts when frames is 4-D
+        txt, pm = text.embed(ids, padding_mask, deterministic=det)
         if debug:
             inter["text_embedding"] = txt
-        txt = text.run_layers(txt, pm, tc[0], tc[1])
+        txt = text.run_layers(txt, pm, tc[0], tc[1], deterministic=det)
         if debug:
             inter[f"txt_layers_{tc[0]}_{tc[1] - 1}"] = txt
-        vis = jnp.broadcast_to(vis[None], (p, *vis.shape))
+        if frames.ndim == 5:
+            vis = vis.reshape(p, t, *vis.shape[1:])
+        else:
+            vis = jnp.broadcast_to(vis[None], (p, *vis.shape))
         stages = [vis]
         for i, adapter in enumerate(self.cmt_adapters):
             v = self._blocks(vis.reshape(p * t, *vis.shape[2:]), cuts[i + 1], cuts[i + 2])
             v = v.reshape(p, t, *v.shape[1:])
-            txt = text.run_layers(txt, pm, tc[i + 1], tc[i + 2])
+            txt = text.run_layers(txt, pm, tc[i + 1], tc[i + 2], deterministic=det)
             dv, dt = adapter(v, txt, pm)
             if debug:
                 inter[f"vis_blocks_{cuts[i + 1]}_{cuts[i + 2] - 1}"] = v
@@ -191,7 +228,8 @@ class SAMWISE(nn.Module):
     def decode(self, pix, high_res, state):
         """``_forward_sam_heads`` with the text prompt, ``multimask_output=False`` (eval): pix (P, h, w, d)
         -> dict(low_res_masks (P, 4h, 4w), ious (P, 1), obj_ptr (P, d), object_score_logits (P, 1),
-        early_token (P, d): mask token 0 after the first two-way layer, raw)."""
+        early_token (P, d): mask token 0 after the first two-way layer, raw).  In training the masks
+        are not replaced by -1024 where the object score is negative (official: eval only)."""
         p = pix.shape[0]
         pe = self.sam.sam_prompt_encoder
         sparse, dense = pe(
@@ -220,10 +258,16 @@ class SAMWISE(nn.Module):
                 repeat_image=False,
                 high_res_features=high_res,
             )
-        is_obj = score > 0
-        low = jnp.where(is_obj[:, :, None, None], masks, NO_OBJ_SCORE).astype(jnp.float32)[:, 0]
-        lam = is_obj.astype(jnp.float32)
-        ptr = lam * self.sam.obj_ptr_proj(tokens[:, 0]) + (1.0 - lam) * self.sam.no_obj_ptr.astype(jnp.float32)
+        if not self.cfg.pred_obj_scores:  # --disable_pred_obj_score: constant score 10, ungated pointer
+            score = jnp.full_like(score, 10.0)
+            low = masks.astype(jnp.float32)[:, 0]
+            ptr = self.sam.obj_ptr_proj(tokens[:, 0]).astype(jnp.float32)
+        else:
+            is_obj = score > 0
+            low = masks if self.train else jnp.where(is_obj[:, :, None, None], masks, NO_OBJ_SCORE)
+            low = low.astype(jnp.float32)[:, 0]
+            lam = is_obj.astype(jnp.float32)
+            ptr = lam * self.sam.obj_ptr_proj(tokens[:, 0]) + (1.0 - lam) * self.sam.no_obj_ptr.astype(jnp.float32)
         # output tokens are [obj_score, iou, mask_0..]: mask token 0 sits at index 2
         return {
             "low_res_masks": low,
@@ -255,6 +299,7 @@ class SAMWISE(nn.Module):
             jnp.zeros((p, q), jnp.float32),
             ptr_valid,
             1.0,
+            deterministic=self._det,
         )
         no_mem = self.sam.add_no_memory(vision)
         pix = jnp.where(jnp.any(bank["mem_valid"]) | jnp.any(bank["ptr_valid"]), pix_mem, no_mem)
@@ -264,9 +309,14 @@ class SAMWISE(nn.Module):
         extra = {}
         if cfg.use_cme:
             nm = self.decode(no_mem, high_res, state)
-            logits = self.conditional_memory_encoder(out["obj_ptr"], nm["early_token"])
+            if self.train:  # the CME's inputs and labels are detached (official .detach())
+                nm = jax.lax.stop_gradient(nm)
+            logits = self.conditional_memory_encoder(
+                jax.lax.stop_gradient(out["obj_ptr"]), jax.lax.stop_gradient(nm["early_token"]), self._det
+            )
             run = ((f - last) >= cfg.cme_window - 1) & (f > cfg.cme_window)
-            switch = run & (jnp.argmax(logits, axis=-1) == 1)
+            # in training the decision is never applied (official: `not self.training`)
+            switch = run & (jnp.argmax(logits, axis=-1) == 1) & (not self.train)
             hm = self.sam.upsample_masks(nm["low_res_masks"])
             if cfg.switch_mem == "reweight":
                 alt = jnp.where(hm > 0, 10.0 * hm, high)
@@ -294,6 +344,10 @@ class SAMWISE(nn.Module):
             "frame": f + 1,
         }
         res = {k: out[k] for k in ("low_res_masks", "ious", "obj_ptr", "object_score_logits")}
+        if self.train and cfg.use_cme:
+            res.update(
+                {k: extra[k] for k in ("cme_logits", "cme_run", "nomem_low_res_masks", "nomem_object_score_logits")}
+            )
         if debug:
             res.update(extra, maskmem_features=maskmem, pix_feat_with_mem=pix, high_res_masks_for_mem=high_mem)
         return new_bank, res
@@ -307,9 +361,42 @@ class SAMWISE(nn.Module):
         def body(mdl, carry, x):
             return mdl.frame_step(carry, x, debug)
 
-        scan = nn.scan(body, variable_broadcast="params", split_rngs={"params": False}, in_axes=0, out_axes=0)
+        scan = nn.scan(
+            body, variable_broadcast="params", split_rngs={"params": False, "dropout": True}, in_axes=0, out_axes=0
+        )
         bank, outs = scan(self, bank, feats)
         return outs, bank, inter
+
+    def forward_clips(self, frames, input_ids, padding_mask=None):
+        """B clips with one expression each, every clip with a fresh memory bank (the training forward;
+        see the module docstring).  frames (B, T, h, w, 3) ImageNet-normalised, max(h, w) <=
+        image_size (zero-padded bottom/right here); input_ids/padding_mask (B, L).
+
+        Returns ``pred_masks`` (B, T, h, w) logits at the input size (``postprocess``), ``object_score_logits``
+        (B, T) and, with the CME, ``cme_logits`` (B, T, 2), ``cme_run`` (B, T) bool (frames where the CME ran),
+        ``nomem_masks`` (B, T, h, w) and ``nomem_object_score_logits`` (B, T) of the memory-less decode."""
+        b, t, h, w, _ = frames.shape
+        s = self.cfg.sam2.image_size
+        if h > s or w > s:
+            raise ValueError(f"samwise: frames of {h}x{w} exceed the {s}x{s} input; resize them first")
+        x = jnp.pad(frames, ((0, 0), (0, 0), (0, s - h), (0, s - w), (0, 0)))
+        outs, _, _ = self.run_clip(x, input_ids, padding_mask, init_bank(self.cfg, b))
+
+        def clips(a):  # (T, B, ...) -> (B, T, ...)
+            return jnp.swapaxes(a, 0, 1)
+
+        res = {
+            "pred_masks": clips(self.postprocess(outs["low_res_masks"], (h, w))),
+            "object_score_logits": clips(outs["object_score_logits"][..., 0]),
+        }
+        if "cme_logits" in outs:
+            res.update(
+                cme_logits=clips(outs["cme_logits"]),
+                cme_run=clips(outs["cme_run"]),
+                nomem_masks=clips(self.postprocess(outs["nomem_low_res_masks"], (h, w))),
+                nomem_object_score_logits=clips(outs["nomem_object_score_logits"][..., 0]),
+            )
+        return res
 
     def postprocess(self, low_res, input_hw, output_hw=None):
         """(..., 4h, 4w) logits -> bilinear to S x S, crop to ``input_hw``, bilinear to ``output_hw``."""
