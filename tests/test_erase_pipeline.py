@@ -122,7 +122,7 @@ def clip_arrays(t, h, w, seed=0, empty_every=None):
     [(5, 10, -1), (5, 10, 2), (5, 10, 3), (5, 10, 5), (2, 3, -1), (2, 3, 4), (3, 7, 1), (1, 1, 2)],
 )
 def test_windows_match_official_loop(length, stride, ref_length, num_ref):
-    cfg = E.EraseConfig(neighbor_stride=stride, ref_length=ref_length, num_ref=num_ref)
+    cfg = E.EraseConfig(mode="official", neighbor_stride=stride, ref_length=ref_length, num_ref=num_ref)
     wins = E.plan_windows(length, cfg)
     assert [w.f for w in wins] == list(range(0, length, stride))
     for w in wins:
@@ -174,13 +174,15 @@ def test_nearest_refs_are_bounded_and_equal_official_when_covering():
 def test_streaming_has_few_window_shapes():
     for t in (50, 200, 1000, 1003):
         shapes = {w.shape_key for w in E.plan_windows(t, E.EraseConfig(mode="streaming"))}
-        assert len(shapes) <= 4, shapes
-        if t >= 200:  # enough grid frames: always exactly 6 references
-            assert all(n - l == 6 for l, n in shapes) and len(shapes) == 3
+        assert shapes == {(6, 12), (11, 17)}, shapes  # padded: the same two for every length
+        free = {w.shape_key for w in E.plan_windows(t, E.EraseConfig(fixed_shapes=False))}
+        assert len(free) <= 4, free
+        if t >= 200:  # enough grid frames: always exactly 6 references, the last window's length varies
+            assert all(n - l == 6 for l, n in free) and len(free) == 3
 
 
 def test_blend_weights_and_final_window():
-    wins = E.plan_windows(23, E.EraseConfig())
+    wins = E.plan_windows(23, E.EraseConfig(mode="official"))
     weights = E.blend_weights(wins, 23)
     for ws in weights:
         assert math.isclose(sum(x for _, x in ws), 1.0)
@@ -265,7 +267,7 @@ def test_processing_sizes_and_masks():
 def test_engine_matches_official_loop(t, stride, ref_length, num_ref):
     frames, masks = clip_arrays(t, 50, 100, seed=t)
     want = official_loop(frames, official_dilate(masks), fake_model, stride, ref_length, num_ref)
-    cfg = E.EraseConfig(neighbor_stride=stride, ref_length=ref_length, num_ref=num_ref)
+    cfg = E.EraseConfig(mode="official", neighbor_stride=stride, ref_length=ref_length, num_ref=num_ref)
     clip = E.ArrayClip(frames, masks, (50, 100))
     got = dict(E.inpaint(clip, fake_model, cfg))
     assert sorted(got) == list(range(t))
@@ -276,9 +278,10 @@ def test_engine_matches_official_loop(t, stride, ref_length, num_ref):
 
 def test_streaming_equals_official_when_references_cover_the_clip():
     frames, masks = clip_arrays(40, 50, 100, seed=3)
-    ref = dict(E.inpaint(E.ArrayClip(frames, masks), fake_model, E.EraseConfig()))
+    ref = dict(E.inpaint(E.ArrayClip(frames, masks), fake_model, E.EraseConfig(mode="official")))
     for k in (-1, 4, 10):  # 4 grid frames (0, 10, 20, 30): 4 nearest = all of them
-        got = dict(E.inpaint(E.ArrayClip(frames, masks), fake_model, E.EraseConfig(mode="streaming", stream_refs=k)))
+        cfg = E.EraseConfig(mode="streaming", stream_refs=k, fixed_shapes=False)
+        got = dict(E.inpaint(E.ArrayClip(frames, masks), fake_model, cfg))
         for i in range(40):
             np.testing.assert_array_equal(got[i], ref[i])
     # fewer references: different windows, so (some) different results
@@ -290,7 +293,7 @@ def test_frames_are_emitted_as_soon_as_final_and_empty_windows_skip_the_model():
     t = 27
     frames, masks = clip_arrays(t, 32, 56, seed=1)
     masks[10:21] = False
-    cfg = E.EraseConfig()
+    cfg = E.EraseConfig(mode="official")
     wins = E.plan_windows(t, cfg)
     final = E.final_window(wins, t)
     events = []
@@ -413,7 +416,7 @@ def hq():
 
 
 # 5 frames, stride 2, grid step 2: windows (3 local + ref 4), (5 local), (3 local + ref 0): 2 shapes
-HQ_CFG = E.EraseConfig(neighbor_stride=2, ref_length=2)
+HQ_CFG = E.EraseConfig(mode="official", neighbor_stride=2, ref_length=2)
 
 
 def test_real_model_official_protocol(hq):
@@ -438,7 +441,7 @@ def test_real_model_official_protocol(hq):
         variables,
         frames,
         masks,
-        E.EraseConfig(mode="streaming", neighbor_stride=2, ref_length=2, stream_refs=-1),
+        E.EraseConfig(mode="streaming", neighbor_stride=2, ref_length=2, stream_refs=-1, fixed_shapes=False),
         runner=runner,
     )
     for i in range(5):
@@ -454,6 +457,32 @@ def test_real_model_padding_a_window_changes_real_outputs(hq):
     b = runner(x[[0, 1, 2, 4, 4]], 3)  # the same window padded with a repeated reference
     assert a.shape == b.shape
     assert np.abs(a - b).max() > 1e-3
+
+
+@pytest.mark.slow  # three window shapes of the demo model: about a minute of compiling on 2 CPU cores
+def test_demo_model_fixed_shapes_keep_unpadded_windows():
+    """The trained demo eraser: with fixed window shapes, frames covered only by windows that need
+    no padding are the unpadded result (<= 1e-6; in fact identical), padded windows stay close."""
+    from peanut_jax.checkpoints import load
+    from peanut_jax.pipeline.common import bundled_asset
+
+    module, variables = load(str(bundled_asset("erase_demo")), "e2fgvi")
+    runner = E.WindowModel(module, variables)
+    kw = dict(neighbor_stride=2, ref_length=3, stream_refs=2)
+    fixed, free = E.EraseConfig(**kw), E.EraseConfig(fixed_shapes=False, **kw)
+    for t in (15, 14):  # 15: no window needs padding; 14: the last window (3 + 1 local frames) does
+        frames, masks = clip_arrays(t, 50, 100, seed=t)
+        got = E.inpaint_arrays(module, variables, frames, masks, fixed, runner=runner)
+        ref = E.inpaint_arrays(module, variables, frames, masks, free, runner=runner)
+        padded = {i for w in E.plan_windows(t, fixed) if w.pad or len(w.refs) != 2 for i in w.local}
+        assert padded == (set() if t == 15 else {10, 11, 12, 13})
+        for i in range(t):
+            d = np.abs(got[i].astype(np.float64) - ref[i].astype(np.float64))
+            if i in padded:
+                assert d.mean() < 2.0, (i, d.mean())  # a few grey levels inside the hole at most
+            else:
+                assert d.max() <= 1e-6, (i, d.max())
+    assert {(x[0], nl) for x, nl in runner.shapes} == {(5, 3), (7, 5), (6, 4)}  # fixed: (3, 5) and (5, 7)
 
 
 # ------------------------------------------------------------------------------ CLI

@@ -133,12 +133,27 @@ def test_chunked_close_to_whole_and_single_compile(tiny, video, whole):
     runner = Upscaler(m, v)
     out = upscale_clip(iter(video), m, v, chunk=4, overlap=2, upscaler=runner)
     assert out.shape == whole.shape
-    assert runner.shapes == {(8, 64, 64, 3)} and runner.calls == 3  # 10 frames, cores 4+4+2, one shape
+    # 10 frames, cores 4+4+2, one shape; the last two cores share the window [2, 10) (run once)
+    assert runner.shapes == {(8, 64, 64, 3)} and runner.calls == 2
     p = psnr(out, whole)
     assert 30 < p < 200, p  # close, but not identical (less temporal context at the chunk borders)
     # windows as long as the clip reproduce the whole-clip output exactly
     same = upscale_clip(video, m, v, chunk=4, overlap=3)
     np.testing.assert_allclose(same, whole, atol=1e-6)
+
+
+def test_short_clip_runs_one_mirror_padded_window(tiny):
+    m, v = tiny
+    x = clip(5, 64, 64, seed=3)[0]
+    runner = Upscaler(m, v)
+    out = upscale_clip(iter(x), m, v, chunk=4, overlap=2, upscaler=runner)
+    # shorter than chunk + 2 * overlap = 8: one window of the usual shape, its cores share it
+    assert runner.shapes == {(8, 64, 64, 3)} and runner.calls == 1
+    padded = x[[0, 1, 2, 3, 4, 3, 2, 1]]  # mirror order from the end; the padding's outputs are dropped
+    np.testing.assert_allclose(out, np.clip(Upscaler(m, v)(padded)[:5], 0, 1), atol=1e-6)
+    windows = CountingRunner()
+    list(upscale_video(iter(_frames(3)), None, None, chunk=5, overlap=2, upscaler=windows))
+    assert windows.windows == [9]
 
 
 def test_tiling_and_padding(tiny):

@@ -2,8 +2,10 @@
 
 :class:`EraseStage` runs the window engine of :mod:`peanut_jax.pipeline.erase_windows` on the chain's
 (frame, mask) records.  ``mode='official'`` reproduces the official ``test.py`` (every reference
-frame of the clip); ``mode='streaming'`` (the default of every command) bounds the reference set so
-memory stays flat in the clip length.  The protocol details are in ``docs/erase.md``.
+frame of the clip; what the evaluation protocol uses); ``mode='streaming'`` (the default everywhere)
+bounds the reference set so that memory and work per frame stay flat in the clip length, and pads
+windows to two fixed shapes so that clips of any length reuse the same compiled programs.  The
+protocol details are in ``docs/erase.md``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from peanut_jax.pipeline.erase_windows import (
     WindowModel,
     blend_weights,
     composite,
+    fill_refs,
     final_window,
     inpaint,
     inpaint_arrays,
@@ -38,6 +41,7 @@ from peanut_jax.pipeline.erase_windows import (
     plan_windows,
     process_mask,
     processing_size,
+    ref_count,
     resize_frame,
     to_prediction_u8,
 )
@@ -52,6 +56,8 @@ __all__ = [
     "local_ids",
     "official_ref_ids",
     "nearest_ref_ids",
+    "ref_count",
+    "fill_refs",
     "plan_windows",
     "final_window",
     "blend_weights",
@@ -79,8 +85,9 @@ class EraseStage(Stage):
     """E2FGVI / E2FGVI-HQ object removal on the chain's (frame, mask) records.
 
     ``config``: an :class:`EraseConfig` (default: the official windows and blending with the bounded
-    ``streaming`` reference set; ``mode='official'`` reproduces test.py exactly but holds every
-    reference frame of the clip).  ``size``: E2FGVI-HQ processing size (default: the native size;
+    ``streaming`` reference set and two window shapes whatever the clip length; ``mode='official'``
+    reproduces test.py exactly but holds every reference frame of the clip and its windows grow
+    with it).  ``size``: E2FGVI-HQ processing size (default: the native size;
     E2FGVI always runs at 240x432).  Outputs are the official uint8 composites (truncated) at the
     processing size.  ``flags`` names the options in messages (:data:`CHAIN_NAMES` by default).
     """
@@ -100,7 +107,7 @@ class EraseStage(Stage):
         self.flags = CHAIN_NAMES if flags is None else flags
         self.module, self.variables, self.weights = module, variables, weights
         self.model_name = "e2fgvi_hq" if getattr(module, "hq", False) else "e2fgvi"
-        self.config = config if config is not None else EraseConfig(mode="streaming")
+        self.config = config if config is not None else EraseConfig()
         self.size = None if size is None else tuple(int(v) for v in size)
         self.runner = WindowModel(module, variables)
         self.max_held = 0
@@ -119,9 +126,11 @@ class EraseStage(Stage):
         """What to tell the user about this clip before erasing it."""
         out, psize, s = [], self.psize(info), self.config.neighbor_stride
         if info.num_frames < 2 * s + 1:
+            padded = self.config.mode == "streaming" and self.config.fixed_shapes
             out.append(
                 f"note: the clip ({info.num_frames} frames) is shorter than the local window ({2 * s + 1} "
                 f"frames): every window covers the clip"
+                + (" (padded with repeated frames to the usual window shape)" if padded else "")
             )
         if psize != (info.height, info.width):
             out.append(

@@ -28,20 +28,23 @@ DEFAULT_STREAM_REFS = 6
 # =============================================================================== configuration
 @dataclasses.dataclass(frozen=True)
 class EraseConfig:
-    """Inference protocol parameters (defaults = the official ``test.py``).
+    """Inference protocol parameters (windows, blending and masks as the official ``test.py``).
 
-    ``mode``: ``'official'`` or ``'streaming'`` (module docstring).  ``num_ref``: -1 = every
-    ``ref_length``-th frame (official) / the ``stream_refs`` nearest grid frames (streaming);
-    ``k > 0`` = the official windowed rule in both modes.  ``mask_dilation``: iterations of the
-    3x3 cross dilation.
+    ``mode``: ``'streaming'`` (default: bounded reference set, flat memory, fixed window shapes) or
+    ``'official'`` (test.py's reference set: every ``ref_length``-th frame of the whole clip; what
+    the evaluation protocol uses).  ``num_ref``: -1 = every ``ref_length``-th frame (official) / the
+    ``stream_refs`` nearest grid frames (streaming); ``k > 0`` = the official windowed rule in both
+    modes.  ``mask_dilation``: iterations of the 3x3 cross dilation.  ``fixed_shapes`` (streaming
+    only): pad every window to one of two shapes whatever the clip length (:func:`plan_windows`).
     """
 
-    mode: str = "official"
+    mode: str = "streaming"
     neighbor_stride: int = 5
     ref_length: int = 10
     num_ref: int = -1
     stream_refs: int = DEFAULT_STREAM_REFS
     mask_dilation: int = 4
+    fixed_shapes: bool = True
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -97,36 +100,91 @@ def nearest_ref_ids(
     return sorted(sorted(cand, key=lambda i: (abs(i - f), i))[:count])
 
 
+def ref_count(config: EraseConfig) -> int | None:
+    """The number of reference frames of an interior window of a long clip in streaming mode (what
+    ``fixed_shapes`` pads every window to); None when it grows with the clip (``stream_refs=-1``)."""
+    if config.num_ref == -1:
+        return None if config.stream_refs == -1 else int(config.stream_refs)
+    s, rl = config.neighbor_stride, config.ref_length
+    f = s * (-(-rl * config.num_ref // s) + 1)  # far enough from the start for the whole +-range
+    length = 2 * f + 1
+    return len(official_ref_ids(f, local_ids(f, length, s), length, rl, config.num_ref))
+
+
+def fill_refs(refs: Sequence[int], f: int, neighbor_ids: Sequence[int], length: int, count: int) -> list[int]:
+    """``refs`` topped up to ``count`` frames for a fixed window shape: first the non-local frames
+    nearest to ``f`` that are not references yet (ties: the earlier frame), then, when the clip has
+    too few frames, repeats (of the references, or of the local frames nearest to ``f`` when there
+    is no other frame).  Increasing order; ``refs`` is returned as is when it already has ``count``."""
+    out = list(refs)
+    if len(out) >= count:
+        return out
+    taken = set(neighbor_ids) | set(out)
+    near = sorted((i for i in range(length) if i not in taken), key=lambda i: (abs(i - f), i))
+    out += near[: count - len(out)]
+    pool = list(out) or sorted(neighbor_ids, key=lambda i: (abs(i - f), i))
+    k = 0
+    while len(out) < count:
+        out.append(pool[k % len(pool)])
+        k += 1
+    return sorted(out)
+
+
 @dataclasses.dataclass(frozen=True)
 class Window:
-    """One model call: ``local`` frames (outputs kept) then ``refs`` (context only)."""
+    """One model call: ``local`` frames (outputs kept), ``pad`` (frames appended to the local
+    frames to keep the window shape; their outputs are discarded), then ``refs`` (context only)."""
 
     f: int
     local: tuple[int, ...]
     refs: tuple[int, ...]
+    pad: tuple[int, ...] = ()
 
     @property
     def ids(self) -> tuple[int, ...]:
-        return self.local + self.refs
+        return self.local + self.pad + self.refs
+
+    @property
+    def num_local(self) -> int:
+        """The model's ``num_local_frames``: local frames and their padding."""
+        return len(self.local) + len(self.pad)
 
     @property
     def shape_key(self) -> tuple[int, int]:
         """(num_local, num_frames): what the compiled function depends on."""
-        return len(self.local), len(self.local) + len(self.refs)
+        return self.num_local, len(self.ids)
 
 
 def plan_windows(length: int, config: EraseConfig = EraseConfig()) -> list[Window]:
-    """The windows of a clip of ``length`` frames, in processing order."""
+    """The windows of a clip of ``length`` frames, in processing order.
+
+    Streaming mode with ``fixed_shapes`` (the default) gives every window one of two shapes,
+    whatever the clip length: ``s + 1`` local frames (the first window, and a last one cut to at
+    most ``s + 1`` by the clip end) or ``2s + 1`` (``s`` = ``neighbor_stride``), each with
+    :func:`ref_count` references.  A local window cut by the clip end is padded with the frames
+    before the end in mirror order (``T-2, T-3, ...``; their outputs are discarded) and a reference
+    set the clip is too short for is topped up by :func:`fill_refs`.  Windows that need neither
+    are the unpadded ones (same frames, same outputs); padded windows give slightly different
+    outputs for their real frames, since E2FGVI mixes all frames of a window (``docs/erase.md``).
+    """
     if length < 1:
         raise ValueError(f"the clip has no frames (length {length})")
     s, out = config.neighbor_stride, []
+    fixed = config.mode == "streaming" and config.fixed_shapes
+    count = ref_count(config) if fixed else None
     for f in range(0, length, s):
         nbr = local_ids(f, length, s)
         if config.num_ref > 0 or config.mode == "official":
             refs = official_ref_ids(f, nbr, length, config.ref_length, config.num_ref)
         else:
             refs = nearest_ref_ids(f, nbr, length, config.ref_length, config.stream_refs)
-        out.append(Window(f, tuple(nbr), tuple(refs)))
+        pad: tuple[int, ...] = ()
+        if fixed:
+            want = s + 1 if len(nbr) <= s + 1 else 2 * s + 1  # the first window's shape, or a full one
+            pad = tuple(int(i) for i in np.pad(np.asarray(nbr), (0, want - len(nbr)), mode="reflect")[len(nbr) :])
+            if count is not None:
+                refs = fill_refs(refs, f, nbr, length, count)
+        out.append(Window(f, tuple(nbr), tuple(refs), pad))
     return out
 
 
@@ -560,7 +618,7 @@ def inpaint(
             frames = np.stack([it[0] for it in items])
             masks = np.stack([it[1] for it in items])
             x = pad_frames(masked_input(frames, masks))
-            out = model(x, len(win.local))[:, :h, :w]
+            out = model(x, win.num_local)[: len(win.local), :h, :w]  # padding outputs discarded
             pred = to_prediction_u8(out)
             for k, i in enumerate(win.local):
                 blender.add(i, composite(pred[k], frames[k], masks[k]))
@@ -583,7 +641,8 @@ def inpaint_arrays(
     processed: bool = False,
     runner: WindowModel | None = None,
 ) -> list[np.ndarray]:
-    """Whole-clip convenience: composites (official float/uint8 values) of in-memory frames/masks.
+    """Whole-clip convenience: composites (official float/uint8 values) of in-memory frames/masks,
+    with the streaming windows by default (``config=EraseConfig(mode='official')`` for test.py's).
 
     ``frames`` (T, H, W, 3) uint8, ``masks`` (T, H, W); resized to the processing size of ``model``
     (default from ``module.hq``) and processed as test.py unless ``processed=True``.

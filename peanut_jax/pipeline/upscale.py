@@ -14,7 +14,10 @@ Modes
                   the last frame instead of being padded or recompiled.  Context outputs are
                   discarded, or cross-faded over ``blend`` frames around each core border.  Device
                   memory depends on L and the frame size only; the host holds at most L input and
-                  L output frames.  Clips shorter than L run as one window of their own length.
+                  L output frames.  A clip shorter than L runs as one window padded to L frames with
+                  its own frames in mirror order (``T-2, T-3, ...``; their outputs are discarded), so
+                  clips of every length share one compiled shape per frame size; the padding changes
+                  the outputs of such a clip slightly (the recurrent propagation runs through it).
   ``tile=(th, tw)`` spatial tiling for frames too large for memory: each window is cut into tiles
                   of ``th x tw`` LR pixels plus ``tile_overlap`` pixels of context per side (shifted
                   inward at the borders, same shape for every tile), outputs stitched with the
@@ -281,6 +284,7 @@ def _generate(it, runner: Upscaler, chunk, overlap, blend, post) -> Iterator[np.
     ended = False
     pending: dict[int, list] = {}  # frame index -> [weighted output sum, weight sum]
     s = 0
+    last = None  # ((window start, length), outputs) of the latest window
     while True:
         # read until the window of the core [s, s+chunk) is available, or the stream ends
         while not ended and n_read < max(s - overlap, 0) + length:
@@ -302,9 +306,14 @@ def _generate(it, runner: Upscaler, chunk, overlap, blend, post) -> Iterator[np.
             n = None
             win_len = length
             a = n_read - length
-        by_idx = dict(buf)
-        window = np.stack([by_idx[i] for i in range(a, a + win_len)])
-        out = runner(window)
+        if last is None or last[0] != (a, win_len):  # (a short clip's cores share one window)
+            by_idx = dict(buf)
+            ids = np.arange(a, a + win_len)
+            if win_len < length:  # a clip shorter than one window: mirror-padded to the window length
+                ids = np.pad(ids, (0, length - win_len), mode="reflect")
+            window = np.stack([by_idx[int(i)] for i in ids])
+            last = ((a, win_len), runner(window)[:win_len])  # the padding's outputs are discarded
+        out = last[1]
         # borders at the (still unknown) clip end are interior until the stream has ended
         wts = segment_weights(np.arange(a, a + win_len), s, e, n if n is not None else np.iinfo(np.int64).max, blend)
         for k, wgt in enumerate(wts):
@@ -376,8 +385,7 @@ class UpscaleStage(Stage):
         r = self.runner
         if r.tile is not None:
             return []  # tile shapes depend on the tiling plan
-        n = info.num_frames
-        length = n if self.chunk is None else min(n, self.chunk + 2 * self.overlap)
+        length = info.num_frames if self.chunk is None else self.chunk + 2 * self.overlap
         hp, wp = r.padded_size(info.height, info.width)
         fwd = jitted_forward(self.module)  # the runner's shared jitted forward: compile without running
 
