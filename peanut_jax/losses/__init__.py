@@ -24,12 +24,20 @@ from peanut_jax.losses.reconstruction import (
     laplacian_pyramid,
     valid_loss,
 )
+from peanut_jax.losses.segmentation import (
+    dice_loss,
+    mask_losses,
+    same_object_labels,
+    sigmoid_focal_loss,
+    weighted_cross_entropy,
+)
 from peanut_jax.losses.temporal import stc_loss
 
 __all__ = [
     "PERCEPTUAL_LAYERS",
     "PERCEPTUAL_WEIGHTS",
     "census_transform",
+    "dice_loss",
     "charbonnier_loss",
     "e2fgvi_flow_targets",
     "epe",
@@ -43,10 +51,14 @@ __all__ = [
     "l1_loss",
     "laplacian_loss",
     "laplacian_pyramid",
+    "mask_losses",
     "perceptual_loss",
     "rgb_to_grey",
+    "same_object_labels",
+    "sigmoid_focal_loss",
     "sobel",
     "stc_loss",
     "ternary_loss",
     "valid_loss",
+    "weighted_cross_entropy",
 ]
