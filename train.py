@@ -48,7 +48,7 @@ flags.DEFINE_bool(
     "Resume a --workdir whose config.json differs from this config (the old one is kept as "
     "config.step<N>.json).  Not needed when only these loop-only keys differ: "
     "train.num_steps, train.log_every, train.eval_every, train.checkpoint_every, "
-    "train.keep_checkpoints, train.async_checkpoint, train.prefetch, train.progress, "
+    "train.keep_checkpoints, train.async_checkpoint, train.prefetch, train.data_workers, train.progress, "
     "train.tensorboard, train.eval_at_start, train.debug_nan_at_step (a schedule defined over "
     "train.num_steps, e.g. cosine, follows the new length from the resume step on).",
 )

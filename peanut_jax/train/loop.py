@@ -207,6 +207,7 @@ LOOP_ONLY_KEYS = (
     "keep_checkpoints",
     "async_checkpoint",
     "prefetch",
+    "data_workers",
     "progress",
     "tensorboard",
     "eval_at_start",
