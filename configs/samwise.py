@@ -36,8 +36,11 @@ must be ``epochs * items // batch_size`` of your copy of the data.  ``official_p
 6 x (321,327 // 32) = 60,246 from the published train-split sizes (RefCOCO 120,624 + RefCOCO+ 120,191
 + RefCOCOg-umd 80,512 expressions; that the official sampler draws one item per expression is
 inferred, not checked).  The video variants default to 60,000 steps (the lr-drop milestone), to be
-set with ``--config.train.num_steps`` from the clip count of the data.  The official data sources
-(``data.source``) are not available in this tree yet: the task says so when they are selected.
+set with ``--config.train.num_steps`` from the clip count of the data:
+``python -m peanut_jax.data.rvos_clips ref_youtube_vos DATA_DIR`` prints the item count and
+``epochs * items // batch_size``, and the task logs a warning naming that value when
+``train.num_steps`` differs.  ``data.data_dir`` is the TFDS folder the builders of
+``peanut_jax.data.tfds`` (``rvos.build``) wrote; clips are sampled by ``peanut_jax.data.rvos_clips``.
 
 Every key can be overridden: ``--config.optim.lr=3e-5 --config.data.batch_size=8``.
 """

@@ -32,9 +32,10 @@ Data (``data.source``):
     sentence is tokenised by :func:`peanut_jax.data.referring.synthetic_tokenizer` and padded to
     ``data.max_tokens``.
 ``ref_youtube_vos`` | ``mevis`` | ``refcoco``
-    The TFDS builders of :mod:`peanut_jax.data.tfds` (``data.data_dir``); see
-    :func:`open_official_split`.  Not available in this tree yet: they raise a ``ValueError``
-    saying so.
+    The TFDS builders of :mod:`peanut_jax.data.tfds` (``data.data_dir``), clips sampled as SAMWISE
+    samples them by :mod:`peanut_jax.data.rvos_clips`; see :func:`open_official_split`.  The run
+    length of the official recipe is ``data.epochs * items // data.batch_size`` (a warning names it
+    when ``train.num_steps`` differs).  No held-out evaluation during training (``data.eval_clips=0``).
 
 Batches: ``frames`` uint8 (B, T, H, W, 3), ``input_ids`` int32 (B, L), ``padding_mask`` bool (B, L)
 (True at pads), ``masks`` uint8 (B, T, H, W); evaluation batches also ``objects`` uint8
@@ -171,16 +172,52 @@ def synthetic_example(d, seed: tuple, obj: int | None = None, with_objects: bool
     return out
 
 
+@functools.lru_cache(maxsize=2)
 def open_official_split(items: tuple, split: str):
-    """The clip source of an official dataset (``data.source``): not available yet.  To come: the
-    records of the TFDS builders (``peanut_jax.data.tfds``), one item per (video, expression, start
-    frame every ``num_frames``), SAMWISE's local / global frame sampling, frames resized so that the
-    longer side is ``max_size`` and padded to the model input, targets padded alike."""
+    """The :class:`peanut_jax.data.rvos_clips.ClipSource` of an official dataset (``data.source``)
+    built in ``data.data_dir``: one item per (video, expression, start frame every ``num_frames``)
+    (RefCOCO: per sentence of RefCOCO, RefCOCO+ and RefCOCOg), ``data.sampling`` frame sampling,
+    frames resized so that the longer side is ``data.max_size`` and padded to ``data.height x
+    data.width``, captions by the RoBERTa tokenizer ``data.tokenizer`` (default ``gpt2_bpe``)."""
+    from peanut_jax.data.rvos_clips import REFCOCO_CONFIGS, ClipSource
+    from peanut_jax.pipeline.text_masks import load_tokenizer
+
     d = batching.Plain(items)
-    raise ValueError(
-        f"config.data.source={d.source!r} (split {split!r}): training on {d.source} is not available yet "
-        f"(no clip sampler for its TFDS records in this version); use data.source='synthetic'"
+    data_dir = str(_get(d, "data_dir", "") or "")
+    if not data_dir:
+        raise ValueError(
+            f"config.data.data_dir is required for data.source={d.source!r} (the TFDS folder the "
+            "builders of peanut_jax.data.tfds wrote), e.g. --config.data.data_dir=/data/tfds"
+        )
+    return ClipSource(
+        d.source,
+        data_dir,
+        split,
+        tokenizer=load_tokenizer(_get(d, "tokenizer", None), flag="config.data.tokenizer"),
+        num_frames=int(d.num_frames),
+        sampling=str(_get(d, "sampling", "local")),
+        max_size=int(_get(d, "max_size", 1024)),
+        height=int(d.height),
+        width=int(d.width),
+        max_tokens=int(d.max_tokens),
+        refcoco_configs=tuple(_get(d, "refcoco_configs", REFCOCO_CONFIGS)),
     )
+
+
+def official_num_steps(config, source) -> int:
+    """``data.epochs * items // data.batch_size``: the official run length on this copy of the data
+    (a warning is logged when ``train.num_steps`` differs)."""
+    d = config.data
+    n = source.num_steps(int(_get(d, "epochs", 1)), int(d.batch_size))
+    if int(config.train.num_steps) != n:
+        from absl import logging
+
+        logging.warning(
+            "config.train.num_steps=%d; %s epochs of the %d %s items at batch %d are %d steps "
+            "(--config.train.num_steps=%d)",
+            int(config.train.num_steps), _get(d, "epochs", 1), len(source), d.source, int(d.batch_size), n, n,
+        )  # fmt: skip
+    return n
 
 
 def _check_source(d) -> None:
@@ -192,7 +229,10 @@ def train_batches(config, start_step: int, process_index: int, process_count: in
     d = config.data
     _check_source(d)
     if d.source != "synthetic":
-        open_official_split(batching.config_items(d), str(_get(d, "train_split", "train")))
+        source, n = batching.train_source(config, open_official_split)
+        official_num_steps(config, source)
+        yield from batching.train_batches(config, start_step, process_index, process_count, source.example, n)
+        return
     yield from batching.train_batches(
         config, start_step, process_index, process_count, lambda seed, _: synthetic_example(d, seed)
     )
@@ -214,7 +254,13 @@ def eval_batches(config, process_index: int, process_count: int):
     d = config.data
     _check_source(d)
     if d.source != "synthetic":
-        open_official_split(batching.config_items(d), str(_get(d, "eval_split", "valid")))
+        if int(_get(d, "eval_clips", 0) or 0) > 0:
+            raise ValueError(
+                f"config.data.eval_clips={d.eval_clips}: held-out evaluation during training runs on synthetic "
+                f"clips only; with data.source={d.source!r} set data.eval_clips=0 (as the official recipe, "
+                "which evaluates after training) and score checkpoints with the RVOS evaluation"
+            )
+        return
     n, eb = int(d.eval_clips), int(d.eval_batch_size)
     batching.check_eval_clips(n, eb)
     data = _eval_set(batching.config_items(d, _EVAL_KEYS), n, int(d.eval_seed))
