@@ -106,10 +106,10 @@ def test_config_variants():
         CONFIGS.get_config("official")
 
 
-def test_official_data_is_reported_unavailable():
+def test_official_data_needs_a_data_dir():
     for v in ("official_ytvos", "official_mevis", "official_pretrain"):
         c = CONFIGS.get_config(v)
-        with pytest.raises(ValueError, match="not available"):
+        with pytest.raises(ValueError, match="config.data.data_dir is required"):
             next(iter(task.train_batches(c, 0, 0, 1)))
     c = CONFIGS.get_config("test").unlock()
     c.data.source = "kinetics"
