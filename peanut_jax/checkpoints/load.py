@@ -5,6 +5,7 @@ Every kind gets the same family check and a hashable (jit-static) module."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import os
 import pathlib
@@ -14,9 +15,18 @@ from peanut_jax.checkpoints import registry
 from peanut_jax.checkpoints.download import resolve_checkpoint
 from peanut_jax.checkpoints.export import EXPORT_CONFIG, hashable, lists_to_tuples, load_exported
 from peanut_jax.checkpoints.families import FAMILIES, check_family, family
-from peanut_jax.checkpoints.orbax import read_params
+from peanut_jax.checkpoints.orbax import read_variables
 
-__all__ = ["detect_official", "load", "load_model", "recorded_model", "resolve", "workdir_model"]
+__all__ = [
+    "build_recorded",
+    "detect_official",
+    "load",
+    "load_model",
+    "recorded_model",
+    "resolve",
+    "workdir_config",
+    "workdir_model",
+]
 
 
 def resolve(spec, model: str | None = None, flag: str = "--checkpoint", progress: bool = True):
@@ -39,9 +49,11 @@ def resolve(spec, model: str | None = None, flag: str = "--checkpoint", progress
     return spec
 
 
-def workdir_model(path: pathlib.Path) -> tuple[str, dict] | None:
-    """(model name, constructor kwargs) recorded in the ``config.json`` of the ``train.py`` workdir
-    holding the orbax checkpoint ``path`` (a workdir, its ``checkpoints`` folder or a step folder)."""
+def workdir_config(path) -> dict | None:
+    """The ``config.json`` (as a dict) of the ``train.py`` workdir holding the orbax checkpoint
+    ``path`` (a workdir, its ``checkpoints`` folder or a step folder); None when there is none or
+    it cannot be read."""
+    path = pathlib.Path(path).expanduser()
     for d in [path, *list(path.resolve().parents)[:3]]:
         f = d / "config.json"
         if f.is_file():
@@ -49,11 +61,18 @@ def workdir_model(path: pathlib.Path) -> tuple[str, dict] | None:
                 cfg = json.loads(f.read_text())
             except (OSError, json.JSONDecodeError):
                 return None
-            model = cfg.get("model") if isinstance(cfg, dict) else None
-            if not isinstance(model, dict):
-                return None
-            return str(model.get("name") or cfg.get("task") or ""), model
+            return cfg if isinstance(cfg, dict) else None
     return None
+
+
+def workdir_model(path: pathlib.Path) -> tuple[str, dict] | None:
+    """(model name, constructor kwargs) recorded in the ``config.json`` of the ``train.py`` workdir
+    holding the orbax checkpoint ``path`` (see :func:`workdir_config`)."""
+    cfg = workdir_config(path)
+    model = cfg.get("model") if cfg is not None else None
+    if not isinstance(model, dict):
+        return None
+    return str(model.get("name") or cfg.get("task") or ""), model
 
 
 def _detectors():
@@ -123,24 +142,55 @@ def _load_path(name: str, path: pathlib.Path, **overrides) -> tuple[Any, dict]:
             got, module, variables, _ = load_exported(path)
             check_family(got, name, path)
             return hashable(module.clone(**overrides) if overrides else module), variables
-        params = read_params(path)
+        variables = read_variables(path)
         recorded = workdir_model(path)
         if recorded is not None and recorded[0]:
-            from peanut_jax.models import model_class
-
             got, kwargs = recorded
             check_family(got, name, path)
-            cls = model_class(got)
-            fields = {f.name for f in dataclasses.fields(cls) if f.init} if dataclasses.is_dataclass(cls) else set()
-            fields -= {"dtype", "param_dtype", "parent", "name"}  # inference runs in float32
-            module = build(got, **{**{k: lists_to_tuples(v) for k, v in kwargs.items() if k in fields}, **overrides})
+            module = build_recorded(got, kwargs, **overrides)
         else:
             module = build(name, **overrides)
-        return hashable(module), {"params": params}
+        return hashable(module), variables
     from peanut_jax.convert import from_official
 
     module, variables = from_official(detect_official(name, path), path, **overrides)
     return hashable(module), variables
+
+
+_NOT_RECORDED = {"dtype", "param_dtype", "parent", "name"}  # inference runs in float32
+
+
+def _init_fields(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls) if f.init} - {"parent", "name"}
+
+
+def build_recorded(model: str, recorded: dict, **overrides):
+    """Module ``model`` built from a ``train.py`` run's ``config.model`` (``recorded``, as read from its
+    ``config.json``).  The keys used are the arguments of ``models.build(model)``: a module class's
+    fields; for a factory (``build_samwise``, ``build_sam2``) its named parameters, plus the fields of
+    the module's configuration dataclass (``cfg``) when the factory forwards ``**overrides`` to it,
+    plus module fields the factory does not take (SAMWISE ``hiera_per_frame``), set on the built
+    module.  Other keys (training options: ``trainable``, ``init_from``, ...) and the recorded
+    ``dtype``/``param_dtype`` are ignored; ``overrides`` are used the same way, all of them."""
+    from peanut_jax.models import build, model_class
+
+    kw = {k: lists_to_tuples(v) for k, v in recorded.items() if k not in _NOT_RECORDED}
+    cls = model_class(model)
+    if dataclasses.is_dataclass(cls):
+        fields = _init_fields(cls)
+        return build(model, **{k: v for k, v in kw.items() if k in fields}, **overrides)
+    params = inspect.signature(cls).parameters.values()
+    named = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    default = build(model)
+    cfg = getattr(default, "cfg", None)
+    if any(p.kind is p.VAR_KEYWORD for p in params) and dataclasses.is_dataclass(cfg):
+        named |= {f.name for f in dataclasses.fields(cfg)}
+    later = _init_fields(type(default)) - named if dataclasses.is_dataclass(default) else set()
+    kw = {k: v for k, v in kw.items() if k in named or k in later}
+    kw.update(overrides)
+    module = build(model, **{k: v for k, v in kw.items() if k not in later})
+    fix = {k: v for k, v in kw.items() if k in later}
+    return module.clone(**fix) if fix else module
 
 
 def load(
@@ -156,7 +206,9 @@ def load(
     """``(module, variables)`` from ``spec``: a registry name (``python -m peanut_jax.weights
     list``, including the bundled ``*_demo`` weights; fetched and converted once), an official
     checkpoint file, an exported folder (``model.json`` + ``params.safetensors``) or an orbax
-    ``train.py`` workdir / checkpoint folder.
+    ``train.py`` workdir / checkpoint folder (the module built from the run's ``config.json`` by
+    :func:`build_recorded`; the variables: ``params`` and the collections the training state keeps,
+    e.g. SAMWISE's ``batch_stats``, see ``peanut_jax.checkpoints.orbax.read_variables``).
 
     ``family``: a model name (``"e2fgvi"``, ``"rife"``, ...); the weights must be of its family, and
     it is the model built when the checkpoint does not record one.  Default: the model the registry

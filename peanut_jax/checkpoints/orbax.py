@@ -41,9 +41,23 @@ def read_tree(path: str | os.PathLike, step: int | None = None) -> dict:
         handler.close()
 
 
+#: Flax variable collections of the trained module other than ``params``: a task keeps them in
+#: ``TrainState.extra`` under the collection's name (SAMWISE: the adapters' BatchNorm ``batch_stats``).
+#: Nothing else in ``extra`` (discriminators, optimizer states, frozen helper networks) is a variable
+#: of the trained module.
+MODEL_COLLECTIONS = ("batch_stats",)
+
+
 def read_params(path: str | os.PathLike, step: int | None = None):
     """The ``params`` item of an orbax training checkpoint (see :func:`read_tree`)."""
+    return read_variables(path, step)["params"]
+
+
+def read_variables(path: str | os.PathLike, step: int | None = None) -> dict:
+    """The variables of the trained module in an orbax training checkpoint: ``{'params': ...}`` plus
+    each of :data:`MODEL_COLLECTIONS` the state's ``extra`` holds (see :func:`read_tree`)."""
     tree = read_tree(path, step)
     if "params" not in tree:
         raise ValueError(f"{path}: orbax checkpoint has no 'params' item")
-    return tree["params"]
+    extra = tree.get("extra") if isinstance(tree.get("extra"), dict) else {}
+    return {"params": tree["params"], **{c: extra[c] for c in MODEL_COLLECTIONS if c in extra}}

@@ -129,11 +129,15 @@ class _Measure:
         return out
 
 
-def evaluate_case(case: HardCase, chain: Chain, masks: str = "text", text_model=None, tokenizer=None) -> dict:
+def evaluate_case(
+    case: HardCase, chain: Chain, masks: str = "text", text_model=None, tokenizer=None, predictor=None
+) -> dict:
     """Run ``chain`` (erase first) on one hard case and measure it (module docstring).
 
-    ``masks``: ``'text'`` (SAMWISE ``text_model`` = (module, variables), prompted with the case's
-    sentence, ``tokenizer`` a :class:`~peanut_jax.text.RobertaTokenizer`) or ``'gt'``.
+    ``masks``: ``'text'`` (SAMWISE prompted with the case's sentence: ``predictor``, a
+    :class:`~peanut_jax.pipeline.samwise.SAMWISEPredictor` shared by the cases so that it compiles
+    once, or ``text_model`` = (module, variables) with ``tokenizer`` a
+    :class:`~peanut_jax.text.RobertaTokenizer`) or ``'gt'``.
     Returns the case's description with the metrics, ``frames``, ``seconds`` / ``seconds_per_frame``
     (streaming, after :meth:`Chain.warmup`, whose time is ``compile_seconds``), per-stage times,
     ``frames_out`` / ``size_out`` (the chain's last stage) and ``peak_rss_bytes`` (during streaming)."""
@@ -150,9 +154,14 @@ def evaluate_case(case: HardCase, chain: Chain, masks: str = "text", text_model=
     if masks == "text":
         from peanut_jax.pipeline.text_masks import TextPromptMasks
 
-        if text_model is None or tokenizer is None:
-            raise ValueError("masks='text' needs text_model and tokenizer")
-        source = TextPromptMasks([case.sentence], module=text_model[0], variables=text_model[1], tokenizer=tokenizer)
+        if predictor is not None:
+            source = TextPromptMasks([case.sentence], predictor=predictor)
+        elif text_model is None or tokenizer is None:
+            raise ValueError("masks='text' needs a predictor, or text_model and tokenizer")
+        else:
+            source = TextPromptMasks(
+                [case.sentence], module=text_model[0], variables=text_model[1], tokenizer=tokenizer
+            )
         source.prepare(info)
     meas = _Measure(case.flow_forward, (case.height, case.width), erase.psize(info), erase.config.mask_dilation)
     pending: dict[int, object] = {}
@@ -271,13 +280,16 @@ def run(
         p: [make_case(p, seed + k, num_frames=num_frames, height=height, width=width) for k in range(num_clips)]
         for p in presets
     }
-    text_model = tok = None
+    predictor = None
     weights = {}
     if masks == "text":
+        from peanut_jax.pipeline.samwise import SAMWISEPredictor
         from peanut_jax.pipeline.text_masks import load_samwise, load_tokenizer
 
         tok = load_tokenizer(tokenizer if tokenizer is not None else _synthetic_bpe(), flag="--tokenizer")
-        text_model = load_samwise(text_checkpoint, flag="--text-checkpoint", progress=False)
+        module, variables = load_samwise(text_checkpoint, flag="--text-checkpoint", progress=False)
+        use_cme = "conditional_memory_encoder" in variables["params"]  # weights trained without it have none
+        predictor = SAMWISEPredictor(module, variables, tok, use_cme=use_cme)
         weights["text"] = str(text_checkpoint)
     stages = ["erase"] + (["upscale"] if upscale else [])
     ckpts = {"erase": erase_checkpoint, "upscale": upscale_checkpoint}
@@ -288,7 +300,7 @@ def run(
     for p, clips in cases.items():
         done = []
         for case in clips:
-            r = evaluate_case(case, chain, masks, text_model, tok)
+            r = evaluate_case(case, chain, masks, predictor=predictor)
             done.append(r)
             if log:
                 log(

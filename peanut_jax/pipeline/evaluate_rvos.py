@@ -16,7 +16,11 @@ JSON are the dataset's protocol (``per_expression_mean`` is always the plain mea
 
 * ``synthetic``: held-out clips of :func:`peanut_jax.data.referring.referring_clip`, seeds
   ``(--eval-seed, 1, i)`` for ``i < --num-clips`` (the trainers' held-out stream; training draws
-  4-tuples ``(seed, 0, step, row)``), ``distractors=True``.  Headline = mean over expressions.  Also:
+  4-tuples ``(seed, 0, step, row)``), ``distractors=True``.  ``--eval-seed``, ``--num-frames``,
+  ``--height``, ``--width`` and ``--num-objects`` not given come from the ``data`` block of the run's
+  ``config.json`` when ``--checkpoint`` is a ``train.py`` workdir of a synthetic run (the JSON's
+  ``settings.from_run_config`` lists them), else the defaults 1000, 8, 128, 128, 3.  Headline = mean
+  over expressions.  Also:
 
   - ``baselines.random_object``: the expected J&F of predicting the ground truth of an object of the
     clip chosen uniformly at random (the target itself included), i.e. per expression the mean over
@@ -76,6 +80,7 @@ __all__ = [
     "evaluate",
     "main",
     "read_prediction",
+    "synthetic_settings",
     "synthetic_videos",
     "tfds_videos",
 ]
@@ -84,6 +89,8 @@ __all__ = [
 # import the trainer, tests check that the two agree)
 EVAL_STREAM = 1
 DEFAULT_EVAL_SEED = 1000  # every configs/*.py uses data.eval_seed = 1000
+#: the synthetic clip settings (flag = key with dashes; also read from a train.py run's config.json data block)
+SYNTHETIC_DEFAULTS = {"eval_seed": DEFAULT_EVAL_SEED, "num_frames": 8, "height": 128, "width": 128, "num_objects": 3}
 
 #: --dataset -> (TFDS builder, split, has ground truth, default checkpoint)
 DATASETS = {
@@ -639,13 +646,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--clip-window", type=int, default=8)
     p.add_argument("--batch-prompts", type=int, default=4, help="expressions of a video per batched pass")
     p.add_argument("--max-videos", type=int, default=None, help="only the first N videos")
-    g = p.add_argument_group("synthetic")
+    g = p.add_argument_group(
+        "synthetic",
+        "clip settings: each flag given, else (--checkpoint a train.py workdir of a synthetic run) the "
+        "data block of its config.json, else the default shown",
+    )
     g.add_argument("--num-clips", type=int, default=200)
-    g.add_argument("--eval-seed", type=int, default=DEFAULT_EVAL_SEED)
-    g.add_argument("--num-frames", type=int, default=8)
-    g.add_argument("--height", type=int, default=128)
-    g.add_argument("--width", type=int, default=128)
-    g.add_argument("--num-objects", type=int, default=3)
+    for key, default in SYNTHETIC_DEFAULTS.items():
+        g.add_argument("--" + key.replace("_", "-"), type=int, default=None, help=f"default {default}")
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -658,6 +666,38 @@ def _tokenizer(spec, dataset: str):
     from peanut_jax.pipeline.text_masks import load_tokenizer
 
     return load_tokenizer(spec, flag="--tokenizer")
+
+
+def synthetic_settings(args) -> list[str]:
+    """Fill the synthetic clip settings of ``args`` (:data:`SYNTHETIC_DEFAULTS`) left unset (None):
+    from the ``data`` block of the run's ``config.json`` when ``--checkpoint`` is a ``train.py``
+    workdir (or one of its checkpoint folders) of a run on synthetic clips, else the defaults.
+    Returns the keys taken from the run's config."""
+    from peanut_jax.checkpoints.export import EXPORT_CONFIG
+    from peanut_jax.checkpoints.load import workdir_config
+
+    data = {}
+    path = pathlib.Path(args.checkpoint).expanduser() if args.checkpoint and args.predictions is None else None
+    if path is not None and path.is_dir() and not (path / EXPORT_CONFIG).is_file():
+        cfg = workdir_config(path) or {}
+        block = cfg.get("data")
+        if isinstance(block, dict) and block.get("source", "synthetic") == "synthetic":
+            data = block
+    taken = []
+    for key, default in SYNTHETIC_DEFAULTS.items():
+        if getattr(args, key) is not None:
+            continue
+        value = default
+        if key in data:
+            try:
+                value = int(data[key])
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"--checkpoint {args.checkpoint}: config.json data.{key}={data[key]!r} is not an integer"
+                ) from None
+            taken.append(key)
+        setattr(args, key, value)
+    return taken
 
 
 def _run(args) -> dict:
@@ -690,6 +730,7 @@ def _run(args) -> dict:
     if args.predictions is not None:
         source = SavedMasks(args.predictions)
     if args.dataset == "synthetic":
+        from_run = synthetic_settings(args)
         videos = synthetic_videos(
             args.num_clips,
             eval_seed=args.eval_seed,
@@ -757,6 +798,7 @@ def _run(args) -> dict:
             height=args.height,
             width=args.width,
             num_objects=args.num_objects,
+            from_run_config=from_run,
         )
     return res
 

@@ -110,6 +110,11 @@ class TextPromptMasks(LabelMaskSource):
     mask)`` with the union of the objects, ``attach_labels`` ``(frame, labels)`` with object ids
     (uint8, 0 = none; a pixel claimed by several objects takes the highest logit).  Other options
     (``use_cme``, ``clip_window``) go to :class:`~peanut_jax.pipeline.samwise.SAMWISEPredictor`.
+
+    ``predictor``: an existing :class:`~peanut_jax.pipeline.samwise.SAMWISEPredictor` to segment with
+    (its model, weights, tokenizer and options; its compiled clip function is reused, so evaluating
+    many clips compiles once per clip shape); then give no ``checkpoint``, ``module``, ``variables``,
+    ``tokenizer`` or predictor options.  ``threshold`` stays this source's own.
     """
 
     def __init__(
@@ -125,8 +130,18 @@ class TextPromptMasks(LabelMaskSource):
         checkpoint_flag: str = "--checkpoint-text",
         tokenizer_flag: str = "--tokenizer",
         prompt_flag: str = "--prompt",
+        predictor=None,
         **predictor_options,
     ):
+        if predictor is not None:
+            mine = dict(checkpoint=checkpoint, module=module, variables=variables, tokenizer=tokenizer)
+            given = [k for k, v in {**mine, **predictor_options}.items() if v is not None]
+            if given:
+                raise ValueError(
+                    f"TextPromptMasks: predictor= holds the model, weights, tokenizer and options; "
+                    f"do not also give {', '.join(given)}"
+                )
+            module, variables, tokenizer = predictor.module, predictor.variables, predictor.tokenizer
         if (module is None) != (variables is None):
             raise ValueError("TextPromptMasks: give both module and variables, or neither")
         self.sentences = [sentences] if isinstance(sentences, str) else list(sentences)
@@ -139,7 +154,7 @@ class TextPromptMasks(LabelMaskSource):
         self.options = predictor_options
         self._model = (module, variables) if module is not None else None
         self._tokenizer = tokenizer
-        self._predictor = None
+        self._predictor = predictor
         self.info = None
 
     @property
