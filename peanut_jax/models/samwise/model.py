@@ -176,14 +176,20 @@ class SAMWISE(nn.Module):
         txt = text.run_layers(txt, pm, tc[0], tc[1], deterministic=det)
         if debug:
             inter[f"txt_layers_{tc[0]}_{tc[1] - 1}"] = txt
-        if frames.ndim == 5:
-            vis = vis.reshape(p, t, *vis.shape[1:])
-        else:
+        shared = frames.ndim == 4
+        if shared:
+            # the Hiera stage after the first one is still text-free: run it once for all prompts
+            v0 = self._blocks(vis, cuts[1], cuts[2])
             vis = jnp.broadcast_to(vis[None], (p, *vis.shape))
+        else:
+            vis = vis.reshape(p, t, *vis.shape[1:])
         stages = [vis]
         for i, adapter in enumerate(self.cmt_adapters):
-            v = self._blocks(vis.reshape(p * t, *vis.shape[2:]), cuts[i + 1], cuts[i + 2])
-            v = v.reshape(p, t, *v.shape[1:])
+            if i == 0 and shared:
+                v = jnp.broadcast_to(v0[None], (p, *v0.shape))
+            else:
+                v = self._blocks(vis.reshape(p * t, *vis.shape[2:]), cuts[i + 1], cuts[i + 2])
+                v = v.reshape(p, t, *v.shape[1:])
             txt = text.run_layers(txt, pm, tc[i + 1], tc[i + 2], deterministic=det)
             dv, dt = adapter(v, txt, pm)
             if debug:
