@@ -49,25 +49,12 @@ Every key can be overridden: ``--config.optim.lr=3e-5 --config.data.batch_size=8
 import ml_collections
 
 from configs import train_block
+from peanut_jax.models.samwise.config import TINY_TEST
 
 PRETRAIN_STEPS = 6 * (321_327 // 32)
 # the tiny_test model sizes (peanut_jax.models.samwise.config.TINY_TEST) with the synthetic tokenizer's
 # vocabulary (peanut_jax/assets/synthetic_bpe: 408 ids)
-TINY_MODEL = dict(
-    sam2_size="tiny_test",
-    hsa_patch_sizes=(4, 2, 2),
-    adapter_dim=16,
-    adapter_heads=2,
-    fusion_stages_txt=(2, 3, 4),
-    cme_heads=2,
-    cme_ffn=16,
-    text_layers=4,
-    text_dim=32,
-    text_heads=2,
-    text_ffn=64,
-    vocab_size=408,
-    max_positions=40,
-)
+TINY_MODEL = dict(TINY_TEST, vocab_size=408)
 
 
 def get_config(arg=None):

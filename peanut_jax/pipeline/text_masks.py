@@ -13,12 +13,12 @@ the Hugging Face ``vocab.json`` + ``merges.txt`` or those three fairseq files.
 from __future__ import annotations
 
 import os
-import pathlib
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
 from peanut_jax.pipeline.mask import LabelMaskSource, label_map
+from peanut_jax.text.files import DEFAULT_TOKENIZER, LAYOUTS, load_tokenizer, tokenizer_dir
 
 __all__ = [
     "DEFAULT_CHECKPOINT",
@@ -30,67 +30,6 @@ __all__ = [
 ]
 
 DEFAULT_CHECKPOINT = "samwise_mevis"
-DEFAULT_TOKENIZER = "gpt2_bpe"
-HF_FILES = ("vocab.json", "merges.txt")
-FAIRSEQ_FILES = ("encoder.json", "vocab.bpe", "dict.txt")
-LAYOUTS = "vocab.json + merges.txt (Hugging Face roberta-base) or encoder.json + vocab.bpe + dict.txt (fairseq)"
-
-
-def tokenizer_dir(spec=None) -> pathlib.Path:
-    """The folder of tokenizer files ``spec`` names (default :data:`DEFAULT_TOKENIZER`): a
-    registry name's cached files (``FileNotFoundError`` naming the fetch command when they are not
-    in the cache; nothing is downloaded here), or a folder (an existing path or ``PathLike`` wins
-    over a registry name)."""
-    from peanut_jax.checkpoints import registry
-
-    spec = DEFAULT_TOKENIZER if spec is None else spec
-    if isinstance(spec, str) and not registry.looks_like_path(spec) and not pathlib.Path(spec).expanduser().exists():
-        if registry.known(spec):
-            e = registry.get(spec)
-            if e.convert:
-                raise ValueError(
-                    f"'{e.name}' are {e.model} weights, not tokenizer files; the tokenizer files are "
-                    f"'{DEFAULT_TOKENIZER}' (or a folder with {LAYOUTS})"
-                )
-            d = registry.converted_dir(e.name)
-            if d is None:
-                offline = " where the network is allowed (PEANUT_OFFLINE is set)" if registry.is_offline() else ""
-                raise FileNotFoundError(
-                    f"the tokenizer files {', '.join(e.all_files)} ('{e.name}') are not in the cache "
-                    f"({registry.cache_path(e)}): run 'python -m peanut_jax.weights fetch {e.name}'{offline}, "
-                    f"or pass a folder with {LAYOUTS}"
-                )
-            return d
-        raise FileNotFoundError(
-            f"no such folder or registry name; give a folder with {LAYOUTS}, or the registry name "
-            f"{DEFAULT_TOKENIZER} ('python -m peanut_jax.weights fetch {DEFAULT_TOKENIZER}')"
-        )
-    return pathlib.Path(os.fspath(spec)).expanduser()
-
-
-def load_tokenizer(spec=None, *, flag: str = "--tokenizer"):
-    """A :class:`~peanut_jax.text.RobertaTokenizer` from a registry name (default
-    :data:`DEFAULT_TOKENIZER`, see :func:`tokenizer_dir`) or a folder of either file layout;
-    one-line errors naming ``flag`` and the files to put where."""
-    from peanut_jax.text import RobertaTokenizer, TokenizerFileError
-
-    where = f"{flag} {spec}" if spec is not None else f"{flag} (default {DEFAULT_TOKENIZER})"
-    try:
-        d = tokenizer_dir(spec)
-    except (ValueError, FileNotFoundError) as err:
-        raise type(err)(f"{where}: {err}") from None
-    if not d.is_dir():
-        raise FileNotFoundError(f"{where}: no such folder; put {LAYOUTS} in it, or pass {flag} DIR")
-    try:
-        if all((d / f).is_file() for f in HF_FILES):
-            return RobertaTokenizer.from_files(*(d / f for f in HF_FILES))
-        if all((d / f).is_file() for f in FAIRSEQ_FILES):
-            return RobertaTokenizer.from_fairseq(*(d / f for f in FAIRSEQ_FILES))
-    except TokenizerFileError as err:
-        raise TokenizerFileError(f"{where}: {err}") from None
-    have = [f for f in (*HF_FILES, *FAIRSEQ_FILES) if (d / f).is_file()]
-    missing = [f for f in (HF_FILES if not have or have[0] in HF_FILES else FAIRSEQ_FILES) if f not in have]
-    raise FileNotFoundError(f"{where}: missing {', '.join(missing)}; the folder needs {LAYOUTS}")
 
 
 def load_samwise(checkpoint=DEFAULT_CHECKPOINT, *, flag: str = "--checkpoint", progress: bool = True):

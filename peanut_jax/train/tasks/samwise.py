@@ -180,7 +180,7 @@ def open_official_split(items: tuple, split: str):
     frames resized so that the longer side is ``data.max_size`` and padded to ``data.height x
     data.width``, captions by the RoBERTa tokenizer ``data.tokenizer`` (default ``gpt2_bpe``)."""
     from peanut_jax.data.rvos_clips import REFCOCO_CONFIGS, ClipSource
-    from peanut_jax.pipeline.text_masks import load_tokenizer
+    from peanut_jax.text.files import load_tokenizer
 
     d = batching.Plain(items)
     data_dir = str(_get(d, "data_dir", "") or "")
