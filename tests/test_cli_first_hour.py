@@ -528,7 +528,7 @@ def test_ctrl_c_during_compilation_exits_within_seconds(tmp_path, clip):
     fd, seen, t0 = p.stderr.fileno(), b"", time.monotonic()
     os.set_blocking(fd, False)
     started = None  # the progress bar is up: the model is loaded, its compilation starts now
-    while b"compiling " not in seen and time.monotonic() - t0 < 60 and p.poll() is None:
+    while b"compiling upscale (" not in seen and time.monotonic() - t0 < 60 and p.poll() is None:
         time.sleep(0.1)
         try:
             seen += os.read(fd, 1 << 16)

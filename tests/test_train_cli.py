@@ -30,6 +30,7 @@ def env(tmp_path_factory):
         JAX_PLATFORMS="cpu",
         XLA_FLAGS="--xla_force_host_platform_device_count=1",
         JAX_COMPILATION_CACHE_DIR=str(cache),
+        PEANUT_XLA_CACHE=str(cache),  # train.py keeps its compile cache here, not in the home folder
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
         JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
     )
