@@ -9,6 +9,17 @@ import statistics
 import time
 
 
+def pin_threads(n: int) -> None:
+    """Give ours the cores the official side gets: pin the process to the first ``n`` cores (XLA's
+    CPU client starts its own thread pool whatever the flags say) and ask XLA for ``n`` threads.
+    Call before importing jax; the caller sets torch's thread count to ``n`` too."""
+    os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:n]))
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + f" --xla_cpu_multi_thread_eigen={n > 1} intra_op_parallelism_threads={n}"
+    ).strip()
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
 def median_time(fn, repeats: int = 5, warmup: int = 1) -> float:
     """Median wall time (s) of ``fn()`` over ``repeats`` calls after ``warmup`` calls.
 

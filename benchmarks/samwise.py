@@ -66,14 +66,10 @@ def _parse():
 
 ARGS = _parse() if __name__ == "__main__" else None
 if ARGS is not None:
+    from benchmarks.common import pin_threads
+
     n = ARGS.threads
-    # the same cores for both sides: pin the process (XLA's CPU client starts its own thread pool
-    # whatever the flags say; torch's is set to n threads below)
-    os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:n]))
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "") + f" --xla_cpu_multi_thread_eigen={n > 1} intra_op_parallelism_threads={n}"
-    ).strip()
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    pin_threads(n)  # torch's pool is set to n threads below
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
