@@ -25,6 +25,9 @@ conventions of the official ``davis2017-evaluation`` code (``davis2017/metrics.p
 
 Everything is numpy (the disk and the dilation included), so no OpenCV / scikit-image is needed;
 ``tests/test_metrics_jf.py`` checks the numbers against the official functions.
+:func:`jaccard_jax` and :func:`f_measure_jax` are the same per-frame measures in ``jax.numpy`` (no
+void), for jitted evaluation steps: they run on the device, also under ``pmap`` / sharded ``jit``,
+without a host callback, and equal the numpy functions (float32 ratios).
 """
 
 from __future__ import annotations
@@ -33,7 +36,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["boundary_map", "boundary_radius", "disk", "f_measure", "j_and_f", "j_and_f_many", "jaccard"]
+__all__ = [
+    "boundary_map",
+    "boundary_radius",
+    "disk",
+    "f_measure",
+    "f_measure_jax",
+    "j_and_f",
+    "j_and_f_many",
+    "jaccard",
+    "jaccard_jax",
+]
 
 
 def _masks(name, pred, gt, void=None, min_ndim=2):
@@ -227,3 +240,85 @@ def j_and_f_many(
     j = float(np.mean([r["J"] for r in per]))
     f = float(np.mean([r["F"] for r in per]))
     return {"J": j, "F": f, "JF": (j + f) / 2, "per_sequence": per}
+
+
+# ------------------------------------------------------------------------------------- jax.numpy
+def jaccard_jax(pred, gt):
+    """:func:`jaccard` of bool masks (..., H, W) in ``jax.numpy`` (no void): float32 (...)."""
+    import jax.numpy as jnp
+
+    pred, gt = jnp.asarray(pred).astype(bool), jnp.asarray(gt).astype(bool)
+    inter = jnp.sum(pred & gt, axis=(-2, -1)).astype(jnp.float32)
+    union = jnp.sum(pred | gt, axis=(-2, -1)).astype(jnp.float32)
+    return jnp.where(union > 0, inter / jnp.maximum(union, 1.0), 1.0)
+
+
+def _boundary_map_jax(seg):
+    import jax.numpy as jnp
+
+    def shift(a, dy, dx):  # a[y + dy, x + dx], False outside
+        a = jnp.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, dy), (0, dx)])
+        return a[..., dy:, dx:]
+
+    east, south, south_east = shift(seg, 0, 1), shift(seg, 1, 0), shift(seg, 1, 1)
+    b = (seg ^ east) | (seg ^ south) | (seg ^ south_east)
+    h, w = seg.shape[-2:]
+    b = b.at[..., h - 1, :].set(seg[..., h - 1, :] ^ east[..., h - 1, :])
+    b = b.at[..., :, w - 1].set(seg[..., :, w - 1] ^ south[..., :, w - 1])
+    return b.at[..., h - 1, w - 1].set(False)
+
+
+def _dilate_jax(mask, footprint: np.ndarray):
+    """:func:`_dilate` on (..., H, W) bool: per footprint row, a horizontal window max shifted
+    vertically (the footprint rows must be contiguous, as a disk's are)."""
+    import jax
+    import jax.numpy as jnp
+
+    kh, kw = footprint.shape
+    ay, ax = kh // 2, kw // 2
+    h, w = mask.shape[-2:]
+    lead = [(0, 0)] * (mask.ndim - 2)
+    m = mask.astype(jnp.int8)
+    out = jnp.zeros_like(m)
+    for i in range(kh):
+        cols = np.nonzero(footprint[i])[0]
+        if cols.size == 0:
+            continue
+        j0, j1 = int(cols[0]) - ax, int(cols[-1]) - ax  # out[y, x] |= max mask[y + dy, x + j0 .. x + j1]
+        if cols.size != j1 - j0 + 1:
+            raise ValueError("f_measure_jax: footprint rows must be contiguous")
+        dy = i - ay
+        if abs(dy) >= h:
+            continue
+        pad = jnp.pad(m, lead + [(0, 0), (max(0, -j0), max(0, j1))])
+        row = jax.lax.reduce_window(
+            pad, jnp.int8(0), jax.lax.max, (1,) * (m.ndim - 1) + (j1 - j0 + 1,), (1,) * m.ndim, "VALID"
+        )
+        row = row[..., max(0, j0) : max(0, j0) + w]  # column x covers x + j0 .. x + j1
+        # vertical shift: out[y] |= row[y + dy]
+        shifted = jnp.pad(row, lead + [(max(0, -dy), max(0, dy)), (0, 0)])[..., max(0, dy) : max(0, dy) + h, :]
+        out = jnp.maximum(out, shifted)
+    return out.astype(bool)
+
+
+def f_measure_jax(pred, gt, bound_th: float = 0.008):
+    """:func:`f_measure` of bool masks (..., H, W) in ``jax.numpy`` (no void): float32 (...)."""
+    import jax.numpy as jnp
+
+    if not bound_th >= 0:
+        raise ValueError(f"f_measure_jax: bound_th must be >= 0, got {bound_th}")
+    pred, gt = jnp.asarray(pred).astype(bool), jnp.asarray(gt).astype(bool)
+    if pred.shape != gt.shape or pred.ndim < 2:
+        raise ValueError(f"f_measure_jax: pred {pred.shape} and gt {gt.shape} must be equal (..., H, W) shapes")
+    fp = disk(boundary_radius(pred.shape[-2:], bound_th))
+    pb, gb = _boundary_map_jax(pred), _boundary_map_jax(gt)
+    n_pred = jnp.sum(pb, axis=(-2, -1)).astype(jnp.float32)
+    n_gt = jnp.sum(gb, axis=(-2, -1)).astype(jnp.float32)
+    hit_p = jnp.sum(pb & _dilate_jax(gb, fp), axis=(-2, -1)).astype(jnp.float32)
+    hit_g = jnp.sum(gb & _dilate_jax(pb, fp), axis=(-2, -1)).astype(jnp.float32)
+    precision = jnp.where(n_pred > 0, hit_p / jnp.maximum(n_pred, 1.0), 1.0)
+    recall = jnp.where(n_gt > 0, hit_g / jnp.maximum(n_gt, 1.0), 1.0)
+    precision = jnp.where((n_pred > 0) & (n_gt == 0), 0.0, precision)
+    recall = jnp.where((n_pred == 0) & (n_gt > 0), 0.0, recall)
+    s = precision + recall
+    return jnp.where(s > 0, 2 * precision * recall / jnp.where(s > 0, s, 1.0), 0.0)

@@ -47,9 +47,9 @@ inference mode (running BatchNorm statistics, no dropout, object-score masking, 
 are empty, mean over the frames of a clip, then over clips; the same rule as
 ``peanut_jax.metrics.jf.jaccard``), and two baselines computed from the ground truth:
 ``J_random_object`` (the expected J of predicting a uniformly random object of the clip) and
-``J_union`` (predicting the union of all objects).  With :mod:`peanut_jax.metrics.jf` present, also
-the boundary measure ``F`` (its ``f_measure``, computed on the host through ``jax.pure_callback``) and
-``JF = (J + F) / 2``, each with the same two baselines.
+``J_union`` (predicting the union of all objects); the boundary measure ``F`` (DAVIS protocol,
+:func:`peanut_jax.metrics.jf.f_measure_jax`, on the device: no host callback, so it also runs
+sharded and under ``pmap``) and ``JF = (J + F) / 2``, each with the same two baselines.
 """
 
 from __future__ import annotations
@@ -370,28 +370,17 @@ def train_step(state: TrainState, batch, config, grad_reduce):
 
 def clip_jaccard(pred, gt):
     """Mean over frames of the per-frame Jaccard index (1 where both are empty): (B, T, H, W) bool -> (B,)."""
-    inter = jnp.sum(pred & gt, axis=(-2, -1)).astype(jnp.float32)
-    union = jnp.sum(pred | gt, axis=(-2, -1)).astype(jnp.float32)
-    return jnp.mean(jnp.where(union > 0, inter / jnp.maximum(union, 1.0), 1.0), axis=-1)
+    from peanut_jax.metrics.jf import jaccard_jax
 
-
-def _has_jf() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("peanut_jax.metrics.jf") is not None
-
-
-def _host_clip_f(pred, gt):
-    from peanut_jax.metrics.jf import f_measure
-
-    return np.mean(f_measure(np.asarray(pred), np.asarray(gt)), axis=-1).astype(np.float32)
+    return jnp.mean(jaccard_jax(pred, gt), axis=-1)
 
 
 def clip_f(pred, gt):
-    """Mean over frames of the DAVIS boundary F (``peanut_jax.metrics.jf.f_measure``, on the host):
-    (B, T, H, W) bool -> (B,)."""
-    out = jax.ShapeDtypeStruct(pred.shape[:1], jnp.float32)
-    return jax.pure_callback(_host_clip_f, out, pred, gt, vmap_method="sequential")
+    """Mean over frames of the DAVIS boundary F (``peanut_jax.metrics.jf.f_measure_jax``, on the
+    device): (B, T, H, W) bool -> (B,)."""
+    from peanut_jax.metrics.jf import f_measure_jax
+
+    return jnp.mean(f_measure_jax(pred, gt), axis=-1)
 
 
 def eval_step(state: TrainState, batch, config):
@@ -412,14 +401,12 @@ def eval_step(state: TrainState, batch, config):
     k = objects.shape[1]
     union = jnp.any(objects, axis=1)
     out = {}
-    measures = [("J", clip_jaccard)] + ([("F", clip_f)] if _has_jf() else [])
-    for name, fn in measures:
+    for name, fn in (("J", clip_jaccard), ("F", clip_f)):
         out[name] = jnp.mean(fn(pred, gt))
         out[f"{name}_random_object"] = jnp.mean(jnp.stack([fn(objects[:, i], gt) for i in range(k)]))
         out[f"{name}_union"] = jnp.mean(fn(union, gt))
-    if "F" in out:
-        for suffix in ("", "_random_object", "_union"):
-            out[f"JF{suffix}"] = (out[f"J{suffix}"] + out[f"F{suffix}"]) / 2
+    for suffix in ("", "_random_object", "_union"):
+        out[f"JF{suffix}"] = (out[f"J{suffix}"] + out[f"F{suffix}"]) / 2
     return out
 
 
