@@ -6,10 +6,18 @@ Key layout (official attribute names): ``sam.*`` (SAM 2 v1.0; reuses ``convert.s
 ``cmt_adapters.{i}.*`` (BatchNorm running statistics go to ``batch_stats``) and
 ``conditional_memory_encoder.*``.
 
+With ``motion_prompt=True`` (official ``--motion_prompt``, in no released checkpoint):
+``sam.sam_prompt_encoder.project_motion_prompts.layers.{0,1,2}`` (our top-level
+``project_motion_prompts``; same MLP shape as ``project_text``).
+
 STRICT, unlike the official demo (``strict=False``, which silently runs without adapters): any
-missing adapter, CME (when ``use_cme``) or ``project_text`` key is an error that lists the keys.
+missing adapter, CME (when ``use_cme``), ``project_text`` or (when ``motion_prompt``)
+``project_motion_prompts`` key is an error that lists the keys.  The official inference scripts
+would leave a missing ``project_motion_prompts`` at its random initialisation; official ``main.py``
+copies ``project_text`` into it before training, which ``motion_from_text=True`` reproduces.
 Ignored: ``lm_head``, ``_float_tensor``/``version`` buffers, BatchNorm ``num_batches_tracked``,
-the unused ``project_motion_prompts`` and, with ``use_cme=False``, the CME weights.
+``project_motion_prompts`` when ``motion_prompt`` is off (``detect_config`` never turns it on) and,
+with ``use_cme=False``, the CME weights.
 """
 
 from __future__ import annotations
@@ -34,15 +42,18 @@ __all__ = ["detect", "detect_config", "from_state_dict", "keymap", "to_state_dic
 
 TEXT_PREFIX = "text_encoder.model.encoder.sentence_encoder."
 _CME = "conditional_memory_encoder."
+PROJECT_TEXT = "sam.sam_prompt_encoder.project_text."
+PROJECT_MOTION = "sam.sam_prompt_encoder.project_motion_prompts."
 
 
 def _ignored(key: str, use_cme: bool) -> bool:
+    # project_motion_prompts: unused unless motion_prompt, which maps (and so requires) the keys
     return (
         key.endswith("_float_tensor")
         or key.endswith(".version")
         or ".lm_head." in key
         or key.endswith("num_batches_tracked")
-        or ".project_motion_prompts." in key
+        or key.startswith(PROJECT_MOTION)
         or (not use_cme and key.startswith(_CME))
     )
 
@@ -91,7 +102,10 @@ def keymap(cfg) -> KeyMap:
     km = KeyMap()
     _prefixed(sam2_conv.keymap(sc), "sam.", ("params", "sam"), km)
     for i in range(3):
-        km.linear(f"sam.sam_prompt_encoder.project_text.layers.{i}", ("params", "project_text", f"layers_{i}"))
+        km.linear(f"{PROJECT_TEXT}layers.{i}", ("params", "project_text", f"layers_{i}"))
+    if cfg.motion_prompt:
+        for i in range(3):
+            km.linear(f"{PROJECT_MOTION}layers.{i}", ("params", "project_motion_prompts", f"layers_{i}"))
     _prefixed(roberta_conv.keymap(cfg.text_layers), TEXT_PREFIX, ("params", "text_encoder"), km)
     d = cfg.adapter_dim
     for i in range(3):
@@ -195,11 +209,21 @@ def _reference_variables(module) -> dict:
     )
 
 
-def from_state_dict(obj, name: str = "samwise", source: str = "checkpoint", dtype=jnp.float32, **overrides):
+def from_state_dict(
+    obj,
+    name: str = "samwise",
+    source: str = "checkpoint",
+    dtype=jnp.float32,
+    motion_from_text: bool = False,
+    **overrides,
+):
     """Official SAMWISE checkpoint -> ``(SAMWISE, {'params', 'batch_stats'})``.  Sizes come from the
-    file (``detect_config``); ``overrides`` (e.g. ``use_cme=False``, ``attend_text_padding=True``)
-    go to ``build_samwise``.  Missing adapter/CME/``project_text`` keys raise
-    :class:`CheckpointMismatchError` naming them."""
+    file (``detect_config``); ``overrides`` (e.g. ``use_cme=False``, ``attend_text_padding=True``,
+    ``motion_prompt=True``) go to ``build_samwise``.  Missing adapter/CME/``project_text`` (and, with
+    ``motion_prompt``, ``project_motion_prompts``) keys raise :class:`CheckpointMismatchError` naming
+    them.  ``motion_from_text=True`` (only with ``motion_prompt=True``) fills missing
+    ``project_motion_prompts`` keys with a copy of ``project_text`` (official ``main.py`` before
+    training); keys the file has are loaded as they are."""
     from peanut_jax.models.samwise import build_samwise
 
     if name != "samwise":
@@ -216,9 +240,19 @@ def from_state_dict(obj, name: str = "samwise", source: str = "checkpoint", dtyp
     kw.update(overrides)
     module = build_samwise(dtype=dtype, **kw)
     cfg = module.cfg
+    if motion_from_text:
+        if not cfg.motion_prompt:
+            raise ValueError("convert.samwise: motion_from_text=True needs motion_prompt=True")
+        sd = dict(sd)
+        for k in [k for k in sd if k.startswith(PROJECT_TEXT)]:
+            sd.setdefault(PROJECT_MOTION + k[len(PROJECT_TEXT) :], sd[k])
     ref = _reference_variables(module)
     variables = keymap(cfg).apply(
-        sd, ref, model=f"samwise (hiera {cfg.sam2_size})", source=source, ignore=lambda k: _ignored(k, cfg.use_cme)
+        sd,
+        ref,
+        model=f"samwise (hiera {cfg.sam2_size})",
+        source=source,
+        ignore=lambda k: _ignored(k, cfg.use_cme),
     )
     return module, variables
 
@@ -243,6 +277,7 @@ def _config_of_variables(variables):
     kw = dict(
         hsa=hsa,
         use_cme="conditional_memory_encoder" in params,
+        motion_prompt="project_motion_prompts" in params,
         adapter_dim=int(a0["proj_text_down_0"]["kernel"].shape[1]),
     )
     if hsa:

@@ -12,6 +12,12 @@ Memory stays flat in the video length: the bank holds 6 frames + 15 pointers per
 
 A short last clip runs at its own length T (as official: the adapters' time embedding depends
 on T), which compiles one more shape.
+
+With a model built with ``motion_prompt=True`` (off in every released model), ``init_state`` marks
+each prompt's verb tokens (:func:`peanut_jax.text.verbs.verb_token_mask`: spaCy ``en_core_web_sm``
+when installed, else the built-in word list; ``verbs=`` picks a :class:`~peanut_jax.text.verbs.VerbSelector`)
+and the clip function gets that mask; when no prompt has a verb it gets none and runs the released
+3-token decode, as the official code does for a caption without a verb.
 """
 
 from __future__ import annotations
@@ -56,6 +62,9 @@ class SAMWISEPredictor:
     * ``init_state(prompts, height, width)`` + ``segment_clip(state, frames_u8[T, H, W, 3])`` ->
       ``logits[n_prompts, T, H, W]`` (streaming; the bank carries across calls);
     * ``masks(logits)``: ``sigmoid(logits) > threshold``.
+
+    ``verbs``: the verb selector of the motion prompt (default ``VerbSelector()``; used only when the
+    module has ``motion_prompt``, which needs a tokenizer with ``token_offsets``).
     """
 
     def __init__(
@@ -68,6 +77,7 @@ class SAMWISEPredictor:
         use_cme: bool = True,
         clip_window: int = 8,
         short_side: int = 1020,
+        verbs=None,
     ):
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
@@ -80,28 +90,45 @@ class SAMWISEPredictor:
         # on the device once (host arrays would be copied in on every clip)
         self.module, self.variables, self.tokenizer = module, jax.device_put(variables), tokenizer
         self.threshold, self.clip_window, self.short_side = float(threshold), int(clip_window), int(short_side)
-        self._run = jax.jit(self._clip_fn, static_argnums=(5, 6))
+        self.verbs = None
+        if module.cfg.motion_prompt:
+            from peanut_jax.text.verbs import VerbSelector
+
+            if not hasattr(tokenizer, "token_offsets"):
+                raise TypeError("motion_prompt needs a tokenizer with token_offsets(text) (peanut_jax.text)")
+            if "project_motion_prompts" not in variables["params"]:
+                raise ValueError("the model has motion_prompt=True but the weights have no project_motion_prompts")
+            self.verbs = VerbSelector() if verbs is None else verbs
+        self._run = jax.jit(self._clip_fn, static_argnums=(6, 7))
 
     # ------------------------------------------------------------------ device function
-    def _clip_fn(self, variables, frames_u8, ids, padding_mask, bank, in_hw, out_hw):
+    def _clip_fn(self, variables, frames_u8, ids, padding_mask, bank, motion_mask, in_hw, out_hw):
         m = self.module
         x = (frames_u8.astype(jnp.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
         x = pad_frames(x, m.cfg.sam2.image_size)
-        outs, bank, _ = m.apply(variables, x, ids, padding_mask, bank, method=SAMWISE.run_clip)
+        outs, bank, _ = m.apply(variables, x, ids, padding_mask, bank, False, motion_mask, method=SAMWISE.run_clip)
         logits = m.apply(variables, outs["low_res_masks"], in_hw, out_hw, method=SAMWISE.postprocess)
         return jnp.swapaxes(logits, 0, 1), bank  # (P, T, H, W)
 
     # ------------------------------------------------------------------ streaming API
     def init_state(self, prompts: str | Sequence[str], height: int, width: int) -> dict:
-        """Tokenise the prompts (errors name the bad prompt) and start an empty memory bank."""
+        """Tokenise the prompts (errors name the bad prompt) and start an empty memory bank; with the
+        motion prompt, ``motion_mask`` marks the verb tokens (None when no prompt has a verb)."""
         if int(height) < 1 or int(width) < 1:
             raise ValueError(f"frame size must be positive, got {height}x{width}")
         ids, pm = self.tokenizer(prompts)
+        motion_mask = None
+        if self.verbs is not None:
+            from peanut_jax.text.verbs import verb_token_mask
+
+            mask = verb_token_mask(prompts, self.tokenizer, self.verbs, length=ids.shape[1]) & ~np.asarray(pm)
+            motion_mask = jnp.asarray(mask) if mask.any() else None
         size = self.module.cfg.sam2.image_size
         in_hw = resized_size(int(height), int(width), min(self.short_side, size), size)
         return {
             "ids": jnp.asarray(ids),
             "padding_mask": jnp.asarray(pm),
+            "motion_mask": motion_mask,
             "bank": init_bank(self.module.cfg, len(ids)),
             "size": (int(height), int(width)),
             "in_hw": in_hw,
@@ -118,7 +145,14 @@ class SAMWISEPredictor:
             raise ValueError(f"frame size {frames_u8.shape[1:3]} differs from the video's {state['size']}")
         x = resize_frames(frames_u8, state["in_hw"])
         logits, state["bank"] = self._run(
-            self.variables, x, state["ids"], state["padding_mask"], state["bank"], state["in_hw"], state["size"]
+            self.variables,
+            x,
+            state["ids"],
+            state["padding_mask"],
+            state["bank"],
+            state.get("motion_mask"),
+            state["in_hw"],
+            state["size"],
         )
         state["frames_done"] += frames_u8.shape[0]
         return np.asarray(logits)

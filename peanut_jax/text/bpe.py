@@ -217,6 +217,13 @@ class RobertaTokenizer:
         """RoBERTa ids of one caption, ``<s>`` and ``</s>`` included (no checks, no padding)."""
         return self._tk.encode(text).ids
 
+    def token_offsets(self, text: str) -> list[tuple[int, int] | None]:
+        """Character span ``(start, end)`` in ``text`` of each id of :meth:`encode` (``<s>`` and ``</s>``
+        included), ``None`` for the special tokens.  Spans exclude the leading space a ``Ġ`` token
+        carries, as ``RobertaTokenizerFast(..., return_offsets_mapping=True)`` (``trim_offsets``)."""
+        enc = self._tk.encode(text)
+        return [None if special else (int(a), int(b)) for (a, b), special in zip(enc.offsets, enc.special_tokens_mask)]
+
     def decode(self, ids: Iterable[int]) -> str:
         """Text of a row of ids; special tokens and padding are dropped."""
         return self._tk.decode([int(i) for i in ids], skip_special_tokens=True)

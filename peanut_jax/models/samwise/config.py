@@ -4,6 +4,10 @@ One frozen dataclass so that a config can be a Flax module field.  ``sam2`` is t
 v1.0 (``"2.0"``) configuration SAMWISE builds with hydra directly, i.e. without
 ``apply_postprocessing`` (no dynamic multimask fallback).  ``tiny_test`` is a made-up miniature for
 CPU tests (same code paths, small widths, 128-pixel input, 4 text layers).
+
+``motion_prompt`` (official ``--motion_prompt``; off in every released model and in the demo) adds
+one sparse prompt token per prompt: the state of the prompt's first verb token through
+``project_motion_prompts`` (see ``SAMWISE.decode``; verbs from :mod:`peanut_jax.text.verbs`).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class SAMWISEConfig:
     text_ffn: int = 3072
     vocab_size: int = 50265
     max_positions: int = 514
+    # official --motion_prompt: an extra sparse token from the first verb token's state (off when released)
     motion_prompt: bool = False
 
     @property
@@ -56,8 +61,6 @@ class SAMWISEConfig:
         return (0, 1, *self.fusion_stages_txt)
 
     def check(self) -> SAMWISEConfig:
-        if self.motion_prompt:
-            raise ValueError("samwise: motion_prompt=True is not implemented (off in every released model)")
         if self.switch_mem not in SWITCH_MODES:
             raise ValueError(f"samwise: switch_mem must be one of {SWITCH_MODES}, got {self.switch_mem!r}")
         cuts = self.text_cuts

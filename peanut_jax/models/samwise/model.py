@@ -41,9 +41,33 @@ memory bank included.  The fields ``deterministic`` / ``use_running_average`` (d
 ``train``) turn either part off alone.  ``cfg.pred_obj_scores=False`` is ``--disable_pred_obj_score``
 (image pretraining): object scores are the constant 10 and the pointer is not gated.
 
+Motion prompt (``cfg.motion_prompt``, official ``--motion_prompt``; off in every released model):
+every entry point takes an optional ``motion_mask`` (P, L) bool, True at the prompt's verb tokens
+(:func:`peanut_jax.text.verbs.verb_token_mask`).  Official semantics (``SAMWISE.compute_backbone_output``,
+``PromptEncoder._embed_motion``):
+
+* the token states are RoBERTa's after the last layer group *and* the last CMT adapter's text update
+  (the same tensor whose ``<s>`` token is the prompt's state);
+* the official code concatenates the verb-token states of the caption, repeats each T times and
+  frame ``idx`` takes row ``idx``: with one caption (inference) every frame gets the caption's
+  **first** verb token (the first BPE piece of the first verb), never a pooled state; we take it per
+  prompt.  (With several captions in a training batch the official row ``b*T + f`` does not follow
+  the clips; not reproduced);
+* it goes through ``project_motion_prompts`` (an MLP shaped as ``project_text``; frozen in official
+  training, where ``main.py`` first copies ``project_text``'s weights into it) and is appended
+  **after** the text token: ``[not_a_point, not_a_point, project_text(state),
+  project_motion_prompts(verb)]`` (the two-way transformer gives sparse tokens no positions and reads
+  its outputs from the output tokens, so their order changes the results only by float rounding);
+* a caption without a verb gets no motion token at all (its empty row is concatenated), i.e. the
+  released 3-token decode.  In a batch of prompts a prompt without a verb keeps the 4th slot hidden
+  from every attention (``sparse_mask``), which is the 3-token decode up to float rounding;
+  ``motion_mask=None`` runs the 3-token decode itself, bit-identical to ``motion_prompt=False``;
+* the CME's memory-less decode has no motion token (official ``compute_decoder_out_no_mem``).
+
 Parameters: ``sam`` (SAM 2 v1.0 layout), ``text_encoder`` (RoBERTa), ``cmt_adapters_{0,1,2}``,
-``project_text`` (``sam.sam_prompt_encoder.project_text`` in the checkpoint) and
-``conditional_memory_encoder``; ``batch_stats`` hold the adapters' BatchNorm running statistics.
+``project_text`` (``sam.sam_prompt_encoder.project_text`` in the checkpoint),
+``project_motion_prompts`` (only with ``motion_prompt``; ``sam.sam_prompt_encoder.project_motion_prompts``)
+and ``conditional_memory_encoder``; ``batch_stats`` hold the adapters' BatchNorm running statistics.
 """
 
 from __future__ import annotations
@@ -150,14 +174,17 @@ class SAMWISE(nn.Module):
             for i in range(3)
         ]
         self.project_text = MLP(sc.d_model, sc.d_model, 3, **kw)
+        if cfg.motion_prompt:
+            self.project_motion_prompts = MLP(sc.d_model, sc.d_model, 3, **kw)
         if cfg.use_cme:
             self.conditional_memory_encoder = ConditionalMemoryEncoder(sc.d_model, cfg.cme_heads, cfg.cme_ffn, **kw)
 
     # ------------------------------------------------------------------ backbone + text
-    def encode_clip(self, frames, input_ids, padding_mask=None, debug: bool = False):
+    def encode_clip(self, frames, input_ids, padding_mask=None, debug: bool = False, motion_mask=None):
         """frames (T, S, S, 3) padded and normalised, shared by the P prompts, or (P, T, S, S, 3), one
         clip per prompt; input_ids (P, L) -> (per-frame features, each (T, P, ...): vision, s0, s1,
-        state; intermediates dict (empty unless ``debug``))."""
+        state, and with ``motion_mask`` (P, L) bool also motion (the first verb token's state) and
+        motion_valid (the prompt has a verb); intermediates dict (empty unless ``debug``))."""
         cfg, sc = self.cfg, self.cfg.sam2
         det = self._det
         t = frames.shape[-4]
@@ -168,6 +195,11 @@ class SAMWISE(nn.Module):
         inter = {}
         if frames.ndim == 5 and frames.shape[0] != p:
             raise ValueError(f"samwise: {frames.shape[0]} clips for {p} expressions")
+        if motion_mask is not None:
+            if not cfg.motion_prompt:
+                raise ValueError("samwise: motion_mask given but the model was built with motion_prompt=False")
+            if tuple(motion_mask.shape) != tuple(ids.shape):
+                raise ValueError(f"samwise: motion_mask {tuple(motion_mask.shape)} must match input_ids {ids.shape}")
         flat = frames.reshape(-1, *frames.shape[-3:]).astype(self.dtype)
         vis = self._blocks(enc.embed(flat), cuts[0], cuts[1])  # shared by the prompts when frames is 4-D
         txt, pm = text.embed(ids, padding_mask, deterministic=det)
@@ -199,10 +231,18 @@ class SAMWISE(nn.Module):
             vis, txt = v + dv, txt + dt
             stages.append(vis)
         state = txt[:, 0]
+        motion = None
+        if motion_mask is not None:
+            mm = jnp.asarray(motion_mask, bool)
+            first = jnp.argmax(mm, axis=1)  # the first verb token of each prompt (0 when it has none)
+            motion = jnp.take_along_axis(txt, first[:, None, None], axis=1)[:, 0]
+            motion_valid = jnp.any(mm, axis=1)
         if debug:
             for i, s in enumerate(stages):
                 inter[f"vis_out_stage{i}"] = s
             inter["state"] = state
+            if motion is not None:
+                inter["motion_state"] = motion
         fpn = enc.neck_from_trunk([s.reshape(p * t, *s.shape[2:]) for s in stages])["backbone_fpn"]
         s0, s1 = self.sam.sam_mask_decoder.high_res_features(fpn[0], fpn[1])
 
@@ -215,6 +255,9 @@ class SAMWISE(nn.Module):
             "s1": per_frame(s1),
             "state": jnp.broadcast_to(state[None], (t, *state.shape)),
         }
+        if motion is not None:
+            feats["motion"] = jnp.broadcast_to(motion[None], (t, *motion.shape))
+            feats["motion_valid"] = jnp.broadcast_to(motion_valid[None], (t, p))
         if debug:
             inter.update(backbone_fpn0=feats["s0"], backbone_fpn1=feats["s1"], backbone_fpn2=feats["vision"])
         return feats, inter
@@ -231,17 +274,25 @@ class SAMWISE(nn.Module):
         return scan(self, jnp.zeros((), x.dtype), x)[1]
 
     # ------------------------------------------------------------------ SAM heads
-    def decode(self, pix, high_res, state):
+    def decode(self, pix, high_res, state, motion=None, motion_valid=None):
         """``_forward_sam_heads`` with the text prompt, ``multimask_output=False`` (eval): pix (P, h, w, d)
         -> dict(low_res_masks (P, 4h, 4w), ious (P, 1), obj_ptr (P, d), object_score_logits (P, 1),
         early_token (P, d): mask token 0 after the first two-way layer, raw).  In training the masks
-        are not replaced by -1024 where the object score is negative (official: eval only)."""
+        are not replaced by -1024 where the object score is negative (official: eval only).
+        ``motion`` (P, text_dim) verb-token states append ``project_motion_prompts(motion)`` after the
+        text token; it is hidden from every attention where ``motion_valid`` (P,) is False."""
         p = pix.shape[0]
         pe = self.sam.sam_prompt_encoder
         sparse, dense = pe(
             points=(jnp.zeros((p, 1, 2), jnp.float32), -jnp.ones((p, 1), jnp.int32)), boxes=None, masks=None
         )
         sparse = jnp.concatenate([sparse, self.project_text(state)[:, None].astype(sparse.dtype)], axis=1)
+        sparse_mask = None
+        if motion is not None:
+            n = sparse.shape[1]
+            sparse = jnp.concatenate([sparse, self.project_motion_prompts(motion)[:, None].astype(sparse.dtype)], 1)
+            valid = jnp.ones((p,), bool) if motion_valid is None else jnp.asarray(motion_valid, bool)
+            sparse_mask = jnp.concatenate([jnp.ones((p, n), bool), valid[:, None]], axis=1)
         early = {}
 
         def grab_first_layer(next_fun, args, kwargs, ctx):
@@ -263,6 +314,7 @@ class SAMWISE(nn.Module):
                 multimask_output=False,
                 repeat_image=False,
                 high_res_features=high_res,
+                sparse_mask=sparse_mask,
             )
         if not self.cfg.pred_obj_scores:  # --disable_pred_obj_score: constant score 10, ungated pointer
             score = jnp.full_like(score, 10.0)
@@ -285,8 +337,8 @@ class SAMWISE(nn.Module):
 
     # ------------------------------------------------------------------ one frame
     def frame_step(self, bank, x, debug: bool = False):
-        """One frame for P prompts: ``bank`` (``init_bank``) and x (vision, s0, s1, state; each (P, ...))
-        -> (new bank, outputs)."""
+        """One frame for P prompts: ``bank`` (``init_bank``) and x (vision, s0, s1, state, optional motion
+        and motion_valid; each (P, ...)) -> (new bank, outputs)."""
         cfg = self.cfg
         vision, high_res, state = x["vision"], (x["s0"], x["s1"]), x["state"]
         p, h, w, d = vision.shape
@@ -309,12 +361,12 @@ class SAMWISE(nn.Module):
         )
         no_mem = self.sam.add_no_memory(vision)
         pix = jnp.where(jnp.any(bank["mem_valid"]) | jnp.any(bank["ptr_valid"]), pix_mem, no_mem)
-        out = self.decode(pix, high_res, state)
+        out = self.decode(pix, high_res, state, x.get("motion"), x.get("motion_valid"))
         high = self.sam.upsample_masks(out["low_res_masks"])
         high_mem, last = high, bank["last_switch"]
         extra = {}
         if cfg.use_cme:
-            nm = self.decode(no_mem, high_res, state)
+            nm = self.decode(no_mem, high_res, state)  # official: no motion token in the memory-less decode
             if self.train:  # the CME's inputs and labels are detached (official .detach())
                 nm = jax.lax.stop_gradient(nm)
             logits = self.conditional_memory_encoder(
@@ -359,10 +411,11 @@ class SAMWISE(nn.Module):
         return new_bank, res
 
     # ------------------------------------------------------------------ one clip
-    def run_clip(self, frames, input_ids, padding_mask, bank, debug: bool = False):
+    def run_clip(self, frames, input_ids, padding_mask, bank, debug: bool = False, motion_mask=None):
         """frames (T, S, S, 3) padded + normalised, input_ids/padding_mask (P, L), bank from ``init_bank``
-        or a previous clip -> (outputs (T, P, ...), new bank, intermediates)."""
-        feats, inter = self.encode_clip(frames, input_ids, padding_mask, debug)
+        or a previous clip, ``motion_mask`` (P, L) or None (see the module docstring) -> (outputs
+        (T, P, ...), new bank, intermediates)."""
+        feats, inter = self.encode_clip(frames, input_ids, padding_mask, debug, motion_mask)
 
         def body(mdl, carry, x):
             return mdl.frame_step(carry, x, debug)
@@ -373,10 +426,11 @@ class SAMWISE(nn.Module):
         bank, outs = scan(self, bank, feats)
         return outs, bank, inter
 
-    def forward_clips(self, frames, input_ids, padding_mask=None):
+    def forward_clips(self, frames, input_ids, padding_mask=None, motion_mask=None):
         """B clips with one expression each, every clip with a fresh memory bank (the training forward;
         see the module docstring).  frames (B, T, h, w, 3) ImageNet-normalised, max(h, w) <=
-        image_size (zero-padded bottom/right here); input_ids/padding_mask (B, L).
+        image_size (zero-padded bottom/right here); input_ids/padding_mask (B, L); ``motion_mask`` (B, L)
+        or None (the motion prompt, see the module docstring: each clip uses its own first verb token).
 
         Returns ``pred_masks`` (B, T, h, w) logits at the input size (``postprocess``), ``object_score_logits``
         (B, T) and, with the CME, ``cme_logits`` (B, T, 2), ``cme_run`` (B, T) bool (frames where the CME ran),
@@ -386,7 +440,7 @@ class SAMWISE(nn.Module):
         if h > s or w > s:
             raise ValueError(f"samwise: frames of {h}x{w} exceed the {s}x{s} input; resize them first")
         x = jnp.pad(frames, ((0, 0), (0, 0), (0, s - h), (0, s - w), (0, 0)))
-        outs, _, _ = self.run_clip(x, input_ids, padding_mask, init_bank(self.cfg, b))
+        outs, _, _ = self.run_clip(x, input_ids, padding_mask, init_bank(self.cfg, b), motion_mask=motion_mask)
 
         def clips(a):  # (T, B, ...) -> (B, T, ...)
             return jnp.swapaxes(a, 0, 1)
@@ -414,15 +468,19 @@ class SAMWISE(nn.Module):
             x = interpolate(x, size=tuple(output_hw), mode="bilinear", align_corners=False)
         return x[..., 0].reshape(*lead, *x.shape[1:3])
 
-    def __call__(self, frames, input_ids, padding_mask=None, debug: bool = False):
+    def __call__(self, frames, input_ids, padding_mask=None, debug: bool = False, motion_mask=None):
         """One clip with a fresh memory bank (see the module docstring)."""
         _, h, w, _ = frames.shape
         ids = jnp.asarray(input_ids)
         p = ids.shape[0]
         if self.is_initializing():  # part of the SAM 2 checkpoint, unused by SAMWISE
             self.sam.mask_downsample(jnp.zeros((1, 4, 4, 1), self.dtype))
+            if self.cfg.motion_prompt and motion_mask is None:  # created even when no verb is given
+                self.project_motion_prompts(jnp.zeros((1, self.cfg.text_dim), self.dtype))
         bank = init_bank(self.cfg, p)
-        outs, bank, inter = self.run_clip(pad_frames(frames, self.cfg.sam2.image_size), ids, padding_mask, bank, debug)
+        outs, bank, inter = self.run_clip(
+            pad_frames(frames, self.cfg.sam2.image_size), ids, padding_mask, bank, debug, motion_mask
+        )
         masks = jnp.swapaxes(self.postprocess(outs["low_res_masks"], (h, w)), 0, 1)  # (P, T, h, w)
         res = dict(outs, pred_masks=masks[0] if p == 1 else masks)
         if debug:
