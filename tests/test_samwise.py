@@ -299,6 +299,35 @@ def test_bounded_bank_across_clips_equals_unbounded_reference(tiny):
     assert int(bank["frame"]) == 7
 
 
+def test_fresh_clip_attends_only_the_frames_seen_so_far(tiny):
+    """``run_clip(fresh=True)`` (unrolled; frame f attends its min(f, R) memories and min(f, Q)
+    pointers, frame 0 none) equals the fixed-slot scan with masked slots on an empty bank: a 5-frame
+    clip with a 2-frame, 3-pointer bank that wraps inside it, the CME biased to switch."""
+    import flax
+
+    module = build_samwise("tiny_test", num_recent=2, num_pointers=3, cme_window=2)
+    v = flax.core.unfreeze(jax.tree_util.tree_map(np.array, tiny[1]))
+    v["params"]["conditional_memory_encoder"]["decision_class_head"]["bias"][1] += 3.0
+    frames = pad_frames(jnp.asarray(np.random.default_rng(6).standard_normal((5, 96, S, 3)), jnp.float32), S)
+    ids, pm = _Tok()(["ab", "cde"])
+
+    def run(vv, fr, fresh):
+        outs, bank, _ = module.apply(
+            vv, fr, ids, pm, init_bank(module.cfg, 2), True, None, fresh, method=SAMWISE.run_clip
+        )
+        return outs, bank
+
+    fresh, scan = (jax.jit(run, static_argnums=2)(v, frames, f) for f in (True, False))
+    assert np.asarray(fresh[0]["cme_switch"]).any()  # the CME switched
+    np.testing.assert_array_equal(np.asarray(fresh[0]["cme_switch"]), np.asarray(scan[0]["cme_switch"]))
+    for k in ("pix_feat_with_mem", "low_res_masks", "obj_ptr", "object_score_logits", "maskmem_features"):
+        assert parity_error(np.asarray(fresh[0][k]), np.asarray(scan[0][k])) <= 1e-4, k
+    for k in ("mem", "ptrs"):
+        assert parity_error(np.asarray(fresh[1][k]), np.asarray(scan[1][k])) <= 1e-4, k
+    for k in ("mem_valid", "ptr_valid", "last_switch", "frame"):
+        np.testing.assert_array_equal(np.asarray(fresh[1][k]), np.asarray(scan[1][k]))
+
+
 def test_registry_fetch_keeps_batch_stats(tiny, official_sd, tmp_path, monkeypatch):
     """An official SAMWISE file imported through the weight registry: the convert-once cache keeps
     the adapters' BatchNorm statistics (a collection besides ``params``) and loads back exactly."""

@@ -99,14 +99,16 @@ class SAMWISEPredictor:
             if "project_motion_prompts" not in variables["params"]:
                 raise ValueError("the model has motion_prompt=True but the weights have no project_motion_prompts")
             self.verbs = VerbSelector() if verbs is None else verbs
-        self._run = jax.jit(self._clip_fn, static_argnums=(6, 7))
+        self._run = jax.jit(self._clip_fn, static_argnums=(6, 7, 8))
 
     # ------------------------------------------------------------------ device function
-    def _clip_fn(self, variables, frames_u8, ids, padding_mask, bank, motion_mask, in_hw, out_hw):
+    def _clip_fn(self, variables, frames_u8, ids, padding_mask, bank, motion_mask, in_hw, out_hw, fresh):
         m = self.module
         x = (frames_u8.astype(jnp.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
         x = pad_frames(x, m.cfg.sam2.image_size)
-        outs, bank, _ = m.apply(variables, x, ids, padding_mask, bank, False, motion_mask, method=SAMWISE.run_clip)
+        outs, bank, _ = m.apply(
+            variables, x, ids, padding_mask, bank, False, motion_mask, fresh, method=SAMWISE.run_clip
+        )
         logits = m.apply(variables, outs["low_res_masks"], in_hw, out_hw, method=SAMWISE.postprocess)
         return jnp.swapaxes(logits, 0, 1), bank  # (P, T, H, W)
 
@@ -153,6 +155,7 @@ class SAMWISEPredictor:
             state.get("motion_mask"),
             state["in_hw"],
             state["size"],
+            state["frames_done"] == 0,  # the first clip: memory attention over the frames seen so far
         )
         state["frames_done"] += frames_u8.shape[0]
         return np.asarray(logits)

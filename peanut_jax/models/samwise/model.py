@@ -17,9 +17,12 @@ Data flow for one clip of T frames (<= 8 in the released setting) and P prompts 
 3. ``postprocess``: low-res logits -> bilinear to the padded square -> crop -> bilinear to the
    output size (``postprocess_masks``).
 
-Static shapes, no host round trip per frame: the with-memory and no-memory paths, and the CME's
-memory-less decode, are all computed and selected with ``jnp.where`` (the wasted work is one memory
-attention on frame 0 and one small mask-decoder pass per frame when the CME is on).
+Static shapes, no host round trip per frame.  A clip that starts from an empty bank (``__call__``,
+``forward_clips``, a video's first clip in the predictor: ``run_clip(fresh=True)``) runs its frames
+unrolled, frame f attending only the min(f, 6) memories and min(f, 15) pointers it has (frame 0
+none), as official; later clips scan over the frames with the full fixed-slot bank, where the with-
+and without-memory paths are both computed and selected with ``jnp.where``.  The CME's memory-less
+decode is one small mask-decoder pass per frame, computed on every frame when the CME is on.
 
 ``__call__(frames, input_ids, padding_mask)`` runs one clip with a fresh bank: frames (T, h, w, 3)
 ImageNet-normalised with max(h, w) <= image_size (the predictor resizes like ``Resize(1020,
@@ -336,31 +339,44 @@ class SAMWISE(nn.Module):
         }
 
     # ------------------------------------------------------------------ one frame
-    def frame_step(self, bank, x, debug: bool = False):
+    def frame_step(self, bank, x, debug: bool = False, filled: tuple[int, int] | None = None):
         """One frame for P prompts: ``bank`` (``init_bank``) and x (vision, s0, s1, state, optional motion
-        and motion_valid; each (P, ...)) -> (new bank, outputs)."""
+        and motion_valid; each (P, ...)) -> (new bank, outputs).
+
+        ``filled=(m, k)`` says statically that exactly the ``m`` most recent memory slots and ``k`` most
+        recent pointers are valid (a bank filled from empty in this clip): the attention then runs
+        over those only, instead of over every slot with the invalid ones masked out (same result up
+        to rounding), and a frame with none skips the memory attention."""
         cfg = self.cfg
         vision, high_res, state = x["vision"], (x["s0"], x["s1"]), x["state"]
         p, h, w, d = vision.shape
         r, q = cfg.num_recent, cfg.num_pointers
         f = bank["frame"]
         tpos = jnp.broadcast_to(jnp.arange(r - 1, -1, -1, dtype=jnp.int32)[None], (p, r))
+        mem, ptrs = bank["mem"], bank["ptrs"]
         mem_valid = jnp.broadcast_to(bank["mem_valid"][None], (p, r))
         ptr_valid = jnp.broadcast_to(bank["ptr_valid"][None], (p, q))
-        pix_mem = self.sam.condition_on_memory(
-            vision,
-            sine_2d(h, w, d),
-            bank["mem"],
-            tpos,
-            mem_valid,
-            bank["ptrs"],
-            jnp.zeros((p, q), jnp.float32),
-            ptr_valid,
-            1.0,
-            deterministic=self._det,
-        )
+        if filled is not None:
+            m, k = filled
+            mem, tpos, ptrs = mem[:, r - m :], tpos[:, r - m :], ptrs[:, q - k :]
+            mem_valid, ptr_valid = jnp.ones((p, m), bool), jnp.ones((p, k), bool)
         no_mem = self.sam.add_no_memory(vision)
-        pix = jnp.where(jnp.any(bank["mem_valid"]) | jnp.any(bank["ptr_valid"]), pix_mem, no_mem)
+        if filled is not None and filled == (0, 0):
+            pix = no_mem
+        else:
+            pix_mem = self.sam.condition_on_memory(
+                vision,
+                sine_2d(h, w, d),
+                mem,
+                tpos,
+                mem_valid,
+                ptrs,
+                jnp.zeros(ptr_valid.shape, jnp.float32),
+                ptr_valid,
+                1.0,
+                deterministic=self._det,
+            )
+            pix = pix_mem if filled is not None else jnp.where(jnp.any(mem_valid) | jnp.any(ptr_valid), pix_mem, no_mem)
         out = self.decode(pix, high_res, state, x.get("motion"), x.get("motion_valid"))
         high = self.sam.upsample_masks(out["low_res_masks"])
         high_mem, last = high, bank["last_switch"]
@@ -411,11 +427,23 @@ class SAMWISE(nn.Module):
         return new_bank, res
 
     # ------------------------------------------------------------------ one clip
-    def run_clip(self, frames, input_ids, padding_mask, bank, debug: bool = False, motion_mask=None):
+    def run_clip(self, frames, input_ids, padding_mask, bank, debug: bool = False, motion_mask=None, fresh=False):
         """frames (T, S, S, 3) padded + normalised, input_ids/padding_mask (P, L), bank from ``init_bank``
         or a previous clip, ``motion_mask`` (P, L) or None (see the module docstring) -> (outputs
-        (T, P, ...), new bank, intermediates)."""
+        (T, P, ...), new bank, intermediates).
+
+        ``fresh=True`` (static) promises that ``bank`` is an empty ``init_bank``: the frames then run
+        one after another (unrolled) with memory attention over only the frames seen so far, as the
+        official model does (frame f attends min(f, 6) memories and min(f, 15) pointers; frame 0
+        none), instead of the fixed, masked slots of the scan (first 8 frames: 27 frame-memories
+        instead of 48); the results agree up to rounding."""
         feats, inter = self.encode_clip(frames, input_ids, padding_mask, debug, motion_mask)
+        if fresh:
+            r, q, outs = self.cfg.num_recent, self.cfg.num_pointers, []
+            for f in range(frames.shape[-4]):
+                bank, o = self.frame_step(bank, jax.tree.map(lambda a: a[f], feats), debug, (min(f, r), min(f, q)))
+                outs.append(o)
+            return jax.tree.map(lambda *a: jnp.stack(a), *outs), bank, inter
 
         def body(mdl, carry, x):
             return mdl.frame_step(carry, x, debug)
@@ -440,7 +468,8 @@ class SAMWISE(nn.Module):
         if h > s or w > s:
             raise ValueError(f"samwise: frames of {h}x{w} exceed the {s}x{s} input; resize them first")
         x = jnp.pad(frames, ((0, 0), (0, 0), (0, s - h), (0, s - w), (0, 0)))
-        outs, _, _ = self.run_clip(x, input_ids, padding_mask, init_bank(self.cfg, b), motion_mask=motion_mask)
+        bank = init_bank(self.cfg, b)
+        outs, _, _ = self.run_clip(x, input_ids, padding_mask, bank, motion_mask=motion_mask, fresh=True)
 
         def clips(a):  # (T, B, ...) -> (B, T, ...)
             return jnp.swapaxes(a, 0, 1)
@@ -479,7 +508,13 @@ class SAMWISE(nn.Module):
                 self.project_motion_prompts(jnp.zeros((1, self.cfg.text_dim), self.dtype))
         bank = init_bank(self.cfg, p)
         outs, bank, inter = self.run_clip(
-            pad_frames(frames, self.cfg.sam2.image_size), ids, padding_mask, bank, debug, motion_mask
+            pad_frames(frames, self.cfg.sam2.image_size),
+            ids,
+            padding_mask,
+            bank,
+            debug,
+            motion_mask,
+            fresh=not self.is_initializing(),  # init: the scan creates the memory attention's parameters
         )
         masks = jnp.swapaxes(self.postprocess(outs["low_res_masks"], (h, w)), 0, 1)  # (P, T, h, w)
         res = dict(outs, pred_masks=masks[0] if p == 1 else masks)
