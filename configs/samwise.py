@@ -94,6 +94,7 @@ def get_config(arg=None):
         width=1024,
         num_objects=3,
         distractors=True,
+        objects_per_clip=1,  # synthetic: batch rows in groups of k on one clip, each another object
         max_tokens=32,
         eval_clips=0,
         eval_batch_size=4,

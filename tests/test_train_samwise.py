@@ -162,6 +162,26 @@ def test_batches_are_pure_functions_of_seed_step_row():
         assert any(np.array_equal(ev["masks"][i], o) for o in ev["objects"][i])
 
 
+def test_objects_per_clip_groups_rows_on_one_clip():
+    """``data.objects_per_clip=3``: rows 0-2 of a step share one clip and refer to its three objects
+    (three different sentences and masks), rows 3-5 to the next clip; a resumed step is the same."""
+    c = CONFIGS.get_config("test").unlock()
+    c.data.update(objects_per_clip=3, batch_size=6, num_frames=2, height=64, width=64, max_size=64)
+    c = c.lock()
+    b = next(iter(task.train_batches(c, 4, 0, 1)))
+    for g in (0, 3):
+        rows = range(g, g + 3)
+        assert all(np.array_equal(b["frames"][g], b["frames"][r]) for r in rows)
+        assert len({b["input_ids"][r].tobytes() for r in rows}) == 3
+        assert len({b["masks"][r].tobytes() for r in rows}) == 3
+    assert not np.array_equal(b["frames"][0], b["frames"][3])
+    np.testing.assert_array_equal(next(iter(task.train_batches(c, 4, 0, 1)))["masks"], b["masks"])
+    bad = CONFIGS.get_config("test").unlock()
+    bad.data.objects_per_clip = 4  # more than the clip's 3 objects
+    with pytest.raises(ValueError, match="objects_per_clip"):
+        next(iter(task.train_batches(bad, 0, 0, 1)))
+
+
 def test_clip_jaccard_is_the_davis_j():
     jf = pytest.importorskip("peanut_jax.metrics.jf")
     rng = np.random.default_rng(0)

@@ -12,7 +12,8 @@ memory bank.  The running statistics live in ``state.extra['batch_stats']`` (tor
 Trainable parameters (``model.trainable``): ``'official'`` = every parameter whose path contains
 ``adapter``, ``conditional_memory_encoder`` or ``project_text`` (the SAM 2 and RoBERTa weights stay
 frozen: they are not differentiated and stay bit-identical); ``'all'`` = everything (the tiny recipe:
-no pretrained tiny backbone exists).  The optimizer state covers the trainable part only.
+no pretrained tiny backbone exists); ``'no_text'`` = everything but the text encoder (a frozen
+``model.init_text`` with a SAM 2 trained from scratch).  The optimizer state covers the trainable part only.
 
 Loss (:mod:`peanut_jax.losses.segmentation`): sigmoid focal (alpha 0.25, gamma 2) + dice on the
 with-memory masks of every frame, the ground truth zero-padded to a multiple of 32 and the logits
@@ -28,7 +29,10 @@ Data (``data.source``):
 ``synthetic``
     :func:`peanut_jax.data.referring.referring_clip` clips (``data.num_frames`` frames of
     ``data.height x data.width``, ``data.num_objects`` objects, ``data.distractors``); row ``r`` of
-    step ``s`` draws seed ``(seed, 0, s, r)`` and refers to one object chosen from that seed; the
+    step ``s`` draws seed ``(seed, 0, s, r)`` and refers to one object chosen from that seed
+    (``data.objects_per_clip=k`` > 1: rows come in groups of k on the clip of seed ``(seed, 0, s,
+    r // k)``, each referring to another of its objects, so a batch holds the same frames with
+    different sentences and targets); the
     sentence is tokenised by :func:`peanut_jax.data.referring.synthetic_tokenizer` and padded to
     ``data.max_tokens``.
 ``ref_youtube_vos`` | ``mevis`` | ``refcoco``
@@ -68,7 +72,7 @@ from peanut_jax.train.config import config_get as _get
 from peanut_jax.train.state import TrainState, build_optimizer
 
 TRAINABLE_KEYS = ("adapter", "conditional_memory_encoder", "project_text")
-TRAINABLE_MODES = ("official", "all")
+TRAINABLE_MODES = ("official", "all", "no_text")
 SOURCES = ("synthetic", "ref_youtube_vos", "mevis", "refcoco")
 CME_CLASS_WEIGHTS = (1.0, 2.0)
 
@@ -109,6 +113,8 @@ def is_trainable(path: tuple, mode: str) -> bool:
     """Whether the parameter at ``path`` (a tuple of names) trains under ``model.trainable=mode``."""
     if mode == "all":
         return True
+    if mode == "no_text":
+        return str(path[0]) != "text_encoder"
     if mode == "official":
         name = "/".join(str(p) for p in path)
         return any(k in name for k in TRAINABLE_KEYS)
@@ -233,9 +239,19 @@ def train_batches(config, start_step: int, process_index: int, process_count: in
         official_num_steps(config, source)
         yield from batching.train_batches(config, start_step, process_index, process_count, source.example, n)
         return
-    yield from batching.train_batches(
-        config, start_step, process_index, process_count, lambda seed, _: synthetic_example(d, seed)
-    )
+    k = int(_get(d, "objects_per_clip", 1))
+    if k < 1 or k > int(d.num_objects):
+        raise ValueError(f"config.data.objects_per_clip must be in 1..num_objects={d.num_objects}, got {k}")
+
+    def example(seed, _):
+        if k == 1:
+            return synthetic_example(d, seed)
+        # rows r of a step come in groups of k sharing one clip, each referring to another object
+        clip_seed = (*seed[:-1], seed[-1] // k)
+        first = int(np.random.default_rng([*clip_seed, 7]).integers(int(d.num_objects)))
+        return synthetic_example(d, clip_seed, obj=(first + seed[-1] % k) % int(d.num_objects))
+
+    yield from batching.train_batches(config, start_step, process_index, process_count, example)
 
 
 _EVAL_KEYS = ("num_frames", "height", "width", "num_objects", "distractors", "max_tokens")
