@@ -419,6 +419,7 @@ def hq():
 HQ_CFG = E.EraseConfig(mode="official", neighbor_stride=2, ref_length=2)
 
 
+@pytest.mark.slow  # the official-size E2FGVI-HQ: about a minute each on the 2-core CI box
 def test_real_model_official_protocol(hq):
     module, variables, runner = hq
     frames, masks = clip_arrays(5, 50, 100, seed=7)
@@ -551,6 +552,7 @@ def test_cli_end_to_end_equals_library(tmp_path, hq_export, hq, cli_env, capsys)
     assert rc != 0 and "already exists" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # the official-size E2FGVI-HQ: about a minute each on the 2-core CI box
 def test_cli_official_file_equals_exported_folder(tmp_path, hq_export, hq, cli_env, capsys):
     """Issue 11 item 2: ``infer.py erase`` with an official E2FGVI-HQ file (the kind the tiny demo
     weights cannot take; the other kinds: tests/test_cli_first_hour.py) gives the exported folder's output."""
