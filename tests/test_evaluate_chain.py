@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import json
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_samwise import random_variables
+from test_samwise import tiny_variables
 
 from peanut_jax.data import synthetic
 from peanut_jax.data.hardcases import PRESETS, make_case
@@ -149,14 +147,7 @@ def tiny_samwise(tmp_path_factory):
     from peanut_jax.models import build
 
     module = build("samwise", sam2_size="tiny_test", vocab_size=synthetic_tokenizer().vocab_size)
-    shapes = jax.eval_shape(
-        module.init,
-        jax.random.PRNGKey(0),
-        jax.ShapeDtypeStruct((1, 128, 128, 3), jnp.float32),
-        jax.ShapeDtypeStruct((1, 4), jnp.int32),
-    )
-    v = random_variables(shapes, seed=1)
-    v["params"]["sam"]["sam_mask_decoder"]["pred_obj_score_head"]["layers_2"]["bias"] += 2.0  # objects present
+    v = tiny_variables(module, seed=1)
     d = tmp_path_factory.mktemp("samwise")
     rest = {k: x for k, x in v.items() if k != "params"}
     return export_weights(d, "samwise", module_kwargs("samwise", module), v["params"], collections=rest)

@@ -10,12 +10,10 @@ import json
 import shutil
 import zipfile
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
-from test_samwise import random_variables
+from test_samwise import tiny_variables
 
 from peanut_jax.data.referring import SUBSETS, referring_clip
 from peanut_jax.metrics.jf import j_and_f
@@ -32,14 +30,7 @@ def ckpt(tmp_path_factory):
     from peanut_jax.models import build
 
     module = build("samwise", sam2_size="tiny_test", vocab_size=408)  # the synthetic BPE has 408 ids
-    shapes = jax.eval_shape(
-        module.init,
-        jax.random.PRNGKey(0),
-        jax.ShapeDtypeStruct((1, 128, 128, 3), jnp.float32),
-        jax.ShapeDtypeStruct((1, 4), jnp.int32),
-    )
-    v = random_variables(shapes, seed=3)
-    v["params"]["sam"]["sam_mask_decoder"]["pred_obj_score_head"]["layers_2"]["bias"] += 2.0  # objects present
+    v = tiny_variables(module, seed=3)
     d = tmp_path_factory.mktemp("ckpt") / "samwise_tiny"
     extra = {k: x for k, x in v.items() if k != "params"}
     return export_weights(d, "samwise", module_kwargs("samwise", module), v["params"], collections=extra)

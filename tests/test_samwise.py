@@ -42,19 +42,24 @@ def random_variables(shapes, seed=0):
     return unflatten_dict(flat)
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    module = build_samwise("tiny_test")
+def tiny_variables(module, seed=0):
+    """Random host weights for a ``tiny_test`` SAMWISE (an S x S frame initialises every parameter),
+    calibrated as in the official dump: objects present (score > 0), else every mask is -1024."""
     shapes = jax.eval_shape(
         module.init,
         jax.random.PRNGKey(0),
         jax.ShapeDtypeStruct((1, S, S, 3), jnp.float32),
         jax.ShapeDtypeStruct((1, 4), jnp.int32),
     )
-    v = random_variables(shapes)
-    # calibration as in the official dump: objects present (score > 0), else every mask is -1024
+    v = random_variables(shapes, seed)
     v["params"]["sam"]["sam_mask_decoder"]["pred_obj_score_head"]["layers_2"]["bias"] += 2.0
-    return module, v
+    return v
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    module = build_samwise("tiny_test")
+    return module, tiny_variables(module)
 
 
 @pytest.fixture(scope="module")

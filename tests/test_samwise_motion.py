@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax.traverse_util import flatten_dict
-from test_samwise import random_variables
+from test_samwise import _Tok, tiny_variables
 
 from peanut_jax.convert.common import CheckpointMismatchError
 from peanut_jax.convert.samwise import from_state_dict, to_state_dict
@@ -33,16 +33,9 @@ MOTION_KEYS = [
 ]
 
 
-class CharTok:
-    """Characters -> ids ``4 + ord % 100`` between ``<s>`` = 0 and ``</s>`` = 2, padding 1, with the
-    character span of each id (what the verb alignment needs from a tokenizer)."""
-
-    def __call__(self, prompts):
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        rows = [[0] + [4 + ord(c) % 100 for c in p] + [2] for p in prompts]
-        n = max(map(len, rows))
-        ids = np.array([r + [1] * (n - len(r)) for r in rows], np.int32)
-        return ids, ids == 1
+class CharTok(_Tok):
+    """``test_samwise._Tok`` (characters -> ids ``4 + ord % 100`` between ``<s>`` = 0 and ``</s>`` = 2,
+    padding 1) with the character span of each id (what the verb alignment needs from a tokenizer)."""
 
     def token_offsets(self, text):
         return [None] + [(i, i + 1) for i in range(len(text))] + [None]
@@ -51,14 +44,7 @@ class CharTok:
 @pytest.fixture(scope="module")
 def tiny_motion():
     on = build_samwise("tiny_test", motion_prompt=True)
-    shapes = jax.eval_shape(
-        on.init,
-        jax.random.PRNGKey(0),
-        jax.ShapeDtypeStruct((1, S, S, 3), jnp.float32),
-        jax.ShapeDtypeStruct((1, 4), jnp.int32),
-    )
-    v_on = random_variables(shapes, seed=7)
-    v_on["params"]["sam"]["sam_mask_decoder"]["pred_obj_score_head"]["layers_2"]["bias"] += 2.0  # objects present
+    v_on = tiny_variables(on, seed=7)
     v_off = {
         "params": {k: p for k, p in v_on["params"].items() if k != "project_motion_prompts"},
         "batch_stats": v_on["batch_stats"],

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_samwise import S, _Tok, random_variables  # tests/ is on sys.path (rootdir mode)
+from test_samwise import S, _Tok, tiny_variables  # tests/ is on sys.path (rootdir mode)
 
 from peanut_jax.models.samwise import SAMWISE, build_samwise
 from peanut_jax.models.samwise.adapter import CMTAdapter
@@ -44,14 +44,7 @@ jax.monitoring.register_event_duration_secs_listener(
 
 
 def _variables(module, seed=0):
-    shapes = jax.eval_shape(
-        module.init,
-        jax.random.PRNGKey(0),
-        jax.ShapeDtypeStruct((1, S, S, 3), jnp.float32),
-        jax.ShapeDtypeStruct((1, 4), jnp.int32),
-    )
-    v = random_variables(shapes, seed)
-    v["params"]["sam"]["sam_mask_decoder"]["pred_obj_score_head"]["layers_2"]["bias"] += 2.0  # objects present
+    v = tiny_variables(module, seed)
     return v
 
 

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import types
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_samwise import random_variables
+from test_samwise import tiny_variables
 from test_text_tokenizer import BYTE_SYMBOL, SPECIALS, TINY_MERGES, write_hf
 
 from peanut_jax.data.masks import read_masks
@@ -47,14 +45,7 @@ def tok(tok_dir):
 @pytest.fixture(scope="module")
 def tiny():
     module = build_samwise("tiny_test", vocab_size=VOCAB)
-    shapes = jax.eval_shape(
-        module.init,
-        jax.random.PRNGKey(0),
-        jax.ShapeDtypeStruct((1, S, S, 3), jnp.float32),
-        jax.ShapeDtypeStruct((1, 4), jnp.int32),
-    )
-    v = random_variables(shapes, seed=1)
-    v["params"]["sam"]["sam_mask_decoder"]["pred_obj_score_head"]["layers_2"]["bias"] += 2.0  # objects present
+    v = tiny_variables(module, seed=1)
     return module, v
 
 
