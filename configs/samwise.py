@@ -110,6 +110,8 @@ def get_config(arg=None):
         schedule="multistep",
         milestones=(60_000,),
         gamma=0.1,
+        warmup_steps=0,  # linear warm-up from 0 (schedules: peanut_jax.train.state.build_schedule)
+        min_lr=0.0,  # the end of 'cosine' / 'warmup_cosine'
         grad_clip_norm=1.0,
     )
     c.train = train_block(60_000)
