@@ -15,12 +15,24 @@ Variants (official facts: SAMWISE ``opts.py``, ``main.py``, ``main_pretrain.py``
     The same on MeViS (``--dataset_file mevis --epochs 1``; MeViS clips use the global sampling).
 ``tiny``
     CPU recipe on :func:`peanut_jax.data.referring.referring_clip` (4 frames of 128x128, 3 objects
-    with distractors, the synthetic BPE tokenizer) with the ``tiny_test`` model sizes.  Documented
-    deviations: no pretrained tiny backbone exists, so ALL parameters train
-    (``model.trainable='all'``) with a larger learning rate, and the object-score head is off
-    (``model.pred_obj_scores=False``: no loss trains it); 4-frame clips leave the CME idle.
+    with distractors, the synthetic BPE tokenizer) with the ``tiny_test`` model sizes, in two runs::
+
+        python train.py --config configs/roberta.py:tiny --workdir runs/text_tiny
+        python train.py --config configs/samwise.py:tiny --workdir runs/samwise_tiny \
+            --config.model.init_text=runs/text_tiny
+
+    The first pretrains the text encoder (masked LM + a bag-of-words head on CLS, the counterpart
+    of the pretrained RoBERTa the released SAMWISE starts from); the second freezes it and trains
+    everything else (``model.trainable='no_text'``: no pretrained tiny SAM 2 exists; without
+    ``init_text`` the run is refused).  Each batch holds 2 clips x their 3 objects
+    (``data.objects_per_clip=3``: with one expression per clip the model never learns to read the
+    sentence), AdamW lr 1e-3 with a 200-step warm-up and a cosine decay over 6000 steps.  Further
+    deviations: the object-score head is off (``model.pred_obj_scores=False``: no loss trains it);
+    4-frame clips leave the CME idle.  ``configs/sam2.py:tiny`` can pretrain the SAM 2 part
+    (``--config.model.init_sam2=WORKDIR``; not part of the recipe yet).
 ``test``
-    The unit-test size: ``tiny`` with 2-clip batches and a few steps.
+    The unit-test size: 2-clip batches of one expression each, all parameters trainable, a few
+    steps.
 
 Official recipe, common to the three: only parameters whose name contains ``adapter``,
 ``conditional_memory_encoder`` or ``project_text`` train (``model.trainable='official'``);
@@ -143,9 +155,10 @@ def get_config(arg=None):
             # 4-frame clips (half the cost of 8; the CME needs frames f > cme_window=4, so it does not run)
             # and no object-score gating: the mask losses do not train the object-score head, and a
             # randomly initialised one masks every evaluation prediction out (J stays at its empty-clip value)
-            c.model.update(pred_obj_scores=False)
-            c.data.update(num_frames=4, eval_clips=32)
-            c.train.update(log_every=10, eval_every=100)
+            c.model.update(pred_obj_scores=False, trainable="no_text")
+            c.data.update(num_frames=4, eval_clips=32, batch_size=6, objects_per_clip=3)
+            c.optim.update(schedule="warmup_cosine", warmup_steps=200, min_lr=1e-5)
+            c.train.update(num_steps=6000, log_every=10, eval_every=1000, checkpoint_every=1000)
         if variant == "test":
             c.data.update(batch_size=2, eval_clips=4, eval_batch_size=2)
             c.train.update(num_steps=2, log_every=1, eval_every=2, checkpoint_every=2, progress=False)

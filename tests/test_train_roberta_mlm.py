@@ -105,3 +105,11 @@ def test_workdir_initialises_the_text_encoder_of_the_tiny_samwise(tmp_path):
     got, want = flatten_dict(params["text_encoder"]), flatten_dict(jax.tree.map(np.asarray, state.params))
     assert got.keys() == want.keys()
     assert all(np.array_equal(np.asarray(got[k]), want[k]) for k in want)
+
+
+def test_tiny_samwise_refuses_a_frozen_random_text_encoder():
+    samwise = tasks.get("samwise")
+    c = _configs("samwise").get_config("tiny")
+    assert c.model.trainable == "no_text" and c.data.objects_per_clip == 3
+    with pytest.raises(ValueError, match="config.model.init_text is empty"):
+        samwise.init_state(jax.random.PRNGKey(0), c, {})

@@ -91,7 +91,7 @@ def test_config_variants():
             assert c.model.trainable == "official" and cfg.sam2_size == "base_plus"
             assert c.optim.name == "adamw" and c.optim.weight_decay == 0.0 and tuple(c.optim.milestones) == (60_000,)
         else:
-            assert c.model.trainable == "all" and c.data.source == "synthetic"
+            assert c.model.trainable == ("no_text" if v == "tiny" else "all") and c.data.source == "synthetic"
     p = CONFIGS.get_config("official_pretrain")
     assert (p.optim.lr, p.optim.grad_clip_norm, p.data.batch_size, p.data.num_frames) == (1e-4, 0.1, 32, 1)
     assert not task.model_config(p).pred_obj_scores and not task.model_config(p).use_cme

@@ -291,6 +291,14 @@ def normalise_frames(frames_u8):
 
 
 def init_state(rng, config, sample_batch) -> TrainState:
+    m = config.model
+    if trainable_mode(config) == "no_text" and not (_get(m, "init_text", "") or _get(m, "init_from", "")):
+        raise ValueError(
+            "config.model.trainable='no_text' freezes the text encoder, but config.model.init_text is empty: "
+            "a frozen random text encoder gives every sentence the same prompt; pretrain one with "
+            "`train.py --config configs/roberta.py:tiny --workdir runs/text_tiny` and pass "
+            "--config.model.init_text=runs/text_tiny"
+        )
     model = make_model(config, train=False)
     init_rng, state_rng = jax.random.split(rng)
     f = sample_batch["frames"]
