@@ -77,6 +77,24 @@ def test_mask_losses_pad_gt_to_32_and_stretch_the_prediction():
         mask_losses(jnp.asarray(x[:, :2]), jnp.asarray(t))
 
 
+def test_mask_losses_region_equals_the_cropped_batch():
+    """A 64x96 clip padded to 128x128 with ``region_hw=(64, 96)`` scores as the unpadded clip (the
+    official collate pads only to the batch's largest clip); a traced region works under jit."""
+    import jax
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(0, 2, (2, 3, 128, 128)).astype(np.float32)
+    t = np.zeros((2, 3, 128, 128), np.float32)
+    t[..., :64, :96] = rng.random((2, 3, 64, 96)) < 0.3
+    want = mask_losses(jnp.asarray(x[..., :64, :96]), jnp.asarray(t[..., :64, :96]))
+    fn = jax.jit(lambda a, b, r: mask_losses(a, b, region_hw=r))
+    got = fn(jnp.asarray(x), jnp.asarray(t), jnp.array([64, 96], jnp.int32))
+    for k in ("loss_mask", "loss_dice"):
+        np.testing.assert_allclose(float(got[k]), float(want[k]), rtol=1e-5)
+    full = mask_losses(jnp.asarray(x), jnp.asarray(t))  # without the region the padding counts
+    assert abs(float(full["loss_mask"]) - float(want["loss_mask"])) > 1e-3
+
+
 def np_labels(m, c, score, thr=50):
     """The official rule frame by frame, with torch's 0/0 = NaN (NaN < 0.1 is False)."""
     out = []

@@ -33,7 +33,9 @@ Everything random comes from ``numpy.random.default_rng([*seed, 11])`` with the 
 :mod:`peanut_jax.train.batching`, so a clip is a pure function of (seed, step, row) and the item.
 
 The example has the synthetic path's format: ``frames`` uint8 (T, height, width, 3), ``masks`` uint8
-(T, height, width) 0/1, ``input_ids`` int32 (max_tokens,), ``padding_mask`` bool (max_tokens,).
+(T, height, width) 0/1, ``input_ids`` int32 (max_tokens,), ``padding_mask`` bool (max_tokens,), plus
+``valid_hw`` int32 (2,): the resized size before step 4's padding (the training loss covers the
+batch's largest ``valid_hw`` only, as the official collate pads a batch to its largest clip).
 
 ``python -m peanut_jax.data.rvos_clips DATASET DATA_DIR [--split S] [--num_frames 8] [--epochs 4]
 [--batch_size 4]`` prints the item count and ``epochs * items // batch_size`` (the value for
@@ -314,7 +316,13 @@ class ClipSource:
         masks = resize_masks_nearest((masks > 0).astype(np.uint8), size)
         frames, masks = pad_clip(frames, masks, self.height, self.width)
         ids, pm = self.tokenizer([caption], pad_to=self.max_tokens)
-        return {"frames": frames, "input_ids": ids[0], "padding_mask": pm[0], "masks": masks}
+        return {
+            "frames": frames,
+            "input_ids": ids[0],
+            "padding_mask": pm[0],
+            "masks": masks,
+            "valid_hw": np.asarray(size, np.int32),
+        }
 
 
 def main(argv=None) -> int:

@@ -45,11 +45,13 @@ def _check(fn: str, logits, targets) -> None:
         raise ValueError(f"{fn}: expected (B, ...) with a leading clip axis, got {tuple(logits.shape)}")
 
 
-def sigmoid_focal_loss(logits, targets, alpha: float = 0.25, gamma: float = 2.0):
+def sigmoid_focal_loss(logits, targets, alpha: float = 0.25, gamma: float = 2.0, region=None):
     """Sigmoid focal loss, mean over each clip's elements, summed over the B clips / B.
 
     ``ce = BCE_with_logits(x, t)``, ``p_t = p t + (1 - p)(1 - t)``, ``loss = alpha_t ce (1 - p_t)^gamma``
-    with ``alpha_t = alpha t + (1 - alpha)(1 - t)`` (``alpha < 0``: no weighting)."""
+    with ``alpha_t = alpha t + (1 - alpha)(1 - t)`` (``alpha < 0``: no weighting).  ``region``: 0/1
+    array broadcastable to ``logits``; the mean is then over each clip's elements inside it (as if
+    the arrays were cropped to it)."""
     _check("sigmoid_focal_loss", logits, targets)
     x, t = _per_clip(logits), _per_clip(targets)
     p = jax.nn.sigmoid(x)
@@ -58,13 +60,20 @@ def sigmoid_focal_loss(logits, targets, alpha: float = 0.25, gamma: float = 2.0)
     loss = ce * (1.0 - p_t) ** gamma
     if alpha >= 0:
         loss = (alpha * t + (1.0 - alpha) * (1.0 - t)) * loss
+    if region is not None:
+        w = _per_clip(jnp.broadcast_to(region, logits.shape))
+        return jnp.sum(jnp.sum(loss * w, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1.0)) / x.shape[0]
     return jnp.sum(jnp.mean(loss, axis=1)) / x.shape[0]
 
 
-def dice_loss(logits, targets, smooth: float = 1.0):
-    """``1 - (2 sum(p t) + 1) / (sum(p) + sum(t) + 1)`` per clip (``p = sigmoid(logits)``), summed / B."""
+def dice_loss(logits, targets, smooth: float = 1.0, region=None):
+    """``1 - (2 sum(p t) + 1) / (sum(p) + sum(t) + 1)`` per clip (``p = sigmoid(logits)``), summed / B;
+    ``region`` (0/1, broadcastable): the sums run over its elements only."""
     _check("dice_loss", logits, targets)
     p, t = jax.nn.sigmoid(_per_clip(logits)), _per_clip(targets)
+    if region is not None:
+        w = _per_clip(jnp.broadcast_to(region, logits.shape))
+        p, t = p * w, t * w
     loss = 1.0 - (2.0 * jnp.sum(p * t, axis=1) + smooth) / (jnp.sum(p, axis=1) + jnp.sum(t, axis=1) + smooth)
     return jnp.sum(loss) / p.shape[0]
 
@@ -90,9 +99,15 @@ def resize_logits(logits, size: tuple[int, int]):
     return x[..., 0].reshape(*lead, *x.shape[1:3])
 
 
-def mask_losses(pred_logits, gt_masks, size_divisibility: int = 32) -> dict:
+def mask_losses(pred_logits, gt_masks, size_divisibility: int = 32, region_hw=None) -> dict:
     """SAMWISE ``loss_masks``: pred_logits (B, T, h, w) at the input size, gt_masks (B, T, H, W) 0/1 ->
-    ``{'loss_mask': focal, 'loss_dice': dice}`` (see the module docstring)."""
+    ``{'loss_mask': focal, 'loss_dice': dice}`` (see the module docstring).
+
+    ``region_hw`` (2,) int, optional (traced values allowed): the losses cover only the top-left
+    ``region_hw[0] x region_hw[1]`` pixels of the padded ground truth, as if both arrays were cropped
+    to it.  The official collate pads a batch only to its largest clip (e.g. 576x1024 for 16:9 clips
+    resized to 1024), while fixed-shape batches pad every clip further (to 1024x1024): the region
+    keeps that extra padding out of the losses."""
     if pred_logits.ndim != 4 or gt_masks.ndim != 4 or pred_logits.shape[:2] != gt_masks.shape[:2]:
         raise ValueError(
             f"mask_losses: pred_logits (B, T, h, w) and gt_masks (B, T, H, W) expected, got "
@@ -100,7 +115,13 @@ def mask_losses(pred_logits, gt_masks, size_divisibility: int = 32) -> dict:
         )
     gt = pad_to_multiple(gt_masks.astype(jnp.float32), size_divisibility)
     pred = resize_logits(pred_logits, gt.shape[-2:])
-    return {"loss_mask": sigmoid_focal_loss(pred, gt), "loss_dice": dice_loss(pred, gt)}
+    region = None
+    if region_hw is not None:
+        h, w = gt.shape[-2:]
+        rows = jnp.arange(h)[:, None] < region_hw[0]
+        cols = jnp.arange(w)[None, :] < region_hw[1]
+        region = (rows & cols).astype(jnp.float32)
+    return {"loss_mask": sigmoid_focal_loss(pred, gt, region=region), "loss_dice": dice_loss(pred, gt, region=region)}
 
 
 def same_object_labels(

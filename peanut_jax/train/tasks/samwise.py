@@ -172,7 +172,13 @@ def synthetic_example(d, seed: tuple, obj: int | None = None, with_objects: bool
     if obj is None:
         obj = int(np.random.default_rng([*seed, 7]).integers(k))
     ids, pm = tokenize(sentences[obj], int(d.max_tokens))
-    out = {"frames": clip, "input_ids": ids, "padding_mask": pm, "masks": targets[obj].astype(np.uint8)}
+    out = {
+        "frames": clip,
+        "input_ids": ids,
+        "padding_mask": pm,
+        "masks": targets[obj].astype(np.uint8),
+        "valid_hw": np.asarray(clip.shape[1:3], np.int32),  # no padding (the official data's format)
+    }
     if with_objects:
         out["objects"] = targets.astype(np.uint8)
     return out
@@ -357,7 +363,16 @@ def forward_losses(model, params, batch_stats, batch, rng, use_cme: bool):
         rngs={"dropout": rng},
         mutable=["batch_stats"],
     )
-    terms = mask_losses(out["pred_masks"], batch["masks"])
+    region = None
+    if "valid_hw" in batch:
+        # official data: the loss covers the batch's largest clip rounded up to 32 (the official collate
+        # pads a batch to its largest clip, the ground truth then to a multiple of 32), not the fixed
+        # data.height x width padding.  Under pmap the largest clip is the device's (per-GPU collate),
+        # under jit the global batch's.  Where that clip is not a multiple of 32 the official code
+        # stretches its prediction to the rounded size; here the rows in between score their own.
+        region = jnp.max(batch["valid_hw"], axis=0)
+        region = (region + 31) // 32 * 32
+    terms = mask_losses(out["pred_masks"], batch["masks"], region_hw=region)
     if use_cme:
         labels = same_object_labels(
             jax.lax.stop_gradient(out["pred_masks"]), out["nomem_masks"], out["nomem_object_score_logits"]
