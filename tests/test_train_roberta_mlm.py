@@ -4,29 +4,19 @@ recipe's ``model.init_text``."""
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax.traverse_util import flatten_dict
+from test_train_sam2 import _configs
 
 from peanut_jax.train import tasks
 from peanut_jax.train.checkpoint import Checkpointer
 from peanut_jax.train.loop import _config_json, _write_config
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 FAST = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 task = tasks.get("roberta_mlm")
-
-
-def _configs(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_configs", ROOT / "configs" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 CONFIGS = _configs("roberta")

@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax.traverse_util import flatten_dict, unflatten_dict
+from flax.traverse_util import flatten_dict
+from test_samwise import random_variables
 
 from peanut_jax.losses.segmentation import dice_loss, sigmoid_focal_loss
 from peanut_jax.train import tasks
@@ -105,9 +106,7 @@ def test_multimask_rule_supervises_the_best_mask_and_all_ious():
 def _host_state(config, seed=0) -> TrainState:
     sample = {k: v[:1] for k, v in next(iter(task.train_batches(config, 0, 0, 1))).items()}
     shapes = jax.eval_shape(lambda: task.init_state(jax.random.PRNGKey(0), config, sample))
-    rng = np.random.default_rng(seed)
-    flat = flatten_dict(shapes.params)
-    params = unflatten_dict({k: np.asarray(0.2 * rng.standard_normal(s.shape), s.dtype) for k, s in flat.items()})
+    params = random_variables(shapes.params, seed)
     params["sam_mask_decoder"]["pred_obj_score_head"]["layers_2"]["bias"] += 2.0  # objects present
     return TrainState.create(
         params=jax.tree.map(jnp.asarray, params),
