@@ -127,30 +127,35 @@ def module_kwargs(model: str, module) -> dict:
 
 
 def registry_name(module) -> str:
-    """The model name (``models.build``) of a trained stage module: E2FGVI(-HQ), BasicVSR++, RIFE."""
+    """The model name (``models.build``) of a trained stage module: E2FGVI(-HQ), BasicVSR++, RIFE,
+    SAMWISE."""
     cls = type(module).__name__
     if cls == "InpaintGenerator":
         return "e2fgvi_hq" if module.hq else "e2fgvi"
-    names = {"BasicVSRPlusPlus": "basicvsr_pp", "IFNet": "rife", "IFNetHDv3": "rife_hdv3"}
+    names = {"BasicVSRPlusPlus": "basicvsr_pp", "IFNet": "rife", "IFNetHDv3": "rife_hdv3", "SAMWISE": "samwise"}
     if cls not in names:
         raise ValueError(f"no demo stage uses a {cls}")
     return names[cls]
 
 
-def abstract_params(module, name: str):
-    """Parameter shapes of ``module`` (eval_shape of its init at a small valid input)."""
+def abstract_variables(module, name: str) -> dict:
+    """Variable shapes of ``module``, every collection (eval_shape of its init at a small valid input)."""
     import jax
     import jax.numpy as jnp
 
     key = jax.random.key(0)
+    if name == "samwise":  # one frame at the model's input size initialises every parameter
+        s = module.cfg.sam2.image_size
+        x = jax.ShapeDtypeStruct((1, s, s, 3), jnp.float32)
+        return jax.eval_shape(module.init, key, x, jax.ShapeDtypeStruct((1, 4), jnp.int32))
     if name.startswith("e2fgvi"):
         x = jax.ShapeDtypeStruct((1, 2, 60, 108, 3), jnp.float32)
-        return jax.eval_shape(lambda k, a: module.init(k, a, 2), key, x)["params"]
+        return jax.eval_shape(lambda k, a: module.init(k, a, 2), key, x)
     if name == "basicvsr_pp":
         x = jax.ShapeDtypeStruct((1, 2, 64, 64, 3), jnp.float32)
-        return jax.eval_shape(lambda k, a: module.init(k, a, is_mirror_extended=False), key, x)["params"]
+        return jax.eval_shape(lambda k, a: module.init(k, a, is_mirror_extended=False), key, x)
     x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
-    return jax.eval_shape(module.init, key, x, x)["params"]
+    return jax.eval_shape(module.init, key, x, x)
 
 
 def read_json(path) -> dict:
@@ -172,7 +177,8 @@ def _workdir_config(workdir) -> dict:
 def export_trained(
     workdir, out_dir, make_model: Callable, step: int | None = None, dtype: str = "float16"
 ) -> pathlib.Path:
-    """Export the parameters of a ``train.py`` run (its last orbax checkpoint, or ``step``) as demo
+    """Export the variables of a ``train.py`` run (its last orbax checkpoint, or ``step``: the
+    parameters, and the other collections the module has, e.g. SAMWISE's ``batch_stats``) as demo
     weights (:func:`export_weights`) with the training config, step and last evaluation metrics in
     the metadata.  ``make_model(config)`` builds the trained module from the run's ``config.json``
     (an ``ml_collections.ConfigDict``; the trainer's task ``make_model``: this package does not
@@ -182,7 +188,7 @@ def export_trained(
     import ml_collections
     from flax.traverse_util import flatten_dict
 
-    from peanut_jax.checkpoints.orbax import read_tree
+    from peanut_jax.checkpoints.orbax import read_tree, variables_of
 
     workdir = pathlib.Path(workdir)
     raw = _workdir_config(workdir)
@@ -190,14 +196,14 @@ def export_trained(
     module = make_model(config)
     name = registry_name(module)
     tree = read_tree(workdir, step)
-    params = tree["params"]
-    # the checkpoint must fit the module exactly (names and shapes)
-    ref = flatten_dict(jax.tree.map(lambda a: a.shape, abstract_params(module, name)))
-    got = flatten_dict(jax.tree.map(lambda a: np.shape(a), params))
+    variables = variables_of(tree, workdir)
+    # the checkpoint must fit the module exactly (collections, names and shapes)
+    ref = flatten_dict(jax.tree.map(lambda a: a.shape, dict(abstract_variables(module, name))))
+    got = flatten_dict(jax.tree.map(lambda a: np.shape(a), variables))
     if set(ref) != set(got) or any(tuple(ref[k]) != tuple(got[k]) for k in ref):
         diff = sorted(set(ref) ^ set(got))[:3] or [k for k in ref if tuple(ref[k]) != tuple(got[k])][:3]
         raise ValueError(
-            f"{workdir}: checkpoint parameters do not fit {name} {module_kwargs(name, module)}: "
+            f"{workdir}: checkpoint variables do not fit {name} {module_kwargs(name, module)}: "
             f"{['/'.join(map(str, k)) for k in diff]}"
         )
     last_eval = {}
@@ -206,7 +212,7 @@ def export_trained(
         for line in mfile.read_text().splitlines():
             with contextlib.suppress(ValueError):
                 rec = json.loads(line)
-                if any(str(k).startswith("eval") for k in rec):
+                if rec.get("split") == "eval" or any(str(k).startswith("eval") for k in rec):
                     last_eval = rec
     meta = {
         "trained_with": "train.py",
@@ -216,4 +222,13 @@ def export_trained(
         "config": raw,
         "last_eval": last_eval,
     }
-    return export_weights(out_dir, name, module_kwargs(name, module), params, metadata=meta, dtype=np.dtype(dtype))
+    others = {c: v for c, v in variables.items() if c != "params"}
+    return export_weights(
+        out_dir,
+        name,
+        module_kwargs(name, module),
+        variables["params"],
+        metadata=meta,
+        dtype=np.dtype(dtype),
+        collections=others,
+    )

@@ -56,7 +56,11 @@ def read_params(path: str | os.PathLike, step: int | None = None):
 def read_variables(path: str | os.PathLike, step: int | None = None) -> dict:
     """The variables of the trained module in an orbax training checkpoint: ``{'params': ...}`` plus
     each of :data:`MODEL_COLLECTIONS` the state's ``extra`` holds (see :func:`read_tree`)."""
-    tree = read_tree(path, step)
+    return variables_of(read_tree(path, step), path)
+
+
+def variables_of(tree: dict, path="checkpoint") -> dict:
+    """The trained module's variables in a :func:`read_tree` dict (see :func:`read_variables`)."""
     if "params" not in tree:
         raise ValueError(f"{path}: orbax checkpoint has no 'params' item")
     extra = tree.get("extra") if isinstance(tree.get("extra"), dict) else {}
