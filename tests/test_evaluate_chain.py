@@ -67,6 +67,26 @@ def test_presets_are_deterministic_with_exact_ground_truth(name):
         assert np.abs(c0[y0:y1, x0:x1] - moved)[ok].max() <= 1
 
 
+def test_with_target_keeps_the_clip_and_moves_the_ground_truth():
+    case = make_case("similar_distractors", 2, **TINY)
+    base = case.arrays()
+    masks = []
+    for k in range(len(case.sentences)):
+        c = case.with_target(k)
+        a = c.arrays()
+        np.testing.assert_array_equal(a["frames"], base["frames"])  # the same clip whichever the target
+        assert c.sentence == case.sentences[k] and c.subset == case.info["subsets"][k] and c.target == k
+        assert c.describe()["target"]["shape"] == case.info["objects"][k]["shape"]
+        assert a["masks"].any()
+        masks.append(a["masks"])
+    np.testing.assert_array_equal(masks[0], base["masks"])
+    for i in range(len(masks)):
+        for j in range(i + 1, len(masks)):
+            assert not (masks[i] & masks[j]).any()  # visible footprints
+    with pytest.raises(ValueError, match="target 4 outside the clip's 4 objects"):
+        case.with_target(4)
+
+
 def test_preset_settings_hold():
     assert (PRESETS["hires"].height, PRESETS["hires"].width) == (1080, 1920)
     assert PRESETS["long"].num_frames >= 1000

@@ -132,10 +132,15 @@ class HardCase:
     :meth:`frames` gives :class:`CaseFrame` records with the ground truth; :meth:`arrays` stacks
     them (small clips only).  ``info``: the layout (:func:`~peanut_jax.data.referring.referring_layout`
     keys, the target first); ``sentence``: the target's description; ``subset``: its subset.
+    ``target``: the index of the target in ``info`` (:func:`make_case` puts it first, 0;
+    :meth:`with_target` picks another object of the same clip).
     """
 
-    def __init__(self, preset: Preset, seed: int, info: dict, background: str, pan):
+    def __init__(self, preset: Preset, seed: int, info: dict, background: str, pan, target: int = 0):
         self.preset, self.seed, self.info = preset, int(seed), info
+        if not 0 <= int(target) < len(info["objects"]):
+            raise ValueError(f"target {target} outside the clip's {len(info['objects'])} objects")
+        self.target = int(target)
         self.background, self.pan = background, tuple(float(v) for v in pan)
         self.height, self.width = int(info["height"]), int(info["width"])
         self.num_frames = len(info["objects"][0]["centers"])
@@ -143,9 +148,16 @@ class HardCase:
         self.path = f"{preset.name} seed {self.seed}"
         self._renderer = ReferringRenderer(info, _seed(preset, seed), background, pan)
 
+    def with_target(self, k: int) -> HardCase:
+        """The same clip (same frames) with object ``k`` as the target (its ground truth and sentence).
+        Unlike the drawn target (object 0, in front), object ``k`` may be partly behind another one:
+        its ``mask`` is where it is visible, and ``clean`` differs from ``image`` only there and on the
+        anti-aliased rim of an object in front of it."""
+        return HardCase(self.preset, self.seed, self.info, self.background, self.pan, target=k)
+
     @property
     def sentence(self) -> str:
-        return self.info["sentences"][0]
+        return self.info["sentences"][self.target]
 
     @property
     def sentences(self) -> list[str]:
@@ -153,7 +165,7 @@ class HardCase:
 
     @property
     def subset(self) -> str:
-        return self.info["subsets"][0]
+        return self.info["subsets"][self.target]
 
     @property
     def flow_forward(self) -> np.ndarray:
@@ -171,8 +183,8 @@ class HardCase:
         """:class:`CaseFrame` records of frames ``start`` .. ``stop - 1``, each drawn when asked for."""
         stop = self.num_frames if stop is None else min(int(stop), self.num_frames)
         for t in range(int(start), stop):
-            image, clean, ids, clean_ids = self._renderer.frame_and_clean(t, 0)
-            yield CaseFrame(image, clean, ids == 0, clean_ids >= 0, t)
+            image, clean, ids, clean_ids = self._renderer.frame_and_clean(t, self.target)
+            yield CaseFrame(image, clean, ids == self.target, clean_ids >= 0, t)
 
     def arrays(self) -> dict:
         """``{'frames', 'clean', 'masks', 'others'}`` stacked over the clip (T, ...): small clips only."""
@@ -186,7 +198,7 @@ class HardCase:
 
     def describe(self) -> dict:
         """What the clip is (JSON-ready)."""
-        obj = self.info["objects"][0]
+        obj = self.info["objects"][self.target]
         return {
             "preset": self.preset.name,
             "seed": self.seed,

@@ -45,7 +45,7 @@ from peanut_jax.pipeline.outputs import write_json
 from peanut_jax.pipeline.sources import Frame, StreamInfo
 from peanut_jax.pipeline.telemetry import MemoryMonitor, Meter
 
-__all__ = ["JSON_NAME", "TABLE_NAME", "evaluate_case", "format_table", "main", "run"]
+__all__ = ["JSON_NAME", "TABLE_NAME", "CaseMeasure", "evaluate_case", "format_table", "main", "run"]
 
 JSON_NAME = "evaluate_chain.json"
 TABLE_NAME = "evaluate_chain.md"
@@ -66,8 +66,12 @@ _MEANS = (
 )
 
 
-class _Measure:
-    """Per-frame accumulators of one clip."""
+class CaseMeasure:
+    """Per-frame accumulators of one clip (the metrics of the module docstring): ``masks(pred, gt)``
+    per frame, ``erased(out_u8, rec)`` per erased frame (``rec`` a
+    :class:`~peanut_jax.data.hardcases.CaseFrame`), then ``result()``.  ``flow_xy``: the background's
+    flow; ``size``: the clip's (H, W); ``psize``: the erase stage's processing size; ``dilation``: its
+    mask dilation."""
 
     def __init__(self, flow_xy: np.ndarray, size: tuple[int, int], psize: tuple[int, int], dilation: int):
         self.size, self.psize, self.dilation = size, psize, int(dilation)
@@ -163,7 +167,7 @@ def evaluate_case(
                 [case.sentence], module=text_model[0], variables=text_model[1], tokenizer=tokenizer
             )
         source.prepare(info)
-    meas = _Measure(case.flow_forward, (case.height, case.width), erase.psize(info), erase.config.mask_dilation)
+    meas = CaseMeasure(case.flow_forward, (case.height, case.width), erase.psize(info), erase.config.mask_dilation)
     pending: dict[int, object] = {}
 
     def rendered():
