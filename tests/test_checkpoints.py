@@ -12,7 +12,7 @@ import sys
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax.traverse_util import flatten_dict
+from flax.traverse_util import flatten_dict, unflatten_dict
 
 from peanut_jax import checkpoints
 from peanut_jax.checkpoints import families, registry
@@ -168,10 +168,37 @@ def test_export_trained_checks_the_module_and_records_the_run(tmp_path):
     for k, v in flatten_dict(dict(variables["params"])).items():
         want = flatten_dict(dict(ref["params"]))[k]
         np.testing.assert_array_equal(v, np.asarray(want, np.float16).astype(np.float32))
-    with pytest.raises(ValueError, match="checkpoint parameters do not fit rife"):
+    with pytest.raises(ValueError, match="checkpoint variables do not fit rife"):
         export_trained(run, tmp_path / "bad", lambda config: build("rife", context_c=8))
     with pytest.raises(FileNotFoundError, match="no config.json"):
         export_trained(tmp_path, tmp_path / "bad", make_model)
+
+
+def test_export_trained_samwise_keeps_the_batch_statistics(tmp_path):
+    """A SAMWISE run exports its parameters (float16) and the adapters' BatchNorm statistics (the
+    state's ``extra``, float32); a run without the statistics is refused, naming one."""
+    from peanut_jax.checkpoints.export import export_trained
+    from peanut_jax.models import build
+    from peanut_jax.train.checkpoint import Checkpointer
+
+    src = ASSETS / "mask_demo"
+    if not (src / "model.json").is_file():
+        pytest.skip("mask_demo not shipped (scripts/train_demo_weights.sh)")
+    _, module, variables, _ = load_exported(src)
+    kwargs = json.loads((src / "model.json").read_text())["kwargs"]
+    stats = {k: np.asarray(v) + 0.25 for k, v in flatten_dict(dict(variables["batch_stats"])).items()}
+    for run, extra in (("run", {"batch_stats": unflatten_dict(stats)}), ("nostats", {})):
+        with Checkpointer(tmp_path / run / "checkpoints", async_save=False) as ck:
+            ck.save(3, {"params": variables["params"], "step": np.int32(3), "extra": extra}, force=True)
+        (tmp_path / run / "config.json").write_text(json.dumps({"task": "samwise", "model": {"name": "samwise"}}))
+    out = export_trained(tmp_path / "run", tmp_path / "out", lambda config: build("samwise", **kwargs))
+    name, got_module, got, meta = load_exported(out)
+    assert name == "samwise" and got_module == module and meta["step"] == 3
+    for k, v in flatten_dict(dict(got["batch_stats"])).items():
+        np.testing.assert_array_equal(v, stats[k].astype(np.float32))
+    _same_params(got, variables)
+    with pytest.raises(ValueError, match="checkpoint variables do not fit samwise.*batch_stats"):
+        export_trained(tmp_path / "nostats", tmp_path / "bad", lambda config: build("samwise", **kwargs))
 
 
 # ------------------------------------------------------------------------------ the family table
@@ -201,6 +228,7 @@ def test_family_table_is_the_one_place_per_family():
         "basicvsr": "upscale_demo",
         "rife": "interpolate_demo",
         "spynet": "spynet_demo",
+        "samwise": "mask_demo",
     }
 
 

@@ -760,8 +760,9 @@ def test_demo_prefers_cached_official_weights(tmp_path, monkeypatch):
 
 
 def test_demo_with_shipped_weights_reproduces_recorded_metrics(tmp_path, capsys, monkeypatch):
-    """``infer.py --demo`` with the shipped weights: loads them, runs the full chain, prints the
-    metrics, writes the result and the before/after video, and reproduces demo_metrics.json."""
+    """``infer.py --demo`` with the shipped weights: text -> mask -> erase -> upscale -> interpolate;
+    loads them, runs the full chain, prints the masks' J&F and the erase metrics, writes the result and
+    the before/after video, and reproduces demo_metrics.json."""
     from peanut_jax.cli import demo
 
     rec = demo.recorded()
@@ -771,20 +772,50 @@ def test_demo_with_shipped_weights_reproduces_recorded_metrics(tmp_path, capsys,
     out, js = tmp_path / "demo.mp4", tmp_path / "demo.json"
     assert cli("--demo", "--demo-weights", "bundled", "--output", out, "--summary-json", js, "--no-progress") == 0
     printed = capsys.readouterr().out
-    assert "erased region vs clean background: PSNR" in printed and "bundled demo" in printed
+    assert "erased region vs clean background: PSNR" in printed and "bundled demo 'mask_demo'" in printed
+    assert f"prompt {rec['prompt']!r} -> object {rec['target']['object']} of" in printed
+    assert "no --prompt given" in printed and "text masks vs the object: J" in printed
     res = json.loads(js.read_text())
-    assert res["settings"] == rec["settings"]
+    assert res["settings"] == rec["settings"] and res["prompt"] == rec["prompt"] and res["target"] == rec["target"]
     assert res["summary"]["frames_out"] == rec["frames_out"] and list(res["summary"]["size_out"]) == list(
         rec["size_out"]
     )
     got, want = res["metrics"], rec["metrics"]
+    assert got["JF"] == pytest.approx(want["JF"], abs=5e-3)
     assert got["psnr_region"] == pytest.approx(want["psnr_region"], abs=0.05)
     assert got["ssim_region"] == pytest.approx(want["ssim_region"], abs=2e-3)
     assert got["ewarp"] == pytest.approx(want["ewarp"], rel=0.02, abs=2e-4)
-    assert got["psnr_region"] > got["psnr_region_input"] + 3  # the trained eraser removes the objects
+    assert got["psnr_region"] > got["psnr_region_input"] + 3  # the object is found and erased
     assert len(open_video(out)) == rec["frames_out"]
     sbs = open_video(tmp_path / "demo_before_after.mp4")
     assert len(sbs) == rec["frames_out"] and sbs.size == (rec["size_out"][0], 2 * rec["size_out"][1])
+
+
+def test_demo_prompt_checks_and_target_choice(tmp_path, capsys):
+    """A prompt with none of the tiny model's words is refused before anything loads (the words
+    listed, nothing written); the target is the object whose sentence the prompt is, else the one the
+    masks overlap most; one --prompt only, and no clicks."""
+    from peanut_jax.cli import demo
+
+    out = tmp_path / "demo.mp4"
+    assert cli("--demo", "--prompt", "the man in the shirt", "--output", out, "--no-progress") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--prompt 'the man in the shirt'" in err and "circle" in err
+    assert not out.exists()
+    assert cli("--demo", "--prompt", "the red circle", "--prompt", "the square", "--output", out) == 2
+    assert "give one --prompt" in capsys.readouterr().err
+    assert cli("--demo", "--click", "3,4@0", "--output", out) == 2
+    assert "not with --click" in capsys.readouterr().err
+    assert not out.exists()
+    assert demo.check_prompt("  The  RED circle ") == "The RED circle"
+
+    case = demo.demo_case(dict(demo.DEFAULT_SETTINGS, num_frames=3, height=64, width=64))
+    masks = [case.with_target(k).arrays()["masks"] for k in range(len(case.sentences))]
+    for k, sentence in enumerate(case.sentences):
+        got, how = demo.pick_target(case, sentence.upper() + ".", masks[(k + 1) % len(masks)])
+        assert got == k and "its sentence" in how
+        got, how = demo.pick_target(case, "the thing", masks[k])
+        assert got == k and "overlap most (J&F 1.000)" in how
 
 
 def test_enable_compilation_cache_settings(tmp_path, monkeypatch):

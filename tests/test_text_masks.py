@@ -188,3 +188,24 @@ def test_entry_point_in_samwise_module():
 
     assert samwise.TextPromptMasks is TextPromptMasks
     assert TextPromptMasks(["x"]).checkpoint == "samwise_mevis"
+
+
+def test_bundled_mask_demo_loads_with_its_own_tokenizer():
+    """``mask_demo`` (the bundled tiny SAMWISE) resolves through the registry and brings the synthetic
+    grammar's tokenizer, so ``--checkpoint-text mask_demo`` needs no --tokenizer; an explicit one wins."""
+    from peanut_jax.checkpoints import registry
+    from peanut_jax.data.referring import synthetic_tokenizer
+    from peanut_jax.pipeline.common import bundled_asset
+    from peanut_jax.pipeline.sources import StreamInfo
+
+    if not (bundled_asset("mask_demo") / "model.json").is_file():
+        pytest.skip("mask_demo not shipped (scripts/train_demo_weights.sh)")
+    assert registry.get("mask_demo").model == "samwise"
+    src = TextPromptMasks(["the red circle"], "mask_demo")
+    src.prepare(StreamInfo(2, 64, 64, 12.0))
+    module, variables = src._model
+    assert type(module).__name__ == "SAMWISE" and module.cfg.vocab_size == synthetic_tokenizer().vocab_size
+    assert "batch_stats" in variables  # the adapters' BatchNorm statistics were exported with the weights
+    assert src._tokenizer("the red circle")[0].tolist() == synthetic_tokenizer()("the red circle")[0].tolist()
+    other = TextPromptMasks(["the red circle"], "mask_demo", tokenizer="gpt2_bpe")
+    assert other._tokenizer == "gpt2_bpe"

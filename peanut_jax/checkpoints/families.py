@@ -288,7 +288,12 @@ _SAMWISE_WEIGHTS = tuple(
         ("refcoco", "1gRGzARDjIisZ3PnCW77Y9TMM_SbV8aaa", "RefCOCO/+/g (image pretraining)"),
     )
 )
-_SAMWISE = Family("samwise", "samwise", weights=_SAMWISE_WEIGHTS)
+_SAMWISE = Family(
+    "samwise",
+    "samwise",
+    weights=(*_SAMWISE_WEIGHTS, _demo("mask", "samwise", "SAMWISE (synthetic BPE tokenizer)")),
+    demo="mask_demo",
+)
 
 #: family name -> :class:`Family`
 FAMILIES: dict[str, Family] = {f.name: f for f in (_E2FGVI, _BASICVSR, _RIFE, _SPYNET, _VGG, _SAM2, _ROBERTA, _SAMWISE)}

@@ -1,57 +1,70 @@
-"""The bundled demo: ``python infer.py --demo`` (offline, no downloads).
+"""The bundled demo: ``python infer.py --demo [--prompt "the small red circle moving left"]``
+(offline, no downloads).
 
 It lives with the commands (not in ``pipeline/``) because it is a command: it assembles a chain from
 bundled weights and a synthetic clip, measures it and prints; the chain itself is the same as
 ``infer.py run``.
 
-A procedurally generated clip with a known clean background (:func:`peanut_jax.data.synthetic.
-generate_clip`) and the masks of its objects go through the full chain erase -> upscale ->
-interpolate.  The weights are small models of the same architectures that we trained ourselves
-with ``train.py`` on the synthetic dataset (``scripts/train_demo_weights.sh``), shipped in
-``peanut_jax/assets/<stage>_demo/``.  When converted official weights are in the ``$PEANUT_HOME``
-cache (``python -m peanut_jax.weights fetch NAME``), the same command uses them instead
-(``--demo-weights bundled`` forces the shipped ones); the summary says which were used.
+A procedurally generated referring clip (:mod:`peanut_jax.data.hardcases`: three objects, colours and
+shapes that may repeat, one sentence per object that singles it out) goes through the whole product:
+text -> mask (SAMWISE) -> erase -> upscale -> interpolate.  ``--prompt`` is the sentence; without it
+the demo takes the description of one object of the clip and says which.  The clip's ground truth is
+exact: every object's mask, and every frame rendered without the target.  The weights are small models
+of the same architectures that we trained ourselves with ``train.py`` on synthetic clips
+(``scripts/train_demo_weights.sh``), shipped in ``peanut_jax/assets/<stage>_demo/``; SAMWISE reads the
+synthetic grammar's own BPE tokenizer (``peanut_jax/assets/synthetic_bpe``), so a prompt must use its
+words (a prompt with none of them is refused, with the list).  When converted official weights of
+the erase / upscale / interpolate models are in the ``$PEANUT_HOME`` cache (``python -m
+peanut_jax.weights fetch NAME``), the same command uses them instead (``--demo-weights bundled``
+forces the shipped ones); the summary says which were used.  The mask stage always uses the bundled
+SAMWISE (the official ones read RoBERTa's vocabulary, not the synthetic grammar's).
 
-Printed metrics (also returned / written with ``--summary-json``):
+Printed metrics (also returned / written with ``--summary-json``), those of
+:class:`peanut_jax.pipeline.evaluate_chain.CaseMeasure`:
 
-* ``psnr_region`` / ``ssim_region``: the erase stage's output against the clean background inside
-  the filled region (the object masks dilated as the eraser dilates them): PSNR over all region
-  pixels of all frames pooled, SSIM averaged over per-frame crops around the region;
-  ``*_input`` are the same numbers for the unprocessed input (objects still there);
-* ``ewarp``: the warping error (L1, [0, 1] units) of the erased video along the exact background
-  flow with the exact occlusions, next to the input's and the clean background's own (the floor);
+* ``J`` / ``F`` / ``JF``: the text masks against the target's mask (DAVIS-2017 rules);
+* ``psnr_region`` / ``ssim_region``: the erase stage's output against the clip rendered without the
+  target, inside the target's mask dilated as the eraser dilates its masks, per frame, averaged;
+  ``*_input`` are the same numbers for the unprocessed input (the object still there);
+* ``ewarp``: the warping error (L1, [0, 1] units) of the erased video along the exact background flow
+  (the other objects' pixels excluded), next to the input's and the clean background's own (the floor);
 * the final (upscaled, interpolated) video is written as a before/after side-by-side.
 
-The settings of the recorded run and its numbers are in ``peanut_jax/assets/demo_metrics.json``;
-the CI test reruns the demo with the shipped weights and compares.
+When the prompt is not one of the clip's sentences, the masks are measured against the object they
+overlap most (said in the summary).  The settings of the recorded run and its numbers are in
+``peanut_jax/assets/demo_metrics.json``; the CI test reruns the demo with the shipped weights and
+compares.
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
+import re
 import sys
+import time
 
 import numpy as np
 
 from peanut_jax.pipeline.common import bundled_asset
 
 ASSETS = {"erase": "erase_demo", "upscale": "upscale_demo", "interpolate": "interpolate_demo"}
+MASK_ASSET = "mask_demo"  # the bundled tiny SAMWISE (peanut_jax/assets/mask_demo)
+TOKENIZER_ASSET = "synthetic_bpe"
 # official registry names tried (in order) when --demo-weights=auto
 OFFICIAL = {"erase": ("e2fgvi_hq",), "upscale": ("basicvsr_pp_reds4",), "interpolate": ("rife_hdv3", "rife")}
 METRICS_FILE = "demo_metrics.json"
 DEFAULT_SETTINGS = dict(
     seed=7,
-    num_frames=20,
-    height=60,
-    width=108,
-    num_objects=2,
+    num_frames=16,
+    height=128,
+    width=128,
+    num_objects=3,
     fps=12.0,
     upscale=None,
     interpolate=2,
     stages=["erase", "upscale", "interpolate"],
-    mask_dilation=4,
-    chunk=20,
+    chunk=16,
     overlap=2,
     rife_batch=4,
 )
@@ -68,24 +81,51 @@ def settings() -> dict:
     rec = recorded()
     s = dict(DEFAULT_SETTINGS)
     if rec:
-        s.update(rec.get("settings", {}))
+        s.update({k: v for k, v in rec.get("settings", {}).items() if k in DEFAULT_SETTINGS})
     return s
 
 
-def demo_clip(s: dict | None = None):
-    """(clip, uint8 frames, bool masks) of the demo."""
-    from peanut_jax.data.synthetic import generate_clip
+def demo_case(s: dict | None = None):
+    """The demo clip: a :class:`~peanut_jax.data.hardcases.HardCase` (its target: the object whose
+    sentence the demo uses when no prompt is given)."""
+    from peanut_jax.data.hardcases import Preset, make_case
 
     s = s or settings()
-    clip = generate_clip(
-        int(s["seed"]),
-        num_frames=int(s["num_frames"]),
-        height=int(s["height"]),
-        width=int(s["width"]),
+    preset = Preset(
+        "demo",
+        "the bundled demo clip",
+        int(s["num_frames"]),
+        int(s["height"]),
+        int(s["width"]),
         num_objects=int(s["num_objects"]),
+        layout=dict(leave_rate=0.0),
+        fps=float(s["fps"]),
     )
-    frames = np.clip(np.round(clip.frames * 255.0), 0, 255).astype(np.uint8)
-    return clip, frames, clip.object_mask
+    return make_case(preset, int(s["seed"]))
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z]+", text.lower())
+
+
+_FUNCTION_WORDS = {"at", "in", "is", "on", "that", "the"}
+
+
+def check_prompt(prompt: str) -> str:
+    """``prompt`` stripped; a ValueError naming ``--prompt`` when it is empty or has none of the
+    words the bundled SAMWISE was trained on (listed; "the", "on", ... alone do not count)."""
+    from peanut_jax.data.referring import referring_vocabulary
+
+    prompt = " ".join(str(prompt).split())
+    vocab = set(referring_vocabulary()) - _FUNCTION_WORDS
+    if not prompt:
+        raise ValueError('--prompt is empty: give a sentence, e.g. --prompt "the red circle on the left"')
+    if not any(w in vocab for w in _words(prompt)):
+        raise ValueError(
+            f"--prompt {prompt!r}: none of its words are known to the bundled demo model, which was trained "
+            f"on synthetic sentences with these words only: {', '.join(sorted(vocab))}"
+        )
+    return prompt
 
 
 def choose_weights(mode: str = "auto", stages=("erase", "upscale", "interpolate")) -> dict:
@@ -108,50 +148,57 @@ def choose_weights(mode: str = "auto", stages=("erase", "upscale", "interpolate"
                     chosen = (d, f"official '{name}' ({d})", True)
                     break
         if chosen is None:
-            d = bundled_asset(ASSETS[stage])
-            if not (d / "model.json").is_file():
-                raise FileNotFoundError(
-                    f"bundled demo weights missing: {d} (run scripts/train_demo_weights.sh to train them, or fetch "
-                    f"official weights: python -m peanut_jax.weights fetch {OFFICIAL[stage][0]})"
-                )
-            chosen = (d, f"bundled demo '{ASSETS[stage]}' (trained with train.py, {d.name})", False)
+            chosen = _bundled(ASSETS[stage], OFFICIAL[stage][0])
         out[stage] = chosen
     return out
 
 
-# ---------------------------------------------------------------------------------------------- metrics
-def measure(erased_u8: np.ndarray, clip, region: np.ndarray) -> dict:
-    """Demo metrics of the erased frames (uint8 (T, H, W, 3)) against the clip's clean background."""
-    from peanut_jax.metrics import psnr, ssim, warping_error
-
-    out = erased_u8.astype(np.float64) / 255.0
-    inp = np.clip(np.round(clip.frames * 255.0), 0, 255) / 255.0
-    bg = np.clip(np.round(clip.background * 255.0), 0, 255) / 255.0
-
-    def ewarp(v):
-        return float(
-            warping_error(
-                v.astype(np.float32), clip.background_flow_forward, occlusion=clip.background_occlusion_forward
-            )
+def _bundled(asset: str, official: str | None):
+    d = bundled_asset(asset)
+    if not (d / "model.json").is_file():
+        fetch = f", or fetch official weights: python -m peanut_jax.weights fetch {official}" if official else ""
+        raise FileNotFoundError(
+            f"bundled demo weights missing: {d} (run scripts/train_demo_weights.sh to train them{fetch})"
         )
-
-    return {
-        "psnr_region": psnr(out, bg, mask=region, reduction="all"),
-        "ssim_region": ssim(out, bg, mask=region, box_margin=8, reduction="all"),
-        "psnr_region_input": psnr(inp, bg, mask=region, reduction="all"),
-        "ssim_region_input": ssim(inp, bg, mask=region, box_margin=8, reduction="all"),
-        "ewarp": ewarp(out),
-        "ewarp_input": ewarp(inp),
-        "ewarp_clean": ewarp(bg),
-        "region_fraction": float(region.mean()),
-    }
+    return d, f"bundled demo '{asset}' (trained with train.py, {d.name})", False
 
 
 # ---------------------------------------------------------------------------------------------- run
+def _same_sentence(a: str, b: str) -> bool:
+    return _words(a) == _words(b)
+
+
+def text_masks(case, prompt: str, model, tokenizer) -> np.ndarray:
+    """bool (T, H, W): the masks SAMWISE gives ``prompt`` on the demo clip."""
+    from peanut_jax.pipeline.sources import StreamInfo
+    from peanut_jax.pipeline.text_masks import TextPromptMasks
+
+    source = TextPromptMasks([prompt], module=model[0], variables=model[1], tokenizer=tokenizer)
+    source.prepare(StreamInfo(len(case), case.height, case.width, case.fps))
+    return np.stack([m for _, m in source.attach(iter(case))]).astype(bool)
+
+
+def pick_target(case, prompt: str, pred: np.ndarray) -> tuple[int, str]:
+    """(object index, how it was chosen): the object whose sentence ``prompt`` is, else the one the
+    masks ``pred`` overlap most (J&F against each object's mask)."""
+    from peanut_jax.metrics.jf import j_and_f
+
+    for k, sentence in enumerate(case.sentences):
+        if _same_sentence(prompt, sentence):
+            return k, "the prompt is its sentence"
+    scores = [j_and_f(pred, case.with_target(k).arrays()["masks"])["JF"] for k in range(len(case.sentences))]
+    k = int(np.argmax(scores))
+    return k, (
+        f"the prompt is none of the clip's sentences; measured against the object its masks overlap most "
+        f"(J&F {scores[k]:.3f})"
+    )
+
+
 def run_demo(
     output="peanut_demo.mp4",
     side_by_side=None,
     *,
+    prompt: str | None = None,
     weights: str = "auto",
     overwrite: bool = False,
     progress: bool = True,
@@ -159,25 +206,47 @@ def run_demo(
     overrides: dict | None = None,
     log=print,
 ) -> dict:
-    """Run the demo; returns ``{'settings', 'weights', 'metrics', 'summary'}``."""
-    from peanut_jax.data.masks import dilate_masks
+    """Run the demo; returns ``{'settings', 'prompt', 'target', 'weights', 'metrics', 'summary'}``."""
     from peanut_jax.pipeline.build import build_chain, load_stage_model
-    from peanut_jax.pipeline.sources import ArrayMasks, ArraySource
+    from peanut_jax.pipeline.evaluate_chain import CaseMeasure
+    from peanut_jax.pipeline.sources import ArrayMasks, ArraySource, StreamInfo
+    from peanut_jax.pipeline.text_masks import load_samwise, load_tokenizer
 
     s = settings()
     s.update(overrides or {})
     stages = list(s["stages"])
     if "erase" not in stages:
         raise ValueError("the demo measures the erase stage: 'erase' must be among its stages")
+    if prompt is not None:
+        prompt = check_prompt(prompt)
     out_path = pathlib.Path(output) if output is not None else None
     if side_by_side is None and out_path is not None and out_path.suffix:
         side_by_side = out_path.with_name(f"{out_path.stem}_before_after{out_path.suffix}")
     chosen = choose_weights(weights, stages)
+    mask_dir, mask_label, _ = _bundled(MASK_ASSET, None)
+    tok = load_tokenizer(bundled_asset(TOKENIZER_ASSET), flag="--tokenizer")
+    text_model = load_samwise(mask_dir, flag="mask_demo", progress=False)
     models = {}
     for stage, (path, label, _) in chosen.items():
         module, variables, _ = load_stage_model(stage, path, progress=False)
         models[stage] = (module, variables, label)
-    clip, frames, masks = demo_clip(s)
+
+    case = demo_case(s)
+    if prompt is None:
+        sentence, how = case.sentence, "no --prompt given: the demo takes this object's sentence"
+    else:
+        sentence = prompt
+    if log:
+        log(f"segmenting the demo clip with SAMWISE: {sentence!r} (compiling first) ...")
+    t0 = time.perf_counter()
+    pred = text_masks(case, sentence, text_model, tok)
+    mask_seconds = time.perf_counter() - t0
+    if prompt is not None:
+        k, how = pick_target(case, prompt, pred)
+        case = case.with_target(k)
+    records = list(case.frames())
+    frames = np.stack([r.image for r in records])
+
     erased = []
     chain = build_chain(
         stages,
@@ -191,20 +260,35 @@ def run_demo(
     summary = chain.run(
         ArraySource(frames, fps=s["fps"], name=f"synthetic demo clip (seed {s['seed']})"),
         output,
-        ArrayMasks(masks, name="demo object masks"),
+        ArrayMasks(pred, name=f"SAMWISE masks of {sentence!r}"),
         side_by_side=side_by_side,
         frames_out=frames_out,
         overwrite=overwrite,
         progress=progress,
         observers={"erase": lambda i, f: erased.append(np.asarray(f))},
     )
-    region = dilate_masks(masks, int(s["mask_dilation"]))
-    metrics = measure(np.stack(erased), clip, region)
+    erase = chain.stages[0]
+    info = StreamInfo(len(case), case.height, case.width, case.fps)
+    meas = CaseMeasure(case.flow_forward, (case.height, case.width), erase.psize(info), erase.config.mask_dilation)
+    for rec, m in zip(records, pred):
+        meas.masks(m, rec.mask)
+    for rec, out in zip(records, erased):
+        meas.erased(out, rec)
     result = {
         "settings": s,
-        "weights": {k: v[1] for k, v in chosen.items()},
-        "official": {k: bool(v[2]) for k, v in chosen.items()},
-        "metrics": metrics,
+        "prompt": sentence,
+        "target": {
+            "object": case.target + 1,
+            "num_objects": len(case.sentences),
+            "sentence": case.sentence,
+            "subset": case.subset,
+            "how": how,
+        },
+        "sentences": case.sentences,
+        "weights": {"mask": mask_label, **{k: v[1] for k, v in chosen.items()}},
+        "official": {"mask": False, **{k: bool(v[2]) for k, v in chosen.items()}},
+        "metrics": meas.result(),
+        "mask_seconds": mask_seconds,
         "summary": summary.as_dict(),
     }
     if log:
@@ -213,15 +297,23 @@ def run_demo(
 
 
 def format_result(result: dict, summary=None) -> str:
-    m = result["metrics"]
-    lines = ["peanut_jax demo: synthetic clip with known clean background"]
+    m, s, t = result["metrics"], result["settings"], result["target"]
+    lines = [
+        f"peanut_jax demo: synthetic clip (seed {s['seed']}, {s['num_frames']} frames of {s['height']}x{s['width']}) "
+        f"with exact ground truth",
+        "  its objects' sentences: " + "; ".join(f"{i + 1}: {x!r}" for i, x in enumerate(result["sentences"])),
+        f"  prompt {result['prompt']!r} -> object {t['object']} of {t['num_objects']} ({t['how']}; "
+        f"subset {t['subset']})",
+    ]
     for stage, label in result["weights"].items():
         lines.append(f"  {stage:<11} weights: {label}")
     if summary is not None:
         lines.append(summary.format())
     lines += [
+        f"  text masks vs the object: J {m['J']:.3f}, F {m['F']:.3f}, J&F {m['JF']:.3f} "
+        f"({s['num_frames']} frames in {result.get('mask_seconds', float('nan')):.1f} s, compiling included)",
         f"  erased region vs clean background: PSNR {m['psnr_region']:.2f} dB, SSIM {m['ssim_region']:.4f} "
-        f"(input with the objects: {m['psnr_region_input']:.2f} dB, {m['ssim_region_input']:.4f})",
+        f"(input with the object: {m['psnr_region_input']:.2f} dB, {m['ssim_region_input']:.4f})",
         f"  Ewarp (L1 along the exact background flow): result {m['ewarp']:.4f}, input {m['ewarp_input']:.4f}, "
         f"clean background {m['ewarp_clean']:.4f}",
     ]
@@ -262,10 +354,12 @@ def main(argv=None) -> int:
                 weights="bundled",
                 overwrite=True,
                 progress=False,
-                overrides=dict(DEFAULT_SETTINGS, **(recorded() or {}).get("settings", {})),
+                overrides=dict(DEFAULT_SETTINGS),
             )
         rec = {
             "settings": res["settings"],
+            "prompt": res["prompt"],
+            "target": res["target"],
             "metrics": res["metrics"],
             "weights": res["weights"],
             "frames_out": res["summary"]["frames_out"],
@@ -296,12 +390,20 @@ def main_from_args(args) -> int:
 
     if args.input or args.masks or args.manifest:
         raise ValueError("--demo runs the bundled clip: do not give --input/--masks/--manifest")
+    from peanut_jax.pipeline.mask import prompts_from_args
+
+    if prompts_from_args(args):
+        raise ValueError("--demo is prompted with a sentence (--prompt): not with --click/--box/--mask-prompt")
+    prompts = list(getattr(args, "prompt", None) or [])
+    if len(prompts) > 1:
+        raise ValueError(f"--demo removes one object: give one --prompt, got {len(prompts)}")
     enable_compilation_cache()
     output = args.output or "peanut_demo.mp4"
     progress = not args.no_progress and sys.stderr.isatty()
     result = run_demo(
         output,
         args.side_by_side,
+        prompt=prompts[0] if prompts else None,
         weights=args.demo_weights,
         overwrite=args.overwrite,
         progress=progress,

@@ -329,8 +329,9 @@ def build_parser(prog: str = "infer.py", description: str | None = None) -> argp
             g.add_argument(
                 "--demo",
                 action="store_true",
-                help="run the full chain on the bundled synthetic clip with the bundled (or cached "
-                "official) weights and print PSNR/SSIM of the erased region and Ewarp",
+                help="run text -> mask -> erase -> upscale -> interpolate on the bundled synthetic clip with "
+                "the bundled (or cached official) weights; --prompt names the object (default: one of the "
+                "clip's sentences); prints the masks' J&F, PSNR/SSIM of the erased region and Ewarp",
             )
             g.add_argument(
                 "--demo-weights",

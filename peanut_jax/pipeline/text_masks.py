@@ -30,6 +30,19 @@ __all__ = [
 ]
 
 DEFAULT_CHECKPOINT = "samwise_mevis"
+#: bundled checkpoints trained with their own tokenizer: the tokenizer used when none is given
+BUNDLED_TOKENIZERS = {"mask_demo": "synthetic_bpe"}
+
+
+def default_tokenizer(checkpoint):
+    """The tokenizer of ``checkpoint`` when it is a bundled one with its own (the bundled tiny SAMWISE
+    reads the synthetic grammar's BPE, ``peanut_jax/assets/synthetic_bpe``), else None (the default)."""
+    name = BUNDLED_TOKENIZERS.get(checkpoint) if isinstance(checkpoint, str) else None
+    if name is None:
+        return None
+    from peanut_jax.pipeline.common import bundled_asset
+
+    return bundled_asset(name)
 
 
 def load_samwise(checkpoint=DEFAULT_CHECKPOINT, *, flag: str = "--checkpoint", progress: bool = True):
@@ -92,7 +105,7 @@ class TextPromptMasks(LabelMaskSource):
         self.checkpoint_flag, self.tokenizer_flag, self.prompt_flag = checkpoint_flag, tokenizer_flag, prompt_flag
         self.options = predictor_options
         self._model = (module, variables) if module is not None else None
-        self._tokenizer = tokenizer
+        self._tokenizer = tokenizer if tokenizer is not None else default_tokenizer(self.checkpoint)
         self._predictor = predictor
         self.info = None
 
