@@ -359,3 +359,21 @@ def test_grouped_optimizer_lr_mult_and_freeze():
     assert moves[0][0] == moves[1][0] == 0.0
     np.testing.assert_allclose([m[1] for m in moves], 0.1, rtol=1e-5)
     np.testing.assert_allclose(moves[2][0], 0.025, rtol=1e-5)
+
+
+def test_model_fields_and_build_configured():
+    """The one reading of ``config.model`` into constructor arguments: trainer keys and the task's own
+    keys left out, lists as tuples (hashable modules), dtypes parsed, unknown dtypes named."""
+    import ml_collections
+
+    from peanut_jax.train.config import build_configured, model_fields
+
+    block = {"name": "rife", "dtype": "float32", "param_dtype": "float32", "widths": [1, 2], "init_from": "x"}
+    assert model_fields(block, ("init_from",)) == {"widths": (1, 2)}
+    assert model_fields(block) == {"widths": (1, 2), "init_from": "x"}
+    config = ml_collections.ConfigDict({"model": {"name": "rife", "dtype": "bfloat16", "param_dtype": "float32"}})
+    module = build_configured(config)
+    assert type(module).__name__ == "IFNet" and module.dtype == jnp.bfloat16
+    config.model.param_dtype = "float99"
+    with pytest.raises(ValueError, match="config.model.param_dtype: unknown dtype 'float99'"):
+        build_configured(config)

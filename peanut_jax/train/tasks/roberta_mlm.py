@@ -35,25 +35,15 @@ import numpy as np
 import optax
 
 from peanut_jax.train import batching
-from peanut_jax.train.config import config_dtype as _dtype
+from peanut_jax.train.config import build_configured
 from peanut_jax.train.config import config_get as _get
 from peanut_jax.train.state import TrainState, apply_updates, build_optimizer
 
-_MODEL_KEYS = ("name", "dtype", "param_dtype")
 NUM_SPECIAL = 4  # <s>, <pad>, </s>, <unk>
 
 
 def make_model(config):
-    from peanut_jax.models import build
-
-    m = config.model
-    kw = {k: v for k, v in m.items() if k not in _MODEL_KEYS}
-    return build(
-        str(m.name),
-        dtype=_dtype(_get(m, "dtype", "float32")),
-        param_dtype=_dtype(_get(m, "param_dtype", "float32")),
-        **kw,
-    )
+    return build_configured(config)
 
 
 class Heads(nn.Module):

@@ -37,28 +37,17 @@ import numpy as np
 import optax
 
 from peanut_jax.train import batching
-from peanut_jax.train.config import config_dtype as _dtype
+from peanut_jax.train.config import build_configured
 from peanut_jax.train.config import config_get as _get
 from peanut_jax.train.state import TrainState, build_optimizer
 
 # official SAM 2 loss weights (weight_dict of the training configs)
 LOSS_WEIGHTS = {"loss_mask": 20.0, "loss_dice": 1.0, "loss_iou": 1.0, "loss_class": 1.0}
-# config.model keys that are not ``models.build("sam2")`` arguments
-_MODEL_KEYS = ("name", "dtype", "param_dtype")
 
 
 # ------------------------------------------------------------------------------------------ model
 def make_model(config):
-    from peanut_jax.models import build
-
-    m = config.model
-    kw = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in m.items() if k not in _MODEL_KEYS}
-    return build(
-        "sam2",
-        dtype=_dtype(_get(m, "dtype", "float32")),
-        param_dtype=_dtype(_get(m, "param_dtype", "float32")),
-        **kw,
-    )
+    return build_configured(config, "sam2")
 
 
 # ------------------------------------------------------------------------------------------- data

@@ -69,6 +69,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from peanut_jax.train import batching
 from peanut_jax.train.config import config_dtype as _dtype
 from peanut_jax.train.config import config_get as _get
+from peanut_jax.train.config import model_fields
 from peanut_jax.train.state import TrainState, build_optimizer
 
 TRAINABLE_KEYS = ("adapter", "conditional_memory_encoder", "project_text")
@@ -77,7 +78,8 @@ SOURCES = ("synthetic", "ref_youtube_vos", "mevis", "refcoco")
 CME_CLASS_WEIGHTS = (1.0, 2.0)
 
 # config.model keys that are not SAMWISEConfig fields
-_MODEL_KEYS = ("name", "dtype", "param_dtype", "hiera_per_frame", "trainable", "init_from", "init_sam2", "init_text")
+# config.model keys the task reads itself (the others are SAMWISEConfig fields)
+_TASK_KEYS = ("hiera_per_frame", "trainable", "init_from", "init_sam2", "init_text")
 
 
 # ------------------------------------------------------------------------------------------ model
@@ -86,7 +88,7 @@ def model_config(config):
     from peanut_jax.models.samwise.config import get_config
 
     m = config.model
-    kw = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in m.items() if k not in _MODEL_KEYS}
+    kw = model_fields(m, _TASK_KEYS)
     size = kw.pop("sam2_size", "base_plus")
     try:
         return get_config(size, **kw)
